@@ -1,0 +1,127 @@
+/* config: the JSON configuration file (SPEC §2) -> a typed, validated struct.
+ *
+ * Owns: parsing (comments allowed), defaults, types and ranges, unknown-key rejection, path
+ * resolution against the config file's folder, and checks that named files can be read.
+ * Problems are collected, not stopped at: each is one "file:line: key: message" line.
+ *
+ * Memory: gw_config_load returns a struct the caller frees with gw_config_free. Paths inside
+ * are absolute or relative to the process's cwd (already resolved). Immutable after load.
+ * Threads: load on any one thread; a loaded config may be read from any thread.
+ */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct gw_errs {
+    char **line;
+    size_t n, cap;
+    char **warn;
+    size_t nwarn, wcap;
+};
+void gw_errs_add(struct gw_errs *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_errs_warn(struct gw_errs *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void gw_errs_free(struct gw_errs *e);
+
+struct gw_cfg_key {
+    char *kid;    /* NULL when absent */
+    char *alg;    /* "RS256", "HS256", ... */
+    char *pem_file;
+    char *secret_file;
+    int line;
+};
+
+struct gw_cfg_issuer {
+    char *issuer;
+    char **audiences;
+    size_t naudiences;
+    struct gw_cfg_key *keys;
+    size_t nkeys;
+    char *jwks_file;
+    char *jwks_url;
+    long jwks_refresh_s;
+    long leeway_s;
+    long max_lifetime_s;
+    char **scope_claims;
+    size_t nscope_claims;
+    char *subject_claim;
+    int line;
+};
+
+struct gw_cfg_location_token {
+    char *location_id;
+    char *file;
+};
+
+struct gw_config {
+    char *file; /* the config file as given */
+    char *dir;  /* its folder; relative paths were resolved against it */
+    struct {
+        char *address;
+        long port;
+        long workers; /* resolved: 0 in the file means one per CPU core */
+    } listen;
+    struct {
+        char *cert, *key;
+        int min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+        char *client_ca;
+    } tls;
+    struct {
+        char *address;
+        long port;
+    } admin;
+    struct {
+        char *url;
+        char *host; /* from url */
+        long port;  /* from url (443 by default) */
+        char *ca_file;
+        long connect_timeout_ms, timeout_ms, max_idle_connections;
+        char **api_versions;
+        size_t napi_versions;
+        char *openapi; /* resolved; the shipped document when null in the file */
+    } upstream;
+    struct {
+        char *agency_token_file;
+        struct gw_cfg_location_token *location;
+        size_t nlocation;
+    } credentials;
+    struct {
+        struct gw_cfg_issuer *issuers;
+        size_t nissuers;
+        long token_cache_entries;
+    } auth;
+    struct {
+        char *dir;
+    } policies;
+    struct {
+        char *file;
+        bool to_stdout;
+        bool fsync;
+        char *hmac_key_file;
+        bool include_reads;
+    } audit;
+    struct {
+        char *file;
+    } access_log;
+    struct {
+        struct {
+            long burst, per_seconds;
+        } per_subject;
+        struct {
+            long burst, per_seconds, daily;
+        } upstream;
+    } rate_limit;
+    struct {
+        long max_header_bytes, max_body_bytes, max_token_bytes, max_json_depth;
+        long header_timeout_ms, body_timeout_ms, keepalive_timeout_ms;
+        long max_connections, drain_timeout_ms;
+    } limits;
+};
+
+/* Parses and validates path. Returns the config, or NULL with every problem in errs (also
+ * warnings, which do not fail). check_files: also open every file the config names. */
+struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_errs *errs);
+void gw_config_free(struct gw_config *c);
+
+#endif

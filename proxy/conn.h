@@ -1,0 +1,84 @@
+/* conn: one client connection: TLS termination and the gateway's HTTP/1.1 server side.
+ *
+ * The request head is parsed here, strictly, once: this is the only HTTP parser that reads
+ * client bytes, so nothing downstream can read the framing differently. Refused framing
+ * (bare LF or CR, NUL, obs-fold, header names outside the token set, Transfer-Encoding, more
+ * than one Content-Length or Host, targets not in origin form) is answered 400 and the
+ * connection closed; heads past limits.max_header_bytes 431, bodies past max_body_bytes 413,
+ * both closing. The connection owns its deadlines: TLS handshake + first head
+ * (header_timeout_ms from accept), each later head (header_timeout_ms from its first byte),
+ * body (body_timeout_ms from the end of the head), keep-alive idle (keepalive_timeout_ms).
+ * Replies are written with Content-Length; a closing reply is followed by a TLS close_notify
+ * once its last byte has left, then the socket is closed.
+ *
+ * Memory: a gw_conn is created by the listener callback and freed when it closes; a request
+ * handed to the handler stays valid until gw_conn_reply is called for it. If the client goes
+ * away meanwhile, the socket is closed at once and the gw_conn is freed by gw_conn_reply.
+ * Threads: the worker's thread only.
+ */
+#ifndef GW_CONN_H
+#define GW_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <openssl/ssl.h>
+
+#include "reply.h"
+
+struct evbuffer;
+struct evconnlistener;
+struct sockaddr;
+struct gw_worker;
+struct gw_conn;
+
+#define GW_MAX_HEADERS 100
+
+struct gw_header {
+    const char *name, *value;
+};
+
+/* One request as read from the client. */
+struct gw_http_req {
+    bool rejected;            /* refused while reading: reply `kind` (msg in why) and close */
+    enum gw_reply_kind kind;
+    const char *why;
+    const char *method;       /* as sent (a token) */
+    const char *target;       /* as sent (visible ASCII, origin form unless rejected) */
+    struct gw_header hdr[GW_MAX_HEADERS]; /* in order, values trimmed */
+    size_t nhdr;
+    struct evbuffer *body;    /* exactly Content-Length bytes */
+    uint64_t bytes_in;        /* head + body */
+    int64_t started_ms;       /* wall clock at the request's first byte */
+    bool wants_close;         /* Connection: close, or HTTP/1.0 without keep-alive */
+};
+
+/* Called once per request (rejected ones included); the handler must eventually call
+ * gw_conn_reply exactly once for it. */
+typedef void (*gw_conn_handler)(struct gw_conn *c, struct gw_http_req *rq, void *arg);
+
+/* evconnlistener callback; arg is the worker. */
+void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int salen, void *arg);
+
+/* The single value of a header (case-insensitive name), or NULL when absent; *repeated is set
+ * when it appears more than once (and NULL is returned). */
+const char *gw_http_header(const struct gw_http_req *rq, const char *name, bool *repeated);
+
+const char *gw_conn_peer(const struct gw_conn *c);
+SSL *gw_conn_ssl(const struct gw_conn *c);
+
+/* Sends the reply to the current request: status line, the given headers, Date,
+ * Content-Length and (when closing) Connection: close, then body (drained from `body`). The
+ * connection closes after it when close is set, the client asked, or the worker is draining.
+ * Returns the number of body bytes queued. */
+size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
+                     const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body,
+                     bool close);
+
+/* Closes every connection that is not in the middle of a request (graceful shutdown). */
+void gw_conn_close_idle(struct gw_worker *w);
+/* Frees every connection (worker teardown). */
+void gw_conn_free_all(struct gw_worker *w);
+
+#endif

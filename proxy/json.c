@@ -1,0 +1,685 @@
+/* Strict JSON reader: a recursive-descent parser that builds cJSON nodes itself, so that every
+ * rule (UTF-8, duplicates, depth, NUL) is checked in one pass over the bytes. */
+#include "json.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <event2/buffer.h>
+
+#define DEFAULT_MAX_DEPTH 64
+
+struct parser {
+    const unsigned char *p, *end, *start;
+    int depth, max_depth;
+    bool comments;
+    struct gw_json_lines *lines;
+    struct gw_json_error *err;
+    int line;               /* line of p, kept current by skip_ws */
+    const unsigned char *line_at; /* position up to which lines are counted */
+};
+
+static int cur_line(struct parser *ps, const unsigned char *at)
+{
+    while (ps->line_at < at) {
+        if (*ps->line_at == '\n')
+            ps->line++;
+        ps->line_at++;
+    }
+    return ps->line;
+}
+
+static void fail(struct parser *ps, const unsigned char *at, const char *fmt, ...)
+{
+    if (ps->err == NULL || ps->err->msg[0] != '\0')
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ps->err->msg, sizeof ps->err->msg, fmt, ap);
+    va_end(ap);
+    if (at > ps->end)
+        at = ps->end;
+    ps->err->offset = (size_t)(at - ps->start);
+    ps->err->line = cur_line(ps, at);
+}
+
+static int record_line(struct parser *ps, const cJSON *node, const unsigned char *at)
+{
+    struct gw_json_lines *l = ps->lines;
+    if (l == NULL)
+        return 0;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 64;
+        const cJSON **nn = realloc(l->node, ncap * sizeof *nn);
+        if (nn == NULL)
+            return -1;
+        l->node = nn;
+        int *nl = realloc(l->line, ncap * sizeof *nl);
+        if (nl == NULL)
+            return -1;
+        l->line = nl;
+        l->cap = ncap;
+    }
+    l->node[l->n] = node;
+    l->line[l->n] = cur_line(ps, at);
+    l->n++;
+    return 0;
+}
+
+static int skip_ws(struct parser *ps)
+{
+    while (ps->p < ps->end) {
+        unsigned char c = *ps->p;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            ps->p++;
+        } else if (c == '/' && ps->comments && ps->p + 1 < ps->end && ps->p[1] == '/') {
+            while (ps->p < ps->end && *ps->p != '\n')
+                ps->p++;
+        } else if (c == '/' && ps->comments && ps->p + 1 < ps->end && ps->p[1] == '*') {
+            const unsigned char *open = ps->p;
+            ps->p += 2;
+            while (ps->p + 1 < ps->end && !(ps->p[0] == '*' && ps->p[1] == '/'))
+                ps->p++;
+            if (ps->p + 1 >= ps->end) {
+                fail(ps, open, "unterminated comment");
+                return -1;
+            }
+            ps->p += 2;
+        } else {
+            break;
+        }
+    }
+    return 0;
+}
+
+/* Decodes one UTF-8 sequence at s (< end). Returns its length, or 0 if it is not well formed
+ * (overlong, surrogate, past U+10FFFF, truncated). */
+static size_t utf8_len(const unsigned char *s, const unsigned char *end)
+{
+    unsigned char c = s[0];
+    size_t n;
+    uint32_t cp;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - s) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+static int hex4(const unsigned char *s, uint32_t *out)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned char c = s[i];
+        v <<= 4;
+        if (c >= '0' && c <= '9')
+            v |= (uint32_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v |= (uint32_t)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F')
+            v |= (uint32_t)(c - 'A' + 10);
+        else
+            return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static size_t put_utf8(unsigned char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (unsigned char)(0xC0 | (cp >> 6));
+        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (unsigned char)(0xE0 | (cp >> 12));
+        o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+        o[2] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 3;
+    }
+    o[0] = (unsigned char)(0xF0 | (cp >> 18));
+    o[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3F));
+    o[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
+    o[3] = (unsigned char)(0x80 | (cp & 0x3F));
+    return 4;
+}
+
+/* Parses a string literal at ps->p (which is '"'). Returns a malloc'd NUL-terminated copy. */
+static char *parse_string(struct parser *ps)
+{
+    const unsigned char *open = ps->p;
+    ps->p++;
+    /* The decoded form is never longer than the literal. */
+    const unsigned char *q = ps->p;
+    while (q < ps->end && *q != '"') {
+        if (*q == '\\')
+            q++;
+        q++;
+    }
+    if (q >= ps->end) {
+        fail(ps, open, "unterminated string");
+        return NULL;
+    }
+    unsigned char *out = malloc((size_t)(q - ps->p) + 1);
+    if (out == NULL) {
+        fail(ps, open, "out of memory");
+        return NULL;
+    }
+    size_t n = 0;
+    while (*ps->p != '"') {
+        unsigned char c = *ps->p;
+        if (c < 0x20) {
+            fail(ps, ps->p, c == 0 ? "NUL byte in string" : "control character in string");
+            goto bad;
+        }
+        if (c == '\\') {
+            unsigned char e = ps->p[1];
+            ps->p += 2;
+            switch (e) {
+            case '"': out[n++] = '"'; break;
+            case '\\': out[n++] = '\\'; break;
+            case '/': out[n++] = '/'; break;
+            case 'b': out[n++] = '\b'; break;
+            case 'f': out[n++] = '\f'; break;
+            case 'n': out[n++] = '\n'; break;
+            case 'r': out[n++] = '\r'; break;
+            case 't': out[n++] = '\t'; break;
+            case 'u': {
+                uint32_t cp, lo;
+                if (ps->end - ps->p < 4 || hex4(ps->p, &cp) != 0) {
+                    fail(ps, ps->p - 2, "bad \\u escape");
+                    goto bad;
+                }
+                ps->p += 4;
+                if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    fail(ps, ps->p - 6, "lone surrogate \\u%04X", (unsigned)cp);
+                    goto bad;
+                }
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (ps->end - ps->p < 6 || ps->p[0] != '\\' || ps->p[1] != 'u' ||
+                        hex4(ps->p + 2, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF) {
+                        fail(ps, ps->p - 6, "lone surrogate \\u%04X", (unsigned)cp);
+                        goto bad;
+                    }
+                    ps->p += 6;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                }
+                if (cp == 0) {
+                    fail(ps, ps->p - 6, "NUL (\\u0000) in string");
+                    goto bad;
+                }
+                n += put_utf8(out + n, cp);
+                break;
+            }
+            default:
+                fail(ps, ps->p - 2, "bad escape in string");
+                goto bad;
+            }
+            continue;
+        }
+        size_t l = utf8_len(ps->p, ps->end);
+        if (l == 0) {
+            fail(ps, ps->p, "invalid UTF-8 in string");
+            goto bad;
+        }
+        memcpy(out + n, ps->p, l);
+        n += l;
+        ps->p += l;
+    }
+    ps->p++; /* closing quote */
+    out[n] = '\0';
+    return (char *)out;
+bad:
+    free(out);
+    return NULL;
+}
+
+static cJSON *parse_value(struct parser *ps);
+
+static int cmp_names(const void *a, const void *b)
+{
+    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
+    return strcmp(x->string, y->string);
+}
+
+/* Duplicate names are found by sorting the members' names: O(n log n) whatever the input. */
+static int check_duplicates(struct parser *ps, cJSON *obj, size_t count,
+                            const unsigned char *open)
+{
+    if (count < 2)
+        return 0;
+    if (count <= 8) {
+        for (cJSON *a = obj->child; a; a = a->next)
+            for (cJSON *b = a->next; b; b = b->next)
+                if (strcmp(a->string, b->string) == 0) {
+                    fail(ps, open, "duplicate member \"%.64s\"", a->string);
+                    return -1;
+                }
+        return 0;
+    }
+    cJSON **v = malloc(count * sizeof *v);
+    if (v == NULL) {
+        fail(ps, open, "out of memory");
+        return -1;
+    }
+    size_t i = 0;
+    for (cJSON *a = obj->child; a; a = a->next)
+        v[i++] = a;
+    qsort(v, count, sizeof *v, cmp_names);
+    int rc = 0;
+    for (i = 1; i < count; i++)
+        if (strcmp(v[i - 1]->string, v[i]->string) == 0) {
+            fail(ps, open, "duplicate member \"%.64s\"", v[i]->string);
+            rc = -1;
+            break;
+        }
+    free(v);
+    return rc;
+}
+
+/* Appends without cJSON_AddItemToArray's walk to the tail: O(1) per member. */
+static void append_child(cJSON *parent, cJSON **tail, cJSON *item)
+{
+    if (*tail == NULL) {
+        parent->child = item;
+        item->prev = item; /* cJSON keeps the head's prev pointing at the tail */
+    } else {
+        (*tail)->next = item;
+        item->prev = *tail;
+        parent->child->prev = item;
+    }
+    *tail = item;
+}
+
+static cJSON *parse_container(struct parser *ps, bool is_object)
+{
+    const unsigned char *open = ps->p;
+    if (++ps->depth > ps->max_depth) {
+        fail(ps, open, "nesting deeper than %d", ps->max_depth);
+        return NULL;
+    }
+    cJSON *c = is_object ? cJSON_CreateObject() : cJSON_CreateArray();
+    if (c == NULL) {
+        fail(ps, open, "out of memory");
+        return NULL;
+    }
+    ps->p++;
+    cJSON *tail = NULL;
+    size_t count = 0;
+    if (skip_ws(ps) != 0)
+        goto bad;
+    unsigned char close = is_object ? '}' : ']';
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return c;
+    }
+    for (;;) {
+        char *name = NULL;
+        const unsigned char *name_at = ps->p;
+        if (is_object) {
+            if (ps->p >= ps->end || *ps->p != '"') {
+                fail(ps, ps->p, "expected a member name");
+                goto bad;
+            }
+            name = parse_string(ps);
+            if (name == NULL)
+                goto bad;
+            if (skip_ws(ps) != 0 || ps->p >= ps->end || *ps->p != ':') {
+                free(name);
+                fail(ps, ps->p, "expected ':'");
+                goto bad;
+            }
+            ps->p++;
+            if (skip_ws(ps) != 0) {
+                free(name);
+                goto bad;
+            }
+        }
+        cJSON *v = parse_value(ps);
+        if (v == NULL) {
+            free(name);
+            goto bad;
+        }
+        if (name != NULL)
+            v->string = name;
+        append_child(c, &tail, v);
+        count++;
+        if (record_line(ps, v, is_object ? name_at : NULL) != 0) {
+            fail(ps, ps->p, "out of memory");
+            goto bad;
+        }
+        if (skip_ws(ps) != 0)
+            goto bad;
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            if (skip_ws(ps) != 0)
+                goto bad;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == close) {
+            ps->p++;
+            break;
+        }
+        fail(ps, ps->p, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
+        goto bad;
+    }
+    if (is_object && check_duplicates(ps, c, count, open) != 0)
+        goto bad;
+    ps->depth--;
+    return c;
+bad:
+    cJSON_Delete(c);
+    return NULL;
+}
+
+static cJSON *parse_number(struct parser *ps)
+{
+    const unsigned char *s = ps->p, *q = ps->p;
+    if (q < ps->end && *q == '-')
+        q++;
+    if (q >= ps->end || *q < '0' || *q > '9') {
+        fail(ps, s, "invalid value");
+        return NULL;
+    }
+    if (*q == '0') {
+        q++;
+    } else {
+        while (q < ps->end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < ps->end && *q == '.') {
+        q++;
+        if (q >= ps->end || *q < '0' || *q > '9') {
+            fail(ps, s, "invalid number");
+            return NULL;
+        }
+        while (q < ps->end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < ps->end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < ps->end && (*q == '+' || *q == '-'))
+            q++;
+        if (q >= ps->end || *q < '0' || *q > '9') {
+            fail(ps, s, "invalid number");
+            return NULL;
+        }
+        while (q < ps->end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q - s > 64) {
+        fail(ps, s, "number too long");
+        return NULL;
+    }
+    char tmp[72];
+    memcpy(tmp, s, (size_t)(q - s));
+    tmp[q - s] = '\0';
+    errno = 0;
+    double d = strtod(tmp, NULL);
+    if (errno == ERANGE && !isfinite(d)) {
+        fail(ps, s, "number out of range");
+        return NULL;
+    }
+    if (errno == ERANGE)
+        d = 0; /* underflow: the value is indistinguishable from zero */
+    ps->p = q;
+    cJSON *n = cJSON_CreateNumber(d);
+    if (n == NULL)
+        fail(ps, s, "out of memory");
+    return n;
+}
+
+static bool literal(struct parser *ps, const char *word)
+{
+    size_t l = strlen(word);
+    if ((size_t)(ps->end - ps->p) < l || memcmp(ps->p, word, l) != 0)
+        return false;
+    ps->p += l;
+    return true;
+}
+
+static cJSON *parse_value(struct parser *ps)
+{
+    if (ps->p >= ps->end) {
+        fail(ps, ps->p, "unexpected end of input");
+        return NULL;
+    }
+    cJSON *v = NULL;
+    switch (*ps->p) {
+    case '{':
+        return parse_container(ps, true);
+    case '[':
+        return parse_container(ps, false);
+    case '"': {
+        const unsigned char *at = ps->p;
+        char *s = parse_string(ps);
+        if (s == NULL)
+            return NULL;
+        v = cJSON_CreateString("");
+        if (v == NULL) {
+            free(s);
+            fail(ps, at, "out of memory");
+            return NULL;
+        }
+        cJSON_free(v->valuestring);
+        v->valuestring = s;
+        return v;
+    }
+    case 't':
+        if (literal(ps, "true"))
+            v = cJSON_CreateTrue();
+        break;
+    case 'f':
+        if (literal(ps, "false"))
+            v = cJSON_CreateFalse();
+        break;
+    case 'n':
+        if (literal(ps, "null"))
+            v = cJSON_CreateNull();
+        break;
+    default:
+        return parse_number(ps);
+    }
+    if (v == NULL)
+        fail(ps, ps->p, *ps->p == 0 ? "NUL byte" : "invalid value");
+    return v;
+}
+
+cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opts,
+                     struct gw_json_error *err)
+{
+    struct gw_json_error scratch;
+    struct parser ps = {
+        .p = (const unsigned char *)buf,
+        .end = (const unsigned char *)buf + len,
+        .start = (const unsigned char *)buf,
+        .max_depth = opts && opts->max_depth > 0 ? opts->max_depth : DEFAULT_MAX_DEPTH,
+        .comments = opts && opts->allow_comments,
+        .lines = opts ? opts->lines : NULL,
+        .err = err ? err : &scratch,
+        .line = 1,
+        .line_at = (const unsigned char *)buf,
+    };
+    ps.err->msg[0] = '\0';
+    ps.err->offset = 0;
+    ps.err->line = 0;
+    if (opts && opts->max_bytes && len > opts->max_bytes) {
+        fail(&ps, ps.start, "document larger than %zu bytes", opts->max_bytes);
+        return NULL;
+    }
+    /* The parser's own recursion is bounded by max_depth; refuse absurd caps. */
+    if (ps.max_depth > 512)
+        ps.max_depth = 512;
+    if (skip_ws(&ps) != 0)
+        return NULL;
+    cJSON *root = parse_value(&ps);
+    if (root == NULL)
+        return NULL;
+    if (skip_ws(&ps) != 0 || ps.p != ps.end) {
+        fail(&ps, ps.p, ps.p < ps.end && *ps.p == 0 ? "NUL byte after the value"
+                                                     : "unexpected data after the value");
+        cJSON_Delete(root);
+        return NULL;
+    }
+    if (ps.lines && record_line(&ps, root, ps.start) != 0) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+int gw_json_line(const struct gw_json_lines *lines, const cJSON *node)
+{
+    if (lines == NULL || node == NULL)
+        return 0;
+    for (size_t i = 0; i < lines->n; i++)
+        if (lines->node[i] == node)
+            return lines->line[i];
+    return 0;
+}
+
+void gw_json_lines_free(struct gw_json_lines *lines)
+{
+    if (lines == NULL)
+        return;
+    free(lines->node);
+    free(lines->line);
+    memset(lines, 0, sizeof *lines);
+}
+
+char *gw_read_file(const char *path, size_t max_bytes, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0) {
+        int e = errno;
+        fclose(f);
+        errno = e;
+        return NULL;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        fclose(f);
+        errno = EISDIR;
+        return NULL;
+    }
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    if (buf == NULL) {
+        fclose(f);
+        errno = ENOMEM;
+        return NULL;
+    }
+    for (;;) {
+        if (n == cap) {
+            if (cap >= max_bytes) {
+                free(buf);
+                fclose(f);
+                errno = EFBIG;
+                return NULL;
+            }
+            cap = cap * 2 > max_bytes ? max_bytes : cap * 2;
+            char *nb = realloc(buf, cap + 1);
+            if (nb == NULL) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return NULL;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0) {
+            if (ferror(f)) {
+                int e = errno ? errno : EIO;
+                free(buf);
+                fclose(f);
+                errno = e;
+                return NULL;
+            }
+            break;
+        }
+    }
+    fclose(f);
+    buf[n] = '\0';
+    if (len)
+        *len = n;
+    return buf;
+}
+
+int gw_json_append_string(struct evbuffer *out, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    char buf[256];
+    size_t n = 0;
+    buf[n++] = '"';
+    const unsigned char *end = (const unsigned char *)s + strlen(s);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (n + 8 > sizeof buf) {
+            if (evbuffer_add(out, buf, n) != 0)
+                return -1;
+            n = 0;
+        }
+        unsigned char c = *p;
+        if (c == '"' || c == '\\') {
+            buf[n++] = '\\';
+            buf[n++] = (char)c;
+        } else if (c < 0x20 || c == 0x7F) {
+            buf[n++] = '\\';
+            buf[n++] = 'u';
+            buf[n++] = '0';
+            buf[n++] = '0';
+            buf[n++] = hex[c >> 4];
+            buf[n++] = hex[c & 15];
+        } else if (c < 0x80) {
+            buf[n++] = (char)c;
+        } else {
+            /* Bytes from outside (headers, paths) may not be UTF-8: keep the output valid JSON. */
+            size_t l = utf8_len(p, end);
+            if (l == 0) {
+                memcpy(buf + n, "\\ufffd", 6);
+                n += 6;
+            } else {
+                memcpy(buf + n, p, l);
+                n += l;
+                p += l - 1;
+            }
+        }
+    }
+    buf[n++] = '"';
+    return evbuffer_add(out, buf, n);
+}

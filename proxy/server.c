@@ -1,0 +1,631 @@
+#include "server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "conn.h"
+#include "log.h"
+#include "reply.h"
+#include "route.h"
+#include "snapshot.h"
+#include "upstream.h"
+#include "validate.h"
+#include "worker.h"
+
+#define REQUEST_ID_MAX 64
+
+struct gw_daemon {
+    struct gw_snapshot *_Atomic snap;
+    struct gw_log *access;
+    struct gw_worker *workers;
+    size_t nworkers;
+    atomic_bool stopping;
+    struct event_base *main_base;
+};
+
+/* One request from dispatch to reply. Owned by the worker; freed after its reply is sent. */
+struct gw_req {
+    struct gw_worker *w;
+    struct gw_snapshot *snap;
+    struct gw_conn *conn;
+    struct gw_http_req *rq;
+    char request_id[REQUEST_ID_MAX + 1];
+    char ip[INET6_ADDRSTRLEN];
+    const char *method;
+    int64_t ts_ms;       /* wall clock, first byte */
+    struct timespec t0;  /* monotonic, dispatch */
+    uint64_t bytes_in;
+    struct gw_route route;
+    bool routed;
+    cJSON *body;
+    int upstream_status;
+    double upstream_ms;
+};
+
+static double ms_since(const struct timespec *t0)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
+}
+
+static const char *status_reason(int code)
+{
+    static const struct {
+        int code;
+        const char *reason;
+    } t[] = {
+        {200, "OK"},           {201, "Created"},      {202, "Accepted"},
+        {204, "No Content"},   {400, "Bad Request"},  {401, "Unauthorized"},
+        {403, "Forbidden"},    {404, "Not Found"},    {409, "Conflict"},
+        {413, "Payload Too Large"}, {415, "Unsupported Media Type"},
+        {422, "Unprocessable Entity"}, {429, "Too Many Requests"},
+        {500, "Internal Server Error"}, {502, "Bad Gateway"}, {503, "Service Unavailable"},
+        {504, "Gateway Timeout"},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof *t; i++)
+        if (t[i].code == code)
+            return t[i].reason;
+    return code < 300 ? "OK" : code < 500 ? "Client Error" : "Server Error";
+}
+
+static void req_free(struct gw_req *r)
+{
+    if (r->routed)
+        gw_route_free(&r->route);
+    cJSON_Delete(r->body);
+    struct gw_worker *w = r->w;
+    w->inflight--;
+    gw_snapshot_unref(r->snap);
+    free(r);
+    gw_worker_maybe_exit(w);
+}
+
+static bool valid_request_id(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+#define MAX_REPLY_HEADERS (GW_UPSTREAM_MAX_HEADERS + 4)
+
+/* Sends status + headers + body (drained from `body`), logs the request, frees r. */
+static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t nhdrs,
+                   struct evbuffer *body, bool close)
+{
+    hdrs[nhdrs++] = (struct gw_header){"X-Request-Id", r->request_id};
+    struct gw_access a = {
+        .ts_ms = r->ts_ms,
+        .request_id = r->request_id,
+        .ip = r->ip,
+        .method = r->method,
+        .path = r->routed ? r->route.path : NULL,
+        .op = r->routed && r->route.op ? r->route.op->id : NULL,
+        .status = status,
+        .upstream_status = r->upstream_status,
+        .upstream_ms = r->upstream_ms,
+        .bytes_in = r->bytes_in,
+    };
+    /* the request's strings live in the connection until the reply is sent: log first */
+    a.bytes_out = evbuffer_get_length(body);
+    a.duration_ms = ms_since(&r->t0);
+    gw_log_access(r->w->d->access, &a);
+    gw_conn_reply(r->conn, status, status_reason(status), hdrs, nhdrs, body, close);
+    req_free(r);
+}
+
+static void reply_error(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
+                        const char *const *msgs, size_t nmsgs)
+{
+    struct evbuffer *b = evbuffer_new();
+    struct gw_header h[2] = {{"Content-Type", "application/json; charset=utf-8"}};
+    if (b == NULL || gw_reply_body(b, kind, msg, msgs, nmsgs) != 0) {
+        if (b)
+            evbuffer_drain(b, evbuffer_get_length(b));
+        finish(r, 500, h, 1, b, true);
+        if (b)
+            evbuffer_free(b);
+        return;
+    }
+    finish(r, gw_reply_status(kind), h, 1, b, gw_reply_closes(kind));
+    evbuffer_free(b);
+}
+
+static bool pass_back(const char *name)
+{
+    return strcasecmp(name, "Content-Type") == 0 || strncasecmp(name, "X-RateLimit-", 12) == 0;
+}
+
+static void on_upstream(struct gw_upstream_result *res, void *arg)
+{
+    struct gw_req *r = arg;
+    r->upstream_ms = res->ms;
+    if (res->err == GW_UP_SHUTDOWN) {
+        /* the worker is being torn down: its connections are freed right after */
+        req_free(r);
+        return;
+    }
+    if (res->err != GW_UP_OK) {
+        gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
+                     res->why);
+        if (res->err == GW_UP_TIMEOUT)
+            reply_error(r, GW_R_TIMEOUT, NULL, NULL, 0);
+        else
+            reply_error(r, GW_R_BAD_GATEWAY, res->why, NULL, 0);
+        return;
+    }
+    r->upstream_status = res->status;
+    struct gw_header h[MAX_REPLY_HEADERS];
+    size_t n = 0;
+    for (size_t i = 0; i < res->nheaders && n + 1 < MAX_REPLY_HEADERS; i++)
+        if (pass_back(res->hname[i]))
+            h[n++] = (struct gw_header){res->hname[i], res->hvalue[i]};
+    finish(r, res->status, h, n, res->body, false);
+}
+
+/* Appends to a growing buffer that may hold a credential: every copy is wiped on release. */
+struct sbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+
+static void sb_add(struct sbuf *b, const char *s, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->n + n + 1 > b->cap) {
+        size_t nc = (b->n + n + 1) * 2;
+        char *np = OPENSSL_malloc(nc);
+        if (np == NULL) {
+            b->oom = true;
+            return;
+        }
+        if (b->p) {
+            memcpy(np, b->p, b->n);
+            OPENSSL_clear_free(b->p, b->cap);
+        }
+        b->p = np;
+        b->cap = nc;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = '\0';
+}
+
+static void sb_str(struct sbuf *b, const char *s)
+{
+    sb_add(b, s, strlen(s));
+}
+
+static void forward(struct gw_req *r, const struct gw_credential *cred, const char *version)
+{
+    const struct gw_config *cfg = r->snap->cfg;
+    char *query = gw_route_query_string(&r->route);
+    char *body = r->body ? cJSON_PrintUnformatted(r->body) : NULL;
+    if (query == NULL || (r->body && body == NULL)) {
+        free(query);
+        cJSON_free(body);
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+        return;
+    }
+    struct sbuf b = {0};
+    char line[512];
+    sb_str(&b, r->method);
+    sb_str(&b, " ");
+    sb_str(&b, r->route.upstream_path);
+    if (query[0]) {
+        sb_str(&b, "?");
+        sb_str(&b, query);
+    }
+    bool v6 = strchr(cfg->upstream.host, ':') != NULL;
+    if (cfg->upstream.port == 443)
+        snprintf(line, sizeof line, " HTTP/1.1\r\nHost: %s%s%s\r\n", v6 ? "[" : "",
+                 cfg->upstream.host, v6 ? "]" : "");
+    else
+        snprintf(line, sizeof line, " HTTP/1.1\r\nHost: %s%s%s:%ld\r\n", v6 ? "[" : "",
+                 cfg->upstream.host, v6 ? "]" : "", cfg->upstream.port);
+    sb_str(&b, line);
+    sb_str(&b, "Version: ");
+    sb_str(&b, version);
+    sb_str(&b, "\r\nAccept: application/json\r\nAuthorization: Bearer ");
+    sb_add(&b, cred->token, cred->len);
+    sb_str(&b, "\r\nX-Request-Id: ");
+    sb_str(&b, r->request_id);
+    sb_str(&b, "\r\n");
+    if (body) {
+        snprintf(line, sizeof line,
+                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+        sb_str(&b, line);
+        sb_str(&b, body);
+    } else {
+        sb_str(&b, "\r\n");
+    }
+    free(query);
+    cJSON_free(body);
+    if (b.oom) {
+        if (b.p)
+            OPENSSL_clear_free(b.p, b.cap);
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+        return;
+    }
+    bool retryable = r->route.op->method == GW_M_GET;
+    struct gw_upstream_call *call =
+        gw_upstream_send(r->w->pool, b.p, b.n, retryable, on_upstream, r);
+    OPENSSL_clear_free(b.p, b.cap);
+    if (call == NULL)
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+}
+
+static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
+{
+    struct gw_worker *w = arg;
+    struct gw_req *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        gw_conn_reply(conn, 503, "Service Unavailable", NULL, 0, NULL, true);
+        return;
+    }
+    r->w = w;
+    r->conn = conn;
+    r->rq = rq;
+    r->snap = gw_snapshot_ref(w->snap);
+    r->upstream_ms = -1;
+    w->inflight++;
+    clock_gettime(CLOCK_MONOTONIC, &r->t0);
+    r->ts_ms = rq->started_ms;
+    r->bytes_in = rq->bytes_in;
+    r->method = rq->method;
+    snprintf(r->ip, sizeof r->ip, "%s", gw_conn_peer(conn));
+
+    bool repeated;
+    const char *rid = gw_http_header(rq, "X-Request-Id", &repeated);
+    if (valid_request_id(rid)) {
+        snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    } else {
+        unsigned char rnd[16];
+        if (RAND_bytes(rnd, sizeof rnd) != 1)
+            memset(rnd, 0, sizeof rnd);
+        for (size_t i = 0; i < sizeof rnd; i++)
+            snprintf(r->request_id + 2 * i, 3, "%02x", rnd[i]);
+    }
+    if (rq->rejected) {
+        reply_error(r, rq->kind, rq->why, NULL, 0);
+        return;
+    }
+
+    char why[160];
+    enum gw_route_result rr =
+        gw_route_match(r->snap->api, r->method, rq->target, &r->route, why, sizeof why);
+    r->routed = true;
+    if (rr == GW_ROUTE_BAD_TARGET) {
+        reply_error(r, GW_R_BAD_REQUEST, why, NULL, 0);
+        return;
+    }
+    if (rr == GW_ROUTE_NOT_FOUND) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "Cannot %s %.512s", r->method,
+                 r->route.path ? r->route.path : "");
+        reply_error(r, GW_R_NOT_FOUND, msg, NULL, 0);
+        return;
+    }
+    const struct gw_op *op = r->route.op;
+    const struct gw_config *cfg = r->snap->cfg;
+
+    /* (authentication and scopes come here) */
+
+    enum gw_reply_kind kind;
+    const char *version = gw_http_header(rq, "Version", &repeated);
+    if (repeated) {
+        reply_error(r, GW_R_VERSION_INVALID, NULL, NULL, 0);
+        return;
+    }
+    if (gw_validate_version(cfg, version, &kind) != 0) {
+        reply_error(r, kind, NULL, NULL, 0);
+        return;
+    }
+    struct gw_msgs msgs = {0};
+    if (gw_validate_query(&r->route, &msgs) > 0) {
+        reply_error(r, GW_R_UNPROCESSABLE, NULL, (const char *const *)msgs.v, msgs.n);
+        gw_msgs_free(&msgs);
+        return;
+    }
+    size_t blen = evbuffer_get_length(rq->body);
+    const char *bdata = blen ? (const char *)evbuffer_pullup(rq->body, -1) : "";
+    const char *ctype = gw_http_header(rq, "Content-Type", &repeated);
+    char msg[256];
+    if (gw_validate_body(cfg, op, repeated ? NULL : ctype, bdata, blen, &r->body, &kind, msg,
+                         sizeof msg) != 0) {
+        reply_error(r, kind, msg, NULL, 0);
+        return;
+    }
+
+    const struct gw_credential *cred = NULL;
+    if (op->cred == GW_CRED_AGENCY) {
+        cred = r->snap->agency.token ? &r->snap->agency : NULL;
+        if (cred == NULL) {
+            reply_error(r, GW_R_UNAVAILABLE,
+                        "no agency token is configured (credentials.agency_token_file)", NULL, 0);
+            return;
+        }
+    } else if (op->cred == GW_CRED_LOCATION) {
+        const char *loc = gw_route_query(&r->route, "locationId");
+        cred = loc ? gw_snapshot_location(r->snap, loc) : NULL;
+        if (cred == NULL) {
+            snprintf(msg, sizeof msg,
+                     "no Sub-Account token is configured for location %.64s "
+                     "(credentials.location_token_files)",
+                     loc ? loc : "");
+            reply_error(r, GW_R_UNAVAILABLE, msg, NULL, 0);
+            return;
+        }
+    } else {
+        snprintf(msg, sizeof msg, "no credential fits %s", op->id);
+        reply_error(r, GW_R_UNAVAILABLE, msg, NULL, 0);
+        return;
+    }
+    forward(r, cred, version);
+}
+
+/* ---- workers ---- */
+
+void gw_worker_maybe_exit(struct gw_worker *w)
+{
+    if (w->draining && !w->stopped && w->nconns == 0 && w->inflight == 0)
+        event_base_loopexit(w->base, NULL);
+}
+
+static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_worker *w = arg;
+    gw_log_error("worker %d: drain timeout with %zu request(s) in flight; closing", w->id,
+                 w->inflight);
+    event_base_loopexit(w->base, NULL);
+}
+
+static void on_wake(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_worker *w = arg;
+    if (!atomic_load(&w->d->stopping) || w->draining)
+        return;
+    w->draining = true;
+    evconnlistener_disable(w->listener);
+    gw_conn_close_idle(w);
+    long ms = w->snap->cfg->limits.drain_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(w->drain_timer, &tv);
+    gw_worker_maybe_exit(w);
+}
+
+static void *worker_main(void *arg)
+{
+    struct gw_worker *w = arg;
+    event_base_dispatch(w->base);
+    return NULL;
+}
+
+#define ACCEPT_PAUSE_MS 100
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_worker *w = arg;
+    if (!w->draining && !w->listener_paused)
+        evconnlistener_enable(w->listener);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    struct gw_worker *w = arg;
+    int e = EVUTIL_SOCKET_ERROR();
+    gw_log_error("worker %d: accept: %s; pausing accepts for %d ms", w->id,
+                 evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS);
+    /* EMFILE leaves the socket readable: without a pause the loop would spin */
+    evconnlistener_disable(l);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(w->accept_resume, &tv);
+}
+
+static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
+{
+    const struct gw_config *cfg = d->snap->cfg;
+    w->id = id;
+    w->d = d;
+    w->snap = gw_snapshot_ref(d->snap);
+    w->base = event_base_new();
+    if (w->base == NULL)
+        return -1;
+    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+                                         EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (w->dns == NULL)
+        w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    w->pool = gw_upstream_pool_new(w);
+    w->wake = event_new(w->base, -1, 0, on_wake, w);
+    w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
+    w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
+    w->handler = handle;
+    if (w->dns == NULL || w->pool == NULL || w->wake == NULL || w->drain_timer == NULL ||
+        w->accept_resume == NULL)
+        return -1;
+
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, cfg->listen.address, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)cfg->listen.port);
+        sl = sizeof *s4;
+    } else if (inet_pton(AF_INET6, cfg->listen.address, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)cfg->listen.port);
+        sl = sizeof *s6;
+    } else {
+        return -1;
+    }
+    w->listener = evconnlistener_new_bind(w->base, gw_conn_accept, w,
+                                          LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
+                                              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+                                          1024, (struct sockaddr *)&ss, (int)sl);
+    if (w->listener == NULL) {
+        gw_log_error("cannot listen on %s:%ld: %s", cfg->listen.address, cfg->listen.port,
+                     strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(w->listener, on_accept_error);
+    return 0;
+}
+
+static void worker_teardown(struct gw_worker *w)
+{
+    w->stopped = true;
+    /* ends any call still in flight (after a drain timeout) before the connections go */
+    gw_upstream_pool_free(w->pool);
+    gw_conn_free_all(w);
+    if (w->listener)
+        evconnlistener_free(w->listener);
+    if (w->wake)
+        event_free(w->wake);
+    if (w->drain_timer)
+        event_free(w->drain_timer);
+    if (w->accept_resume)
+        event_free(w->accept_resume);
+    if (w->dns)
+        evdns_base_free(w->dns, 0);
+    if (w->base)
+        event_base_free(w->base); /* runs the finalizers of freed bufferevents */
+    gw_snapshot_unref(w->snap);
+}
+
+/* ---- main thread ---- */
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct gw_daemon *d = arg;
+    if (sig == SIGTERM || sig == SIGINT) {
+        if (atomic_exchange(&d->stopping, true))
+            return;
+        gw_log_info("%s: stopping: no new connections; draining requests in flight",
+                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        for (size_t i = 0; i < d->nworkers; i++)
+            event_active(d->workers[i].wake, EV_TIMEOUT, 0);
+        event_base_loopexit(d->main_base, NULL);
+    } else if (sig == SIGUSR1) {
+        if (gw_log_reopen(d->access) != 0)
+            gw_log_error("SIGUSR1: cannot reopen the access log: %s", strerror(errno));
+        else
+            gw_log_info("SIGUSR1: access log reopened");
+    } else if (sig == SIGHUP) {
+        gw_log_error("SIGHUP: reloading is not implemented yet; the configuration is unchanged");
+    }
+}
+
+int gw_server_run(const char *config_path)
+{
+    struct gw_errs errs = {0};
+    struct gw_snapshot *snap = gw_snapshot_build(config_path, &errs);
+    for (size_t i = 0; i < errs.nwarn; i++)
+        gw_log_info("%s", errs.warn[i]);
+    if (snap == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            gw_log_error("%s", errs.line[i]);
+        gw_errs_free(&errs);
+        return 1;
+    }
+    gw_errs_free(&errs);
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        gw_snapshot_unref(snap);
+        return 1;
+    }
+    struct gw_daemon d = {0};
+    atomic_init(&d.snap, snap);
+    atomic_init(&d.stopping, false);
+    d.access = gw_log_open(snap->cfg->access_log.file);
+    if (d.access == NULL) {
+        gw_log_error("access_log.file: cannot open %s: %s", snap->cfg->access_log.file,
+                     strerror(errno));
+        gw_snapshot_unref(snap);
+        return 1;
+    }
+    d.nworkers = (size_t)snap->cfg->listen.workers;
+    d.workers = calloc(d.nworkers, sizeof *d.workers);
+    d.main_base = event_base_new();
+    int rc = 1;
+    size_t started = 0, set_up = 0;
+    struct event *sigs[4] = {0};
+    if (d.workers == NULL || d.main_base == NULL)
+        goto out;
+    for (; set_up < d.nworkers; set_up++)
+        if (worker_setup(&d, &d.workers[set_up], (int)set_up) != 0) {
+            set_up++;
+            goto out;
+        }
+    static const int signo[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
+    for (int i = 0; i < 4; i++) {
+        sigs[i] = evsignal_new(d.main_base, signo[i], on_signal, &d);
+        if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
+            goto out;
+    }
+    for (; started < d.nworkers; started++)
+        if (pthread_create(&d.workers[started].thread, NULL, worker_main, &d.workers[started]) !=
+            0)
+            goto out;
+    gw_log_info("listening on %s:%ld (TLS, %zu worker%s); upstream %s", snap->cfg->listen.address,
+                snap->cfg->listen.port, d.nworkers, d.nworkers == 1 ? "" : "s",
+                snap->cfg->upstream.url);
+    event_base_dispatch(d.main_base);
+    rc = 0;
+out:
+    if (rc != 0 && started > 0) {
+        atomic_store(&d.stopping, true);
+        for (size_t i = 0; i < started; i++)
+            event_active(d.workers[i].wake, EV_TIMEOUT, 0);
+    }
+    for (size_t i = 0; i < started; i++)
+        pthread_join(d.workers[i].thread, NULL);
+    for (size_t i = 0; i < set_up; i++)
+        worker_teardown(&d.workers[i]);
+    for (int i = 0; i < 4; i++)
+        if (sigs[i])
+            event_free(sigs[i]);
+    if (d.main_base)
+        event_base_free(d.main_base);
+    free(d.workers);
+    gw_log_close(d.access);
+    gw_snapshot_unref(atomic_load(&d.snap));
+    if (rc == 0)
+        gw_log_info("stopped");
+    return rc;
+}

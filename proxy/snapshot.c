@@ -1,0 +1,165 @@
+#include "snapshot.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include "json.h"
+#include "tls.h"
+
+#define MAX_TOKEN_FILE 16384
+
+char *gw_read_secret(const char *path, size_t max, size_t *len, char *why, size_t whylen)
+{
+    size_t n;
+    char *buf = gw_read_file(path, max + 2, &n);
+    if (buf == NULL) {
+        snprintf(why, whylen, "cannot read %s: %s", path,
+                 errno == EFBIG ? "file too large" : strerror(errno));
+        return NULL;
+    }
+    size_t size = n + 1;
+    if (n > 0 && buf[n - 1] == '\n')
+        n--;
+    if (n > 0 && buf[n - 1] == '\r')
+        n--;
+    buf[n] = '\0';
+    const char *problem = NULL;
+    if (n == 0)
+        problem = "is empty";
+    else if (n > max)
+        problem = "is too long";
+    for (size_t i = 0; problem == NULL && i < n; i++)
+        if ((unsigned char)buf[i] < 0x21 || (unsigned char)buf[i] > 0x7E)
+            problem = "holds a space, a line break or a non-ASCII byte (only one trailing "
+                      "newline is allowed)";
+    if (problem) {
+        /* never echo the content */
+        snprintf(why, whylen, "%s %s", path, problem);
+        OPENSSL_clear_free(buf, size);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int cmp_cred(const void *a, const void *b)
+{
+    return strcmp(((const struct gw_credential *)a)->location_id,
+                  ((const struct gw_credential *)b)->location_id);
+}
+
+static void warn_missing_credentials(struct gw_snapshot *s, struct gw_errs *errs)
+{
+    for (size_t i = 0; i < s->api->nops; i++) {
+        const struct gw_op *op = &s->api->ops[i];
+        if (op->cred == GW_CRED_AGENCY && s->agency.token == NULL)
+            gw_errs_warn(errs, "warning: op %s has no credential: credentials.agency_token_file "
+                               "is null, so it will answer 503",
+                         op->id);
+        else if (op->cred == GW_CRED_LOCATION && s->nlocations == 0)
+            gw_errs_warn(errs, "warning: op %s has no credential: "
+                               "credentials.location_token_files is empty, so it will answer 503",
+                         op->id);
+        else if (op->cred == GW_CRED_NONE)
+            gw_errs_warn(errs, "warning: op %s uses no security scheme the gateway holds a "
+                               "credential for, so it will answer 503",
+                         op->id);
+    }
+}
+
+struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
+{
+    size_t before = errs->n;
+    struct gw_snapshot *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        gw_errs_add(errs, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->cfg = gw_config_load(path, true, errs);
+    if (s->cfg == NULL)
+        goto bad;
+    char err[512];
+    if (gw_openapi_load(s->cfg->upstream.openapi, &s->api, err, sizeof err) != 0)
+        gw_errs_add(errs, "upstream.openapi: %s", err);
+
+    const struct gw_config *c = s->cfg;
+    if (c->credentials.agency_token_file) {
+        s->agency.token = gw_read_secret(c->credentials.agency_token_file, MAX_TOKEN_FILE,
+                                         &s->agency.len, err, sizeof err);
+        if (s->agency.token == NULL)
+            gw_errs_add(errs, "%s: credentials.agency_token_file: %s", c->file, err);
+    }
+    if (c->credentials.nlocation) {
+        s->locations = calloc(c->credentials.nlocation, sizeof *s->locations);
+        if (s->locations == NULL)
+            goto bad;
+        for (size_t i = 0; i < c->credentials.nlocation; i++) {
+            struct gw_credential *cr = &s->locations[s->nlocations];
+            cr->token = gw_read_secret(c->credentials.location[i].file, MAX_TOKEN_FILE, &cr->len,
+                                       err, sizeof err);
+            if (cr->token == NULL) {
+                gw_errs_add(errs, "%s: credentials.location_token_files.%s: %s", c->file,
+                            c->credentials.location[i].location_id, err);
+                continue;
+            }
+            cr->location_id = strdup(c->credentials.location[i].location_id);
+            s->nlocations++;
+        }
+        qsort(s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
+    }
+    s->server_ctx = gw_tls_server_ctx(c, err, sizeof err);
+    if (s->server_ctx == NULL)
+        gw_errs_add(errs, "%s: %s", c->file, err);
+    s->upstream_ctx = gw_tls_upstream_ctx(c, err, sizeof err);
+    if (s->upstream_ctx == NULL)
+        gw_errs_add(errs, "%s: %s", c->file, err);
+    if (errs->n > before)
+        goto bad;
+    warn_missing_credentials(s, errs);
+    return s;
+bad:
+    if (errs->n == before)
+        gw_errs_add(errs, "out of memory");
+    gw_snapshot_unref(s);
+    return NULL;
+}
+
+struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+    return s;
+}
+
+static void wipe(struct gw_credential *c)
+{
+    if (c->token)
+        OPENSSL_clear_free(c->token, c->len);
+    free(c->location_id);
+}
+
+void gw_snapshot_unref(struct gw_snapshot *s)
+{
+    if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    wipe(&s->agency);
+    for (size_t i = 0; i < s->nlocations; i++)
+        wipe(&s->locations[i]);
+    free(s->locations);
+    SSL_CTX_free(s->server_ctx);
+    SSL_CTX_free(s->upstream_ctx);
+    gw_openapi_free(s->api);
+    gw_config_free(s->cfg);
+    free(s);
+}
+
+const struct gw_credential *gw_snapshot_location(const struct gw_snapshot *s,
+                                                 const char *location_id)
+{
+    struct gw_credential key = {.location_id = (char *)location_id};
+    return bsearch(&key, s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
+}

@@ -1,0 +1,689 @@
+#include "upstream.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include "log.h"
+#include "snapshot.h"
+#include "tls.h"
+#include "worker.h"
+
+#define MAX_HEAD_BYTES (32u << 10)
+#define MAX_BODY_BYTES (16u << 20)
+#define IDLE_TIMEOUT_MS 30000 /* below common keep-alive timeouts of TLS front ends */
+
+enum parse_state {
+    RP_STATUS,
+    RP_HEADERS,
+    RP_BODY_LEN,   /* Content-Length bytes left */
+    RP_CHUNK_SIZE,
+    RP_CHUNK_DATA,
+    RP_CHUNK_END,  /* CRLF after chunk data */
+    RP_TRAILERS,
+    RP_BODY_EOF,   /* close-delimited */
+    RP_DONE,
+};
+
+struct up_conn {
+    struct gw_upstream_pool *pool;
+    struct up_conn *next, *prev; /* in the pool's list of all connections */
+    struct bufferevent *bev;
+    struct event *idle_timer;
+    bool connected, idle, reused, keepalive;
+    struct gw_upstream_call *call;
+    enum parse_state ps;
+    uint64_t left;
+    size_t head_bytes;
+    bool got_bytes; /* any byte of the answer arrived */
+};
+
+struct gw_upstream_call {
+    struct gw_upstream_pool *pool;
+    struct gw_upstream_call *next, *prev;
+    char *req;
+    size_t len;
+    bool retryable;
+    int attempts;
+    gw_upstream_cb cb;
+    void *arg;
+    struct up_conn *conn;
+    struct event *deadline;
+    struct event *fail_soon; /* delivers a failure found inside gw_upstream_send */
+    bool connecting;
+    int64_t t0;
+    struct gw_upstream_result res;
+    char *hstore[GW_UPSTREAM_MAX_HEADERS * 2];
+};
+
+struct gw_upstream_pool {
+    struct gw_worker *w;
+    struct up_conn *conns;
+    struct gw_upstream_call *calls;
+    size_t nidle;
+};
+
+static void conn_free(struct up_conn *c);
+static void start_attempt(struct gw_upstream_call *call);
+
+static const struct gw_config *cfg_of(const struct gw_upstream_pool *p)
+{
+    return p->w->snap->cfg;
+}
+
+static void call_reset_headers(struct gw_upstream_call *call)
+{
+    for (size_t i = 0; i < GW_UPSTREAM_MAX_HEADERS * 2; i++) {
+        free(call->hstore[i]);
+        call->hstore[i] = NULL;
+    }
+    call->res.nheaders = 0;
+    call->res.status = 0;
+    if (call->res.body)
+        evbuffer_drain(call->res.body, evbuffer_get_length(call->res.body));
+}
+
+static void call_free(struct gw_upstream_call *call)
+{
+    struct gw_upstream_pool *p = call->pool;
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        p->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    call_reset_headers(call);
+    if (call->res.body)
+        evbuffer_free(call->res.body);
+    event_free(call->deadline);
+    event_free(call->fail_soon);
+    free(call->req);
+    free(call);
+}
+
+/* Ends the call: the callback runs once, then the call is freed. */
+static void finish(struct gw_upstream_call *call)
+{
+    call->res.ms = (double)(gw_now_ms() - call->t0);
+    if (call->conn) {
+        call->conn->call = NULL;
+        call->conn = NULL;
+    }
+    event_del(call->deadline);
+    call->cb(&call->res, call->arg);
+    call_free(call);
+}
+
+static void fail(struct gw_upstream_call *call, enum gw_upstream_error e, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(struct gw_upstream_call *call, enum gw_upstream_error e, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(call->res.why, sizeof call->res.why, fmt, ap);
+    va_end(ap);
+    call->res.err = e;
+    call->res.status = 0;
+    struct up_conn *c = call->conn;
+    call->conn = NULL;
+    if (c) {
+        c->call = NULL;
+        conn_free(c); /* a connection that failed a call is never reused */
+    }
+    finish(call);
+}
+
+/* A connect failure, or a reused connection that closed before answering: a retryable call
+ * gets one more attempt on a fresh connection. */
+static void connect_failed(struct gw_upstream_call *call, enum gw_upstream_error e,
+                           const char *why)
+{
+    if (call->retryable && call->attempts < 2) {
+        struct up_conn *c = call->conn;
+        call->conn = NULL;
+        if (c) {
+            c->call = NULL;
+            conn_free(c);
+        }
+        gw_log_info("upstream: %s; retrying once on a new connection", why);
+        start_attempt(call);
+        return;
+    }
+    fail(call, e, "%s", why);
+}
+
+static void idle_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    conn_free(arg);
+}
+
+static void make_idle(struct up_conn *c)
+{
+    struct gw_upstream_pool *p = c->pool;
+    if (!c->keepalive || p->w->draining ||
+        p->nidle >= (size_t)cfg_of(p)->upstream.max_idle_connections) {
+        conn_free(c);
+        return;
+    }
+    c->idle = true;
+    c->reused = true;
+    c->ps = RP_STATUS;
+    c->head_bytes = 0;
+    c->got_bytes = false;
+    p->nidle++;
+    struct timeval tv = {IDLE_TIMEOUT_MS / 1000, (IDLE_TIMEOUT_MS % 1000) * 1000};
+    evtimer_add(c->idle_timer, &tv);
+    /* reading stays on: the server closing the connection is noticed while it is idle */
+}
+
+static void take_idle(struct up_conn *c)
+{
+    c->idle = false;
+    c->pool->nidle--;
+    evtimer_del(c->idle_timer);
+}
+
+static int add_header(struct gw_upstream_call *call, const char *line)
+{
+    const char *colon = strchr(line, ':');
+    if (colon == NULL || colon == line)
+        return -1;
+    for (const char *p = line; p < colon; p++)
+        if (*p == ' ' || *p == '\t' || (unsigned char)*p < 0x21 || (unsigned char)*p > 0x7E)
+            return -1;
+    const char *v = colon + 1;
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t vl = strlen(v);
+    while (vl && (v[vl - 1] == ' ' || v[vl - 1] == '\t'))
+        vl--;
+    for (size_t i = 0; i < vl; i++)
+        if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7F)
+            return -1;
+    size_t i = call->res.nheaders;
+    if (i == GW_UPSTREAM_MAX_HEADERS)
+        return 0; /* the rest is dropped; the gateway passes back only a few headers anyway */
+    char *n = strndup(line, (size_t)(colon - line));
+    char *val = strndup(v, vl);
+    if (n == NULL || val == NULL) {
+        free(n);
+        free(val);
+        return -1;
+    }
+    call->hstore[2 * i] = n;
+    call->hstore[2 * i + 1] = val;
+    call->res.hname[i] = n;
+    call->res.hvalue[i] = val;
+    call->res.nheaders++;
+    return 0;
+}
+
+static const char *header(const struct gw_upstream_result *r, const char *name)
+{
+    const char *found = NULL;
+    for (size_t i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->hname[i], name) == 0) {
+            if (found)
+                return "\x01dup"; /* a repeated framing header is ambiguous */
+            found = r->hvalue[i];
+        }
+    return found;
+}
+
+/* After the head: decide how the body is delimited. Returns -1 on an ambiguous head. */
+static int body_framing(struct up_conn *c, struct gw_upstream_call *call, bool http10)
+{
+    const char *te = header(&call->res, "Transfer-Encoding");
+    const char *cl = header(&call->res, "Content-Length");
+    const char *conn = header(&call->res, "Connection");
+    c->keepalive = !http10 && !(conn && strcasestr(conn, "close"));
+    if (te && cl)
+        return -1;
+    if (te) {
+        if (strcasecmp(te, "chunked") != 0)
+            return -1;
+        c->ps = RP_CHUNK_SIZE;
+        return 0;
+    }
+    int st = call->res.status;
+    if (st == 204 || st == 304) {
+        c->ps = RP_DONE;
+        return 0;
+    }
+    if (cl) {
+        char *end;
+        errno = 0;
+        unsigned long long n = strtoull(cl, &end, 10);
+        if (cl[0] < '0' || cl[0] > '9' || *end || errno || n > MAX_BODY_BYTES)
+            return -1;
+        c->left = n;
+        c->ps = n ? RP_BODY_LEN : RP_DONE;
+        return 0;
+    }
+    c->keepalive = false;
+    c->ps = RP_BODY_EOF;
+    return 0;
+}
+
+/* Runs the response parser over what has arrived. Returns 1 when the answer is complete,
+ * 0 when more is needed, -1 on a protocol error (why filled). */
+static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuffer *in, char *why,
+                 size_t whylen)
+{
+    for (;;) {
+        switch (c->ps) {
+        case RP_STATUS:
+        case RP_HEADERS:
+        case RP_CHUNK_SIZE:
+        case RP_CHUNK_END:
+        case RP_TRAILERS: {
+            size_t n;
+            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
+            if (line == NULL) {
+                if (evbuffer_get_length(in) > MAX_HEAD_BYTES) {
+                    snprintf(why, whylen, "upstream answer head too large");
+                    return -1;
+                }
+                return 0;
+            }
+            c->head_bytes += n + 2;
+            if (c->head_bytes > MAX_HEAD_BYTES || strlen(line) != n) {
+                free(line);
+                snprintf(why, whylen, "upstream answer head too large or holds NUL");
+                return -1;
+            }
+            int rc = 0;
+            if (c->ps == RP_STATUS) {
+                int st = 0;
+                bool ok = n >= 12 && (strncmp(line, "HTTP/1.1 ", 9) == 0 ||
+                                      strncmp(line, "HTTP/1.0 ", 9) == 0);
+                for (int i = 9; ok && i < 12; i++) {
+                    ok = line[i] >= '0' && line[i] <= '9';
+                    st = st * 10 + (line[i] - '0');
+                }
+                ok = ok && (n == 12 || line[12] == ' ') && st >= 100 && st <= 599;
+                if (!ok) {
+                    snprintf(why, whylen, "malformed upstream status line");
+                    rc = -1;
+                } else {
+                    call->res.status = st;
+                    c->keepalive = line[7] == '1';
+                    c->ps = RP_HEADERS;
+                }
+            } else if (c->ps == RP_HEADERS) {
+                if (n == 0) {
+                    int st = call->res.status;
+                    if (st >= 100 && st < 200) { /* interim answer: the real one follows */
+                        call_reset_headers(call);
+                        c->ps = RP_STATUS;
+                    } else if (body_framing(c, call, c->keepalive == false) != 0) {
+                        snprintf(why, whylen, "ambiguous upstream framing");
+                        rc = -1;
+                    }
+                } else if (add_header(call, line) != 0) {
+                    snprintf(why, whylen, "malformed upstream header");
+                    rc = -1;
+                }
+            } else if (c->ps == RP_CHUNK_SIZE) {
+                char *end;
+                errno = 0;
+                unsigned long long sz = strtoull(line, &end, 16);
+                bool ok = n > 0 && end != line && errno == 0 && (*end == '\0' || *end == ';') &&
+                          line[0] != '-' && line[0] != '+' && line[0] != ' ' &&
+                          evbuffer_get_length(call->res.body) + sz <= MAX_BODY_BYTES;
+                if (!ok) {
+                    snprintf(why, whylen, "malformed or oversized upstream chunk");
+                    rc = -1;
+                } else if (sz == 0) {
+                    c->ps = RP_TRAILERS;
+                } else {
+                    c->left = sz;
+                    c->ps = RP_CHUNK_DATA;
+                }
+            } else if (c->ps == RP_CHUNK_END) {
+                if (n != 0) {
+                    snprintf(why, whylen, "malformed upstream chunk");
+                    rc = -1;
+                }
+                c->ps = RP_CHUNK_SIZE;
+            } else { /* trailers are read and dropped */
+                if (n == 0)
+                    c->ps = RP_DONE;
+            }
+            free(line);
+            if (rc != 0)
+                return rc;
+            break;
+        }
+        case RP_BODY_LEN:
+        case RP_CHUNK_DATA: {
+            size_t have = evbuffer_get_length(in);
+            if (have == 0)
+                return 0;
+            size_t take = have < c->left ? have : (size_t)c->left;
+            evbuffer_remove_buffer(in, call->res.body, take);
+            c->left -= take;
+            if (c->left == 0)
+                c->ps = c->ps == RP_BODY_LEN ? RP_DONE : RP_CHUNK_END;
+            break;
+        }
+        case RP_BODY_EOF:
+            if (evbuffer_get_length(call->res.body) + evbuffer_get_length(in) > MAX_BODY_BYTES) {
+                snprintf(why, whylen, "upstream answer too large");
+                return -1;
+            }
+            evbuffer_add_buffer(call->res.body, in);
+            return 0;
+        case RP_DONE:
+            return 1;
+        }
+    }
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    struct up_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    struct gw_upstream_call *call = c->call;
+    if (call == NULL) {
+        /* bytes on an idle connection: nothing is pending, so the connection is unusable */
+        if (c->idle)
+            take_idle(c);
+        conn_free(c);
+        return;
+    }
+    if (evbuffer_get_length(in) > 0)
+        c->got_bytes = true;
+    char why[128];
+    int rc = parse(c, call, in, why, sizeof why);
+    if (rc < 0) {
+        fail(call, GW_UP_PROTOCOL, "%s", why);
+        return;
+    }
+    if (rc == 0)
+        return;
+    bool leftover = evbuffer_get_length(in) > 0; /* bytes past the answer: not reusable */
+    if (leftover)
+        c->keepalive = false;
+    c->call = NULL;
+    call->conn = NULL;
+    call->res.err = GW_UP_OK;
+    make_idle(c);
+    finish(call);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct up_conn *c = arg;
+    struct gw_upstream_call *call = c->call;
+    if (what & BEV_EVENT_CONNECTED) {
+        c->connected = true;
+        if (call == NULL) {
+            conn_free(c);
+            return;
+        }
+        call->connecting = false;
+        event_del(call->deadline);
+        long ms = cfg_of(c->pool)->upstream.timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(call->deadline, &tv);
+        bufferevent_write(c->bev, call->req, call->len);
+        return;
+    }
+    if (call == NULL) { /* an idle connection closed or failed */
+        if (c->idle)
+            take_idle(c);
+        conn_free(c);
+        return;
+    }
+    char why[192];
+    if (!c->connected) {
+        int dns = bufferevent_socket_get_dns_error(c->bev);
+        int sock = EVUTIL_SOCKET_ERROR();
+        /* libevent also queues the bare SSL_get_error() code (library 0): skip those */
+        unsigned long e, first = 0;
+        while ((e = bufferevent_get_openssl_error(c->bev)) != 0)
+            if (first == 0 && ERR_GET_LIB(e) != 0)
+                first = e;
+        SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+        long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+        if (dns) {
+            snprintf(why, sizeof why, "cannot resolve upstream host: %s", evutil_gai_strerror(dns));
+            connect_failed(call, GW_UP_CONNECT, why);
+        } else if (vr != X509_V_OK) {
+            fail(call, GW_UP_TLS, "upstream TLS failure: certificate not accepted (%s)",
+                 X509_verify_cert_error_string(vr));
+        } else if (first) {
+            char es[128];
+            ERR_error_string_n(first, es, sizeof es);
+            fail(call, GW_UP_TLS, "upstream TLS failure: %s", es);
+        } else {
+            snprintf(why, sizeof why, "cannot connect to upstream: %s",
+                     sock ? evutil_socket_error_to_string(sock) : "connection closed");
+            connect_failed(call, GW_UP_CONNECT, why);
+        }
+        return;
+    }
+    /* connected: the answer did not complete */
+    if (c->ps == RP_BODY_EOF && (what & BEV_EVENT_EOF)) {
+        call->res.err = GW_UP_OK;
+        struct evbuffer *in = bufferevent_get_input(c->bev);
+        evbuffer_add_buffer(call->res.body, in);
+        conn_free(c);
+        call->conn = NULL;
+        finish(call);
+        return;
+    }
+    if (c->reused && !c->got_bytes) {
+        connect_failed(call, GW_UP_CONNECT, "upstream closed a kept-alive connection");
+        return;
+    }
+    fail(call, GW_UP_PROTOCOL, "upstream closed the connection before the answer was complete");
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_upstream_call *call = arg;
+    if (call->connecting) {
+        char why[96];
+        snprintf(why, sizeof why, "cannot connect to upstream: no connection within %ld ms",
+                 cfg_of(call->pool)->upstream.connect_timeout_ms);
+        connect_failed(call, GW_UP_CONNECT, why);
+        return;
+    }
+    fail(call, GW_UP_TIMEOUT, "no upstream answer within %ld ms",
+         cfg_of(call->pool)->upstream.timeout_ms);
+}
+
+static void on_fail_soon(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    fail(arg, GW_UP_CONNECT, "cannot open an upstream connection");
+}
+
+static struct up_conn *conn_new(struct gw_upstream_pool *p)
+{
+    const struct gw_config *cfg = cfg_of(p);
+    struct up_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    SSL *ssl = SSL_new(p->w->snap->upstream_ctx);
+    if (ssl == NULL || gw_tls_client_prepare(ssl, cfg->upstream.host) != 0) {
+        SSL_free(ssl);
+        free(c);
+        return NULL;
+    }
+    c->bev = bufferevent_openssl_socket_new(p->w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+                                            BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    c->idle_timer = evtimer_new(p->w->base, idle_timeout, c);
+    if (c->bev == NULL || c->idle_timer == NULL) {
+        if (c->bev)
+            bufferevent_free(c->bev);
+        else
+            SSL_free(ssl);
+        if (c->idle_timer)
+            event_free(c->idle_timer);
+        free(c);
+        return NULL;
+    }
+    c->pool = p;
+    bufferevent_setcb(c->bev, on_read, NULL, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = p->conns;
+    if (p->conns)
+        p->conns->prev = c;
+    p->conns = c;
+    if (bufferevent_socket_connect_hostname(c->bev, p->w->dns, AF_UNSPEC, cfg->upstream.host,
+                                            (int)cfg->upstream.port) != 0) {
+        /* the error event is delivered (deferred) by libevent */
+    }
+    return c;
+}
+
+static void conn_free(struct up_conn *c)
+{
+    struct gw_upstream_pool *p = c->pool;
+    if (c->idle) {
+        c->idle = false;
+        p->nidle--;
+    }
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        p->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    event_free(c->idle_timer);
+    bufferevent_free(c->bev);
+    free(c);
+}
+
+static struct up_conn *pick_idle(struct gw_upstream_pool *p)
+{
+    /* Newest idle connection first: it is the least likely to have been closed. */
+    for (struct up_conn *c = p->conns; c; c = c->next)
+        if (c->idle)
+            return c;
+    return NULL;
+}
+
+static void start_attempt(struct gw_upstream_call *call)
+{
+    struct gw_upstream_pool *p = call->pool;
+    const struct gw_config *cfg = cfg_of(p);
+    call->attempts++;
+    call_reset_headers(call);
+    struct up_conn *c = call->attempts == 1 ? pick_idle(p) : NULL;
+    if (c) {
+        take_idle(c);
+        /* move to the front: the list is kept newest-used first */
+        if (c->prev) {
+            c->prev->next = c->next;
+            if (c->next)
+                c->next->prev = c->prev;
+            c->prev = NULL;
+            c->next = p->conns;
+            p->conns->prev = c;
+            p->conns = c;
+        }
+        c->call = call;
+        call->conn = c;
+        call->connecting = false;
+        long ms = cfg->upstream.timeout_ms;
+        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+        evtimer_add(call->deadline, &tv);
+        bufferevent_write(c->bev, call->req, call->len);
+        return;
+    }
+    c = conn_new(p);
+    if (c == NULL) {
+        event_active(call->fail_soon, EV_TIMEOUT, 0);
+        return;
+    }
+    c->call = call;
+    call->conn = c;
+    call->connecting = true;
+    long ms = cfg->upstream.connect_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(call->deadline, &tv);
+}
+
+struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char *request,
+                                          size_t len, bool retryable, gw_upstream_cb cb,
+                                          void *arg)
+{
+    struct gw_upstream_call *call = calloc(1, sizeof *call);
+    if (call == NULL)
+        return NULL;
+    call->pool = p;
+    call->req = malloc(len);
+    call->res.body = evbuffer_new();
+    call->deadline = evtimer_new(p->w->base, on_deadline, call);
+    call->fail_soon = event_new(p->w->base, -1, 0, on_fail_soon, call);
+    if (call->req == NULL || call->res.body == NULL || call->deadline == NULL ||
+        call->fail_soon == NULL) {
+        free(call->req);
+        if (call->res.body)
+            evbuffer_free(call->res.body);
+        if (call->deadline)
+            event_free(call->deadline);
+        if (call->fail_soon)
+            event_free(call->fail_soon);
+        free(call);
+        return NULL;
+    }
+    memcpy(call->req, request, len);
+    call->len = len;
+    call->retryable = retryable;
+    call->cb = cb;
+    call->arg = arg;
+    call->t0 = gw_now_ms();
+    call->next = p->calls;
+    if (p->calls)
+        p->calls->prev = call;
+    p->calls = call;
+    start_attempt(call);
+    return call;
+}
+
+struct gw_upstream_pool *gw_upstream_pool_new(struct gw_worker *w)
+{
+    struct gw_upstream_pool *p = calloc(1, sizeof *p);
+    if (p)
+        p->w = w;
+    return p;
+}
+
+void gw_upstream_pool_free(struct gw_upstream_pool *p)
+{
+    if (p == NULL)
+        return;
+    while (p->calls)
+        fail(p->calls, GW_UP_SHUTDOWN, "the gateway is shutting down");
+    while (p->conns)
+        conn_free(p->conns);
+    free(p);
+}
+
+size_t gw_upstream_idle(const struct gw_upstream_pool *p)
+{
+    return p->nidle;
+}

@@ -1,0 +1,64 @@
+/* upstream: the HTTPS client to HighLevel, one pool per worker.
+ *
+ * Owns: keep-alive TLS connections (certificate and hostname verified, SNI sent), non-blocking
+ * DNS (the worker's evdns base), the connect deadline (upstream.connect_timeout_ms, DNS + TCP +
+ * TLS), the response deadline (upstream.timeout_ms, from the request being written), one retry
+ * on a fresh connection for requests marked retryable (GET) when connecting fails or a reused
+ * connection closes before any byte of the answer, and a strict HTTP/1.1 response parser
+ * (Content-Length or chunked; head and body capped).
+ *
+ * Memory: gw_upstream_send copies the request bytes; the result passed to the callback,
+ * including its body evbuffer and header strings, is valid only during the callback (move the
+ * body out with evbuffer_add_buffer). The pool is freed with gw_upstream_pool_free, which ends
+ * every call in flight with GW_UP_SHUTDOWN.
+ * Threads: the owning worker's thread only.
+ */
+#ifndef GW_UPSTREAM_H
+#define GW_UPSTREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct evbuffer;
+struct gw_worker;
+
+enum gw_upstream_error {
+    GW_UP_OK = 0,
+    GW_UP_CONNECT,  /* DNS, TCP or connect deadline: 502 */
+    GW_UP_TLS,      /* handshake or certificate verification: 502 */
+    GW_UP_TIMEOUT,  /* no complete answer within timeout_ms: 504 */
+    GW_UP_PROTOCOL, /* malformed or oversized answer, or closed mid-answer: 502 */
+    GW_UP_SHUTDOWN, /* the worker is stopping */
+};
+
+#define GW_UPSTREAM_MAX_HEADERS 64
+
+struct gw_upstream_result {
+    enum gw_upstream_error err;
+    char why[192];      /* for errors: what happened, for the 502 message and the log */
+    int status;         /* 0 when there was no answer */
+    size_t nheaders;
+    const char *hname[GW_UPSTREAM_MAX_HEADERS];
+    const char *hvalue[GW_UPSTREAM_MAX_HEADERS];
+    struct evbuffer *body;
+    double ms;          /* from send to answer (or failure) */
+};
+
+typedef void (*gw_upstream_cb)(struct gw_upstream_result *r, void *arg);
+
+struct gw_upstream_pool;
+struct gw_upstream_call;
+
+struct gw_upstream_pool *gw_upstream_pool_new(struct gw_worker *w);
+void gw_upstream_pool_free(struct gw_upstream_pool *p);
+
+/* Sends request[0..len) (a complete HTTP/1.1 request) and calls cb exactly once, never from
+ * inside this call. Returns the call, or NULL when it could not be started (out of memory). */
+struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char *request,
+                                          size_t len, bool retryable, gw_upstream_cb cb,
+                                          void *arg);
+
+/* Number of idle pooled connections (for tests and metrics). */
+size_t gw_upstream_idle(const struct gw_upstream_pool *p);
+
+#endif
