@@ -1,0 +1,579 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+
+#ifndef GW_BIN_DIR
+#error GW_BIN_DIR must name the build folder
+#endif
+#ifndef GW_CERTS_DIR
+#error GW_CERTS_DIR must name the test certificates folder
+#endif
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+const char *bin_path(const char *name)
+{
+    static char buf[4][512];
+    static int i;
+    i = (i + 1) % 4;
+    snprintf(buf[i], sizeof buf[i], "%s/%s", GW_BIN_DIR, name);
+    return buf[i];
+}
+
+char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return strdup("");
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (cap - n < 2) {
+            cap *= 2;
+            b = realloc(b, cap);
+        }
+    }
+    fclose(f);
+    b[n] = '\0';
+    return b;
+}
+
+static void write_file(const char *path, const char *content)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(content, f);
+    fclose(f);
+}
+
+int run_cmd(const char *cmd, char **out)
+{
+    char full[2048];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    if (p == NULL)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char *b = malloc(cap);
+    size_t r;
+    while ((r = fread(b + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 2) {
+            cap *= 2;
+            b = realloc(b, cap);
+        }
+    }
+    b[n] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = b;
+    else
+        free(b);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t l = sizeof a;
+    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+        close(fd);
+        return -1;
+    }
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+int wait_port(int port, int timeout_ms)
+{
+    long end = now_ms() + timeout_ms;
+    while (now_ms() < end) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
+        close(fd);
+        if (rc == 0)
+            return 0;
+        usleep(20000);
+    }
+    return -1;
+}
+
+static pid_t spawn(char *const argv[], const char *log)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static void split_args(char *s, char **argv, int *argc, int max)
+{
+    char *save = NULL;
+    for (char *t = strtok_r(s, " ", &save); t && *argc < max - 1; t = strtok_r(NULL, " ", &save))
+        argv[(*argc)++] = t;
+    argv[*argc] = NULL;
+}
+
+static void start_sandbox(struct env *e, const struct env_opts *o)
+{
+    char cert[700], key[700], agency[600], loc[700], seed[600], listen[64];
+    const char *base = o->sandbox_cert ? o->sandbox_cert : "sandbox";
+    snprintf(cert, sizeof cert, "%s/%s.crt", e->certs, base);
+    snprintf(key, sizeof key, "%s/%s.key", e->certs, base);
+    snprintf(agency, sizeof agency, "%s/sandbox-agency.token", e->dir);
+    snprintf(loc, sizeof loc, "%s=%s/sandbox-loc1.token", LOC1, e->dir);
+    snprintf(seed, sizeof seed, "%s/seed.json", e->dir);
+    snprintf(e->journal, sizeof e->journal, "%s/journal.jsonl", e->dir);
+    snprintf(e->sandbox.log, sizeof e->sandbox.log, "%s/sandbox.log", e->dir);
+    e->sandbox.port = free_port();
+    snprintf(listen, sizeof listen, "127.0.0.1:%d", e->sandbox.port);
+    char extra[512] = "";
+    if (o->sandbox_args)
+        snprintf(extra, sizeof extra, "%s", o->sandbox_args);
+    char *argv[40];
+    int argc = 0;
+    argv[argc++] = (char *)bin_path("ghl-sandbox");
+    char *fixed[] = {"--listen", listen, "--cert", cert, "--key", key, "--agency-token-file",
+                     agency, "--location-token", loc, "--seed", seed, "--journal", e->journal};
+    for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
+        argv[argc++] = fixed[i];
+    split_args(extra, argv, &argc, 40);
+    e->sandbox.pid = spawn(argv, e->sandbox.log);
+    ck_assert_msg(wait_port(e->sandbox.port, 5000) == 0, "ghl-sandbox did not start: %s",
+                  slurp(e->sandbox.log));
+}
+
+static void start_gateway(struct env *e, const struct env_opts *o)
+{
+    char *argv[] = {(char *)bin_path("ghl-gateway"), "run", "-c", e->config, NULL};
+    e->gateway.pid = spawn(argv, e->gateway.log);
+    if (wait_port(e->gateway.port, 5000) != 0) {
+        char *log = slurp(e->gateway.log);
+        ck_abort_msg("ghl-gateway did not start: %s", log);
+    }
+    (void)o;
+}
+
+void env_start(struct env *e, const struct env_opts *o)
+{
+    static const struct env_opts none;
+    if (o == NULL)
+        o = &none;
+    memset(e, 0, sizeof *e);
+    snprintf(e->dir, sizeof e->dir, "/tmp/ghl-it-XXXXXX");
+    ck_assert(mkdtemp(e->dir) != NULL);
+    snprintf(e->certs, sizeof e->certs, "%s", GW_CERTS_DIR);
+    char p[700];
+    snprintf(p, sizeof p, "%s/policies", e->dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/audit", e->dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof p, "%s/agency.token", e->dir);
+    write_file(p, AGENCY_TOKEN "\n");
+    snprintf(p, sizeof p, "%s/loc1.token", e->dir);
+    write_file(p, LOC1_TOKEN);
+    snprintf(p, sizeof p, "%s/sandbox-agency.token", e->dir);
+    write_file(p, AGENCY_TOKEN "\n");
+    snprintf(p, sizeof p, "%s/sandbox-loc1.token", e->dir);
+    write_file(p, LOC1_TOKEN "\n");
+    snprintf(p, sizeof p, "%s/seed.json", e->dir);
+    write_file(p, "[{\"id\":\"" SEED_USER "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Ada\","
+                  "\"lastName\":\"Lovelace\",\"email\":\"ada@example.com\",\"roles\":{\"type\":"
+                  "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}}]");
+    snprintf(e->access_log, sizeof e->access_log, "%s/access.log", e->dir);
+    snprintf(e->gateway.log, sizeof e->gateway.log, "%s/gateway.log", e->dir);
+    snprintf(e->config, sizeof e->config, "%s/gw.json", e->dir);
+
+    int upstream_port;
+    if (o->no_sandbox) {
+        upstream_port = free_port();
+        snprintf(e->journal, sizeof e->journal, "%s/journal.jsonl", e->dir);
+    } else {
+        start_sandbox(e, o);
+        upstream_port = e->sandbox.port;
+    }
+    e->gateway.port = free_port();
+    char cfg[8192];
+    snprintf(cfg, sizeof cfg,
+             "{\n"
+             "  // written by the integration harness\n"
+             "  \"listen\": { \"address\": \"127.0.0.1\", \"port\": %d, \"workers\": %d },\n"
+             "  \"tls\": { \"cert\": \"%s/gateway.crt\", \"key\": \"%s/gateway.key\"%s%s },\n"
+             "  \"admin\": { \"port\": %d },\n"
+             "  \"upstream\": { \"url\": \"https://localhost:%d\", \"ca_file\": \"%s/ca.crt\"%s%s },\n"
+             "  \"credentials\": %s,\n"
+             "  \"policies\": { \"dir\": \"policies\" },\n"
+             "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
+             "}\n",
+             e->gateway.port, o->workers ? o->workers : 2, e->certs, e->certs,
+             o->tls_json ? ", " : "", o->tls_json ? o->tls_json : "", free_port(), upstream_port,
+             e->certs, o->upstream_json ? ", " : "", o->upstream_json ? o->upstream_json : "",
+             o->credentials_json ? o->credentials_json
+                                 : "{ \"agency_token_file\": \"agency.token\", "
+                                   "\"location_token_files\": { \"" LOC1 "\": \"loc1.token\" } }",
+             o->gateway_json ? ",\n  " : "", o->gateway_json ? o->gateway_json : "");
+    write_file(e->config, cfg);
+    start_gateway(e, o);
+}
+
+static int wait_pid(pid_t pid, int wait_ms)
+{
+    long end = now_ms() + wait_ms;
+    int st;
+    while (now_ms() < end) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(10000);
+    }
+    return -1;
+}
+
+int env_stop_gateway(struct env *e, int wait_ms)
+{
+    if (e->gateway.pid <= 0)
+        return -1;
+    kill(e->gateway.pid, SIGTERM);
+    int rc = wait_pid(e->gateway.pid, wait_ms);
+    if (rc < 0) {
+        kill(e->gateway.pid, SIGKILL);
+        waitpid(e->gateway.pid, NULL, 0);
+    }
+    e->gateway.pid = 0;
+    return rc;
+}
+
+void env_stop(struct env *e)
+{
+    env_stop_gateway(e, 5000);
+    if (e->sandbox.pid > 0) {
+        kill(e->sandbox.pid, SIGTERM);
+        if (wait_pid(e->sandbox.pid, 3000) < 0) {
+            kill(e->sandbox.pid, SIGKILL);
+            waitpid(e->sandbox.pid, NULL, 0);
+        }
+        e->sandbox.pid = 0;
+    }
+    if (getenv("GW_KEEP_TEST_DIRS") == NULL && e->dir[0]) {
+        char cmd[400];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+        run_cmd(cmd, NULL);
+    }
+}
+
+/* ---- client ---- */
+
+void response_free(struct response *r)
+{
+    free(r->head);
+    free(r->body);
+    memset(r, 0, sizeof *r);
+}
+
+const char *response_header(const struct response *r, const char *name)
+{
+    static char val[1024];
+    if (r->head == NULL)
+        return NULL;
+    size_t n = strlen(name);
+    for (const char *l = strstr(r->head, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
+        const char *s = l + 2;
+        if (strncasecmp(s, name, n) == 0 && s[n] == ':') {
+            s += n + 1;
+            while (*s == ' ')
+                s++;
+            const char *e = strstr(s, "\r\n");
+            size_t len = e ? (size_t)(e - s) : strlen(s);
+            if (len >= sizeof val)
+                len = sizeof val - 1;
+            memcpy(val, s, len);
+            val[len] = '\0';
+            return val;
+        }
+    }
+    return NULL;
+}
+
+int tls_connect(struct tls_client *c, int port, int max_version, const char *cert,
+                const char *key, const char *ca)
+{
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+    c->ctx = SSL_CTX_new(TLS_client_method());
+    if (max_version) {
+        SSL_CTX_set_security_level(c->ctx, 0);
+        SSL_CTX_set_min_proto_version(c->ctx, 0);
+        SSL_CTX_set_max_proto_version(c->ctx, max_version);
+        SSL_CTX_set_cipher_list(c->ctx, "ALL:@SECLEVEL=0");
+    }
+    SSL_CTX_load_verify_locations(c->ctx, ca, NULL);
+    SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+    if (cert && (SSL_CTX_use_certificate_file(c->ctx, cert, SSL_FILETYPE_PEM) != 1 ||
+                 SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1))
+        return -1;
+    c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0)
+        return -1;
+    struct timeval tv = {5, 0};
+    setsockopt(c->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    c->ssl = SSL_new(c->ctx);
+    SSL_set_fd(c->ssl, c->fd);
+    SSL_set_tlsext_host_name(c->ssl, "localhost");
+    SSL_set1_host(c->ssl, "localhost");
+    if (SSL_connect(c->ssl) != 1) {
+        ERR_clear_error();
+        return -1;
+    }
+    return 0;
+}
+
+int tls_send(struct tls_client *c, const void *buf, size_t len)
+{
+    size_t off = 0;
+    while (off < len) {
+        int w = SSL_write(c->ssl, (const char *)buf + off, (int)(len - off));
+        if (w <= 0)
+            return -1;
+        off += (size_t)w;
+    }
+    return 0;
+}
+
+/* Reads more bytes within the deadline. Returns >0 bytes, 0 on close, -1 on timeout/error. */
+static int read_some(struct tls_client *c, char *buf, int cap, long deadline)
+{
+    for (;;) {
+        if (SSL_pending(c->ssl) == 0) {
+            long left = deadline - now_ms();
+            if (left <= 0)
+                return -1;
+            struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+            int pr = poll(&pfd, 1, (int)left);
+            if (pr == 0)
+                return -1;
+        }
+        int n = SSL_read(c->ssl, buf, cap);
+        if (n > 0)
+            return n;
+        int e = SSL_get_error(c->ssl, n);
+        ERR_clear_error();
+        if (e == SSL_ERROR_WANT_READ)
+            continue;
+        return 0; /* close_notify, EOF or reset: the connection is over */
+    }
+}
+
+int tls_read_response(struct tls_client *c, struct response *r, int timeout_ms, int close_wait_ms)
+{
+    memset(r, 0, sizeof *r);
+    long deadline = now_ms() + timeout_ms;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    char *hend = NULL;
+    long need = -1;
+    for (;;) {
+        if (hend == NULL) {
+            buf[n] = '\0';
+            hend = n ? strstr(buf, "\r\n\r\n") : NULL;
+            if (hend) {
+                const char *cl = NULL;
+                for (char *l = strstr(buf, "\r\n"); l && l < hend; l = strstr(l + 2, "\r\n"))
+                    if (strncasecmp(l + 2, "Content-Length:", 15) == 0)
+                        cl = l + 17;
+                need = (long)(hend - buf) + 4 + (cl ? strtol(cl, NULL, 10) : 0);
+            }
+        }
+        if (hend && (long)n >= need)
+            break;
+        if (cap - n < 4096) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+        }
+        int got = read_some(c, buf + n, (int)(cap - n - 1), deadline);
+        if (got <= 0) {
+            r->closed = got == 0;
+            break;
+        }
+        n += (size_t)got;
+    }
+    if (hend == NULL || (long)n < need) {
+        free(buf);
+        return -1;
+    }
+    r->got = true;
+    size_t hl = (size_t)(hend - buf);
+    r->head = strndup(buf, hl + 2);
+    r->body_len = (size_t)need - hl - 4;
+    r->body = malloc(r->body_len + 1);
+    memcpy(r->body, hend + 4, r->body_len);
+    r->body[r->body_len] = '\0';
+    r->status = (int)strtol(buf + 9, NULL, 10);
+    free(buf);
+    if (close_wait_ms > 0 && !r->closed) {
+        char tmp[256];
+        int got = read_some(c, tmp, sizeof tmp, now_ms() + close_wait_ms);
+        r->closed = got == 0;
+    }
+    return 0;
+}
+
+int tls_wait_closed(struct tls_client *c, int ms)
+{
+    char b[256];
+    int n = read_some(c, b, sizeof b, now_ms() + ms);
+    return n == 0 ? 1 : n < 0 ? 0 : 2;
+}
+
+void tls_close(struct tls_client *c)
+{
+    if (c->ssl)
+        SSL_free(c->ssl);
+    if (c->fd >= 0)
+        close(c->fd);
+    if (c->ctx)
+        SSL_CTX_free(c->ctx);
+    memset(c, 0, sizeof *c);
+    c->fd = -1;
+}
+
+int send_raw(const struct env *e, const char *raw, size_t len, struct response *r)
+{
+    struct tls_client c;
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", e->certs);
+    if (tls_connect(&c, e->gateway.port, 0, NULL, NULL, ca) != 0) {
+        tls_close(&c);
+        memset(r, 0, sizeof *r);
+        return -1;
+    }
+    int rc = tls_send(&c, raw, len);
+    if (rc == 0)
+        rc = tls_read_response(&c, r, 10000, 300);
+    tls_close(&c);
+    return rc;
+}
+
+int send_req(const struct env *e, const char *method, const char *path, const char *extra,
+             const char *body, struct response *r)
+{
+    size_t blen = body ? strlen(body) : 0;
+    size_t cap = 1024 + strlen(path) + (extra ? strlen(extra) : 0) + blen;
+    char *raw = malloc(cap);
+    int n = snprintf(raw, cap, "%s %s HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n%s",
+                     method, path, extra ? extra : "");
+    if (body)
+        n += snprintf(raw + n, cap - (size_t)n,
+                      "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
+    n += snprintf(raw + n, cap - (size_t)n, "\r\n%s", body ? body : "");
+    int rc = send_raw(e, raw, (size_t)n, r);
+    free(raw);
+    return rc;
+}
+
+/* ---- journal ---- */
+
+int journal_count(const struct env *e)
+{
+    char *s = slurp(e->journal);
+    int n = 0;
+    for (char *p = s; *p; p++)
+        n += *p == '\n';
+    free(s);
+    return n;
+}
+
+cJSON *journal_entry(const struct env *e, int idx)
+{
+    char *s = slurp(e->journal);
+    char *line = s;
+    for (int i = 0; i < idx && line; i++) {
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    cJSON *j = NULL;
+    if (line && *line) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        j = cJSON_Parse(line);
+    }
+    free(s);
+    return j;
+}
+
+const char *journal_header(const cJSON *entry, const char *name, int *count)
+{
+    const char *found = NULL;
+    int n = 0;
+    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(entry, "headers");
+    for (const cJSON *h = hs ? hs->child : NULL; h; h = h->next) {
+        const cJSON *k = cJSON_GetArrayItem(h, 0), *v = cJSON_GetArrayItem(h, 1);
+        if (cJSON_IsString(k) && strcasecmp(k->valuestring, name) == 0) {
+            n++;
+            if (found == NULL && cJSON_IsString(v))
+                found = v->valuestring;
+        }
+    }
+    if (count)
+        *count = n;
+    return found;
+}
+
+bool journal_headers_are(const cJSON *entry, const char *const *names, size_t n)
+{
+    const cJSON *hs = cJSON_GetObjectItemCaseSensitive(entry, "headers");
+    if ((size_t)cJSON_GetArraySize(hs) != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        int c = 0;
+        journal_header(entry, names[i], &c);
+        if (c != 1)
+            return false;
+    }
+    return true;
+}

@@ -1,0 +1,116 @@
+/* harness: what the integration suites share. Starts the real ghl-sandbox and ghl-gateway
+ * binaries on free loopback ports with a config written to a temporary folder, talks TLS to
+ * the gateway with OpenSSL (raw bytes in, one parsed response out), and reads the sandbox's
+ * journal (what really reached the upstream).
+ *
+ * Children get PR_SET_PDEATHSIG, so a test process that dies on a failed assertion takes its
+ * sandbox and gateway with it. Everything here is for one test process at a time.
+ */
+#ifndef GW_HARNESS_H
+#define GW_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#include <cJSON.h>
+#include <openssl/ssl.h>
+
+#define AGENCY_TOKEN "agency-token-3f9c1b7e"
+#define LOC1 "Loc1AAAAAAAAAAAAAAAA"
+#define LOC1_TOKEN "location-token-loc1-55d2"
+#define COMPANY "CompanyAAAAAAAAAAAAA"
+#define SEED_USER "UserSeed000000000001"
+
+struct proc {
+    pid_t pid;
+    int port;
+    char log[512]; /* stdout+stderr of the process */
+};
+
+struct env {
+    char dir[256];        /* temporary folder of this test */
+    char certs[512];      /* development certificates (made once per build) */
+    char journal[600];
+    char access_log[600];
+    char config[600];
+    struct proc sandbox;
+    struct proc gateway;
+};
+
+/* Options for env_start; zero values mean the defaults described beside them. */
+struct env_opts {
+    const char *sandbox_args;   /* extra ghl-sandbox arguments, e.g. "--delay-ms 1500" */
+    const char *sandbox_cert;   /* base name in the certs folder (default "sandbox") */
+    bool no_sandbox;            /* point the gateway at a port nobody listens on */
+    const char *gateway_json;   /* extra top-level config members, e.g. "\"limits\":{...}" */
+    const char *upstream_json;  /* extra members of "upstream" */
+    const char *tls_json;       /* extra members of "tls" */
+    const char *credentials_json; /* replaces the "credentials" object */
+    int workers;                /* default 2 */
+};
+
+void env_start(struct env *e, const struct env_opts *o);
+/* Sends SIGTERM to the gateway and waits (up to wait_ms). Returns its exit status, or -1. */
+int env_stop_gateway(struct env *e, int wait_ms);
+void env_stop(struct env *e);
+
+/* Starts the gateway again with the same config (e.g. after a failed start). */
+int free_port(void);
+int wait_port(int port, int timeout_ms);
+
+/* ---- client ---- */
+struct response {
+    int status;
+    char *head;   /* status line and headers */
+    char *body;
+    size_t body_len;
+    bool closed;  /* the server closed the connection after this response */
+    bool got;     /* a response was received at all */
+};
+void response_free(struct response *r);
+/* Header value (case-insensitive), or NULL. Points into r->head (copied into a static buffer). */
+const char *response_header(const struct response *r, const char *name);
+
+struct tls_client {
+    int fd;
+    SSL_CTX *ctx;
+    SSL *ssl;
+};
+/* Connects with TLS (CA-verified, SNI "localhost"). max_version 0: any. Returns 0 or -1. */
+int tls_connect(struct tls_client *c, int port, int max_version, const char *cert,
+                const char *key, const char *ca);
+int tls_send(struct tls_client *c, const void *buf, size_t len);
+/* Reads one response (Content-Length delimited) within timeout_ms; then looks up to
+ * close_wait_ms for the server closing the connection. */
+int tls_read_response(struct tls_client *c, struct response *r, int timeout_ms, int close_wait_ms);
+void tls_close(struct tls_client *c);
+/* Waits up to ms for the server to close the connection, skipping TLS-only records (session
+ * tickets). Returns 1 when closed, 0 when still open, 2 when application data arrived. */
+int tls_wait_closed(struct tls_client *c, int ms);
+
+/* One request on a new connection; the response is parsed into r. raw is sent as is. */
+int send_raw(const struct env *e, const char *raw, size_t len, struct response *r);
+/* Builds "METHOD PATH HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n<extra>" +
+ * Content-Length/Content-Type when body is given, and sends it. extra: complete header lines. */
+int send_req(const struct env *e, const char *method, const char *path, const char *extra,
+             const char *body, struct response *r);
+
+/* ---- journal ---- */
+/* Number of requests the sandbox has received. */
+int journal_count(const struct env *e);
+/* Entry n (0-based) of the journal, parsed; caller frees with cJSON_Delete. NULL if absent. */
+cJSON *journal_entry(const struct env *e, int n);
+/* Value of a header in a journal entry (case-insensitive); NULL if absent. Counts in *n. */
+const char *journal_header(const cJSON *entry, const char *name, int *n);
+/* True when the entry's header names are exactly the given set (case-insensitive), no more. */
+bool journal_headers_are(const cJSON *entry, const char *const *names, size_t n);
+
+/* Reads a whole file into a malloc'd string ("" when absent). */
+char *slurp(const char *path);
+/* Runs a command line, captures stdout+stderr into *out (malloc'd), returns the exit status. */
+int run_cmd(const char *cmd, char **out);
+
+const char *bin_path(const char *name);
+
+#endif
