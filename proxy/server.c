@@ -37,7 +37,10 @@ struct gw_daemon {
     struct gw_worker *workers;
     size_t nworkers;
     atomic_bool stopping;
+    atomic_bool forced;         /* a second SIGTERM/SIGINT: stop without waiting */
+    atomic_size_t running;      /* workers whose loop has not ended */
     struct event_base *main_base;
+    struct event *worker_done;  /* activated by each worker as its loop ends */
 };
 
 /* One request from dispatch to reply. Owned by the worker; freed after its reply is sent. */
@@ -414,6 +417,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gw_worker *w = arg;
+    if (atomic_load(&w->d->forced)) {
+        event_base_loopexit(w->base, NULL);
+        return;
+    }
     if (!atomic_load(&w->d->stopping) || w->draining)
         return;
     w->draining = true;
@@ -429,6 +436,8 @@ static void *worker_main(void *arg)
 {
     struct gw_worker *w = arg;
     event_base_dispatch(w->base);
+    if (atomic_fetch_sub(&w->d->running, 1) == 1)
+        event_active(w->d->worker_done, EV_TIMEOUT, 0);
     return NULL;
 }
 
@@ -534,13 +543,16 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     (void)what;
     struct gw_daemon *d = arg;
     if (sig == SIGTERM || sig == SIGINT) {
-        if (atomic_exchange(&d->stopping, true))
-            return;
-        gw_log_info("%s: stopping: no new connections; draining requests in flight",
-                    sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        if (atomic_exchange(&d->stopping, true)) {
+            gw_log_info("second %s: stopping now", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            atomic_store(&d->forced, true);
+        } else {
+            gw_log_info("%s: stopping: no new connections; draining requests in flight "
+                        "(again to stop at once)",
+                        sig == SIGTERM ? "SIGTERM" : "SIGINT");
+        }
         for (size_t i = 0; i < d->nworkers; i++)
             event_active(d->workers[i].wake, EV_TIMEOUT, 0);
-        event_base_loopexit(d->main_base, NULL);
     } else if (sig == SIGUSR1) {
         if (gw_log_reopen(d->access) != 0)
             gw_log_error("SIGUSR1: cannot reopen the access log: %s", strerror(errno));
@@ -549,6 +561,14 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     } else if (sig == SIGHUP) {
         gw_log_error("SIGHUP: reloading is not implemented yet; the configuration is unchanged");
     }
+}
+
+static void on_workers_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_daemon *d = arg;
+    event_base_loopexit(d->main_base, NULL);
 }
 
 int gw_server_run(const char *config_path)
@@ -582,22 +602,26 @@ int gw_server_run(const char *config_path)
     d.nworkers = (size_t)snap->cfg->listen.workers;
     d.workers = calloc(d.nworkers, sizeof *d.workers);
     d.main_base = event_base_new();
+    d.worker_done = d.main_base ? event_new(d.main_base, -1, 0, on_workers_done, &d) : NULL;
     int rc = 1;
     size_t started = 0, set_up = 0;
     struct event *sigs[4] = {0};
-    if (d.workers == NULL || d.main_base == NULL)
+    if (d.workers == NULL || d.main_base == NULL || d.worker_done == NULL)
         goto out;
-    for (; set_up < d.nworkers; set_up++)
-        if (worker_setup(&d, &d.workers[set_up], (int)set_up) != 0) {
-            set_up++;
-            goto out;
-        }
+    /* Signals first: once a listener is bound, clients can connect, and a SIGTERM from then on
+     * must drain, not kill. */
     static const int signo[4] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (int i = 0; i < 4; i++) {
         sigs[i] = evsignal_new(d.main_base, signo[i], on_signal, &d);
         if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
             goto out;
     }
+    for (; set_up < d.nworkers; set_up++)
+        if (worker_setup(&d, &d.workers[set_up], (int)set_up) != 0) {
+            set_up++;
+            goto out;
+        }
+    atomic_init(&d.running, d.nworkers);
     for (; started < d.nworkers; started++)
         if (pthread_create(&d.workers[started].thread, NULL, worker_main, &d.workers[started]) !=
             0)
@@ -617,9 +641,22 @@ out:
         pthread_join(d.workers[i].thread, NULL);
     for (size_t i = 0; i < set_up; i++)
         worker_teardown(&d.workers[i]);
+    /* From here a late signal must not kill the process half way through its teardown: freeing
+     * the signal events puts back the default action, so block and then ignore them first. */
+    sigset_t block;
+    sigemptyset(&block);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGUSR1);
+    sigprocmask(SIG_BLOCK, &block, NULL);
     for (int i = 0; i < 4; i++)
         if (sigs[i])
             event_free(sigs[i]);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    if (d.worker_done)
+        event_free(d.worker_done);
     if (d.main_base)
         event_base_free(d.main_base);
     free(d.workers);

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, builds, runs every test (ctest) in a normal build
+# and again in an AddressSanitizer + UndefinedBehaviorSanitizer build. The last line printed is
+# the summary. Usage: tests/run.sh
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+source tests/lib-deps.sh
+gw_install_missing || { echo "FAILED: could not install the build dependencies"; exit 1; }
+jobs=$(nproc 2>/dev/null || echo 2)
+
+results=()
+status=0
+run_build() { # name dir cmake-args...
+  local name=$1 dir=$2; shift 2
+  echo "== $name build ($dir)"
+  if ! cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >"$dir.cmake.log" 2>&1 &&
+       true; then
+    cat "$dir.cmake.log"; results+=("$name: configure failed"); status=1; return
+  fi
+  if ! cmake --build "$dir" -j"$jobs" >"$dir.build.log" 2>&1; then
+    tail -50 "$dir.build.log"; results+=("$name: build failed"); status=1; return
+  fi
+  local log="$dir/ctest.log"
+  (cd "$dir" && ctest -j2 --output-on-failure) | tee "$log"
+  local line
+  line=$(grep -E '^[0-9]+% tests passed' "$log" | tail -1)
+  [ -n "$line" ] || line="no test summary"
+  grep -q '^100% tests passed' "$log" || status=1
+  results+=("$name: $line")
+}
+
+mkdir -p build
+run_build release build
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  run_build sanitize build-asan -DGW_SANITIZE=ON
+
+echo
+if [ $status -eq 0 ]; then
+  echo "ALL TESTS PASSED — ${results[*]}"
+else
+  echo "TESTS FAILED — ${results[*]}"
+fi
+exit $status
