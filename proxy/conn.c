@@ -19,7 +19,6 @@
 #include "snapshot.h"
 #include "worker.h"
 
-#define MAX_METHOD 24
 #define WRITE_TIMEOUT_S 30 /* a client that stops reading its reply */
 
 enum conn_state {
@@ -46,9 +45,6 @@ struct gw_conn {
     char peer[INET6_ADDRSTRLEN];
     struct gw_http_req rq;
     char *head;          /* the current head, split in place into rq's strings */
-    char why[128];
-    char method[MAX_METHOD];
-    char target[256];    /* echo of a refused request's target, for its 404 message */
 };
 
 static const struct gw_config *cfg(const struct gw_conn *c)
@@ -73,7 +69,6 @@ static void reset_request(struct gw_conn *c)
     c->head = NULL;
     c->scanned = 0;
     c->body_left = 0;
-    c->why[0] = '\0';
 }
 
 static void conn_free(struct gw_conn *c)
@@ -146,12 +141,6 @@ static void on_write(struct bufferevent *bev, void *arg)
     conn_free(c);
 }
 
-static bool is_tchar(unsigned char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
-}
-
 static void dispatch(struct gw_conn *c)
 {
     c->st = ST_BUSY;
@@ -159,203 +148,16 @@ static void dispatch(struct gw_conn *c)
     c->w->handler(c, &c->rq, c->w);
 }
 
-static void reject(struct gw_conn *c, enum gw_reply_kind kind, const char *why)
+/* The request is refused: nothing more is read, and the handler answers it and closes. */
+static void reject(struct gw_conn *c, const struct gw_http1_error *err)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
     bufferevent_disable(c->bev, EV_READ);
-    snprintf(c->why, sizeof c->why, "%s", why ? why : "");
     c->rq.rejected = true;
-    c->rq.kind = kind;
-    c->rq.why = c->why;
-    if (c->rq.method == NULL)
-        c->rq.method = c->method;
-    if (c->rq.target == NULL)
-        c->rq.target = c->target;
+    c->rq.kind = err->kind;
+    c->rq.why = err->why;
     dispatch(c);
-}
-
-/* Does a comma-separated header value list the token? */
-static bool has_token(const char *v, const char *tok)
-{
-    size_t n = strlen(tok);
-    while (*v) {
-        while (*v == ' ' || *v == '\t' || *v == ',')
-            v++;
-        const char *e = v;
-        while (*e && *e != ',')
-            e++;
-        const char *t = e;
-        while (t > v && (t[-1] == ' ' || t[-1] == '\t'))
-            t--;
-        if ((size_t)(t - v) == n && strncasecmp(v, tok, n) == 0)
-            return true;
-        v = e;
-    }
-    return false;
-}
-
-/* Splits and checks a complete head (its bytes end with CRLFCRLF and hold no NUL, bare CR or
- * bare LF). Returns 0 with the request filled, or -1 after reject(). */
-static int parse_head(struct gw_conn *c, size_t n, uint64_t *content_length)
-{
-    char *h = c->head;
-    char *eol = strstr(h, "\r\n");
-    *eol = '\0';
-    char *sp1 = strchr(h, ' ');
-    char *sp2 = sp1 ? strchr(sp1 + 1, ' ') : NULL;
-    if (sp1 == NULL || sp2 == NULL || sp1 == h || sp2 == sp1 + 1 || strchr(sp2 + 1, ' ')) {
-        reject(c, GW_R_BAD_FRAMING, "malformed request line");
-        return -1;
-    }
-    *sp1 = '\0';
-    *sp2 = '\0';
-    snprintf(c->method, sizeof c->method, "%s", h);
-    snprintf(c->target, sizeof c->target, "%s", sp1 + 1);
-    size_t mlen = (size_t)(sp1 - h);
-    for (size_t i = 0; i < mlen; i++)
-        if (!is_tchar((unsigned char)h[i]) || mlen >= MAX_METHOD) {
-            reject(c, GW_R_BAD_FRAMING, "malformed request line");
-            return -1;
-        }
-    for (const char *p = sp1 + 1; *p; p++)
-        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7E) {
-            reject(c, GW_R_BAD_FRAMING, "invalid character in request target");
-            return -1;
-        }
-    if (sp1[1] != '/') {
-        reject(c, GW_R_BAD_FRAMING, "request target is not in origin form");
-        return -1;
-    }
-    bool http11 = strcmp(sp2 + 1, "HTTP/1.1") == 0;
-    bool http10 = strcmp(sp2 + 1, "HTTP/1.0") == 0;
-    if (!http11 && !http10) {
-        reject(c, GW_R_BAD_FRAMING, "unsupported HTTP version");
-        return -1;
-    }
-    c->rq.method = h;
-    c->rq.target = sp1 + 1;
-
-    int n_cl = 0, n_host = 0, n_te = 0;
-    bool expect_continue = false, keep_alive = false, close = false;
-    uint64_t cl = 0;
-    char *line = eol + 2, *end = h + n - 2; /* the final empty line */
-    while (line < end) {
-        char *le = strstr(line, "\r\n");
-        *le = '\0';
-        if (*line == ' ' || *line == '\t') {
-            reject(c, GW_R_BAD_FRAMING, "folded header line");
-            return -1;
-        }
-        char *colon = line;
-        while (*colon && is_tchar((unsigned char)*colon))
-            colon++;
-        if (colon == line || *colon != ':') {
-            reject(c, GW_R_BAD_FRAMING, "invalid header name");
-            return -1;
-        }
-        *colon = '\0';
-        char *v = colon + 1, *ve = le;
-        while (*v == ' ' || *v == '\t')
-            v++;
-        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
-            ve--;
-        *ve = '\0';
-        for (const char *p = v; *p; p++) {
-            unsigned char ch = (unsigned char)*p;
-            if ((ch < 0x20 && ch != '\t') || ch == 0x7F) {
-                reject(c, GW_R_BAD_FRAMING, "control character in a header value");
-                return -1;
-            }
-        }
-        if (c->rq.nhdr == GW_MAX_HEADERS) {
-            reject(c, GW_R_HEADERS_TOO_LARGE, NULL);
-            return -1;
-        }
-        c->rq.hdr[c->rq.nhdr].name = line;
-        c->rq.hdr[c->rq.nhdr].value = v;
-        c->rq.nhdr++;
-        if (strcasecmp(line, "content-length") == 0) {
-            n_cl++;
-            size_t vl = strlen(v);
-            if (vl == 0 || vl > 15 || strspn(v, "0123456789") != vl) {
-                reject(c, GW_R_BAD_FRAMING, "invalid Content-Length");
-                return -1;
-            }
-            cl = strtoull(v, NULL, 10);
-        } else if (strcasecmp(line, "transfer-encoding") == 0) {
-            n_te++;
-        } else if (strcasecmp(line, "host") == 0) {
-            n_host++;
-        } else if (strcasecmp(line, "connection") == 0) {
-            close |= has_token(v, "close");
-            keep_alive |= has_token(v, "keep-alive");
-        } else if (strcasecmp(line, "expect") == 0) {
-            if (strcasecmp(v, "100-continue") != 0) {
-                reject(c, GW_R_BAD_FRAMING, "unsupported Expect header");
-                return -1;
-            }
-            expect_continue = true;
-        }
-        line = le + 2;
-    }
-    if (n_te) {
-        reject(c, GW_R_BAD_FRAMING, "Transfer-Encoding is not accepted on requests");
-        return -1;
-    }
-    if (n_cl > 1) {
-        reject(c, GW_R_BAD_FRAMING, "more than one Content-Length");
-        return -1;
-    }
-    if (n_host > 1 || (http11 && n_host == 0)) {
-        reject(c, GW_R_BAD_FRAMING, n_host ? "more than one Host" : "missing Host");
-        return -1;
-    }
-    if (cl > (uint64_t)cfg(c)->limits.max_body_bytes) {
-        reject(c, GW_R_TOO_LARGE, NULL);
-        return -1;
-    }
-    c->rq.wants_close = close || (http10 && !keep_alive);
-    if (expect_continue && cl > 0 && http11 &&
-        evbuffer_get_length(bufferevent_get_input(c->bev)) < cl)
-        bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
-    *content_length = cl;
-    return 0;
-}
-
-/* Finds the end of the head, checking bytes as they arrive. Returns the head's length, 0 when
- * more is needed, or -1 after reject(). */
-static long scan_head(struct gw_conn *c, struct evbuffer *in)
-{
-    size_t cap = (size_t)cfg(c)->limits.max_header_bytes;
-    size_t len = evbuffer_get_length(in);
-    size_t want = len < cap ? len : cap;
-    const unsigned char *h = evbuffer_pullup(in, (ev_ssize_t)want);
-    if (h == NULL)
-        return 0;
-    for (size_t i = c->scanned; i < want; i++) {
-        unsigned char b = h[i];
-        if (b == 0) {
-            reject(c, GW_R_BAD_FRAMING, "NUL byte in request head");
-            return -1;
-        }
-        if (b == '\n' && (i == 0 || h[i - 1] != '\r')) {
-            reject(c, GW_R_BAD_FRAMING, "bare LF in request head");
-            return -1;
-        }
-        if (i > 0 && h[i - 1] == '\r' && b != '\n') {
-            reject(c, GW_R_BAD_FRAMING, "bare CR in request head");
-            return -1;
-        }
-        if (b == '\n' && i >= 3 && h[i - 2] == '\n' && h[i - 3] == '\r')
-            return (long)(i + 1);
-    }
-    c->scanned = want;
-    if (len >= cap) {
-        reject(c, GW_R_HEADERS_TOO_LARGE, NULL);
-        return -1;
-    }
-    return 0;
 }
 
 /* Reads requests until one is handed to the handler or more bytes are needed. */
@@ -378,7 +180,14 @@ static void process(struct gw_conn *c)
                 arm(c, cfg(c)->limits.header_timeout_ms);
         }
         if (c->st == ST_HEAD) {
-            long hl = scan_head(c, in);
+            const struct gw_config *cf = cfg(c);
+            size_t len = evbuffer_get_length(in);
+            size_t cap = (size_t)cf->limits.max_header_bytes;
+            const unsigned char *p = evbuffer_pullup(in, (ev_ssize_t)(len < cap ? len : cap));
+            struct gw_http1_error err;
+            long hl = gw_http1_scan(p, len, &c->scanned, cap, &err);
+            if (hl < 0)
+                reject(c, &err);
             if (hl <= 0)
                 break;
             c->head = malloc((size_t)hl + 1);
@@ -387,10 +196,12 @@ static void process(struct gw_conn *c)
                 return;
             }
             evbuffer_remove(in, c->head, (size_t)hl);
-            c->head[hl] = '\0';
-            uint64_t cl;
-            if (parse_head(c, (size_t)hl, &cl) != 0)
+            if (gw_http1_parse(c->head, (size_t)hl, (uint64_t)cf->limits.max_body_bytes,
+                               &c->rq.head, &err) != 0) {
+                reject(c, &err);
                 break;
+            }
+            uint64_t cl = c->rq.head.content_length;
             c->rq.bytes_in = (uint64_t)hl + cl;
             c->body_left = cl;
             if (cl == 0) {
@@ -399,8 +210,11 @@ static void process(struct gw_conn *c)
                     break;
                 continue;
             }
+            if (c->rq.head.expect_continue && !c->rq.head.http10 &&
+                evbuffer_get_length(in) < cl)
+                bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             c->st = ST_BODY;
-            arm(c, cfg(c)->limits.body_timeout_ms);
+            arm(c, cf->limits.body_timeout_ms);
         }
         if (c->st == ST_BODY) {
             size_t have = evbuffer_get_length(in);
@@ -506,20 +320,6 @@ fail:
         close(fd);
 }
 
-const char *gw_http_header(const struct gw_http_req *rq, const char *name, bool *repeated)
-{
-    const char *found = NULL;
-    int n = 0;
-    for (size_t i = 0; i < rq->nhdr; i++)
-        if (strcasecmp(rq->hdr[i].name, name) == 0) {
-            found = rq->hdr[i].value;
-            n++;
-        }
-    if (repeated)
-        *repeated = n > 1;
-    return n == 1 ? found : NULL;
-}
-
 const char *gw_conn_peer(const struct gw_conn *c)
 {
     return c->peer;
@@ -552,9 +352,9 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
         conn_free(c);
         return 0;
     }
-    close = close || c->rq.wants_close || c->rq.rejected || c->w->draining ||
+    close = close || c->rq.head.wants_close || c->rq.rejected || c->w->draining ||
             cfg(c)->limits.keepalive_timeout_ms == 0;
-    bool head_only = c->rq.method && strcmp(c->rq.method, "HEAD") == 0;
+    bool head_only = c->rq.head.method && strcmp(c->rq.head.method, "HEAD") == 0;
     size_t blen = body ? evbuffer_get_length(body) : 0;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     char date[40];

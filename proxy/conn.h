@@ -25,6 +25,7 @@
 
 #include <openssl/ssl.h>
 
+#include "http1.h"
 #include "reply.h"
 
 struct evbuffer;
@@ -33,25 +34,15 @@ struct sockaddr;
 struct gw_worker;
 struct gw_conn;
 
-#define GW_MAX_HEADERS 100
-
-struct gw_header {
-    const char *name, *value;
-};
-
 /* One request as read from the client. */
 struct gw_http_req {
-    bool rejected;            /* refused while reading: reply `kind` (msg in why) and close */
+    bool rejected;            /* refused while reading: reply `kind` (message in why), close */
     enum gw_reply_kind kind;
     const char *why;
-    const char *method;       /* as sent (a token) */
-    const char *target;       /* as sent (visible ASCII, origin form unless rejected) */
-    struct gw_header hdr[GW_MAX_HEADERS]; /* in order, values trimmed */
-    size_t nhdr;
+    struct gw_http1_head head; /* method, target, headers (method may be NULL if rejected) */
     struct evbuffer *body;    /* exactly Content-Length bytes */
     uint64_t bytes_in;        /* head + body */
     int64_t started_ms;       /* wall clock at the request's first byte */
-    bool wants_close;         /* Connection: close, or HTTP/1.0 without keep-alive */
 };
 
 /* Called once per request (rejected ones included); the handler must eventually call
@@ -61,9 +52,12 @@ typedef void (*gw_conn_handler)(struct gw_conn *c, struct gw_http_req *rq, void 
 /* evconnlistener callback; arg is the worker. */
 void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int salen, void *arg);
 
-/* The single value of a header (case-insensitive name), or NULL when absent; *repeated is set
- * when it appears more than once (and NULL is returned). */
-const char *gw_http_header(const struct gw_http_req *rq, const char *name, bool *repeated);
+/* The single value of a header of the request (see gw_http1_header). */
+static inline const char *gw_http_header(const struct gw_http_req *rq, const char *name,
+                                         bool *repeated)
+{
+    return gw_http1_header(rq->head.hdr, rq->head.nhdr, name, repeated);
+}
 
 const char *gw_conn_peer(const struct gw_conn *c);
 SSL *gw_conn_ssl(const struct gw_conn *c);

@@ -55,10 +55,12 @@ static cJSON *load_doc(struct loader *l, const char *name)
         return NULL;
     }
     char path[PATH_MAX + 256];
+    size_t dl = strlen(l->dir);
     if (name[0] == '/')
         snprintf(path, sizeof path, "%s", name);
     else
-        snprintf(path, sizeof path, "%s/%s", l->dir, name);
+        snprintf(path, sizeof path, "%s%s%s", l->dir, dl && l->dir[dl - 1] == '/' ? "" : "/",
+                 name);
     size_t len;
     char *buf = gw_read_file(path, MAX_DOC_BYTES, &len);
     if (buf == NULL) {

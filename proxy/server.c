@@ -302,7 +302,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     clock_gettime(CLOCK_MONOTONIC, &r->t0);
     r->ts_ms = rq->started_ms;
     r->bytes_in = rq->bytes_in;
-    r->method = rq->method;
+    r->method = rq->head.method ? rq->head.method : "";
     snprintf(r->ip, sizeof r->ip, "%s", gw_conn_peer(conn));
 
     bool repeated;
@@ -323,7 +323,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
 
     char why[160];
     enum gw_route_result rr =
-        gw_route_match(r->snap->api, r->method, rq->target, &r->route, why, sizeof why);
+        gw_route_match(r->snap->api, r->method, rq->head.target, &r->route, why, sizeof why);
     r->routed = true;
     if (rr == GW_ROUTE_BAD_TARGET) {
         reply_error(r, GW_R_BAD_REQUEST, why, NULL, 0);
