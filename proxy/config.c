@@ -24,6 +24,8 @@
 /* ---- error lists ---- */
 
 static void vpush(char ***v, size_t *n, size_t *cap, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+static void vpush(char ***v, size_t *n, size_t *cap, const char *fmt, va_list ap)
 {
     char *s = NULL;
     if (vasprintf(&s, fmt, ap) < 0)
@@ -405,6 +407,11 @@ static int parse_https_url(const char *url, char **host, long *port, char *why, 
         }
         memcpy(hostbuf, h + 1, (size_t)(end - h - 1));
         hostbuf[end - h - 1] = '\0';
+        unsigned char a6[sizeof(struct in6_addr)];
+        if (inet_pton(AF_INET6, hostbuf, a6) != 1) {
+            snprintf(why, whylen, "bad IPv6 host");
+            return -1;
+        }
         end++;
     } else {
         end = h + strcspn(h, ":/?#@");
@@ -423,14 +430,17 @@ static int parse_https_url(const char *url, char **host, long *port, char *why, 
     }
     long p = 443;
     if (*end == ':') {
-        char *e;
-        errno = 0;
-        p = strtol(end + 1, &e, 10);
-        if (errno || e == end + 1 || p < 1 || p > 65535) {
+        /* 1 to 5 digits, no sign, space or leading zero */
+        const char *d = end + 1;
+        size_t nd = strspn(d, "0123456789");
+        p = 0;
+        for (size_t i = 0; i < nd && i < 6; i++)
+            p = p * 10 + (d[i] - '0');
+        if (nd == 0 || nd > 5 || d[0] == '0' || p > 65535) {
             snprintf(why, whylen, "bad port");
             return -1;
         }
-        end = e;
+        end = d + nd;
     }
     if (*end == '/')
         end++;
@@ -605,7 +615,13 @@ static void cust_issuers(struct ctx *x, const cJSON *v, void *base, const struct
             continue;
         }
         set_defaults(x, is, issuer_fields);
-        /* scope_claims defaults to both claim names */
+        /* SPEC §2's defaults: audiences ["ghl-gateway"] (fail closed: [] must be explicit to
+         * turn the aud check off), scope_claims both claim names */
+        is->audiences = calloc(2, sizeof *is->audiences);
+        if (is->audiences) {
+            is->audiences[0] = strdup("ghl-gateway");
+            is->naudiences = 1;
+        }
         is->scope_claims = calloc(3, sizeof *is->scope_claims);
         if (is->scope_claims) {
             is->scope_claims[0] = strdup("scope");
@@ -756,6 +772,21 @@ static void check_defaults(struct ctx *x, const cJSON *root)
 
 struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_errs *errs)
 {
+    size_t len;
+    char *buf = gw_read_file(path, MAX_CONFIG_BYTES, &len);
+    if (buf == NULL) {
+        gw_errs_add(errs, "%s: cannot read: %s", path,
+                    errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
+        return NULL;
+    }
+    struct gw_config *c = gw_config_parse(path, buf, len, check_files, errs);
+    free(buf);
+    return c;
+}
+
+struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
+                                  bool check_files, struct gw_errs *errs)
+{
     struct gw_config *c = calloc(1, sizeof *c);
     if (c == NULL) {
         gw_errs_add(errs, "%s: out of memory", path);
@@ -767,18 +798,10 @@ struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_e
     c->dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
     set_defaults(&x, c, top_fields);
 
-    size_t len;
-    char *buf = gw_read_file(path, MAX_CONFIG_BYTES, &len);
-    if (buf == NULL) {
-        gw_errs_add(errs, "%s: cannot read: %s", path,
-                    errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
-        gw_config_free(c);
-        return NULL;
-    }
     struct gw_json_error je;
-    struct gw_json_opts o = {.max_depth = 32, .allow_comments = true, .lines = &x.lines};
+    struct gw_json_opts o = {.max_bytes = MAX_CONFIG_BYTES, .max_depth = 32,
+                             .allow_comments = true, .lines = &x.lines};
     cJSON *root = gw_json_parse(buf, len, &o, &je);
-    free(buf);
     if (root == NULL) {
         gw_errs_add(errs, "%s:%d: %s", path, je.line, je.msg);
         gw_json_lines_free(&x.lines);
@@ -800,7 +823,7 @@ struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_e
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         c->listen.workers = n > 0 ? (n > 256 ? 256 : n) : 1;
     }
-    if (c->listen.port == c->admin.port &&
+    if (c->listen.address && c->admin.address && c->listen.port == c->admin.port &&
         (strcmp(c->listen.address, c->admin.address) == 0 ||
          strcmp(c->listen.address, "0.0.0.0") == 0 || strcmp(c->admin.address, "0.0.0.0") == 0))
         gw_errs_add(errs, "%s: admin.port: %ld is also listen.port", path, c->admin.port);

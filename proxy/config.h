@@ -122,6 +122,9 @@ struct gw_config {
 /* Parses and validates path. Returns the config, or NULL with every problem in errs (also
  * warnings, which do not fail). check_files: also open every file the config names. */
 struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_errs *errs);
+/* The same from a buffer; path names the file in messages and anchors relative paths. */
+struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
+                                  bool check_files, struct gw_errs *errs);
 void gw_config_free(struct gw_config *c);
 
 #endif

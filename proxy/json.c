@@ -36,6 +36,8 @@ static int cur_line(struct parser *ps, const unsigned char *at)
 }
 
 static void fail(struct parser *ps, const unsigned char *at, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void fail(struct parser *ps, const unsigned char *at, const char *fmt, ...)
 {
     if (ps->err == NULL || ps->err->msg[0] != '\0')
         return;
@@ -49,7 +51,7 @@ static void fail(struct parser *ps, const unsigned char *at, const char *fmt, ..
     ps->err->line = cur_line(ps, at);
 }
 
-static int record_line(struct parser *ps, const cJSON *node, const unsigned char *at)
+static int record_line(struct parser *ps, const cJSON *node, int line)
 {
     struct gw_json_lines *l = ps->lines;
     if (l == NULL)
@@ -67,7 +69,7 @@ static int record_line(struct parser *ps, const cJSON *node, const unsigned char
         l->cap = ncap;
     }
     l->node[l->n] = node;
-    l->line[l->n] = cur_line(ps, at);
+    l->line[l->n] = line;
     l->n++;
     return 0;
 }
@@ -267,45 +269,34 @@ bad:
 
 static cJSON *parse_value(struct parser *ps);
 
-static int cmp_names(const void *a, const void *b)
+struct member {
+    const char *name;
+    size_t index;
+    const unsigned char *at; /* where the name starts, for the message */
+};
+
+static int cmp_members(const void *a, const void *b)
 {
-    const cJSON *x = *(const cJSON *const *)a, *y = *(const cJSON *const *)b;
-    return strcmp(x->string, y->string);
+    const struct member *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c ? c : (x->index < y->index ? -1 : 1);
 }
 
-/* Duplicate names are found by sorting the members' names: O(n log n) whatever the input. */
-static int check_duplicates(struct parser *ps, cJSON *obj, size_t count,
-                            const unsigned char *open)
+/* Duplicate names are found by sorting the members' names: O(n log n) whatever the input.
+ * The message points at the second occurrence. */
+static int check_duplicates(struct parser *ps, struct member *m, size_t count)
 {
     if (count < 2)
         return 0;
-    if (count <= 8) {
-        for (cJSON *a = obj->child; a; a = a->next)
-            for (cJSON *b = a->next; b; b = b->next)
-                if (strcmp(a->string, b->string) == 0) {
-                    fail(ps, open, "duplicate member \"%.64s\"", a->string);
-                    return -1;
-                }
+    qsort(m, count, sizeof *m, cmp_members);
+    const struct member *dup = NULL;
+    for (size_t i = 1; i < count; i++)
+        if (strcmp(m[i - 1].name, m[i].name) == 0 && (dup == NULL || m[i].index < dup->index))
+            dup = &m[i];
+    if (dup == NULL)
         return 0;
-    }
-    cJSON **v = malloc(count * sizeof *v);
-    if (v == NULL) {
-        fail(ps, open, "out of memory");
-        return -1;
-    }
-    size_t i = 0;
-    for (cJSON *a = obj->child; a; a = a->next)
-        v[i++] = a;
-    qsort(v, count, sizeof *v, cmp_names);
-    int rc = 0;
-    for (i = 1; i < count; i++)
-        if (strcmp(v[i - 1]->string, v[i]->string) == 0) {
-            fail(ps, open, "duplicate member \"%.64s\"", v[i]->string);
-            rc = -1;
-            break;
-        }
-    free(v);
-    return rc;
+    fail(ps, dup->at, "duplicate member \"%.64s\"", dup->name);
+    return -1;
 }
 
 /* Appends without cJSON_AddItemToArray's walk to the tail: O(1) per member. */
@@ -337,6 +328,9 @@ static cJSON *parse_container(struct parser *ps, bool is_object)
     ps->p++;
     cJSON *tail = NULL;
     size_t count = 0;
+    /* member names of this object, for the duplicate check: a small stack array first */
+    struct member local[16], *members = local;
+    size_t mcap = 16;
     if (skip_ws(ps) != 0)
         goto bad;
     unsigned char close = is_object ? '}' : ']';
@@ -347,7 +341,8 @@ static cJSON *parse_container(struct parser *ps, bool is_object)
     }
     for (;;) {
         char *name = NULL;
-        const unsigned char *name_at = ps->p;
+        const unsigned char *start = ps->p;
+        int line = ps->lines ? cur_line(ps, start) : 0;
         if (is_object) {
             if (ps->p >= ps->end || *ps->p != '"') {
                 fail(ps, ps->p, "expected a member name");
@@ -375,8 +370,23 @@ static cJSON *parse_container(struct parser *ps, bool is_object)
         if (name != NULL)
             v->string = name;
         append_child(c, &tail, v);
+        if (is_object) {
+            if (count == mcap) {
+                struct member *nm = malloc(2 * mcap * sizeof *nm);
+                if (nm == NULL) {
+                    fail(ps, ps->p, "out of memory");
+                    goto bad;
+                }
+                memcpy(nm, members, count * sizeof *nm);
+                if (members != local)
+                    free(members);
+                members = nm;
+                mcap *= 2;
+            }
+            members[count] = (struct member){name, count, start};
+        }
         count++;
-        if (record_line(ps, v, is_object ? name_at : NULL) != 0) {
+        if (record_line(ps, v, line) != 0) {
             fail(ps, ps->p, "out of memory");
             goto bad;
         }
@@ -395,11 +405,15 @@ static cJSON *parse_container(struct parser *ps, bool is_object)
         fail(ps, ps->p, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
         goto bad;
     }
-    if (is_object && check_duplicates(ps, c, count, open) != 0)
+    if (is_object && check_duplicates(ps, members, count) != 0)
         goto bad;
+    if (members != local)
+        free(members);
     ps->depth--;
     return c;
 bad:
+    if (members != local)
+        free(members);
     cJSON_Delete(c);
     return NULL;
 }
@@ -544,6 +558,7 @@ cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opt
         ps.max_depth = 512;
     if (skip_ws(&ps) != 0)
         return NULL;
+    int root_line = ps.lines ? cur_line(&ps, ps.p) : 0;
     cJSON *root = parse_value(&ps);
     if (root == NULL)
         return NULL;
@@ -553,7 +568,7 @@ cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opt
         cJSON_Delete(root);
         return NULL;
     }
-    if (ps.lines && record_line(&ps, root, ps.start) != 0) {
+    if (ps.lines && record_line(&ps, root, root_line) != 0) {
         cJSON_Delete(root);
         return NULL;
     }
@@ -606,6 +621,10 @@ char *gw_read_file(const char *path, size_t max_bytes, size_t *len)
     for (;;) {
         if (n == cap) {
             if (cap >= max_bytes) {
+                /* full at the cap: fine if nothing follows */
+                int more = fgetc(f);
+                if (more == EOF && !ferror(f))
+                    break;
                 free(buf);
                 fclose(f);
                 errno = EFBIG;

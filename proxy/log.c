@@ -125,6 +125,7 @@ void gw_log_access(struct gw_log *l, const struct gw_access *a)
     evbuffer_free(b);
 }
 
+static void vlog(const char *level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 static void vlog(const char *level, const char *fmt, va_list ap)
 {
     char msg[1024], ts[40];

@@ -34,6 +34,7 @@ struct loader {
     size_t errlen;
 };
 
+static int lfail(struct loader *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int lfail(struct loader *l, const char *fmt, ...)
 {
     if (l->err[0] != '\0')

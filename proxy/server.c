@@ -589,7 +589,8 @@ int gw_server_run(const char *config_path)
         gw_snapshot_unref(snap);
         return 1;
     }
-    struct gw_daemon d = {0};
+    struct gw_daemon d;
+    memset(&d, 0, sizeof d);
     atomic_init(&d.snap, snap);
     atomic_init(&d.stopping, false);
     d.access = gw_log_open(snap->cfg->access_log.file);

@@ -75,13 +75,34 @@ static void enum_list(const cJSON *en, char *buf, size_t len)
     }
 }
 
-static bool is_number(const char *s)
+/* A JSON-style decimal number (integer: digits only), nothing else: no hex, inf, nan, space. */
+static bool is_number(const char *s, bool integer)
 {
-    char *end;
-    if (*s == '\0')
+    const char *p = s;
+    if (*p == '-')
+        p++;
+    size_t d = strspn(p, "0123456789");
+    if (d == 0 || (p[0] == '0' && d > 1))
         return false;
-    strtod(s, &end);
-    return *end == '\0';
+    p += d;
+    if (integer)
+        return *p == '\0';
+    if (*p == '.') {
+        size_t f = strspn(p + 1, "0123456789");
+        if (f == 0)
+            return false;
+        p += 1 + f;
+    }
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        if (*p == '+' || *p == '-')
+            p++;
+        size_t e = strspn(p, "0123456789");
+        if (e == 0)
+            return false;
+        p += e;
+    }
+    return *p == '\0';
 }
 
 size_t gw_validate_query(const struct gw_route *r, struct gw_msgs *out)
@@ -109,7 +130,7 @@ size_t gw_validate_query(const struct gw_route *r, struct gw_msgs *out)
             if (strcmp(val, "true") != 0 && strcmp(val, "false") != 0)
                 gw_msgs_add(out, "%s must be a boolean value", name);
         } else if (strcmp(type, "number") == 0 || strcmp(type, "integer") == 0) {
-            if (!is_number(val))
+            if (!is_number(val, strcmp(type, "integer") == 0))
                 gw_msgs_add(out, "%s must be a number conforming to the specified constraints",
                             name);
         } else if (cJSON_IsArray(en)) {
@@ -125,7 +146,10 @@ size_t gw_validate_query(const struct gw_route *r, struct gw_msgs *out)
     }
     for (size_t i = 0; i < op->nparams; i++) {
         const struct gw_param *p = &op->params[i];
-        if (p->in == GW_IN_QUERY && p->required && gw_route_query(r, p->name) == NULL)
+        if (p->in != GW_IN_QUERY || !p->required)
+            continue;
+        const char *v = gw_route_query(r, p->name);
+        if (v == NULL || v[0] == '\0') /* the upstream's IsNotEmpty: "" is empty too */
             gw_msgs_add(out, "%s should not be empty", p->name);
     }
     return out->n - before;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, runs every test (ctest) in a normal build
-# and again in an AddressSanitizer + UndefinedBehaviorSanitizer build. The last line printed is
-# the summary. Usage: tests/run.sh
+# and again in an AddressSanitizer + UndefinedBehaviorSanitizer build, then runs each libFuzzer
+# target briefly (GW_FUZZ_SECONDS, default 10). The last line printed is the summary.
+# Usage: tests/run.sh
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -34,6 +35,13 @@ mkdir -p build
 run_build release build
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_build sanitize build-asan -DGW_SANITIZE=ON
+
+echo "== fuzz targets (${GW_FUZZ_SECONDS:-10} s each, clang, ASan + UBSan)"
+if tests/fuzz/run.sh "${GW_FUZZ_SECONDS:-10}"; then
+  results+=("fuzz: no finding")
+else
+  results+=("fuzz: FAILED"); status=1
+fi
 
 echo
 if [ $status -eq 0 ]; then

@@ -116,20 +116,20 @@ static bool has_err_sub(const struct gw_errs *e, const char *file, const char *w
     return false;
 }
 
-#define ASSERT_ERR(errs, ...)                                                                    \
-    do {                                                                                         \
-        if (!has_err(&(errs), __VA_ARGS__)) {                                                   \
-            char *t_ = errs_text(&(errs));                                                      \
-            ck_abort_msg("missing error; got %zu:\n%s", (errs).n, t_);                          \
-        }                                                                                        \
+#define ASSERT_ERR(errs, ...)                                                                      \
+    do {                                                                                           \
+        if (!has_err(&(errs), __VA_ARGS__)) {                                                      \
+            char *t_ = errs_text(&(errs));                                                         \
+            ck_abort_msg("missing error; got %zu:\n%s", (errs).n, t_);                             \
+        }                                                                                          \
     } while (0)
 
-#define ASSERT_ERR_SUB(errs, file, want)                                                         \
-    do {                                                                                         \
-        if (!has_err_sub(&(errs), (file), (want))) {                                            \
-            char *t_ = errs_text(&(errs));                                                      \
-            ck_abort_msg("missing error containing '%s'; got %zu:\n%s", (want), (errs).n, t_);  \
-        }                                                                                        \
+#define ASSERT_ERR_SUB(errs, file, want)                                                           \
+    do {                                                                                           \
+        if (!has_err_sub(&(errs), (file), (want))) {                                               \
+            char *t_ = errs_text(&(errs));                                                         \
+            ck_abort_msg("missing error containing '%s'; got %zu:\n%s", (want), (errs).n, t_);     \
+        }                                                                                          \
     } while (0)
 
 /* Loads text as a config file named rel (files checked) and expects success. */
@@ -331,14 +331,13 @@ END_TEST
 
 START_TEST(test_config_comments_are_allowed)
 {
-    struct gw_config *c = load_ok("comments.json",
-                                  "// the gateway\n"
-                                  "{\n"
-                                  "  /* where it listens */\n"
-                                  "  \"listen\": { \"port\": 9443 }, // not 8443\n"
-                                  "  \"admin\": { /* inline */ \"port\": 9902 }\n"
-                                  "}\n"
-                                  "/* trailing */\n");
+    struct gw_config *c = load_ok("comments.json", "// the gateway\n"
+                                                   "{\n"
+                                                   "  /* where it listens */\n"
+                                                   "  \"listen\": { \"port\": 9443 }, // not 8443\n"
+                                                   "  \"admin\": { /* inline */ \"port\": 9902 }\n"
+                                                   "}\n"
+                                                   "/* trailing */\n");
     ck_assert_int_eq(c->listen.port, 9443);
     ck_assert_int_eq(c->admin.port, 9902);
     gw_config_free(c);
@@ -388,14 +387,14 @@ START_TEST(test_config_wrong_types_refused)
     const char *path;
     load_bad("types.json",
              "{\n"
-             "  \"listen\": { \"port\": \"8443\" },\n"                     /* 2 */
-             "  \"admin\": { \"port\": 9901.5 },\n"                       /* 3 */
-             "  \"audit\": { \"fsync\": 1 },\n"                           /* 4 */
-             "  \"tls\": { \"cert\": \"\" },\n"                           /* 5 */
-             "  \"access_log\": { \"file\": 5 },\n"                       /* 6 */
-             "  \"upstream\": { \"api_versions\": \"2021-07-28\" },\n"   /* 7 */
-             "  \"limits\": 5,\n"                                         /* 8 */
-             "  \"credentials\": { \"location_token_files\": [] }\n"      /* 9 */
+             "  \"listen\": { \"port\": \"8443\" },\n"                 /* 2 */
+             "  \"admin\": { \"port\": 9901.5 },\n"                    /* 3 */
+             "  \"audit\": { \"fsync\": 1 },\n"                        /* 4 */
+             "  \"tls\": { \"cert\": \"\" },\n"                        /* 5 */
+             "  \"access_log\": { \"file\": 5 },\n"                    /* 6 */
+             "  \"upstream\": { \"api_versions\": \"2021-07-28\" },\n" /* 7 */
+             "  \"limits\": 5,\n"                                      /* 8 */
+             "  \"credentials\": { \"location_token_files\": [] }\n"   /* 9 */
              "}\n",
              &errs, &path);
     ASSERT_ERR(errs, "%s:2: listen.port: must be an integer", path);
@@ -461,8 +460,8 @@ START_TEST(test_config_admin_port_may_not_be_listen_port)
 {
     struct gw_errs errs = {0};
     const char *path;
-    load_bad("sameport.json", "{\"listen\": {\"port\": 9000}, \"admin\": {\"port\": 9000}}",
-             &errs, &path);
+    load_bad("sameport.json", "{\"listen\": {\"port\": 9000}, \"admin\": {\"port\": 9000}}", &errs,
+             &path);
     ASSERT_ERR(errs, "%s: admin.port: 9000 is also listen.port", path);
     gw_errs_free(&errs);
     /* the same port on two different specific addresses is fine */
@@ -524,8 +523,8 @@ START_TEST(test_config_missing_default_files_reported)
                "%s: credentials.agency_token_file (default): cannot read %s: No such file or "
                "directory",
                path, in_dir("empty/secrets/agency.token"));
-    ASSERT_ERR(errs, "%s: policies.dir (default): cannot read %s: No such file or directory",
-               path, in_dir("empty/policies/examples"));
+    ASSERT_ERR(errs, "%s: policies.dir (default): cannot read %s: No such file or directory", path,
+               in_dir("empty/policies/examples"));
     ASSERT_ERR(errs, "%s: audit.file (default): folder %s of %s does not exist", path,
                in_dir("empty/audit"), in_dir("empty/audit/audit.jsonl"));
     ck_assert_uint_eq(errs.n, 5);
@@ -591,6 +590,11 @@ START_TEST(test_config_upstream_url_refused)
         {"https://h.example:", "bad port"},
         {"https://h.example:x", "bad port"},
         {"https://[::1", "bad IPv6 host"},
+        {"https://[zz]", "bad IPv6 host"},
+        {"https://h.example: 443", "bad port"},
+        {"https://h.example:+443", "bad port"},
+        {"https://h.example:0443", "bad port"},
+        {"https://h.example:443443", "bad port"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char text[256], name[32];
@@ -611,9 +615,8 @@ END_TEST
 
 START_TEST(test_config_location_token_files)
 {
-    struct gw_config *c = load_ok(
-        "loc.json",
-        "{\"credentials\": {\"location_token_files\": {\"Loc1\": \"loc.token\", \"x9\": \"loc.token\"}}}");
+    struct gw_config *c = load_ok("loc.json", "{\"credentials\": {\"location_token_files\": "
+                                              "{\"Loc1\": \"loc.token\", \"x9\": \"loc.token\"}}}");
     ck_assert_uint_eq(c->credentials.nlocation, 2);
     ck_assert_str_eq(c->credentials.location[0].location_id, "Loc1");
     ck_assert_str_eq(c->credentials.location[0].file, in_dir("loc.token"));
@@ -651,14 +654,14 @@ START_TEST(test_config_location_token_files)
     char text[512], id[66];
     memset(id, 'a', 65);
     id[65] = '\0';
-    snprintf(text, sizeof text, "{\"credentials\": {\"location_token_files\": {\"%s\": \"loc.token\"}}}",
-             id);
+    snprintf(text, sizeof text,
+             "{\"credentials\": {\"location_token_files\": {\"%s\": \"loc.token\"}}}", id);
     load_bad("loc65.json", text, &errs, &path);
     ASSERT_ERR_SUB(errs, path, "a location id is 1 to 64 letters and digits");
     gw_errs_free(&errs);
     id[64] = '\0';
-    snprintf(text, sizeof text, "{\"credentials\": {\"location_token_files\": {\"%s\": \"loc.token\"}}}",
-             id);
+    snprintf(text, sizeof text,
+             "{\"credentials\": {\"location_token_files\": {\"%s\": \"loc.token\"}}}", id);
     c = load_ok("loc64.json", text);
     ck_assert_str_eq(c->credentials.location[0].location_id, id);
     gw_config_free(c);
@@ -675,10 +678,12 @@ START_TEST(test_config_issuer_with_defaults)
         " {\"issuer\": \"https://idp.example.com\", \"audiences\": [\"ghl-gateway\"],\n"
         "  \"keys\": [{\"kid\": \"k1\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"},\n"
         "           {\"kid\": \"k2\", \"alg\": \"HS512\", \"secret_file\": \"keys/hs.secret\"}]},\n"
-        " {\"issuer\": \"https://rsa.example.com\", \"leeway_s\": 0, \"scope_claims\": [\"perms\"],\n"
+        " {\"issuer\": \"https://rsa.example.com\", \"leeway_s\": 0, \"scope_claims\": "
+        "[\"perms\"],\n"
         "  \"subject_claim\": \"client_id\",\n"
         "  \"keys\": [{\"alg\": \"RS256\", \"pem_file\": \"certs/dev/jwt-rs256.pub.pem\"}]},\n"
-        " {\"issuer\": \"https://jwks.example.com\", \"jwks_url\": \"https://jwks.example.com/k\",\n"
+        " {\"issuer\": \"https://jwks.example.com\", \"jwks_url\": "
+        "\"https://jwks.example.com/k\",\n"
         "  \"jwks_refresh_s\": 30}\n"
         "], \"token_cache_entries\": 0}}\n");
     ck_assert_uint_eq(c->auth.nissuers, 3);
@@ -703,7 +708,9 @@ START_TEST(test_config_issuer_with_defaults)
     ck_assert_str_eq(a->scope_claims[1], "scp");
     ck_assert_str_eq(a->subject_claim, "sub");
     const struct gw_cfg_issuer *b = &c->auth.issuers[1];
-    ck_assert_uint_eq(b->naudiences, 0);
+    /* SPEC §2's default audiences: the aud check stays on unless [] is written */
+    ck_assert_uint_eq(b->naudiences, 1);
+    ck_assert_str_eq(b->audiences[0], "ghl-gateway");
     ck_assert_ptr_null(b->keys[0].kid);
     ck_assert_str_eq(b->keys[0].pem_file, in_dir("certs/dev/jwt-rs256.pub.pem"));
     ck_assert_int_eq(b->leeway_s, 0);
@@ -719,8 +726,7 @@ START_TEST(test_config_issuer_with_defaults)
 END_TEST
 
 /* Loads a config with one auth.issuers array and expects the error suffix want. */
-static void issuers_refused(const char *name, const char *issuers, const char *want,
-                            size_t nerr)
+static void issuers_refused(const char *name, const char *issuers, const char *want, size_t nerr)
 {
     char text[2048];
     snprintf(text, sizeof text, "{\"auth\": {\"issuers\": %s}}", issuers);
@@ -737,18 +743,20 @@ static void issuers_refused(const char *name, const char *issuers, const char *w
 
 START_TEST(test_config_issuer_mixing_hmac_and_rsa_refused)
 {
-    issuers_refused("mixed.json",
-                    "[{\"issuer\": \"https://i\", \"keys\": [\n"
-                    " {\"kid\": \"h\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"},\n"
-                    " {\"kid\": \"r\", \"alg\": \"RS256\", \"pem_file\": \"certs/dev/jwt-rs256.pub.pem\"}]}]",
-                    ": auth.issuers[0].keys: an issuer's keys are either all HMAC secrets or all "
-                    "public keys",
-                    1);
-    issuers_refused("mixed-es.json",
-                    "[{\"issuer\": \"https://i\", \"keys\": [\n"
-                    " {\"kid\": \"e\", \"alg\": \"ES256\", \"pem_file\": \"certs/dev/jwt-es256.pub.pem\"},\n"
-                    " {\"kid\": \"h\", \"alg\": \"HS384\", \"secret_file\": \"keys/hs.secret\"}]}]",
-                    "an issuer's keys are either all HMAC secrets or all public keys", 1);
+    issuers_refused(
+        "mixed.json",
+        "[{\"issuer\": \"https://i\", \"keys\": [\n"
+        " {\"kid\": \"h\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"},\n"
+        " {\"kid\": \"r\", \"alg\": \"RS256\", \"pem_file\": \"certs/dev/jwt-rs256.pub.pem\"}]}]",
+        ": auth.issuers[0].keys: an issuer's keys are either all HMAC secrets or all "
+        "public keys",
+        1);
+    issuers_refused(
+        "mixed-es.json",
+        "[{\"issuer\": \"https://i\", \"keys\": [\n"
+        " {\"kid\": \"e\", \"alg\": \"ES256\", \"pem_file\": \"certs/dev/jwt-es256.pub.pem\"},\n"
+        " {\"kid\": \"h\", \"alg\": \"HS384\", \"secret_file\": \"keys/hs.secret\"}]}]",
+        "an issuer's keys are either all HMAC secrets or all public keys", 1);
 }
 END_TEST
 
@@ -764,9 +772,10 @@ START_TEST(test_config_issuer_alg_none_refused)
                     "[{\"issuer\": \"https://i\", \"keys\": [{\"alg\": \"hs256\", \"secret_file\": "
                     "\"keys/hs.secret\"}]}]",
                     want, 1);
-    issuers_refused("noalg.json",
-                    "[{\"issuer\": \"https://i\", \"keys\": [{\"secret_file\": \"keys/hs.secret\"}]}]",
-                    want, 1);
+    issuers_refused(
+        "noalg.json",
+        "[{\"issuer\": \"https://i\", \"keys\": [{\"secret_file\": \"keys/hs.secret\"}]}]", want,
+        1);
 }
 END_TEST
 
@@ -775,16 +784,19 @@ START_TEST(test_config_issuer_key_material_must_match_alg)
     issuers_refused("hs-pem.json",
                     "[{\"issuer\": \"https://i\", \"keys\": [{\"alg\": \"HS256\", \"pem_file\": "
                     "\"certs/dev/jwt-rs256.pub.pem\"}]}]",
-                    ": auth.issuers[0].keys[0]: an HS256 key needs secret_file (and no pem_file)", 1);
+                    ": auth.issuers[0].keys[0]: an HS256 key needs secret_file (and no pem_file)",
+                    1);
     issuers_refused("rs-secret.json",
                     "[{\"issuer\": \"https://i\", \"keys\": [{\"alg\": \"RS256\", \"secret_file\": "
                     "\"keys/hs.secret\"}]}]",
-                    ": auth.issuers[0].keys[0]: an RS256 key needs pem_file (and no secret_file)", 1);
-    issuers_refused("dupkid.json",
-                    "[{\"issuer\": \"https://i\", \"keys\": [\n"
-                    " {\"kid\": \"k1\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"},\n"
-                    " {\"kid\": \"k1\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"}]}]",
-                    ": auth.issuers[0].keys[1]: kid k1 is used twice in this issuer", 1);
+                    ": auth.issuers[0].keys[0]: an RS256 key needs pem_file (and no secret_file)",
+                    1);
+    issuers_refused(
+        "dupkid.json",
+        "[{\"issuer\": \"https://i\", \"keys\": [\n"
+        " {\"kid\": \"k1\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"},\n"
+        " {\"kid\": \"k1\", \"alg\": \"HS256\", \"secret_file\": \"keys/hs.secret\"}]}]",
+        ": auth.issuers[0].keys[1]: kid k1 is used twice in this issuer", 1);
     issuers_refused("nofile.json",
                     "[{\"issuer\": \"https://i\", \"keys\": [{\"alg\": \"HS256\", \"secret_file\": "
                     "\"keys/none.secret\"}]}]",

@@ -26,22 +26,22 @@ static cJSON *parse(const char *s, struct gw_json_error *e)
 }
 
 /* Asserts that buf[0..len) is refused with a message equal to want. */
-#define REFUSED_N(buf, len, opts, want)                                                          \
-    do {                                                                                         \
-        struct gw_json_error e_;                                                                 \
-        cJSON *v_ = parse_n((buf), (len), (opts), &e_);                                          \
-        ck_assert_msg(v_ == NULL, "accepted: %s", (buf));                                       \
-        ck_assert_str_eq(e_.msg, (want));                                                        \
+#define REFUSED_N(buf, len, opts, want)                                                            \
+    do {                                                                                           \
+        struct gw_json_error e_;                                                                   \
+        cJSON *v_ = parse_n((buf), (len), (opts), &e_);                                            \
+        ck_assert_msg(v_ == NULL, "accepted: %s", (buf));                                          \
+        ck_assert_str_eq(e_.msg, (want));                                                          \
     } while (0)
 #define REFUSED(s, want) REFUSED_N((s), strlen(s), NULL, (want))
 
-#define ACCEPTED(s)                                                                              \
-    do {                                                                                         \
-        struct gw_json_error e_;                                                                 \
-        cJSON *v_ = parse((s), &e_);                                                             \
-        ck_assert_msg(v_ != NULL, "refused %s: %s", (s), e_.msg);                               \
-        ck_assert_str_eq(e_.msg, "");                                                            \
-        cJSON_Delete(v_);                                                                        \
+#define ACCEPTED(s)                                                                                \
+    do {                                                                                           \
+        struct gw_json_error e_;                                                                   \
+        cJSON *v_ = parse((s), &e_);                                                               \
+        ck_assert_msg(v_ != NULL, "refused %s: %s", (s), e_.msg);                                  \
+        ck_assert_str_eq(e_.msg, "");                                                              \
+        cJSON_Delete(v_);                                                                          \
     } while (0)
 
 /* ---- valid documents ---- */
@@ -68,9 +68,9 @@ START_TEST(test_json_parses_every_value_type)
     ck_assert_str_eq(cJSON_GetArrayItem(a, 1)->valuestring, "x");
     ck_assert(cJSON_IsArray(cJSON_GetArrayItem(a, 2)));
     ck_assert(cJSON_IsObject(cJSON_GetArrayItem(a, 3)));
-    ck_assert_str_eq(
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(v, "o"), "k")->valuestring,
-        "v");
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(v, "o"), "k")
+                         ->valuestring,
+                     "v");
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(v, "e")->valuestring, "");
     /* members keep document order, and cJSON's list invariants hold (head->prev is the tail) */
     ck_assert_str_eq(v->child->string, "s");
@@ -223,7 +223,8 @@ START_TEST(test_json_decodes_surrogate_pair_to_four_bytes)
     cJSON_Delete(v);
     v = parse("\"a\\udbff\\udfffb\"", &e); /* U+10FFFF, lower-case hex */
     ck_assert_msg(v != NULL, "%s", e.msg);
-    ck_assert_str_eq(v->valuestring, "a\xf4\x8f\xbf\xbf" "b");
+    ck_assert_str_eq(v->valuestring, "a\xf4\x8f\xbf\xbf"
+                                     "b");
     cJSON_Delete(v);
 }
 END_TEST
@@ -482,14 +483,14 @@ START_TEST(test_json_lines_table_gives_member_lines)
     struct gw_json_lines lines = {0};
     struct gw_json_opts o = {.lines = &lines, .allow_comments = true};
     struct gw_json_error e;
-    const char *doc = "{\n"                    /* 1 */
-                      "  \"a\": 1,\n"          /* 2 */
-                      "  // comment\n"         /* 3 */
-                      "  /* block\n"           /* 4 */
-                      "     comment */\n"      /* 5 */
-                      "  \"b\":\n"             /* 6 */
-                      "\n"                     /* 7 */
-                      "     \"x\",\n"          /* 8 */
+    const char *doc = "{\n"                          /* 1 */
+                      "  \"a\": 1,\n"                /* 2 */
+                      "  // comment\n"               /* 3 */
+                      "  /* block\n"                 /* 4 */
+                      "     comment */\n"            /* 5 */
+                      "  \"b\":\n"                   /* 6 */
+                      "\n"                           /* 7 */
+                      "     \"x\",\n"                /* 8 */
                       "  \"c\": true, \"d\": null\n" /* 9 */
                       "}\n";
     cJSON *v = parse_n(doc, strlen(doc), &o, &e);
@@ -515,10 +516,10 @@ START_TEST(test_json_lines_table_nested_scalar_members)
     struct gw_json_lines lines = {0};
     struct gw_json_opts o = {.lines = &lines};
     struct gw_json_error e;
-    const char *doc = "{\"s\": {\n"      /* 1 */
-                      "  \"p\": 1,\n"    /* 2 */
-                      "  \"t\": {\n"     /* 3 */
-                      "    \"q\": 2\n"   /* 4 */
+    const char *doc = "{\"s\": {\n"    /* 1 */
+                      "  \"p\": 1,\n"  /* 2 */
+                      "  \"t\": {\n"   /* 3 */
+                      "    \"q\": 2\n" /* 4 */
                       "}}}";
     cJSON *v = parse_n(doc, strlen(doc), &o, &e);
     ck_assert_msg(v != NULL, "%s", e.msg);
@@ -528,6 +529,38 @@ START_TEST(test_json_lines_table_nested_scalar_members)
     ck_assert_int_eq(gw_json_line(&lines, cJSON_GetObjectItemCaseSensitive(t, "q")), 4);
     cJSON_Delete(v);
     gw_json_lines_free(&lines);
+}
+END_TEST
+
+/* Containers, array elements and the root get the line where they start, not where they end. */
+START_TEST(test_json_lines_table_containers_and_elements)
+{
+    struct gw_json_lines lines = {0};
+    struct gw_json_opts o = {.lines = &lines};
+    const char *s = "{\n \"x\": 1,\n \"a\": [\n  \"p\",\n\n  5,\n  {\"q\":1}\n ]\n}";
+    struct gw_json_error e;
+    cJSON *v = gw_json_parse(s, strlen(s), &o, &e);
+    ck_assert_ptr_nonnull(v);
+    const cJSON *a = cJSON_GetObjectItemCaseSensitive(v, "a");
+    ck_assert_int_eq(gw_json_line(&lines, v), 1);
+    ck_assert_int_eq(gw_json_line(&lines, a), 3);
+    ck_assert_int_eq(gw_json_line(&lines, cJSON_GetArrayItem(a, 0)), 4);
+    ck_assert_int_eq(gw_json_line(&lines, cJSON_GetArrayItem(a, 1)), 6);
+    ck_assert_int_eq(gw_json_line(&lines, cJSON_GetArrayItem(a, 2)), 7);
+    cJSON_Delete(v);
+    gw_json_lines_free(&lines);
+}
+END_TEST
+
+/* A duplicate is reported where the repeated name is, so a file:line points at it. */
+START_TEST(test_json_duplicate_reported_at_the_second_name)
+{
+    const char *s = "{\n \"listen\": 1,\n \"other\": 2,\n \"listen\": 3\n}";
+    struct gw_json_error e;
+    ck_assert_ptr_null(gw_json_parse(s, strlen(s), NULL, &e));
+    ck_assert_str_eq(e.msg, "duplicate member \"listen\"");
+    ck_assert_int_eq(e.line, 4);
+    ck_assert_uint_eq(e.offset, (size_t)(strstr(s + 10, "\"listen\"") - s));
 }
 END_TEST
 
@@ -561,6 +594,11 @@ START_TEST(test_json_read_file_caps_size)
     ck_assert_int_eq(buf[9999], 'a' + 9999 % 26);
     ck_assert_int_eq(buf[10000], '\0');
     free(buf);
+    /* exactly at the cap is allowed ("at most max_bytes") */
+    buf = gw_read_file(path, 10000, &len);
+    ck_assert_ptr_nonnull(buf);
+    ck_assert_uint_eq(len, 10000);
+    free(buf);
     errno = 0;
     ck_assert_ptr_null(gw_read_file(path, 9999, &len));
     ck_assert_int_eq(errno, EFBIG);
@@ -589,11 +627,11 @@ static char *append(const char *s)
     return out;
 }
 
-#define APPENDS(in, want)                                                                        \
-    do {                                                                                         \
-        char *o_ = append(in);                                                                   \
-        ck_assert_str_eq(o_, (want));                                                            \
-        free(o_);                                                                                \
+#define APPENDS(in, want)                                                                          \
+    do {                                                                                           \
+        char *o_ = append(in);                                                                     \
+        ck_assert_str_eq(o_, (want));                                                              \
+        free(o_);                                                                                  \
     } while (0)
 
 START_TEST(test_json_append_string_escapes)
@@ -608,7 +646,9 @@ END_TEST
 
 START_TEST(test_json_append_string_replaces_invalid_utf8)
 {
-    APPENDS("a\xff" "b", "\"a\\ufffdb\"");
+    APPENDS("a\xff"
+            "b",
+            "\"a\\ufffdb\"");
     APPENDS("\xc0\xaf", "\"\\ufffd\\ufffd\"");
     APPENDS("\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\"");
     APPENDS("x\xe2\x82", "\"x\\ufffd\\ufffd\"");
@@ -643,6 +683,8 @@ static Suite *json_suite(void)
     tcase_add_test(tc, test_json_accepts_surrounding_whitespace);
     tcase_add_test(tc, test_json_buffer_need_not_be_nul_terminated);
     tcase_add_test(tc, test_json_refuses_duplicate_member_at_depth_0);
+    tcase_add_test(tc, test_json_lines_table_containers_and_elements);
+    tcase_add_test(tc, test_json_duplicate_reported_at_the_second_name);
     tcase_add_test(tc, test_json_refuses_duplicate_member_at_depth_3);
     tcase_add_test(tc, test_json_refuses_duplicate_among_many_members);
     tcase_add_test(tc, test_json_refuses_invalid_utf8);

@@ -272,8 +272,8 @@ START_TEST(test_openapi_body_schemas_resolved)
             ck_assert_msg(op->body_schema != NULL, "%s has no body schema", ops[i].id);
             ck_assert(op->body_required);
             ck_assert_ptr_null(cJSON_GetObjectItemCaseSensitive(op->body_schema, "$ref"));
-            ck_assert_str_eq(
-                cJSON_GetObjectItemCaseSensitive(op->body_schema, "type")->valuestring, "object");
+            ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(op->body_schema, "type")->valuestring,
+                             "object");
         } else {
             ck_assert_msg(op->body_schema == NULL, "%s has a body schema", ops[i].id);
         }
@@ -290,8 +290,8 @@ START_TEST(test_openapi_body_schemas_resolved)
     const cJSON *fe = gw_openapi_op(m, "filter-users-by-email")->body_schema;
     ck_assert_ptr_nonnull(at(fe, (const char *const[]){"properties", "emails", NULL}));
     const cJSON *up = gw_openapi_op(m, "update-user")->body_schema;
-    ck_assert(cJSON_IsTrue(
-        at(up, (const char *const[]){"properties", "email", "deprecated", NULL})));
+    ck_assert(
+        cJSON_IsTrue(at(up, (const char *const[]){"properties", "email", "deprecated", NULL})));
 }
 END_TEST
 
@@ -312,10 +312,10 @@ START_TEST(test_openapi_resolved_document_has_no_ref)
     assert_no_ref(m->doc, &count);
     ck_assert_int_gt(count, 1000); /* the walk did visit the document */
     /* references into ../common/common-schemas.json were followed to the file beside it */
-    const cJSON *s = at(m->doc, (const char *const[]){"paths", "/users/", "post", "responses",
-                                                      "400", "content", "application/json",
-                                                      "schema", "properties", "statusCode",
-                                                      "type", NULL});
+    const cJSON *s =
+        at(m->doc, (const char *const[]){"paths", "/users/", "post", "responses", "400", "content",
+                                         "application/json", "schema", "properties", "statusCode",
+                                         "type", NULL});
     ck_assert_ptr_nonnull(s);
     ck_assert_str_eq(s->valuestring, "number");
     s = at(m->doc, (const char *const[]){"paths", "/users/search", "get", "responses", "422",
@@ -347,18 +347,44 @@ END_TEST
 
 START_TEST(test_openapi_permission_flags_in_document_order)
 {
-    static const char *const names[] = {
-        "campaignsEnabled", "campaignsReadOnly", "contactsEnabled", "workflowsEnabled",
-        "workflowsReadOnly", "triggersEnabled", "funnelsEnabled", "websitesEnabled",
-        "opportunitiesEnabled", "dashboardStatsEnabled", "bulkRequestsEnabled",
-        "appointmentsEnabled", "reviewsEnabled", "onlineListingsEnabled", "phoneCallEnabled",
-        "conversationsEnabled", "assignedDataOnly", "adwordsReportingEnabled",
-        "membershipEnabled", "facebookAdsReportingEnabled", "attributionsReportingEnabled",
-        "settingsEnabled", "tagsEnabled", "leadValueEnabled", "marketingEnabled",
-        "agentReportingEnabled", "botService", "socialPlanner", "bloggingEnabled",
-        "invoiceEnabled", "affiliateManagerEnabled", "contentAiEnabled", "refundsEnabled",
-        "recordPaymentEnabled", "cancelSubscriptionEnabled", "paymentsEnabled",
-        "communitiesEnabled", "exportPaymentsEnabled"};
+    static const char *const names[] = {"campaignsEnabled",
+                                        "campaignsReadOnly",
+                                        "contactsEnabled",
+                                        "workflowsEnabled",
+                                        "workflowsReadOnly",
+                                        "triggersEnabled",
+                                        "funnelsEnabled",
+                                        "websitesEnabled",
+                                        "opportunitiesEnabled",
+                                        "dashboardStatsEnabled",
+                                        "bulkRequestsEnabled",
+                                        "appointmentsEnabled",
+                                        "reviewsEnabled",
+                                        "onlineListingsEnabled",
+                                        "phoneCallEnabled",
+                                        "conversationsEnabled",
+                                        "assignedDataOnly",
+                                        "adwordsReportingEnabled",
+                                        "membershipEnabled",
+                                        "facebookAdsReportingEnabled",
+                                        "attributionsReportingEnabled",
+                                        "settingsEnabled",
+                                        "tagsEnabled",
+                                        "leadValueEnabled",
+                                        "marketingEnabled",
+                                        "agentReportingEnabled",
+                                        "botService",
+                                        "socialPlanner",
+                                        "bloggingEnabled",
+                                        "invoiceEnabled",
+                                        "affiliateManagerEnabled",
+                                        "contentAiEnabled",
+                                        "refundsEnabled",
+                                        "recordPaymentEnabled",
+                                        "cancelSubscriptionEnabled",
+                                        "paymentsEnabled",
+                                        "communitiesEnabled",
+                                        "exportPaymentsEnabled"};
     ck_assert_uint_eq(m->nperms, 38);
     size_t ntrue = 0;
     for (size_t i = 0; i < 38; i++) {
@@ -463,9 +489,9 @@ START_TEST(test_openapi_broken_ref_refused)
 {
     const char *dir = subdir("brokenref");
     cJSON *doc = read_shipped_tree();
-    cJSON *schema = (cJSON *)at(doc, (const char *const[]){"paths", "/users/", "post",
-                                                           "requestBody", "content",
-                                                           "application/json", "schema", NULL});
+    cJSON *schema =
+        (cJSON *)at(doc, (const char *const[]){"paths", "/users/", "post", "requestBody", "content",
+                                               "application/json", "schema", NULL});
     ck_assert_ptr_nonnull(schema);
     cJSON_ReplaceItemInObjectCaseSensitive(schema, "$ref",
                                            cJSON_CreateString("#/components/schemas/NoSuchDto"));
@@ -482,9 +508,9 @@ START_TEST(test_openapi_ref_to_missing_file_refused)
 {
     const char *dir = subdir("otherfile");
     cJSON *doc = read_shipped_tree();
-    cJSON *schema = (cJSON *)at(doc, (const char *const[]){"paths", "/users/", "post",
-                                                           "requestBody", "content",
-                                                           "application/json", "schema", NULL});
+    cJSON *schema =
+        (cJSON *)at(doc, (const char *const[]){"paths", "/users/", "post", "requestBody", "content",
+                                               "application/json", "schema", NULL});
     cJSON_ReplaceItemInObjectCaseSensitive(
         schema, "$ref", cJSON_CreateString("../../elsewhere/other.json#/components/x"));
     write_tree(dir, "users.openapi.json", doc);
@@ -516,7 +542,8 @@ START_TEST(test_openapi_invalid_common_schemas_refused)
     write_text(dir, "common-schemas.json", "{\n  \"a\": 1,\n  \"a\": 2\n}\n");
     char path[256], want[512];
     snprintf(path, sizeof path, "%s/users.openapi.json", dir);
-    snprintf(want, sizeof want, "%s/common-schemas.json:1: duplicate member \"a\"", dir);
+    /* the message points at the repeated member, on line 3 */
+    snprintf(want, sizeof want, "%s/common-schemas.json:3: duplicate member \"a\"", dir);
     expect_refused(path, want);
 }
 END_TEST
@@ -577,8 +604,9 @@ START_TEST(test_openapi_structural_errors_refused)
                "\"B\": {\"$ref\": \"#/components/schemas/A\"}}}}");
     snprintf(path, sizeof path, "%s/cycle.json", dir);
     expect_refused(path, "$ref chain deeper than 32 (cyclic?)");
-    write_text(dir, "emptyseg.json",
-               "{\"openapi\": \"3.0.0\", \"paths\": {\"/a//b\": {\"get\": {\"operationId\": \"a\"}}}}");
+    write_text(
+        dir, "emptyseg.json",
+        "{\"openapi\": \"3.0.0\", \"paths\": {\"/a//b\": {\"get\": {\"operationId\": \"a\"}}}}");
     snprintf(path, sizeof path, "%s/emptyseg.json", dir);
     expect_refused(path, "path \"/a//b\" has an empty segment");
     write_text(dir, "nobodyschema.json",

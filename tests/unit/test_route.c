@@ -14,8 +14,7 @@ static struct gw_openapi *m;
 static void load_model(void)
 {
     char err[512];
-    ck_assert_msg(gw_openapi_load(gw_openapi_default_path(), &m, err, sizeof err) == 0, "%s",
-                  err);
+    ck_assert_msg(gw_openapi_load(gw_openapi_default_path(), &m, err, sizeof err) == 0, "%s", err);
 }
 
 static void free_model(void)
@@ -25,39 +24,39 @@ static void free_model(void)
 }
 
 /* Matches and expects GW_ROUTE_OK with op id; r is filled (caller frees). */
-#define ROUTES_TO(M_, T_, R_, ID_)                                                               \
-    do {                                                                                         \
-        char why_[128];                                                                          \
-        enum gw_route_result rc_ = gw_route_match(m, (M_), (T_), (R_), why_, sizeof why_);       \
-        ck_assert_msg(rc_ == GW_ROUTE_OK, "%s %s: result %d (%s)", (M_), (T_), (int)rc_, why_);  \
-        ck_assert_str_eq((R_)->op->id, (ID_));                                                   \
+#define ROUTES_TO(M_, T_, R_, ID_)                                                                 \
+    do {                                                                                           \
+        char why_[128];                                                                            \
+        enum gw_route_result rc_ = gw_route_match(m, (M_), (T_), (R_), why_, sizeof why_);         \
+        ck_assert_msg(rc_ == GW_ROUTE_OK, "%s %s: result %d (%s)", (M_), (T_), (int)rc_, why_);    \
+        ck_assert_str_eq((R_)->op->id, (ID_));                                                     \
     } while (0)
 
 /* Expects 404; the path kept for the message is checked (unless P_ is NULL). */
-#define NOT_FOUND(M_, T_, P_)                                                                    \
-    do {                                                                                         \
-        struct gw_route r_;                                                                      \
-        char why_[128];                                                                          \
-        const char *p_ = (P_);                                                                   \
-        enum gw_route_result rc_ = gw_route_match(m, (M_), (T_), &r_, why_, sizeof why_);        \
-        ck_assert_msg(rc_ == GW_ROUTE_NOT_FOUND, "%s %s: result %d (%s) op %s", (M_), (T_),     \
-                      (int)rc_, why_, r_.op ? r_.op->id : "-");                                  \
-        ck_assert_ptr_null(r_.op);                                                               \
-        if (p_ != NULL)                                                                          \
-            ck_assert_str_eq(r_.path, p_);                                                       \
-        gw_route_free(&r_);                                                                      \
+#define NOT_FOUND(M_, T_, P_)                                                                      \
+    do {                                                                                           \
+        struct gw_route r_;                                                                        \
+        char why_[128];                                                                            \
+        const char *p_ = (P_);                                                                     \
+        enum gw_route_result rc_ = gw_route_match(m, (M_), (T_), &r_, why_, sizeof why_);          \
+        ck_assert_msg(rc_ == GW_ROUTE_NOT_FOUND, "%s %s: result %d (%s) op %s", (M_), (T_),        \
+                      (int)rc_, why_, r_.op ? r_.op->id : "-");                                    \
+        ck_assert_ptr_null(r_.op);                                                                 \
+        if (p_ != NULL)                                                                            \
+            ck_assert_str_eq(r_.path, p_);                                                         \
+        gw_route_free(&r_);                                                                        \
     } while (0)
 
 /* Expects 400 with the reason W_. */
-#define BAD_TARGET(M_, T_, W_)                                                                   \
-    do {                                                                                         \
-        struct gw_route r_;                                                                      \
-        char why_[128];                                                                          \
-        enum gw_route_result rc_ = gw_route_match(m, (M_), (T_), &r_, why_, sizeof why_);        \
-        ck_assert_msg(rc_ == GW_ROUTE_BAD_TARGET, "%s %s: result %d", (M_), (T_), (int)rc_);    \
-        ck_assert_str_eq(why_, (W_));                                                            \
-        ck_assert_ptr_null(r_.op);                                                               \
-        gw_route_free(&r_);                                                                      \
+#define BAD_TARGET(M_, T_, W_)                                                                     \
+    do {                                                                                           \
+        struct gw_route r_;                                                                        \
+        char why_[128];                                                                            \
+        enum gw_route_result rc_ = gw_route_match(m, (M_), (T_), &r_, why_, sizeof why_);          \
+        ck_assert_msg(rc_ == GW_ROUTE_BAD_TARGET, "%s %s: result %d", (M_), (T_), (int)rc_);       \
+        ck_assert_str_eq(why_, (W_));                                                              \
+        ck_assert_ptr_null(r_.op);                                                                 \
+        gw_route_free(&r_);                                                                        \
     } while (0)
 
 /* ---- matching ---- */
@@ -303,7 +302,7 @@ static char *many_params(int n)
 {
     char *t = malloc(32 + (size_t)n * 8);
     ck_assert_ptr_nonnull(t);
-    size_t w = (size_t)sprintf(t, "/users/search?");
+    size_t w = (size_t)snprintf(t, 32, "/users/search?");
     for (int i = 0; i < n; i++)
         w += (size_t)snprintf(t + w, 16, "%sp%d=1", i ? "&" : "", i);
     return t;
@@ -349,10 +348,11 @@ START_TEST(test_route_query_string_reencodes_canonically)
 {
     struct gw_route r;
     ROUTES_TO("GET",
-              "/users/search?companyId=a+b&query=%c3%a9&sort=A-Z_.~09&x=%2F/&flag&y=a%3Db'(!)",
-              &r, "search-users");
+              "/users/search?companyId=a+b&query=%c3%a9&sort=A-Z_.~09&x=%2F/&flag&y=a%3Db'(!)", &r,
+              "search-users");
     char *qs = gw_route_query_string(&r);
-    ck_assert_str_eq(qs, "companyId=a%20b&query=%C3%A9&sort=A-Z_.~09&x=%2F%2F&flag=&y=a%3Db%27%28%21%29");
+    ck_assert_str_eq(
+        qs, "companyId=a%20b&query=%C3%A9&sort=A-Z_.~09&x=%2F%2F&flag=&y=a%3Db%27%28%21%29");
     free(qs);
     gw_route_free(&r);
     /* order kept, repeated names kept */
@@ -363,6 +363,41 @@ START_TEST(test_route_query_string_reencodes_canonically)
     ck_assert_ptr_null(gw_route_query(&r, "c"));
     free(qs);
     gw_route_free(&r);
+}
+END_TEST
+
+/* A document whose parameter templates come before the static ones: the static segment still
+ * wins, so the outcome does not depend on the document's order. */
+START_TEST(test_route_static_segment_beats_parameter_in_any_order)
+{
+    struct gw_openapi *saved = m, *doc = NULL;
+    char err[256];
+    ck_assert_msg(gw_openapi_load(GW_TEST_DIR "/unit/fixtures/route-order.openapi.json", &doc, err,
+                                  sizeof err) == 0,
+                  "%s", err);
+    m = doc;
+    struct gw_route r;
+    ROUTES_TO("GET", "/things/special", &r, "get-special");
+    ck_assert_uint_eq(r.npath, 0);
+    gw_route_free(&r);
+    ROUTES_TO("GET", "/things/abc", &r, "get-thing");
+    ck_assert_str_eq(r.pname[0], "thingId");
+    ck_assert_str_eq(r.pval[0], "abc");
+    gw_route_free(&r);
+    ROUTES_TO("GET", "/things/special/parts/p1", &r, "get-special-part");
+    ck_assert_uint_eq(r.npath, 1);
+    ck_assert_str_eq(r.pval[0], "p1");
+    gw_route_free(&r);
+    ROUTES_TO("GET", "/things/t1/parts/p2", &r, "get-part");
+    ck_assert_uint_eq(r.npath, 2);
+    ck_assert_str_eq(r.pname[0], "thingId");
+    ck_assert_str_eq(r.pval[0], "t1");
+    ck_assert_str_eq(r.pname[1], "partId");
+    ck_assert_str_eq(r.pval[1], "p2");
+    ck_assert_str_eq(r.upstream_path, "/things/t1/parts/p2");
+    gw_route_free(&r);
+    m = saved;
+    gw_openapi_free(doc);
 }
 END_TEST
 
@@ -390,6 +425,7 @@ static Suite *route_suite(void)
     tcase_add_test(tc, test_route_get_user_by_location);
     tcase_add_test(tc, test_route_user_id_length_limits);
     tcase_add_test(tc, test_route_unknown_paths_are_404);
+    tcase_add_test(tc, test_route_static_segment_beats_parameter_in_any_order);
     tcase_add_test(tc, test_route_free_resets);
     suite_add_tcase(s, tc);
     TCase *tb = tcase_create("target");
