@@ -176,6 +176,7 @@ static void process(struct gw_conn *c)
                 break;
             c->st = ST_HEAD;
             c->rq.started_ms = gw_now_ms();
+            c->rq.started_mono = gw_mono_ms();
             if (c->served_one)
                 arm(c, cfg(c)->limits.header_timeout_ms);
         }
@@ -291,6 +292,7 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->st = ST_IDLE;
     c->rq.started_ms = gw_now_ms();
+    c->rq.started_mono = gw_mono_ms();
     arm(c, cf->limits.header_timeout_ms); /* TLS handshake + first head */
     c->next = w->conns;
     if (w->conns)

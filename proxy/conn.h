@@ -43,6 +43,7 @@ struct gw_http_req {
     struct evbuffer *body;    /* exactly Content-Length bytes */
     uint64_t bytes_in;        /* head + body */
     int64_t started_ms;       /* wall clock at the request's first byte */
+    double started_mono;      /* gw_mono_ms() at the same moment, for durations */
 };
 
 /* Called once per request (rejected ones included); the handler must eventually call

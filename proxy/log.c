@@ -22,6 +22,13 @@ int64_t gw_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+double gw_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
 void gw_log_iso8601(int64_t ms, char *buf, size_t len)
 {
     time_t s = (time_t)(ms / 1000);

@@ -43,5 +43,7 @@ void gw_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Formats ms since the epoch as 2026-11-26T19:32:11.123Z into buf (at least 25 bytes). */
 void gw_log_iso8601(int64_t ms, char *buf, size_t len);
 int64_t gw_now_ms(void);
+/* Milliseconds on the monotonic clock, with fractions: for durations. */
+double gw_mono_ms(void);
 
 #endif

@@ -53,7 +53,7 @@ struct gw_req {
     char ip[INET6_ADDRSTRLEN];
     const char *method;
     int64_t ts_ms;       /* wall clock, first byte */
-    struct timespec t0;  /* monotonic, dispatch */
+    double t0;           /* gw_mono_ms() at the request's first byte */
     uint64_t bytes_in;
     struct gw_route route;
     bool routed;
@@ -61,13 +61,6 @@ struct gw_req {
     int upstream_status;
     double upstream_ms;
 };
-
-static double ms_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
-}
 
 static const char *status_reason(int code)
 {
@@ -136,7 +129,7 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
     };
     /* the request's strings live in the connection until the reply is sent: log first */
     a.bytes_out = evbuffer_get_length(body);
-    a.duration_ms = ms_since(&r->t0);
+    a.duration_ms = gw_mono_ms() - r->t0;
     gw_log_access(r->w->d->access, &a);
     gw_conn_reply(r->conn, status, status_reason(status), hdrs, nhdrs, body, close);
     req_free(r);
@@ -299,7 +292,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     r->snap = gw_snapshot_ref(w->snap);
     r->upstream_ms = -1;
     w->inflight++;
-    clock_gettime(CLOCK_MONOTONIC, &r->t0);
+    r->t0 = rq->started_mono;
     r->ts_ms = rq->started_ms;
     r->bytes_in = rq->bytes_in;
     r->method = rq->head.method ? rq->head.method : "";

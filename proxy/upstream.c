@@ -12,6 +12,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -63,7 +64,7 @@ struct gw_upstream_call {
     struct event *deadline;
     struct event *fail_soon; /* delivers a failure found inside gw_upstream_send */
     bool connecting;
-    int64_t t0;
+    double t0; /* gw_mono_ms() at send */
     struct gw_upstream_result res;
     char *hstore[GW_UPSTREAM_MAX_HEADERS * 2];
 };
@@ -109,14 +110,14 @@ static void call_free(struct gw_upstream_call *call)
         evbuffer_free(call->res.body);
     event_free(call->deadline);
     event_free(call->fail_soon);
-    free(call->req);
+    OPENSSL_clear_free(call->req, call->len); /* it holds the credential */
     free(call);
 }
 
 /* Ends the call: the callback runs once, then the call is freed. */
 static void finish(struct gw_upstream_call *call)
 {
-    call->res.ms = (double)(gw_now_ms() - call->t0);
+    call->res.ms = gw_mono_ms() - call->t0;
     if (call->conn) {
         call->conn->call = NULL;
         call->conn = NULL;
@@ -634,13 +635,13 @@ struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char
     if (call == NULL)
         return NULL;
     call->pool = p;
-    call->req = malloc(len);
+    call->req = OPENSSL_malloc(len);
     call->res.body = evbuffer_new();
     call->deadline = evtimer_new(p->w->base, on_deadline, call);
     call->fail_soon = event_new(p->w->base, -1, 0, on_fail_soon, call);
     if (call->req == NULL || call->res.body == NULL || call->deadline == NULL ||
         call->fail_soon == NULL) {
-        free(call->req);
+        OPENSSL_free(call->req);
         if (call->res.body)
             evbuffer_free(call->res.body);
         if (call->deadline)
@@ -655,7 +656,7 @@ struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char
     call->retryable = retryable;
     call->cb = cb;
     call->arg = arg;
-    call->t0 = gw_now_ms();
+    call->t0 = gw_mono_ms();
     call->next = p->calls;
     if (p->calls)
         p->calls->prev = call;

@@ -1,7 +1,12 @@
 /* The upstream side: failures map to 502/504 with the SPEC bodies, verified TLS, the single
  * GET retry, mutual TLS at the edge, and a graceful SIGTERM. */
+#include <arpa/inet.h>
 #include <check.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +173,78 @@ START_TEST(test_mtls_requires_a_trusted_client_certificate)
 }
 END_TEST
 
+/* The client gives up while the upstream is still answering: the gateway must neither crash
+ * nor leak when the answer arrives for a connection that is gone (the sanitizer build checks
+ * the exit status), and it keeps serving. */
+START_TEST(test_client_gone_while_the_upstream_answers)
+{
+    env_start(&E, &(struct env_opts){.sandbox_args = "--delay-ms 700", .workers = 1});
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    for (int i = 0; i < 3; i++) {
+        struct tls_client c;
+        ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+        ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
+        usleep(100000);
+        tls_close(&c);
+    }
+    usleep(1500000); /* the answers arrive for connections that are gone */
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 4);
+    char *log = slurp(E.access_log);
+    int lines = 0;
+    for (char *p = log; *p; p++)
+        lines += *p == '\n';
+    free(log);
+    ck_assert_int_eq(lines, 4); /* one line per request, the abandoned ones too */
+}
+END_TEST
+
+/* limits.max_connections: past it, new connections wait (not served, not refused); the ones
+ * already open keep being served, and a freed slot lets a waiting one in. */
+START_TEST(test_max_connections_holds_new_connections)
+{
+    env_start(&E, &(struct env_opts){.workers = 1,
+                                     .gateway_json = "\"limits\": { \"max_connections\": 2 }"});
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    struct tls_client a, b;
+    ck_assert_int_eq(tls_connect(&a, E.gateway.port, 0, NULL, NULL, ca), 0);
+    ck_assert_int_eq(tls_connect(&b, E.gateway.port, 0, NULL, NULL, ca), 0);
+    /* the third TCP connection lands in the backlog; its TLS handshake is not answered */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)E.gateway.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    ck_assert_int_le(SSL_connect(ssl), 0); /* ClientHello sent, no answer yet */
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, 700), 0);
+    /* the two admitted connections are served meanwhile */
+    struct response r;
+    ck_assert_int_eq(tls_send(&a, raw, strlen(raw)), 0);
+    ck_assert_int_eq(tls_read_response(&a, &r, 5000, 0), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    /* one leaves: the waiting connection gets its handshake */
+    tls_close(&a);
+    ck_assert_int_eq(poll(&p, 1, 3000), 1);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    close(fd);
+    tls_close(&b);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("upstream");
@@ -182,6 +259,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_put_not_retried);
     tcase_add_test(t, test_sigterm_lets_the_request_in_flight_finish);
     tcase_add_test(t, test_mtls_requires_a_trusted_client_certificate);
+    tcase_add_test(t, test_client_gone_while_the_upstream_answers);
+    tcase_add_test(t, test_max_connections_holds_new_connections);
     suite_add_tcase(s, t);
     return s;
 }

@@ -13,8 +13,8 @@
 #include "json.h"
 #include "openapi.h"
 
-#define SHIPPED GW_TEST_DIR "/../openapi/users.openapi.json"
-#define COMMON GW_TEST_DIR "/../openapi/common-schemas.json"
+#define SHIPPED GW_TEST_DIR "/../proxy/openapi/users.openapi.json"
+#define COMMON GW_TEST_DIR "/../proxy/openapi/common-schemas.json"
 
 static struct gw_openapi *m; /* the shipped document, loaded per test */
 static char g_tmp[64];       /* a scratch folder for the whole run */
