@@ -19,7 +19,8 @@
 #include "snapshot.h"
 #include "worker.h"
 
-#define WRITE_TIMEOUT_S 30 /* a client that stops reading its reply */
+#define WRITE_TIMEOUT_S 30 /* backstop: no byte of a reply accepted for this long */
+#define OUT_CAP (64u << 10) /* replies queued past this: read no further request until sent */
 
 enum conn_state {
     ST_IDLE,    /* no byte of the next request yet (or the TLS handshake) */
@@ -40,6 +41,7 @@ struct gw_conn {
     enum conn_state st;
     bool served_one;     /* keep-alive: later heads get their deadline from their first byte */
     bool in_read;        /* inside on_read: replies there need no kick */
+    bool paused;         /* reading stopped until queued replies have left (OUT_CAP) */
     size_t scanned;      /* bytes of the current head already checked */
     uint64_t body_left;
     char peer[INET6_ADDRSTRLEN];
@@ -103,6 +105,7 @@ static void conn_drop(struct gw_conn *c)
     if (c->st == ST_BUSY) {
         bufferevent_free(c->bev);
         c->bev = NULL;
+        c->ssl = NULL; /* freed with the bufferevent */
         evtimer_del(c->timer);
         c->st = ST_DEAD;
         return;
@@ -115,8 +118,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gw_conn *c = arg;
-    if (c->st == ST_IDLE || c->st == ST_HEAD || c->st == ST_BODY)
-        conn_free(c); /* deadline passed: close without a reply (there is no complete request) */
+    /* A deadline passed: a head or body not complete in time, a keep-alive connection idle too
+     * long, or a reply not taken by the client in time. Close without a reply. */
+    if (c->st != ST_BUSY && c->st != ST_DEAD)
+        conn_free(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -128,17 +133,29 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     conn_drop(c);
 }
 
+static void process(struct gw_conn *c);
+
+/* Everything queued has left. */
 static void on_write(struct bufferevent *bev, void *arg)
 {
     struct gw_conn *c = arg;
-    if (c->st != ST_CLOSING)
+    if (c->st == ST_CLOSING) {
+        /* say goodbye at the TLS level, then close: the output buffer is empty, so the
+         * close_notify written directly cannot interleave with queued records */
+        SSL *ssl = bufferevent_openssl_get_ssl(bev);
+        if (ssl && SSL_is_init_finished(ssl))
+            SSL_shutdown(ssl);
+        conn_free(c);
         return;
-    /* Everything has left: say goodbye at the TLS level, then close. The output buffer is
-     * empty, so the close_notify written directly cannot interleave with queued records. */
-    SSL *ssl = bufferevent_openssl_get_ssl(bev);
-    if (ssl && SSL_is_init_finished(ssl))
-        SSL_shutdown(ssl);
-    conn_free(c);
+    }
+    if (c->st != ST_IDLE)
+        return;
+    arm(c, cfg(c)->limits.keepalive_timeout_ms); /* the reply is out: now the idle deadline */
+    if (c->paused) {
+        c->paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+        process(c);
+    }
 }
 
 static void dispatch(struct gw_conn *c)
@@ -166,6 +183,14 @@ static void process(struct gw_conn *c)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     c->in_read = true;
     for (;;) {
+        if (c->st == ST_IDLE &&
+            evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_CAP) {
+            /* a client that pipelines and does not read its replies: stop reading until
+             * they have left (on_write resumes), so the output cannot grow without bound */
+            c->paused = true;
+            bufferevent_disable(c->bev, EV_READ);
+            break;
+        }
         if (c->st == ST_IDLE) {
             /* RFC 9112 2.2: empty lines before a request line are ignored */
             unsigned char two[2];
@@ -267,10 +292,13 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     c->w = w;
     c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                             BEV_OPT_CLOSE_ON_FREE);
+    /* Owned by the bufferevent from here, even when it failed: libevent 2.1's error path may
+     * already have freed the SSL and closed the socket, and a second close could hit another
+     * thread's new descriptor. */
+    fd = -1;
+    ssl = NULL;
     if (c->bev == NULL)
         goto fail;
-    fd = -1;  /* owned by the bufferevent */
-    ssl = NULL;
     c->ssl = bufferevent_openssl_get_ssl(c->bev);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
@@ -369,15 +397,16 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
     if (blen && !head_only)
         evbuffer_add_buffer(out, body);
     reset_request(c);
+    /* The client has body_timeout_ms to take the reply; the keep-alive deadline starts once
+     * it is out (on_write). */
+    arm(c, cfg(c)->limits.body_timeout_ms);
     if (close) {
         c->st = ST_CLOSING;
         bufferevent_disable(c->bev, EV_READ);
-        evtimer_del(c->timer);
         return blen;
     }
     c->st = ST_IDLE;
     c->served_one = true;
-    arm(c, cfg(c)->limits.keepalive_timeout_ms);
     if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
         event_active(c->kick, EV_TIMEOUT, 0);
     return blen;
@@ -388,8 +417,14 @@ void gw_conn_close_idle(struct gw_worker *w)
     struct gw_conn *c = w->conns, *next;
     for (; c; c = next) {
         next = c->next;
-        if (c->st == ST_IDLE)
+        if (c->st != ST_IDLE)
+            continue;
+        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
             conn_free(c);
+        } else { /* a reply is still leaving: close once it has (on_write) */
+            c->st = ST_CLOSING;
+            bufferevent_disable(c->bev, EV_READ);
+        }
     }
 }
 

@@ -457,6 +457,51 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
     evtimer_add(w->accept_resume, &tv);
 }
 
+static int listen_addr(const struct gw_config *cfg, struct sockaddr_storage *ss, socklen_t *sl)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, cfg->listen.address, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)cfg->listen.port);
+        *sl = sizeof *s4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, cfg->listen.address, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)cfg->listen.port);
+        *sl = sizeof *s6;
+        return 0;
+    }
+    return -1;
+}
+
+/* The workers' sockets share the port with SO_REUSEPORT, which would also let them share it
+ * with another running instance (old credentials, old policies) without a word. A socket
+ * without SO_REUSEPORT cannot bind beside a listening one: try that first. */
+static int port_is_free(const struct gw_config *cfg)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl;
+    if (listen_addr(cfg, &ss, &sl) != 0)
+        return -1;
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    int rc = bind(fd, (struct sockaddr *)&ss, sl);
+    int e = errno;
+    close(fd);
+    if (rc != 0) {
+        gw_log_error("cannot listen on %s:%ld: %s%s", cfg->listen.address, cfg->listen.port,
+                     strerror(e), e == EADDRINUSE ? " (is another ghl-gateway running?)" : "");
+        return -1;
+    }
+    return 0;
+}
+
 static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
 {
     const struct gw_config *cfg = d->snap->cfg;
@@ -481,20 +526,8 @@ static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
 
     struct sockaddr_storage ss;
     socklen_t sl;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, cfg->listen.address, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons((uint16_t)cfg->listen.port);
-        sl = sizeof *s4;
-    } else if (inet_pton(AF_INET6, cfg->listen.address, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons((uint16_t)cfg->listen.port);
-        sl = sizeof *s6;
-    } else {
+    if (listen_addr(cfg, &ss, &sl) != 0)
         return -1;
-    }
     w->listener = evconnlistener_new_bind(w->base, gw_conn_accept, w,
                                           LEV_OPT_REUSEABLE | LEV_OPT_REUSEABLE_PORT |
                                               LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
@@ -610,6 +643,8 @@ int gw_server_run(const char *config_path)
         if (sigs[i] == NULL || event_add(sigs[i], NULL) != 0)
             goto out;
     }
+    if (port_is_free(snap->cfg) != 0)
+        goto out;
     for (; set_up < d.nworkers; set_up++)
         if (worker_setup(&d, &d.workers[set_up], (int)set_up) != 0) {
             set_up++;

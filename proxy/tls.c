@@ -98,8 +98,9 @@ SSL_CTX *gw_tls_upstream_ctx(const struct gw_config *c, char *err, size_t errlen
         return NULL;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-    /* OpenSSL 3 reports a peer that closes without close_notify as an error; responses are
-     * delimited by Content-Length or chunking, so a missing close_notify loses nothing. */
+    /* OpenSSL 3 reports a peer that closes without close_notify as an error. upstream.c accepts
+     * only answers delimited by Content-Length or chunking, so a cut answer is still caught and
+     * a missing close_notify loses nothing. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <stdint.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -22,7 +23,10 @@
 #include "tls.h"
 #include "worker.h"
 
-#define MAX_HEAD_BYTES (32u << 10)
+#define MAX_HEAD_BYTES (32u << 10)     /* status line and headers */
+#define MAX_HEADER_LINES 100
+#define MAX_CHUNK_LINE 1024             /* a chunk-size line */
+#define MAX_TRAILER_BYTES (8u << 10)
 #define MAX_BODY_BYTES (16u << 20)
 #define IDLE_TIMEOUT_MS 30000 /* below common keep-alive timeouts of TLS front ends */
 
@@ -34,7 +38,6 @@ enum parse_state {
     RP_CHUNK_DATA,
     RP_CHUNK_END,  /* CRLF after chunk data */
     RP_TRAILERS,
-    RP_BODY_EOF,   /* close-delimited */
     RP_DONE,
 };
 
@@ -47,8 +50,12 @@ struct up_conn {
     struct gw_upstream_call *call;
     enum parse_state ps;
     uint64_t left;
-    size_t head_bytes;
+    size_t head_bytes, trailer_bytes, header_lines;
     bool got_bytes; /* any byte of the answer arrived */
+    /* framing headers, seen whether or not the header is kept for the caller */
+    int n_cl, n_te;
+    uint64_t cl;
+    bool te_chunked, cl_ok, conn_close;
 };
 
 struct gw_upstream_call {
@@ -165,6 +172,17 @@ static void connect_failed(struct gw_upstream_call *call, enum gw_upstream_error
     fail(call, e, "%s", why);
 }
 
+static void reset_parser(struct up_conn *c)
+{
+    c->ps = RP_STATUS;
+    c->left = 0;
+    c->head_bytes = c->trailer_bytes = c->header_lines = 0;
+    c->got_bytes = false;
+    c->n_cl = c->n_te = 0;
+    c->cl = 0;
+    c->te_chunked = c->cl_ok = c->conn_close = false;
+}
+
 static void idle_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -182,9 +200,7 @@ static void make_idle(struct up_conn *c)
     }
     c->idle = true;
     c->reused = true;
-    c->ps = RP_STATUS;
-    c->head_bytes = 0;
-    c->got_bytes = false;
+    reset_parser(c);
     p->nidle++;
     struct timeval tv = {IDLE_TIMEOUT_MS / 1000, (IDLE_TIMEOUT_MS % 1000) * 1000};
     evtimer_add(c->idle_timer, &tv);
@@ -198,7 +214,22 @@ static void take_idle(struct up_conn *c)
     evtimer_del(c->idle_timer);
 }
 
-static int add_header(struct gw_upstream_call *call, const char *line)
+/* Only these many digits: 16 hex digits already exceed any body the gateway accepts. */
+static bool parse_decimal(const char *s, uint64_t *out)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || n > 15 || s[n] != '\0')
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    *out = v;
+    return true;
+}
+
+/* One header line of the answer. Framing headers are always examined; the first
+ * GW_UPSTREAM_MAX_HEADERS are kept for the caller. Returns -1 on a malformed line. */
+static int add_header(struct up_conn *c, struct gw_upstream_call *call, const char *line)
 {
     const char *colon = strchr(line, ':');
     if (colon == NULL || colon == line)
@@ -215,15 +246,27 @@ static int add_header(struct gw_upstream_call *call, const char *line)
     for (size_t i = 0; i < vl; i++)
         if (((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7F)
             return -1;
-    size_t i = call->res.nheaders;
-    if (i == GW_UPSTREAM_MAX_HEADERS)
-        return 0; /* the rest is dropped; the gateway passes back only a few headers anyway */
     char *n = strndup(line, (size_t)(colon - line));
     char *val = strndup(v, vl);
     if (n == NULL || val == NULL) {
         free(n);
         free(val);
         return -1;
+    }
+    if (strcasecmp(n, "Content-Length") == 0) {
+        c->n_cl++;
+        c->cl_ok = parse_decimal(val, &c->cl);
+    } else if (strcasecmp(n, "Transfer-Encoding") == 0) {
+        c->n_te++;
+        c->te_chunked = strcasecmp(val, "chunked") == 0;
+    } else if (strcasecmp(n, "Connection") == 0) {
+        c->conn_close |= strcasestr(val, "close") != NULL;
+    }
+    size_t i = call->res.nheaders;
+    if (i == GW_UPSTREAM_MAX_HEADERS) {
+        free(n); /* past what is kept; the gateway passes back only a few headers anyway */
+        free(val);
+        return 0;
     }
     call->hstore[2 * i] = n;
     call->hstore[2 * i + 1] = val;
@@ -233,51 +276,68 @@ static int add_header(struct gw_upstream_call *call, const char *line)
     return 0;
 }
 
-static const char *header(const struct gw_upstream_result *r, const char *name)
+/* After the head: how is the body delimited? Only Content-Length and chunked are accepted:
+ * with OpenSSL's SSL_OP_IGNORE_UNEXPECTED_EOF a close-delimited body could be cut short by a
+ * forged FIN and look complete. Returns -1 (why set) when the head is unusable. */
+static int body_framing(struct up_conn *c, struct gw_upstream_call *call, bool http10,
+                        const char **why)
 {
-    const char *found = NULL;
-    for (size_t i = 0; i < r->nheaders; i++)
-        if (strcasecmp(r->hname[i], name) == 0) {
-            if (found)
-                return "\x01dup"; /* a repeated framing header is ambiguous */
-            found = r->hvalue[i];
-        }
-    return found;
-}
-
-/* After the head: decide how the body is delimited. Returns -1 on an ambiguous head. */
-static int body_framing(struct up_conn *c, struct gw_upstream_call *call, bool http10)
-{
-    const char *te = header(&call->res, "Transfer-Encoding");
-    const char *cl = header(&call->res, "Content-Length");
-    const char *conn = header(&call->res, "Connection");
-    c->keepalive = !http10 && !(conn && strcasestr(conn, "close"));
-    if (te && cl)
+    c->keepalive = !http10 && !c->conn_close;
+    int st = call->res.status;
+    if (c->n_te && c->n_cl) {
+        *why = "ambiguous upstream framing (Transfer-Encoding and Content-Length)";
         return -1;
-    if (te) {
-        if (strcasecmp(te, "chunked") != 0)
+    }
+    if (c->n_te) {
+        if (c->n_te > 1 || !c->te_chunked) {
+            *why = "unsupported upstream Transfer-Encoding";
             return -1;
+        }
         c->ps = RP_CHUNK_SIZE;
         return 0;
     }
-    int st = call->res.status;
     if (st == 204 || st == 304) {
         c->ps = RP_DONE;
         return 0;
     }
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (cl[0] < '0' || cl[0] > '9' || *end || errno || n > MAX_BODY_BYTES)
-            return -1;
-        c->left = n;
-        c->ps = n ? RP_BODY_LEN : RP_DONE;
-        return 0;
+    if (c->n_cl != 1 || !c->cl_ok || c->cl > MAX_BODY_BYTES) {
+        *why = c->n_cl == 0 ? "upstream answer has neither Content-Length nor chunked framing"
+               : c->n_cl > 1 ? "ambiguous upstream framing (several Content-Length)"
+                             : "invalid or oversized upstream Content-Length";
+        return -1;
     }
-    c->keepalive = false;
-    c->ps = RP_BODY_EOF;
+    c->left = c->cl;
+    c->ps = c->cl ? RP_BODY_LEN : RP_DONE;
     return 0;
+}
+
+/* A chunk-size line: 1 to 16 hex digits, optionally ";extensions". */
+static bool parse_chunk_size(const char *line, uint64_t *out)
+{
+    size_t n = strspn(line, "0123456789abcdefABCDEF");
+    if (n == 0 || n > 16 || (line[n] != '\0' && line[n] != ';'))
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = line[i];
+        v = (v << 4) | (uint64_t)(ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10);
+    }
+    *out = v;
+    return true;
+}
+
+/* How many bytes a line of the current state may have, including its CRLF. */
+static size_t line_room(const struct up_conn *c)
+{
+    switch (c->ps) {
+    case RP_STATUS:
+    case RP_HEADERS:
+        return MAX_HEAD_BYTES - c->head_bytes;
+    case RP_TRAILERS:
+        return MAX_TRAILER_BYTES - c->trailer_bytes;
+    default:
+        return MAX_CHUNK_LINE;
+    }
 }
 
 /* Runs the response parser over what has arrived. Returns 1 when the answer is complete,
@@ -285,6 +345,7 @@ static int body_framing(struct up_conn *c, struct gw_upstream_call *call, bool h
 static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuffer *in, char *why,
                  size_t whylen)
 {
+    const char *err = NULL;
     for (;;) {
         switch (c->ps) {
         case RP_STATUS:
@@ -292,22 +353,30 @@ static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuff
         case RP_CHUNK_SIZE:
         case RP_CHUNK_END:
         case RP_TRAILERS: {
-            size_t n;
-            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
-            if (line == NULL) {
-                if (evbuffer_get_length(in) > MAX_HEAD_BYTES) {
-                    snprintf(why, whylen, "upstream answer head too large");
+            size_t room = line_room(c);
+            struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_CRLF_STRICT);
+            if (eol.pos < 0) {
+                if (evbuffer_get_length(in) >= room) {
+                    snprintf(why, whylen, "upstream answer line too long");
                     return -1;
                 }
                 return 0;
             }
-            c->head_bytes += n + 2;
-            if (c->head_bytes > MAX_HEAD_BYTES || strlen(line) != n) {
-                free(line);
-                snprintf(why, whylen, "upstream answer head too large or holds NUL");
+            if ((size_t)eol.pos + 2 > room) {
+                snprintf(why, whylen, "upstream answer line too long");
                 return -1;
             }
-            int rc = 0;
+            size_t n;
+            char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF_STRICT);
+            if (line == NULL || strlen(line) != n) {
+                free(line);
+                snprintf(why, whylen, "malformed upstream answer (NUL in a line)");
+                return -1;
+            }
+            if (c->ps == RP_STATUS || c->ps == RP_HEADERS)
+                c->head_bytes += n + 2;
+            else if (c->ps == RP_TRAILERS)
+                c->trailer_bytes += n + 2;
             if (c->ps == RP_STATUS) {
                 int st = 0;
                 bool ok = n >= 12 && (strncmp(line, "HTTP/1.1 ", 9) == 0 ||
@@ -318,8 +387,7 @@ static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuff
                 }
                 ok = ok && (n == 12 || line[12] == ' ') && st >= 100 && st <= 599;
                 if (!ok) {
-                    snprintf(why, whylen, "malformed upstream status line");
-                    rc = -1;
+                    err = "malformed upstream status line";
                 } else {
                     call->res.status = st;
                     c->keepalive = line[7] == '1';
@@ -329,26 +397,23 @@ static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuff
                 if (n == 0) {
                     int st = call->res.status;
                     if (st >= 100 && st < 200) { /* interim answer: the real one follows */
+                        bool http11 = c->keepalive;
                         call_reset_headers(call);
-                        c->ps = RP_STATUS;
-                    } else if (body_framing(c, call, c->keepalive == false) != 0) {
-                        snprintf(why, whylen, "ambiguous upstream framing");
-                        rc = -1;
+                        reset_parser(c);
+                        c->keepalive = http11;
+                    } else if (body_framing(c, call, c->keepalive == false, &err) == 0) {
+                        c->head_bytes = 0;
                     }
-                } else if (add_header(call, line) != 0) {
-                    snprintf(why, whylen, "malformed upstream header");
-                    rc = -1;
+                } else if (++c->header_lines > MAX_HEADER_LINES) {
+                    err = "too many upstream header lines";
+                } else if (add_header(c, call, line) != 0) {
+                    err = "malformed upstream header";
                 }
             } else if (c->ps == RP_CHUNK_SIZE) {
-                char *end;
-                errno = 0;
-                unsigned long long sz = strtoull(line, &end, 16);
-                bool ok = n > 0 && end != line && errno == 0 && (*end == '\0' || *end == ';') &&
-                          line[0] != '-' && line[0] != '+' && line[0] != ' ' &&
-                          evbuffer_get_length(call->res.body) + sz <= MAX_BODY_BYTES;
-                if (!ok) {
-                    snprintf(why, whylen, "malformed or oversized upstream chunk");
-                    rc = -1;
+                uint64_t sz;
+                size_t have = evbuffer_get_length(call->res.body);
+                if (!parse_chunk_size(line, &sz) || sz > MAX_BODY_BYTES - have) {
+                    err = "malformed or oversized upstream chunk";
                 } else if (sz == 0) {
                     c->ps = RP_TRAILERS;
                 } else {
@@ -356,18 +421,17 @@ static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuff
                     c->ps = RP_CHUNK_DATA;
                 }
             } else if (c->ps == RP_CHUNK_END) {
-                if (n != 0) {
-                    snprintf(why, whylen, "malformed upstream chunk");
-                    rc = -1;
-                }
+                if (n != 0)
+                    err = "malformed upstream chunk";
                 c->ps = RP_CHUNK_SIZE;
-            } else { /* trailers are read and dropped */
-                if (n == 0)
-                    c->ps = RP_DONE;
+            } else if (n == 0) { /* trailers are read and dropped */
+                c->ps = RP_DONE;
             }
             free(line);
-            if (rc != 0)
-                return rc;
+            if (err) {
+                snprintf(why, whylen, "%s", err);
+                return -1;
+            }
             break;
         }
         case RP_BODY_LEN:
@@ -382,13 +446,6 @@ static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuff
                 c->ps = c->ps == RP_BODY_LEN ? RP_DONE : RP_CHUNK_END;
             break;
         }
-        case RP_BODY_EOF:
-            if (evbuffer_get_length(call->res.body) + evbuffer_get_length(in) > MAX_BODY_BYTES) {
-                snprintf(why, whylen, "upstream answer too large");
-                return -1;
-            }
-            evbuffer_add_buffer(call->res.body, in);
-            return 0;
         case RP_DONE:
             return 1;
         }
@@ -481,15 +538,6 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         return;
     }
     /* connected: the answer did not complete */
-    if (c->ps == RP_BODY_EOF && (what & BEV_EVENT_EOF)) {
-        call->res.err = GW_UP_OK;
-        struct evbuffer *in = bufferevent_get_input(c->bev);
-        evbuffer_add_buffer(call->res.body, in);
-        conn_free(c);
-        call->conn = NULL;
-        finish(call);
-        return;
-    }
     if (c->reused && !c->got_bytes) {
         connect_failed(call, GW_UP_CONNECT, "upstream closed a kept-alive connection");
         return;
@@ -536,10 +584,9 @@ static struct up_conn *conn_new(struct gw_upstream_pool *p)
                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     c->idle_timer = evtimer_new(p->w->base, idle_timeout, c);
     if (c->bev == NULL || c->idle_timer == NULL) {
+        /* a failed bufferevent_openssl_socket_new may already have freed the SSL */
         if (c->bev)
             bufferevent_free(c->bev);
-        else
-            SSL_free(ssl);
         if (c->idle_timer)
             event_free(c->idle_timer);
         free(c);

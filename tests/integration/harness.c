@@ -201,6 +201,7 @@ void env_start(struct env *e, const struct env_opts *o)
     static const struct env_opts none;
     if (o == NULL)
         o = &none;
+    signal(SIGPIPE, SIG_IGN); /* a peer that closes shows up as an error, not a dead test */
     memset(e, 0, sizeof *e);
     snprintf(e->dir, sizeof e->dir, "/tmp/ghl-it-XXXXXX");
     ck_assert(mkdtemp(e->dir) != NULL);
@@ -219,9 +220,19 @@ void env_start(struct env *e, const struct env_opts *o)
     snprintf(p, sizeof p, "%s/sandbox-loc1.token", e->dir);
     write_file(p, LOC1_TOKEN "\n");
     snprintf(p, sizeof p, "%s/seed.json", e->dir);
-    write_file(p, "[{\"id\":\"" SEED_USER "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Ada\","
-                  "\"lastName\":\"Lovelace\",\"email\":\"ada@example.com\",\"roles\":{\"type\":"
-                  "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}}]");
+    FILE *sf = fopen(p, "w");
+    ck_assert_ptr_nonnull(sf);
+    fputs("[{\"id\":\"" SEED_USER "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Ada\","
+          "\"lastName\":\"Lovelace\",\"email\":\"ada@example.com\",\"roles\":{\"type\":"
+          "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}}",
+          sf);
+    for (int i = 1; i <= o->extra_users; i++)
+        fprintf(sf,
+                ",{\"id\":\"UserMany%012d\",\"companyId\":\"" COMPANY "\",\"firstName\":"
+                "\"Many\",\"lastName\":\"User%d\",\"email\":\"many%d@example.com\"}",
+                i, i, i);
+    fputs("]", sf);
+    fclose(sf);
     snprintf(e->access_log, sizeof e->access_log, "%s/access.log", e->dir);
     snprintf(e->gateway.log, sizeof e->gateway.log, "%s/gateway.log", e->dir);
     snprintf(e->config, sizeof e->config, "%s/gw.json", e->dir);
@@ -346,6 +357,8 @@ const char *response_header(const struct response *r, const char *name)
     return NULL;
 }
 
+int tls_client_rcvbuf;
+
 int tls_connect(struct tls_client *c, int port, int max_version, const char *cert,
                 const char *key, const char *ca)
 {
@@ -364,6 +377,8 @@ int tls_connect(struct tls_client *c, int port, int max_version, const char *cer
                  SSL_CTX_use_PrivateKey_file(c->ctx, key, SSL_FILETYPE_PEM) != 1))
         return -1;
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (tls_client_rcvbuf)
+        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &tls_client_rcvbuf, sizeof tls_client_rcvbuf);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0)
@@ -423,21 +438,22 @@ int tls_read_response(struct tls_client *c, struct response *r, int timeout_ms, 
     long deadline = now_ms() + timeout_ms;
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
-    char *hend = NULL;
+    long hl = -1; /* head length (offsets: buf moves when it grows) */
     long need = -1;
     for (;;) {
-        if (hend == NULL) {
+        if (hl < 0) {
             buf[n] = '\0';
-            hend = n ? strstr(buf, "\r\n\r\n") : NULL;
+            char *hend = n ? strstr(buf, "\r\n\r\n") : NULL;
             if (hend) {
+                hl = hend - buf;
                 const char *cl = NULL;
                 for (char *l = strstr(buf, "\r\n"); l && l < hend; l = strstr(l + 2, "\r\n"))
                     if (strncasecmp(l + 2, "Content-Length:", 15) == 0)
                         cl = l + 17;
-                need = (long)(hend - buf) + 4 + (cl ? strtol(cl, NULL, 10) : 0);
+                need = hl + 4 + (cl ? strtol(cl, NULL, 10) : 0);
             }
         }
-        if (hend && (long)n >= need)
+        if (hl >= 0 && (long)n >= need)
             break;
         if (cap - n < 4096) {
             cap *= 2;
@@ -450,16 +466,15 @@ int tls_read_response(struct tls_client *c, struct response *r, int timeout_ms, 
         }
         n += (size_t)got;
     }
-    if (hend == NULL || (long)n < need) {
+    if (hl < 0 || (long)n < need) {
         free(buf);
         return -1;
     }
     r->got = true;
-    size_t hl = (size_t)(hend - buf);
-    r->head = strndup(buf, hl + 2);
-    r->body_len = (size_t)need - hl - 4;
+    r->head = strndup(buf, (size_t)hl + 2);
+    r->body_len = (size_t)(need - hl - 4);
     r->body = malloc(r->body_len + 1);
-    memcpy(r->body, hend + 4, r->body_len);
+    memcpy(r->body, buf + hl + 4, r->body_len);
     r->body[r->body_len] = '\0';
     r->status = (int)strtol(buf + 9, NULL, 10);
     free(buf);

@@ -48,6 +48,7 @@ struct env_opts {
     const char *tls_json;       /* extra members of "tls" */
     const char *credentials_json; /* replaces the "credentials" object */
     int workers;                /* default 2 */
+    int extra_users;            /* seed this many more users (UserMany000000000001...) */
 };
 
 void env_start(struct env *e, const struct env_opts *o);
@@ -77,6 +78,8 @@ struct tls_client {
     SSL_CTX *ctx;
     SSL *ssl;
 };
+/* Receive buffer of the next client sockets (0: the system's), set before connecting. */
+extern int tls_client_rcvbuf;
 /* Connects with TLS (CA-verified, SNI "localhost"). max_version 0: any. Returns 0 or -1. */
 int tls_connect(struct tls_client *c, int port, int max_version, const char *cert,
                 const char *key, const char *ca);

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "harness.h"
 
 static struct env E;
@@ -245,6 +247,119 @@ START_TEST(test_max_connections_holds_new_connections)
 }
 END_TEST
 
+/* A reply still leaving when SIGTERM arrives is sent whole before the connection closes. */
+START_TEST(test_sigterm_does_not_cut_a_reply_being_sent)
+{
+    env_start(&E, &(struct env_opts){.extra_users = 3000, .workers = 1});
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    struct tls_client c;
+    tls_client_rcvbuf = 4096; /* so that the reply stays queued in the gateway */
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+    tls_client_rcvbuf = 0;
+    const char *raw = "GET /users/search?companyId=" COMPANY "&limit=5000 HTTP/1.1\r\nHost: l\r\n"
+                      "Version: 2021-07-28\r\n\r\n";
+    ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
+    usleep(1500000); /* the answer (megabytes) is queued; the client has not read it */
+    pid_t gw = E.gateway.pid;
+    kill(gw, SIGTERM);
+    usleep(300000);
+    struct response r;
+    ck_assert_int_eq(tls_read_response(&c, &r, 10000, 2000), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_uint_gt(r.body_len, 1000000);
+    ck_assert_ptr_nonnull(strstr(r.body + r.body_len - 40, "\"count\":3001}"));
+    ck_assert(r.closed);
+    response_free(&r);
+    tls_close(&c);
+    ck_assert_int_eq(env_stop_gateway(&E, 5000), 0);
+}
+END_TEST
+
+static long rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = strtol(line + 6, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* A client that pipelines requests and never reads the replies: the gateway stops reading
+ * instead of queueing replies without bound. */
+START_TEST(test_pipelining_without_reading_is_bounded)
+{
+    env_start(&E, &(struct env_opts){.workers = 1});
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    struct tls_client c;
+    tls_client_rcvbuf = 4096;
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+    tls_client_rcvbuf = 0;
+    struct timeval stall = {0, 500000}; /* a write that waits this long: the gateway stopped */
+    setsockopt(c.fd, SOL_SOCKET, SO_SNDTIMEO, &stall, sizeof stall);
+    SSL_set_mode(c.ssl, SSL_MODE_ENABLE_PARTIAL_WRITE);
+    long before = rss_kb(E.gateway.pid);
+    /* each request is answered by a 404 six times its size */
+    static const char one[] = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    char chunk[64 * 1024];
+    size_t per = sizeof one - 1, k = 0;
+    while (k + per <= sizeof chunk) {
+        memcpy(chunk + k, one, per);
+        k += per;
+    }
+    size_t sent = 0;
+    bool stalled = false;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > 8000)
+            break;
+        size_t off = sent % k; /* a partial write goes on where it stopped */
+        int w = SSL_write(c.ssl, chunk + off, (int)(k - off));
+        if (w <= 0) {
+            ERR_clear_error();
+            stalled = true;
+            break;
+        }
+        sent += (size_t)w;
+    }
+    long after = rss_kb(E.gateway.pid);
+    ck_assert_msg(stalled && sent < (16u << 20), "the gateway kept reading: %zu bytes taken",
+                  sent);
+    ck_assert_msg(after - before < 30000, "gateway memory grew by %ld kB (%zu bytes sent)",
+                  after - before, sent);
+    tls_close(&c);
+    /* still serving others */
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+}
+END_TEST
+
+/* SO_REUSEPORT would let a second instance share the port silently: it must refuse to start. */
+START_TEST(test_second_instance_on_the_same_port_refused)
+{
+    env_start(&E, NULL);
+    char cmd[800], *out;
+    snprintf(cmd, sizeof cmd, "timeout 10 %s run -c %s", bin_path("ghl-gateway"), E.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "is another ghl-gateway running?") != NULL, "%s", out);
+    free(out);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("upstream");
@@ -261,6 +376,9 @@ static Suite *suite(void)
     tcase_add_test(t, test_mtls_requires_a_trusted_client_certificate);
     tcase_add_test(t, test_client_gone_while_the_upstream_answers);
     tcase_add_test(t, test_max_connections_holds_new_connections);
+    tcase_add_test(t, test_sigterm_does_not_cut_a_reply_being_sent);
+    tcase_add_test(t, test_pipelining_without_reading_is_bounded);
+    tcase_add_test(t, test_second_instance_on_the_same_port_refused);
     suite_add_tcase(s, t);
     return s;
 }
