@@ -333,7 +333,9 @@ START_TEST(test_pipelining_without_reading_is_bounded)
     long after = rss_kb(E.gateway.pid);
     ck_assert_msg(stalled && sent < (16u << 20), "the gateway kept reading: %zu bytes taken",
                   sent);
-    ck_assert_msg(after - before < 30000, "gateway memory grew by %ld kB (%zu bytes sent)",
+    /* Bounded queues mean little growth; the allowance covers the sanitizer build, whose
+     * allocator keeps freed memory in quarantine (unbounded queues grow by gigabytes here). */
+    ck_assert_msg(after - before < 300000, "gateway memory grew by %ld kB (%zu bytes sent)",
                   after - before, sent);
     tls_close(&c);
     /* still serving others */
