@@ -98,18 +98,34 @@ int run_cmd(const char *cmd, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+/* A port nobody listens on. The kernel may hand the same free port out twice in a row, so
+ * the ports already given to this process are skipped. */
 int free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t l = sizeof a;
-    if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+    static int given[256];
+    static size_t ngiven;
+    for (int attempt = 0; attempt < 64; attempt++) {
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t l = sizeof a;
+        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+            getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
+            close(fd);
+            return -1;
+        }
         close(fd);
-        return -1;
+        int port = ntohs(a.sin_port);
+        bool seen = false;
+        for (size_t i = 0; i < ngiven; i++)
+            seen |= given[i] == port;
+        if (seen)
+            continue;
+        given[ngiven++ % 256] = port;
+        if (ngiven > 256)
+            ngiven = 256;
+        return port;
     }
-    close(fd);
-    return ntohs(a.sin_port);
+    return -1;
 }
 
 int wait_port(int port, int timeout_ms)
