@@ -40,7 +40,9 @@ struct gw_cfg_issuer {
     size_t nkeys;
     char *jwks_file;
     char *jwks_url;
+    char *jwks_ca_file; /* extension: CA for jwks_url; NULL = the system store */
     long jwks_refresh_s;
+    long jwks_refetch_min_s; /* extension: least time between fetches caused by unknown kids */
     long leeway_s;
     long max_lifetime_s;
     char **scope_claims;

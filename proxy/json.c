@@ -468,10 +468,14 @@ static cJSON *parse_number(struct parser *ps)
     }
     if (errno == ERANGE)
         d = 0; /* underflow: the value is indistinguishable from zero */
+    bool fraction = memchr(s, '.', (size_t)(q - s)) || memchr(s, 'e', (size_t)(q - s)) ||
+                    memchr(s, 'E', (size_t)(q - s));
     ps->p = q;
     cJSON *n = cJSON_CreateNumber(d);
     if (n == NULL)
         fail(ps, s, "out of memory");
+    else if (fraction)
+        n->type |= GW_JSON_FRACTION_LITERAL;
     return n;
 }
 

@@ -18,6 +18,10 @@
 
 #include <cJSON.h>
 
+/* Set in the type of a number written with a fraction or an exponent ("1.0", "1e3"), so that
+ * claims which must be integers can refuse them. cJSON's own checks mask it out (type & 0xFF). */
+#define GW_JSON_FRACTION_LITERAL (1 << 12)
+
 /* Line of each node, for messages that point into a file. */
 struct gw_json_lines {
     const cJSON **node;

@@ -1,11 +1,17 @@
 /* ghl-gateway: the commands of SPEC §1.1. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include <jwt.h>
+#include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "jwks.h"
+#include "json.h"
 #include "server.h"
 #include "snapshot.h"
 
@@ -82,7 +88,19 @@ static void summary(const struct gw_snapshot *s)
            s->api->path, s->api->nops, s->api->nscopes, s->api->nperms);
     printf("  credentials agency token %s, %zu location token%s\n",
            s->agency.token ? "set" : "not set", s->nlocations, s->nlocations == 1 ? "" : "s");
-    printf("  auth       %zu issuer%s\n", c->auth.nissuers, c->auth.nissuers == 1 ? "" : "s");
+    printf("  auth       %zu issuer%s, token cache %ld entries, tokens up to %ld bytes\n",
+           c->auth.nissuers, c->auth.nissuers == 1 ? "" : "s", c->auth.token_cache_entries,
+           c->limits.max_token_bytes);
+    for (size_t i = 0; i < s->auth->nissuers; i++) {
+        const struct gw_issuer *is = &s->auth->issuers[i];
+        printf("    %s: %zu key%s%s%s%s%s, audiences", is->cfg->issuer, is->nkeys,
+               is->nkeys == 1 ? "" : "s", is->file_keys ? " + JWKS file" : "",
+               is->cfg->jwks_url ? " + JWKS " : "", is->cfg->jwks_url ? is->cfg->jwks_url : "",
+               "");
+        for (size_t k = 0; k < is->cfg->naudiences; k++)
+            printf(" %s", is->cfg->audiences[k]);
+        printf("%s\n", is->cfg->naudiences ? "" : " (not checked)");
+    }
     printf("  policies   %s\n", c->policies.dir);
     printf("  audit      %s%s\n", c->audit.file ? c->audit.file : "(no file)",
            c->audit.fsync ? " (fsync)" : "");
@@ -97,6 +115,8 @@ static int cmd_check(int argc, char **argv)
         return rc < 0 ? 2 : 0;
     struct gw_errs errs = {0};
     struct gw_snapshot *s = gw_snapshot_build(path, &errs);
+    if (s)
+        gw_jwks_check(s->auth, &errs);
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.line[i]);
     if (s)
@@ -146,9 +166,137 @@ static int cmd_audit_verify(int argc, char **argv)
 {
     return not_yet("audit-verify", argc, argv);
 }
+/* Reads the signing key: an HMAC secret (the file but one trailing newline) or a PEM private
+ * key, as libjwt takes them. */
+static unsigned char *read_signing_key(const char *path, size_t *len)
+{
+    size_t n;
+    char *buf = gw_read_file(path, 1u << 16, &n);
+    if (buf == NULL) {
+        fprintf(stderr, "ghl-gateway mint: cannot read %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    if (n > 0 && buf[n - 1] == '\n' && strstr(buf, "-----BEGIN") == NULL)
+        n--;
+    *len = n;
+    return (unsigned char *)buf;
+}
+
 static int cmd_mint(int argc, char **argv)
 {
-    return not_yet("mint", argc, argv);
+    const struct command *c = find("mint");
+    const char *key = NULL, *alg = NULL, *kid = NULL, *iss = NULL, *sub = NULL, *aud = NULL,
+               *scope = NULL;
+    long ttl = 3600;
+    const char *claims[64];
+    size_t nclaims = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (is_help(a)) {
+            printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
+            return 0;
+        }
+        if (i + 1 >= argc)
+            return usage_error(c, "an option is missing its value");
+        const char *v = argv[++i];
+        if (strcmp(a, "--key") == 0)
+            key = v;
+        else if (strcmp(a, "--alg") == 0)
+            alg = v;
+        else if (strcmp(a, "--kid") == 0)
+            kid = v;
+        else if (strcmp(a, "--iss") == 0)
+            iss = v;
+        else if (strcmp(a, "--sub") == 0)
+            sub = v;
+        else if (strcmp(a, "--aud") == 0)
+            aud = v;
+        else if (strcmp(a, "--scope") == 0)
+            scope = v;
+        else if (strcmp(a, "--ttl") == 0) {
+            char *end;
+            errno = 0;
+            ttl = strtol(v, &end, 10);
+            if (errno || *end || end == v || ttl < -86400L * 366 || ttl > 86400L * 3660)
+                return usage_error(c, "--ttl takes a number of seconds");
+        } else if (strcmp(a, "--claim") == 0 && nclaims < 64)
+            claims[nclaims++] = v;
+        else
+            return usage_error(c, "unknown option");
+    }
+    if (key == NULL || alg == NULL || iss == NULL || sub == NULL)
+        return usage_error(c, "--key, --alg, --iss and --sub are required");
+    jwt_alg_t ja = (jwt_alg_t)gw_alg_from_name(alg);
+    if (ja == JWT_ALG_NONE)
+        return usage_error(c, "--alg is one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 "
+                              "ES512");
+    size_t klen;
+    unsigned char *k = read_signing_key(key, &klen);
+    if (k == NULL)
+        return 1;
+    jwt_t *jwt = NULL;
+    int rc = 1;
+    char *token = NULL;
+    if (jwt_new(&jwt) != 0 || jwt_set_alg(jwt, ja, k, (int)klen) != 0) {
+        fprintf(stderr, "ghl-gateway mint: %s cannot sign %s\n", key, alg);
+        goto out;
+    }
+    if (kid && jwt_add_header(jwt, "kid", kid) != 0)
+        goto out;
+    /* --claim first: a test may set exp, iat or iss to something odd on purpose */
+    for (size_t i = 0; i < nclaims; i++) {
+        const char *eq = strchr(claims[i], '=');
+        if (eq == NULL || eq == claims[i]) {
+            rc = usage_error(c, "--claim takes NAME=JSON");
+            goto out;
+        }
+        struct gw_json_error je;
+        cJSON *v = gw_json_parse(eq + 1, strlen(eq + 1), NULL, &je);
+        cJSON *obj = cJSON_CreateObject();
+        char name[128];
+        snprintf(name, sizeof name, "%.*s", (int)(eq - claims[i]), claims[i]);
+        if (v == NULL || obj == NULL) {
+            fprintf(stderr, "ghl-gateway mint: --claim %s: %s\n", name, v ? "" : je.msg);
+            cJSON_Delete(v);
+            cJSON_Delete(obj);
+            goto out;
+        }
+        cJSON_AddItemToObject(obj, name, v);
+        char *json = cJSON_PrintUnformatted(obj);
+        cJSON_Delete(obj);
+        int added = json ? jwt_add_grants_json(jwt, json) : -1;
+        cJSON_free(json);
+        if (added != 0) {
+            fprintf(stderr, "ghl-gateway mint: cannot add claim %s\n", name);
+            goto out;
+        }
+    }
+    long now = (long)time(NULL);
+    if ((jwt_get_grant(jwt, "iss") == NULL && jwt_add_grant(jwt, "iss", iss) != 0) ||
+        (jwt_get_grant(jwt, "sub") == NULL && jwt_add_grant(jwt, "sub", sub) != 0) ||
+        (aud && jwt_get_grant(jwt, "aud") == NULL && jwt_add_grant(jwt, "aud", aud) != 0) ||
+        (scope && jwt_get_grant(jwt, "scope") == NULL && jwt_add_grant(jwt, "scope", scope) != 0))
+        goto out;
+    static const char *const times[] = {"iat", "exp"};
+    for (int i = 0; i < 2; i++) {
+        char *have = jwt_get_grants_json(jwt, times[i]); /* NULL when absent */
+        if (have == NULL && jwt_add_grant_int(jwt, times[i], i ? now + ttl : now) != 0)
+            goto out;
+        free(have);
+    }
+    token = jwt_encode_str(jwt);
+    if (token == NULL) {
+        fprintf(stderr, "ghl-gateway mint: signing failed (is %s a %s key?)\n", key, alg);
+        goto out;
+    }
+    printf("%s\n", token);
+    rc = 0;
+out:
+    if (token)
+        free(token); /* libjwt 1.10 allocates it with malloc */
+    jwt_free(jwt);
+    OPENSSL_clear_free(k, klen);
+    return rc;
 }
 
 static const struct command commands[] = {
@@ -168,7 +316,10 @@ static const struct command commands[] = {
     {"mint",
      "mint --key FILE --alg ALG [--kid KID] --iss ISS --sub SUB [--aud AUD] [--scope 'a b'] "
      "[--ttl SECONDS] [--claim NAME=JSON]...",
-     "", cmd_mint},
+     "Sign a JWT with libjwt (for development, demos and tests) and print it. --key is an HMAC\n"
+     "secret file (HS*) or a PEM private key (RS*, ES*). iat is now and exp now + --ttl (3600)\n"
+     "unless --claim sets them.",
+     cmd_mint},
     {"version", "version", "Print the version.", cmd_version},
 };
 

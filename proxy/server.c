@@ -19,12 +19,15 @@
 #include <event2/thread.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 
 #include "conn.h"
+#include "jwks.h"
 #include "log.h"
 #include "reply.h"
 #include "route.h"
 #include "snapshot.h"
+#include "token_cache.h"
 #include "upstream.h"
 #include "validate.h"
 #include "worker.h"
@@ -60,6 +63,8 @@ struct gw_req {
     cJSON *body;
     int upstream_status;
     double upstream_ms;
+    struct gw_principal *principal; /* once authenticated (a reference) */
+    const char *auth_failure;       /* the reason class, for the access log */
 };
 
 static const char *status_reason(int code)
@@ -87,6 +92,7 @@ static void req_free(struct gw_req *r)
     if (r->routed)
         gw_route_free(&r->route);
     cJSON_Delete(r->body);
+    gw_principal_unref(r->principal);
     struct gw_worker *w = r->w;
     w->inflight--;
     gw_snapshot_unref(r->snap);
@@ -123,6 +129,8 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
         .path = r->routed ? r->route.path : NULL,
         .op = r->routed && r->route.op ? r->route.op->id : NULL,
         .status = status,
+        .sub = r->principal ? r->principal->sub : NULL,
+        .auth_failure = r->auth_failure,
         .upstream_status = r->upstream_status,
         .upstream_ms = r->upstream_ms,
         .bytes_in = r->bytes_in,
@@ -135,11 +143,15 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
     req_free(r);
 }
 
-static void reply_error(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
-                        const char *const *msgs, size_t nmsgs)
+/* One of the gateway's own replies (SPEC §8); extra: one more header, or NULL. */
+static void reply_with(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
+                       const char *const *msgs, size_t nmsgs, const struct gw_header *extra)
 {
     struct evbuffer *b = evbuffer_new();
-    struct gw_header h[2] = {{"Content-Type", "application/json; charset=utf-8"}};
+    struct gw_header h[3] = {{"Content-Type", "application/json; charset=utf-8"}};
+    size_t nh = 1;
+    if (extra)
+        h[nh++] = *extra;
     if (b == NULL || gw_reply_body(b, kind, msg, msgs, nmsgs) != 0) {
         if (b)
             evbuffer_drain(b, evbuffer_get_length(b));
@@ -148,8 +160,74 @@ static void reply_error(struct gw_req *r, enum gw_reply_kind kind, const char *m
             evbuffer_free(b);
         return;
     }
-    finish(r, gw_reply_status(kind), h, 1, b, gw_reply_closes(kind));
+    finish(r, gw_reply_status(kind), h, nh, b, gw_reply_closes(kind));
     evbuffer_free(b);
+}
+
+static void reply_error(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
+                        const char *const *msgs, size_t nmsgs)
+{
+    reply_with(r, kind, msg, msgs, nmsgs, NULL);
+}
+
+/* 401 with the RFC 6750 challenge: no error attribute when no bearer token was offered. */
+static void reply_unauthenticated(struct gw_req *r, enum gw_auth_reason why)
+{
+    char challenge[160];
+    if (why == GW_AUTH_MISSING)
+        snprintf(challenge, sizeof challenge, "Bearer realm=\"ghl-gateway\"");
+    else
+        snprintf(challenge, sizeof challenge,
+                 "Bearer realm=\"ghl-gateway\", error=\"invalid_token\", "
+                 "error_description=\"%s\"",
+                 gw_auth_reason_name(why));
+    struct gw_header h = {"WWW-Authenticate", challenge};
+    reply_with(r, GW_R_UNAUTHORIZED, NULL, NULL, 0, &h);
+}
+
+/* The caller holds every scope of at least one of the op's security requirements. */
+static bool scopes_ok(const struct gw_op *op, const struct gw_principal *p)
+{
+    if (op->nsec == 0)
+        return true;
+    for (size_t i = 0; i < op->nsec; i++) {
+        bool all = true;
+        for (size_t k = 0; k < op->sec[i].nscopes && all; k++)
+            all = gw_principal_has_scope(p, op->sec[i].scopes[k]);
+        if (all)
+            return true;
+    }
+    return false;
+}
+
+_Static_assert(GW_AUTH_REASONS <= 16, "worker stats hold 16 reason counters");
+
+/* The principal of the request's bearer token: from the worker's cache, or verified now. */
+static enum gw_auth_reason authenticate(struct gw_req *r)
+{
+    bool repeated;
+    const char *value = gw_http_header(r->rq, "Authorization", &repeated);
+    const char *token = NULL;
+    size_t len = 0;
+    enum gw_auth_reason why = gw_bearer_token(value, repeated, &token, &len);
+    if (why != GW_AUTH_OK)
+        return why;
+    if (len > r->snap->auth->max_token_bytes)
+        return GW_AUTH_MALFORMED; /* before any hashing or decoding */
+    unsigned char key[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)token, len, key);
+    int64_t now = (int64_t)time(NULL);
+    struct gw_worker *w = r->w;
+    r->principal = gw_token_cache_get(w->cache, key, now);
+    if (r->principal) {
+        w->stats.cache_hits++;
+        return GW_AUTH_OK;
+    }
+    w->stats.cache_misses++;
+    why = gw_jwt_verify(r->snap->auth, token, len, now, &r->principal);
+    if (why == GW_AUTH_OK)
+        gw_token_cache_put(w->cache, key, r->principal, r->principal->exp);
+    return why;
 }
 
 static bool pass_back(const char *name)
@@ -332,7 +410,22 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     const struct gw_op *op = r->route.op;
     const struct gw_config *cfg = r->snap->cfg;
 
-    /* (authentication and scopes come here) */
+    enum gw_auth_reason ar = authenticate(r);
+    if (ar != GW_AUTH_OK) {
+        w->stats.auth_failures[ar]++;
+        r->auth_failure = gw_auth_reason_name(ar);
+        reply_unauthenticated(r, ar);
+        return;
+    }
+    if (!scopes_ok(op, r->principal)) {
+        char challenge[200];
+        snprintf(challenge, sizeof challenge,
+                 "Bearer realm=\"ghl-gateway\", error=\"insufficient_scope\", scope=\"%s\"",
+                 op->scope ? op->scope : "");
+        struct gw_header h = {"WWW-Authenticate", challenge};
+        reply_with(r, GW_R_SCOPE, NULL, NULL, 0, &h);
+        return;
+    }
 
     enum gw_reply_kind kind;
     const char *version = gw_http_header(rq, "Version", &repeated);
@@ -520,8 +613,12 @@ static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
     w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
     w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
     w->handler = handle;
+    long entries = cfg->auth.token_cache_entries;
+    w->cache = gw_token_cache_new(entries ? (size_t)(entries + (long)d->nworkers - 1) /
+                                                d->nworkers
+                                          : 0);
     if (w->dns == NULL || w->pool == NULL || w->wake == NULL || w->drain_timer == NULL ||
-        w->accept_resume == NULL)
+        w->accept_resume == NULL || w->cache == NULL)
         return -1;
 
     struct sockaddr_storage ss;
@@ -547,6 +644,7 @@ static void worker_teardown(struct gw_worker *w)
     /* ends any call still in flight (after a drain timeout) before the connections go */
     gw_upstream_pool_free(w->pool);
     gw_conn_free_all(w);
+    gw_token_cache_free(w->cache); /* before the snapshot its principals point into */
     if (w->listener)
         evconnlistener_free(w->listener);
     if (w->wake)
@@ -611,6 +709,11 @@ int gw_server_run(const char *config_path)
     }
     gw_errs_free(&errs);
     signal(SIGPIPE, SIG_IGN);
+    /* JWKS URLs: fetched once before serving, then kept fresh by their own thread */
+    int jwks_failed = gw_jwks_fetcher_start(snap->auth->fetcher);
+    if (jwks_failed)
+        gw_log_error("%d JWKS URL%s could not be fetched at start; retrying in the background",
+                     jwks_failed, jwks_failed == 1 ? "" : "s");
     if (evthread_use_pthreads() != 0) {
         gw_snapshot_unref(snap);
         return 1;

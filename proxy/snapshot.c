@@ -112,6 +112,11 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
         }
         qsort(s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
     }
+    if (gw_auth_build(c, &s->auth, errs) != 0 && errs->n == before)
+        gw_errs_add(errs, "%s: auth: cannot load the issuers", c->file);
+    if (c->auth.nissuers == 0)
+        gw_errs_warn(errs, "warning: auth.issuers is empty: every request under /users will "
+                           "answer 401");
     s->server_ctx = gw_tls_server_ctx(c, err, sizeof err);
     if (s->server_ctx == NULL)
         gw_errs_add(errs, "%s: %s", c->file, err);
@@ -152,6 +157,7 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     free(s->locations);
     SSL_CTX_free(s->server_ctx);
     SSL_CTX_free(s->upstream_ctx);
+    gw_auth_free(s->auth);
     gw_openapi_free(s->api);
     gw_config_free(s->cfg);
     free(s);

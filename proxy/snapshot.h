@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "auth.h"
 #include "openapi.h"
 
 struct gw_credential {
@@ -29,6 +30,7 @@ struct gw_snapshot {
     unsigned long generation;
     struct gw_config *cfg;
     struct gw_openapi *api;
+    struct gw_auth *auth;        /* issuers and their keys */
     struct gw_credential agency; /* token NULL when not configured */
     struct gw_credential *locations; /* sorted by location_id */
     size_t nlocations;

@@ -21,6 +21,7 @@ struct evdns_base;
 struct event;
 struct gw_daemon;
 struct gw_snapshot;
+struct gw_token_cache;
 struct gw_upstream_pool;
 
 struct gw_worker {
@@ -42,6 +43,13 @@ struct gw_worker {
     struct event *drain_timer;
     struct event *accept_resume;
     bool stopped; /* being torn down: no more loop exits to schedule */
+    /* Verified tokens. Its principals point into w->snap's issuers: a new snapshot must clear
+     * it (reload). */
+    struct gw_token_cache *cache;
+    struct {
+        uint64_t auth_failures[16]; /* by enum gw_auth_reason */
+        uint64_t cache_hits, cache_misses;
+    } stats; /* per worker, summed when scraped (metrics) */
 };
 
 /* Ends the worker's loop once it is draining and holds no connection and no request. */

@@ -20,6 +20,9 @@
 #include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
+
+#include "b64url.h"
 
 #ifndef GW_BIN_DIR
 #error GW_BIN_DIR must name the build folder
@@ -146,11 +149,16 @@ int wait_port(int port, int timeout_ms)
 
 static pid_t spawn(char *const argv[], const char *log)
 {
+    return spawn_in(argv, log, NULL);
+}
+
+pid_t spawn_in(char *const argv[], const char *log, const char *cwd)
+{
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent)
+        if (getppid() != parent || (cwd && chdir(cwd) != 0))
             _exit(127);
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
@@ -262,7 +270,27 @@ void env_start(struct env *e, const struct env_opts *o)
         upstream_port = e->sandbox.port;
     }
     e->gateway.port = free_port();
-    char cfg[8192];
+    char *jwk = NULL, jwks_path[700], pem[700];
+    snprintf(pem, sizeof pem, "%s/jwt-rs256.pub.pem", e->certs);
+    snprintf(jwks_path, sizeof jwks_path, "%s/jwks.json", e->dir);
+    jwk = jwk_from_pem(pem, "j1");
+    ck_assert_ptr_nonnull(jwk);
+    char *jwks = NULL;
+    ck_assert_int_ge(asprintf(&jwks, "{\"keys\":[%s]}", jwk), 0);
+    write_file(jwks_path, jwks);
+    free(jwk);
+    free(jwks);
+    char auth[2048];
+    snprintf(auth, sizeof auth,
+             "{ \"issuers\": [\n"
+             "    { \"issuer\": \"" ISSUER_JWKS "\", \"jwks_file\": \"jwks.json\" },\n"
+             "    { \"issuer\": \"" ISSUER_RS "\", \"keys\": [\n"
+             "        { \"kid\": \"k1\", \"alg\": \"RS256\", \"pem_file\": \"%s/jwt-rs256.pub.pem\" },\n"
+             "        { \"kid\": \"e1\", \"alg\": \"ES256\", \"pem_file\": \"%s/jwt-es256.pub.pem\" } ] },\n"
+             "    { \"issuer\": \"" ISSUER_HS "\", \"audiences\": [], \"keys\": [\n"
+             "        { \"alg\": \"HS256\", \"secret_file\": \"%s/jwt-hs256.secret\" } ] } ] }",
+             e->certs, e->certs, e->certs);
+    char cfg[12288];
     snprintf(cfg, sizeof cfg,
              "{\n"
              "  // written by the integration harness\n"
@@ -271,6 +299,7 @@ void env_start(struct env *e, const struct env_opts *o)
              "  \"admin\": { \"port\": %d },\n"
              "  \"upstream\": { \"url\": \"https://localhost:%d\", \"ca_file\": \"%s/ca.crt\"%s%s },\n"
              "  \"credentials\": %s,\n"
+             "  \"auth\": %s,\n"
              "  \"policies\": { \"dir\": \"policies\" },\n"
              "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
              "}\n",
@@ -280,9 +309,100 @@ void env_start(struct env *e, const struct env_opts *o)
              o->credentials_json ? o->credentials_json
                                  : "{ \"agency_token_file\": \"agency.token\", "
                                    "\"location_token_files\": { \"" LOC1 "\": \"loc1.token\" } }",
-             o->gateway_json ? ",\n  " : "", o->gateway_json ? o->gateway_json : "");
+             o->auth_json ? o->auth_json : auth, o->gateway_json ? ",\n  " : "",
+             o->gateway_json ? o->gateway_json : "");
     write_file(e->config, cfg);
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-test", "users.readonly users.write", NULL,
+                          e->token, sizeof e->token),
+                     0);
+    ck_assert_int_eq(
+        mint("RS256", ISSUER_RS, "svc-reader", "users.readonly", NULL, e->token_ro, sizeof e->token_ro),
+        0);
     start_gateway(e, o);
+}
+
+static char *b64bn(const BIGNUM *bn, int width)
+{
+    int n = width ? width : BN_num_bytes(bn);
+    unsigned char *b = malloc((size_t)n);
+    BN_bn2binpad(bn, b, n);
+    char *out = malloc(GW_B64URL_ENCODED_SIZE((size_t)n));
+    gw_b64url_encode(b, (size_t)n, out);
+    free(b);
+    return out;
+}
+
+char *jwk_from_pem(const char *pem_path, const char *kid)
+{
+    FILE *f = fopen(pem_path, "r");
+    EVP_PKEY *k = f ? PEM_read_PUBKEY(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (k == NULL)
+        return NULL;
+    char *out = NULL;
+    if (EVP_PKEY_is_a(k, "RSA")) {
+        BIGNUM *n = NULL, *e = NULL;
+        EVP_PKEY_get_bn_param(k, "n", &n);
+        EVP_PKEY_get_bn_param(k, "e", &e);
+        char *sn = b64bn(n, 0), *se = b64bn(e, 0);
+        if (asprintf(&out, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"}",
+                     kid, sn, se) < 0)
+            out = NULL;
+        free(sn);
+        free(se);
+        BN_free(n);
+        BN_free(e);
+    } else {
+        unsigned char pt[200];
+        size_t pl = 0;
+        EVP_PKEY_get_octet_string_param(k, "pub", pt, sizeof pt, &pl);
+        size_t f1 = (pl - 1) / 2;
+        char x[128], y[128];
+        gw_b64url_encode(pt + 1, f1, x);
+        gw_b64url_encode(pt + 1 + f1, f1, y);
+        const char *crv = f1 == 32 ? "P-256" : f1 == 48 ? "P-384" : "P-521";
+        if (asprintf(&out, "{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}",
+                     kid, crv, x, y) < 0)
+            out = NULL;
+    }
+    EVP_PKEY_free(k);
+    return out;
+}
+
+int mint(const char *alg, const char *iss, const char *sub, const char *scope, const char *extra,
+         char *out, size_t cap)
+{
+    const char *key = strcmp(alg, "HS256") == 0   ? "jwt-hs256.secret"
+                      : strcmp(alg, "ES256") == 0 ? "jwt-es256.key"
+                                                  : "jwt-rs256.key";
+    const char *kid = strcmp(alg, "HS256") == 0 ? "" : strcmp(alg, "ES256") == 0 ? "--kid e1" : "--kid k1";
+    char cmd[2048], *outp = NULL;
+    snprintf(cmd, sizeof cmd, "%s mint --key %s/%s --alg %s %s --iss '%s' --sub '%s' --aud ghl-gateway "
+             "--scope '%s' %s",
+             bin_path("ghl-gateway"), GW_CERTS_DIR, key, alg, kid, iss, sub, scope,
+             extra ? extra : "");
+    int rc = run_cmd(cmd, &outp);
+    size_t n = strcspn(outp, "\n");
+    if (rc != 0 || n == 0 || n >= cap) {
+        fprintf(stderr, "mint failed: %s\n", outp);
+        free(outp);
+        return -1;
+    }
+    memcpy(out, outp, n);
+    out[n] = '\0';
+    free(outp);
+    return 0;
+}
+
+char *raw_request(const struct env *e, const char *method, const char *path, const char *extra)
+{
+    char *raw = NULL;
+    if (asprintf(&raw, "%s %s HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n"
+                       "Authorization: Bearer %s\r\n%s\r\n",
+                 method, path, e->token, extra ? extra : "") < 0)
+        return NULL;
+    return raw;
 }
 
 static int wait_pid(pid_t pid, int wait_ms)
@@ -542,10 +662,14 @@ int send_req(const struct env *e, const char *method, const char *path, const ch
              const char *body, struct response *r)
 {
     size_t blen = body ? strlen(body) : 0;
-    size_t cap = 1024 + strlen(path) + (extra ? strlen(extra) : 0) + blen;
+    size_t cap = 6144 + strlen(path) + (extra ? strlen(extra) : 0) + blen;
     char *raw = malloc(cap);
     int n = snprintf(raw, cap, "%s %s HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n%s",
                      method, path, extra ? extra : "");
+    bool has_auth = extra && (strncasecmp(extra, "Authorization:", 14) == 0 ||
+                              strcasestr(extra, "\nAuthorization:") != NULL);
+    if (!has_auth)
+        n += snprintf(raw + n, cap - (size_t)n, "Authorization: Bearer %s\r\n", e->token);
     if (body)
         n += snprintf(raw + n, cap - (size_t)n,
                       "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);

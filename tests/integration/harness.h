@@ -36,6 +36,8 @@ struct env {
     char config[600];
     struct proc sandbox;
     struct proc gateway;
+    char token[4096];    /* RS256, users.readonly + users.write, minted at start */
+    char token_ro[4096]; /* RS256, users.readonly only */
 };
 
 /* Options for env_start; zero values mean the defaults described beside them. */
@@ -49,7 +51,22 @@ struct env_opts {
     const char *credentials_json; /* replaces the "credentials" object */
     int workers;                /* default 2 */
     int extra_users;            /* seed this many more users (UserMany000000000001...) */
+    const char *auth_json;      /* replaces the "auth" object (default: ISSUER_RS + ISSUER_HS) */
 };
+
+#define ISSUER_RS "https://idp.test"   /* RS256 kid k1 and ES256 kid e1, audience ghl-gateway */
+#define ISSUER_HS "https://hs.test"    /* HS256, no audience check */
+#define ISSUER_JWKS "https://jwks.test" /* jwks_file: the RS256 key as a JWK with kid j1 */
+
+/* A JWK (JSON object text, malloc'd) of the public key in pem_path. */
+char *jwk_from_pem(const char *pem_path, const char *kid);
+
+/* Mints a token with ghl-gateway mint into out (NUL-terminated). alg: RS256 (k1), ES256 (e1)
+ * or HS256; extra: more mint arguments (may be NULL). Returns 0 or -1. */
+int mint(const char *alg, const char *iss, const char *sub, const char *scope, const char *extra,
+         char *out, size_t cap);
+/* "METHOD PATH HTTP/1.1" with Host, Version, the env's token and extra header lines, ended. */
+char *raw_request(const struct env *e, const char *method, const char *path, const char *extra);
 
 void env_start(struct env *e, const struct env_opts *o);
 /* Sends SIGTERM to the gateway and waits (up to wait_ms). Returns its exit status, or -1. */
@@ -95,7 +112,8 @@ int tls_wait_closed(struct tls_client *c, int ms);
 /* One request on a new connection; the response is parsed into r. raw is sent as is. */
 int send_raw(const struct env *e, const char *raw, size_t len, struct response *r);
 /* Builds "METHOD PATH HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n<extra>" +
- * Content-Length/Content-Type when body is given, and sends it. extra: complete header lines. */
+ * Content-Length/Content-Type when body is given, and sends it. extra: complete header lines;
+ * unless they hold an Authorization line, the env's token is sent. */
 int send_req(const struct env *e, const char *method, const char *path, const char *extra,
              const char *body, struct response *r);
 
@@ -115,5 +133,7 @@ char *slurp(const char *path);
 int run_cmd(const char *cmd, char **out);
 
 const char *bin_path(const char *name);
+/* Starts a program (output to log, working folder cwd or NULL) that dies with the test. */
+pid_t spawn_in(char *const argv[], const char *log, const char *cwd);
 
 #endif

@@ -248,8 +248,9 @@ START_TEST(test_idle_keep_alive_connection_closed)
     ca_path(ca, sizeof ca);
     struct tls_client c;
     ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
-    const char *raw = GET_OK "\r\n";
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
     ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
+    free(raw);
     struct response r;
     ck_assert_int_eq(tls_read_response(&c, &r, 5000, 0), 0);
     ck_assert_int_eq(r.status, 200);

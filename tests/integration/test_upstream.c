@@ -120,7 +120,7 @@ START_TEST(test_sigterm_lets_the_request_in_flight_finish)
     snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
     struct tls_client c;
     ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
-    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
     ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
     usleep(300000);
     pid_t gw = E.gateway.pid;
@@ -152,7 +152,7 @@ START_TEST(test_mtls_requires_a_trusted_client_certificate)
     snprintf(key, sizeof key, "%s/client.key", E.certs);
     snprintf(rcrt, sizeof rcrt, "%s/rogue-client.crt", E.certs);
     snprintf(rkey, sizeof rkey, "%s/rogue-client.key", E.certs);
-    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
     struct response r;
     struct tls_client c;
     /* with the organisation's client certificate */
@@ -183,7 +183,7 @@ START_TEST(test_client_gone_while_the_upstream_answers)
     env_start(&E, &(struct env_opts){.sandbox_args = "--delay-ms 700", .workers = 1});
     char ca[600];
     snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
-    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
     for (int i = 0; i < 3; i++) {
         struct tls_client c;
         ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
@@ -214,7 +214,7 @@ START_TEST(test_max_connections_holds_new_connections)
                                      .gateway_json = "\"limits\": { \"max_connections\": 2 }"});
     char ca[600];
     snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
-    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
     struct tls_client a, b;
     ck_assert_int_eq(tls_connect(&a, E.gateway.port, 0, NULL, NULL, ca), 0);
     ck_assert_int_eq(tls_connect(&b, E.gateway.port, 0, NULL, NULL, ca), 0);
@@ -257,8 +257,7 @@ START_TEST(test_sigterm_does_not_cut_a_reply_being_sent)
     tls_client_rcvbuf = 4096; /* so that the reply stays queued in the gateway */
     ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
     tls_client_rcvbuf = 0;
-    const char *raw = "GET /users/search?companyId=" COMPANY "&limit=5000 HTTP/1.1\r\nHost: l\r\n"
-                      "Version: 2021-07-28\r\n\r\n";
+    char *raw = raw_request(&E, "GET", "/users/search?companyId=" COMPANY "&limit=5000", NULL);
     ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
     usleep(1500000); /* the answer (megabytes) is queued; the client has not read it */
     pid_t gw = E.gateway.pid;

@@ -1,0 +1,103 @@
+/* auth: authentication of callers by JWT bearer tokens (SPEC §4).
+ *
+ * Owns: the configured issuers with their keys (PEM, secrets, JWKS file, JWKS URL keys kept
+ * up to date by jwks.c), the verification pipeline and the verified principal.
+ *
+ * The pipeline, in order: size cap; three strict canonical base64url segments; the header
+ * parsed by the gateway (object, no duplicate members, alg a string, typ absent or JWT, no
+ * crit; jwk/jku/x5u/x5c never used); the payload parsed strictly (object, no duplicates) and
+ * its "iss" choosing the issuer; the key chosen by kid (or the issuer's only key) with its
+ * pinned algorithm equal to the header's, exactly; the signature checked by the gateway's
+ * OpenSSL layer (keys.h) and then by libjwt, called only with a non-empty key, whose resulting
+ * alg must be the pinned one; then the claims, with explicit types: exp (required) / nbf / iat
+ * integer literals against leeway and the maximum lifetime, aud against the audiences, the
+ * subject claim a non-empty string, the scope claims a space-separated string or an array of
+ * strings.
+ *
+ * Memory: gw_auth_build returns an auth the caller frees (gw_auth_free) after stopping its
+ * fetcher; a principal is refcounted (the token cache shares it between requests).
+ * Threads: gw_jwt_verify from any worker; the auth is immutable but for the JWKS URL keysets,
+ * which are swapped atomically.
+ */
+#ifndef GW_AUTH_H
+#define GW_AUTH_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "keys.h"
+
+struct gw_config;
+struct gw_cfg_issuer;
+struct gw_errs;
+struct gw_jwks_fetcher;
+
+/* The reason classes of SPEC §4 (WWW-Authenticate, access log, metrics). */
+enum gw_auth_reason {
+    GW_AUTH_OK = 0,
+    GW_AUTH_MISSING,        /* no bearer token at all */
+    GW_AUTH_MALFORMED,
+    GW_AUTH_UNKNOWN_ISSUER,
+    GW_AUTH_UNKNOWN_KEY,
+    GW_AUTH_BAD_SIGNATURE,
+    GW_AUTH_EXPIRED,
+    GW_AUTH_NOT_YET_VALID,
+    GW_AUTH_BAD_CLAIMS,
+    GW_AUTH_AUDIENCE,
+    GW_AUTH_REASONS
+};
+const char *gw_auth_reason_name(enum gw_auth_reason r);
+
+struct gw_issuer {
+    const struct gw_cfg_issuer *cfg; /* issuer, audiences, leeway, lifetime, claim names */
+    struct gw_key *keys;             /* from "keys" (pem_file / secret_file) */
+    size_t nkeys;
+    struct gw_keyset *file_keys;     /* from jwks_file, or NULL */
+    struct gw_keyset *_Atomic url_keys; /* from jwks_url, last good fetch, or NULL */
+    atomic_llong refetch_wanted;     /* an unknown kid was seen: when (seconds), 0 if not */
+};
+
+struct gw_auth {
+    struct gw_issuer *issuers;
+    size_t nissuers;
+    size_t max_token_bytes;
+    struct gw_jwks_fetcher *fetcher; /* NULL when no issuer has a jwks_url */
+};
+
+struct gw_principal {
+    atomic_int refs;
+    const struct gw_issuer *issuer;
+    const char *iss, *sub; /* point into claims */
+    const char *client_id, *jti; /* may be NULL */
+    int64_t exp;
+    const char **scopes;   /* point into claims */
+    size_t nscopes;
+    cJSON *claims;         /* the verified payload */
+};
+
+/* Loads every issuer's keys from the config (check_files: they were checked to exist).
+ * Returns 0, or -1 with every problem in errs. */
+int gw_auth_build(const struct gw_config *cfg, struct gw_auth **out, struct gw_errs *errs);
+void gw_auth_free(struct gw_auth *a);
+
+/* The whole pipeline. now: seconds since the epoch. Returns GW_AUTH_OK with *out (one
+ * reference), or the reason the token is refused. Never logs. */
+enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t len, int64_t now,
+                                  struct gw_principal **out);
+
+bool gw_principal_has_scope(const struct gw_principal *p, const char *scope);
+struct gw_principal *gw_principal_ref(struct gw_principal *p);
+void gw_principal_unref(struct gw_principal *p);
+
+/* The token of an Authorization header value: "Bearer" (any case), one space, the token
+ * (non-empty, no space). value NULL or repeated: the header was absent or sent more than once.
+ * Returns GW_AUTH_OK (*token, *len set), GW_AUTH_MISSING (absent, or another scheme) or
+ * GW_AUTH_MALFORMED (repeated, or a bearer value that is empty or malformed). */
+enum gw_auth_reason gw_bearer_token(const char *value, bool repeated, const char **token,
+                                    size_t *len);
+
+#endif

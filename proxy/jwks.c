@@ -1,0 +1,440 @@
+#include "jwks.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "auth.h"
+#include "keys.h"
+#include "log.h"
+#include "tls.h"
+
+#define FETCH_TIMEOUT_MS 5000
+#define MAX_JWKS_BYTES (1u << 20)
+#define MAX_HEAD_BYTES (16u << 10)
+
+/* ---- a bounded blocking HTTPS GET ---- */
+
+static long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static int split_url(const char *url, char *host, size_t hcap, char *port, size_t pcap,
+                     const char **path)
+{
+    if (strncmp(url, "https://", 8) != 0)
+        return -1;
+    const char *h = url + 8, *e;
+    if (*h == '[') {
+        e = strchr(h, ']');
+        if (e == NULL || (size_t)(e - h - 1) >= hcap)
+            return -1;
+        snprintf(host, hcap, "%.*s", (int)(e - h - 1), h + 1);
+        e++;
+    } else {
+        e = h + strcspn(h, ":/");
+        if (e == h || (size_t)(e - h) >= hcap)
+            return -1;
+        snprintf(host, hcap, "%.*s", (int)(e - h), h);
+    }
+    snprintf(port, pcap, "443");
+    if (*e == ':') {
+        size_t n = strspn(e + 1, "0123456789");
+        if (n == 0 || n > 5)
+            return -1;
+        snprintf(port, pcap, "%.*s", (int)n, e + 1);
+        e += 1 + n;
+    }
+    if (*e != '\0' && *e != '/')
+        return -1;
+    *path = *e ? e : "/";
+    for (const char *p = *path; *p; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7F)
+            return -1;
+    return 0;
+}
+
+static int connect_within(const char *host, const char *port, long deadline, char *why,
+                          size_t whylen)
+{
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int rc = getaddrinfo(host, port, &hints, &res);
+    if (rc != 0) {
+        snprintf(why, whylen, "cannot resolve %s: %s", host, gai_strerror(rc));
+        return -1;
+    }
+    int fd = -1;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            snprintf(why, whylen, "cannot connect to %s: %s", host, strerror(errno));
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        long left = deadline - mono_ms();
+        int err = 0;
+        socklen_t el = sizeof err;
+        if (left <= 0 || poll(&p, 1, (int)left) != 1 ||
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0) {
+            snprintf(why, whylen, "cannot connect to %s: %s", host,
+                     err ? strerror(err) : "timed out");
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0)
+        return -1;
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    long left = deadline - mono_ms();
+    struct timeval tv = {left / 1000, (left % 1000) * 1000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    return fd;
+}
+
+/* Decodes a chunked body in place. Returns its length or -1. */
+static long dechunk(char *b, size_t n)
+{
+    size_t r = 0, w = 0;
+    for (;;) {
+        char *eol = memmem(b + r, n - r, "\r\n", 2);
+        if (eol == NULL)
+            return -1;
+        size_t digits = strspn(b + r, "0123456789abcdefABCDEF");
+        if (digits == 0 || digits > 8)
+            return -1;
+        unsigned long sz = strtoul(b + r, NULL, 16);
+        r = (size_t)(eol - b) + 2;
+        if (sz == 0)
+            return (long)w;
+        if (sz > n - r || n - r - sz < 2 || memcmp(b + r + sz, "\r\n", 2) != 0)
+            return -1;
+        memmove(b + w, b + r, sz);
+        w += sz;
+        r += sz + 2;
+    }
+}
+
+int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t max_bytes,
+                 char **body, size_t *len, char *why, size_t whylen)
+{
+    char host[256], port[8];
+    const char *path;
+    *body = NULL;
+    if (split_url(url, host, sizeof host, port, sizeof port, &path) != 0) {
+        snprintf(why, whylen, "not an https URL: %.200s", url);
+        return -1;
+    }
+    long deadline = mono_ms() + timeout_ms;
+    int fd = connect_within(host, port, deadline, why, whylen);
+    if (fd < 0)
+        return -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    char *buf = NULL;
+    int rc = -1;
+    if (ctx == NULL)
+        goto out;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if ((ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
+                 : SSL_CTX_set_default_verify_paths(ctx)) != 1) {
+        snprintf(why, whylen, "cannot load the CA %s", ca_file ? ca_file : "(system store)");
+        goto out;
+    }
+    ssl = SSL_new(ctx);
+    if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || gw_tls_client_prepare(ssl, host) != 0)
+        goto out;
+    if (SSL_connect(ssl) != 1) {
+        long vr = SSL_get_verify_result(ssl);
+        char es[160];
+        gw_tls_error_string(es, sizeof es);
+        snprintf(why, whylen, "TLS with %s failed: %s", host,
+                 vr != X509_V_OK ? X509_verify_cert_error_string(vr) : es);
+        goto out;
+    }
+    char req[1024];
+    int rl = snprintf(req, sizeof req,
+                      "GET %s HTTP/1.1\r\nHost: %s%s%s\r\nAccept: application/json\r\n"
+                      "User-Agent: ghl-gateway\r\nConnection: close\r\n\r\n",
+                      path, host, strcmp(port, "443") ? ":" : "", strcmp(port, "443") ? port : "");
+    if (rl <= 0 || (size_t)rl >= sizeof req || SSL_write(ssl, req, rl) != rl) {
+        snprintf(why, whylen, "cannot send the request to %s", host);
+        goto out;
+    }
+    size_t cap = max_bytes + MAX_HEAD_BYTES, n = 0;
+    buf = malloc(cap + 1);
+    bool clean_close = false;
+    while (buf && n < cap) {
+        if (mono_ms() > deadline) {
+            snprintf(why, whylen, "%s did not answer within %d ms", host, timeout_ms);
+            goto out;
+        }
+        int r = SSL_read(ssl, buf + n, (int)(cap - n));
+        if (r > 0) {
+            n += (size_t)r;
+            continue;
+        }
+        clean_close = SSL_get_error(ssl, r) == SSL_ERROR_ZERO_RETURN;
+        break;
+    }
+    if (buf == NULL || n >= cap) {
+        snprintf(why, whylen, "answer from %s is larger than %zu bytes", host, max_bytes);
+        goto out;
+    }
+    buf[n] = '\0';
+    char *hend = strstr(buf, "\r\n\r\n");
+    int status = 0;
+    if (hend == NULL || sscanf(buf, "HTTP/1.%*1[01] %3d", &status) != 1) {
+        snprintf(why, whylen, "malformed answer from %s", host);
+        goto out;
+    }
+    if (status != 200) {
+        snprintf(why, whylen, "%s answered %d", host, status);
+        goto out;
+    }
+    *hend = '\0';
+    char *b = hend + 4;
+    size_t blen = n - (size_t)(b - buf);
+    const char *te = strcasestr(buf, "\r\nTransfer-Encoding:");
+    const char *cl = strcasestr(buf, "\r\nContent-Length:");
+    if (te) {
+        long d = dechunk(b, blen);
+        if (d < 0) {
+            snprintf(why, whylen, "malformed chunked answer from %s", host);
+            goto out;
+        }
+        blen = (size_t)d;
+    } else if (cl) {
+        unsigned long want = strtoul(cl + 17, NULL, 10);
+        if (want != blen) {
+            snprintf(why, whylen, "truncated answer from %s", host);
+            goto out;
+        }
+    } else if (!clean_close) {
+        snprintf(why, whylen, "answer from %s not delimited", host);
+        goto out;
+    }
+    *body = malloc(blen + 1);
+    if (*body == NULL)
+        goto out;
+    memcpy(*body, b, blen);
+    (*body)[blen] = '\0';
+    *len = blen;
+    rc = 0;
+out:
+    free(buf);
+    if (ssl) {
+        SSL_shutdown(ssl);
+        SSL_free(ssl);
+    }
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    close(fd);
+    return rc;
+}
+
+/* ---- the fetcher ---- */
+
+struct state {
+    int64_t last_attempt, next_due;
+    atomic_ullong ok, fail;
+};
+
+struct gw_jwks_fetcher {
+    struct gw_auth *a;
+    struct state *st; /* per issuer */
+    pthread_t thread;
+    bool started, stop;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+};
+
+static int64_t now_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+struct gw_jwks_fetcher *gw_jwks_fetcher_new(struct gw_auth *a)
+{
+    struct gw_jwks_fetcher *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return NULL;
+    f->st = calloc(a->nissuers + 1, sizeof *f->st);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (f->st == NULL || pthread_mutex_init(&f->mu, NULL) != 0 ||
+        pthread_cond_init(&f->cv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        free(f->st);
+        free(f);
+        return NULL;
+    }
+    pthread_condattr_destroy(&ca);
+    f->a = a;
+    return f;
+}
+
+static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
+{
+    struct gw_issuer *is = &f->a->issuers[i];
+    const struct gw_cfg_issuer *ci = is->cfg;
+    char *body = NULL, why[300];
+    size_t len = 0;
+    struct gw_keyset *set = NULL;
+    if (gw_https_get(ci->jwks_url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body,
+                     &len, why, sizeof why) == 0)
+        set = gw_jwks_parse(body, len, why, sizeof why);
+    free(body);
+    if (set == NULL) {
+        atomic_fetch_add(&f->st[i].fail, 1);
+        gw_log_error("JWKS of issuer %s: %s; keeping the last good keys", ci->issuer, why);
+        return false;
+    }
+    atomic_fetch_add(&f->st[i].ok, 1);
+    gw_keyset_unref(atomic_exchange(&is->url_keys, set));
+    gw_log_info("JWKS of issuer %s: %zu key%s loaded from %s", ci->issuer, set->n,
+                set->n == 1 ? "" : "s", ci->jwks_url);
+    return true;
+}
+
+static void *fetch_loop(void *arg)
+{
+    struct gw_jwks_fetcher *f = arg;
+    pthread_mutex_lock(&f->mu);
+    while (!f->stop) {
+        int64_t now = now_s(), wake = now + 3600;
+        for (size_t i = 0; i < f->a->nissuers; i++) {
+            struct gw_issuer *is = &f->a->issuers[i];
+            const struct gw_cfg_issuer *ci = is->cfg;
+            if (ci->jwks_url == NULL)
+                continue;
+            struct state *st = &f->st[i];
+            int64_t wanted = atomic_load(&is->refetch_wanted);
+            int64_t refetch_at = wanted ? st->last_attempt + ci->jwks_refetch_min_s : INT64_MAX;
+            if (now >= st->next_due || now >= refetch_at) {
+                atomic_store(&is->refetch_wanted, 0);
+                st->last_attempt = now;
+                st->next_due = now + ci->jwks_refresh_s;
+                pthread_mutex_unlock(&f->mu);
+                fetch_one(f, i);
+                pthread_mutex_lock(&f->mu);
+                now = now_s();
+                refetch_at = INT64_MAX;
+            }
+            if (st->next_due < wake)
+                wake = st->next_due;
+            if (refetch_at < wake)
+                wake = refetch_at;
+        }
+        if (f->stop)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t wait = wake - now_s();
+        ts.tv_sec += wait > 0 ? wait : 0;
+        if (wait > 0)
+            pthread_cond_timedwait(&f->cv, &f->mu, &ts);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+int gw_jwks_fetcher_start(struct gw_jwks_fetcher *f)
+{
+    if (f == NULL)
+        return 0;
+    int failed = 0;
+    int64_t now = now_s();
+    for (size_t i = 0; i < f->a->nissuers; i++) {
+        const struct gw_cfg_issuer *ci = f->a->issuers[i].cfg;
+        if (ci->jwks_url == NULL)
+            continue;
+        f->st[i].last_attempt = now;
+        f->st[i].next_due = now + ci->jwks_refresh_s;
+        failed += !fetch_one(f, i);
+    }
+    if (pthread_create(&f->thread, NULL, fetch_loop, f) == 0)
+        f->started = true;
+    else
+        gw_log_error("cannot start the JWKS fetcher thread");
+    return failed;
+}
+
+void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f)
+{
+    if (f == NULL)
+        return;
+    if (f->started) {
+        pthread_mutex_lock(&f->mu);
+        f->stop = true;
+        pthread_cond_signal(&f->cv);
+        pthread_mutex_unlock(&f->mu);
+        pthread_join(f->thread, NULL);
+    }
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    free(f->st);
+    free(f);
+}
+
+void gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now)
+{
+    struct gw_jwks_fetcher *f = a->fetcher;
+    long long expected = 0;
+    if (f == NULL || !atomic_compare_exchange_strong(&is->refetch_wanted, &expected, now))
+        return; /* already asked: no lock taken for every unknown kid an attacker sends */
+    pthread_mutex_lock(&f->mu);
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs)
+{
+    for (size_t i = 0; i < a->nissuers; i++) {
+        const struct gw_cfg_issuer *ci = a->issuers[i].cfg;
+        if (ci->jwks_url == NULL)
+            continue;
+        char *body = NULL, why[300];
+        size_t len = 0;
+        struct gw_keyset *set = NULL;
+        if (gw_https_get(ci->jwks_url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body,
+                         &len, why, sizeof why) == 0)
+            set = gw_jwks_parse(body, len, why, sizeof why);
+        free(body);
+        if (set == NULL)
+            gw_errs_warn(errs, "warning: auth.issuers[%zu].jwks_url: %s (the gateway keeps trying)",
+                         i, why);
+        gw_keyset_unref(set);
+    }
+}
+
+void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok, uint64_t *fail)
+{
+    *ok = f ? atomic_load(&f->st[issuer].ok) : 0;
+    *fail = f ? atomic_load(&f->st[issuer].fail) : 0;
+}

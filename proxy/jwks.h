@@ -1,0 +1,45 @@
+/* jwks: keeps the keys of issuers with a jwks_url up to date.
+ *
+ * One thread fetches each URL over verified TLS (the issuer's jwks_ca_file, or the system
+ * store; hostname checked; at most 1 MiB; 200 only) when started and every jwks_refresh_s, and
+ * again when a worker reports an unknown kid, at most once every 30 s per issuer. A good
+ * document replaces the issuer's URL keyset atomically; a failed fetch keeps the last good keys.
+ * Fetching never happens on a worker's event loop.
+ *
+ * Memory: the fetcher belongs to its gw_auth (gw_auth_free stops and frees it).
+ * Threads: gw_jwks_request_refetch from any thread; start/stop from the main thread.
+ */
+#ifndef GW_JWKS_H
+#define GW_JWKS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct gw_auth;
+struct gw_issuer;
+struct gw_jwks_fetcher;
+
+struct gw_jwks_fetcher *gw_jwks_fetcher_new(struct gw_auth *a);
+/* Fetches every URL once (each within a few seconds), then starts the thread. Returns the
+ * number of URLs that could not be fetched (their issuers have no URL keys until one works). */
+int gw_jwks_fetcher_start(struct gw_jwks_fetcher *f);
+/* Stops the thread (if started) and frees the fetcher. */
+void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f);
+
+/* check: fetches each URL once and adds a warning for each that fails. */
+struct gw_errs;
+void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs);
+
+/* A worker saw a kid it does not know for this issuer (now: seconds). */
+void gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now);
+
+/* Fetch counts, for the metrics: per issuer index. */
+void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok, uint64_t *fail);
+
+/* A bounded blocking HTTPS GET (used by the fetcher; public for tests). On success returns 0,
+ * *body (malloc'd, NUL-terminated) and *len; else -1 with why. ca_file NULL: system store. */
+int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t max_bytes,
+                 char **body, size_t *len, char *why, size_t whylen);
+
+#endif

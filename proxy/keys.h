@@ -1,0 +1,90 @@
+/* keys: verification keys, each pinned to one algorithm, and the JWS signature layer.
+ *
+ * Owns: loading PEM public keys (RSA >= 2048 bits with an odd e >= 3; EC on the curve its
+ * algorithm names), HMAC secrets (at least as long as the hash, never PEM text), and JWK/JWKS
+ * documents (RSA and EC keys converted with OpenSSL; "oct" keys and keys whose "use" is not
+ * "sig" are ignored; a duplicate kid refuses the set); and gw_jws_verify, which checks a compact
+ * JWS against one key with OpenSSL (strict lexical form, header, exact signature length, HMAC
+ * compared in constant time).
+ *
+ * Memory: a gw_key owns its strings, secret and EVP_PKEY (gw_key_clear wipes and frees). A
+ * keyset is refcounted (gw_keyset_ref / gw_keyset_unref) because fetched JWKS sets are
+ * swapped while requests may still hold the old one.
+ * Threads: loading on any thread; a loaded key or keyset is immutable and shared.
+ */
+#ifndef GW_KEYS_H
+#define GW_KEYS_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cJSON.h>
+#include <openssl/evp.h>
+
+/* Same order as libjwt's jwt_alg_t, so the two map one to one. */
+enum gw_alg {
+    GW_ALG_NONE = 0,
+    GW_ALG_HS256,
+    GW_ALG_HS384,
+    GW_ALG_HS512,
+    GW_ALG_RS256,
+    GW_ALG_RS384,
+    GW_ALG_RS512,
+    GW_ALG_ES256,
+    GW_ALG_ES384,
+    GW_ALG_ES512,
+};
+
+const char *gw_alg_name(enum gw_alg a);
+/* Exact, case-sensitive ("rs256" and "none" give GW_ALG_NONE). */
+enum gw_alg gw_alg_from_name(const char *name);
+bool gw_alg_is_hmac(enum gw_alg a);
+
+struct gw_key {
+    char *kid;               /* NULL when the key has none */
+    enum gw_alg alg;         /* the only algorithm this key verifies */
+    unsigned char *material; /* HS: the secret; RS/ES: SubjectPublicKeyInfo PEM text (libjwt's input) */
+    size_t material_len;
+    EVP_PKEY *pkey;          /* RS/ES; NULL for HS */
+};
+
+struct gw_keyset {
+    atomic_int refs;
+    struct gw_key *keys;
+    size_t n;
+};
+
+/* Each returns 0, or -1 with a message in why (which never contains key material). kid may be
+ * NULL. */
+int gw_key_from_pem(const char *pem, size_t len, enum gw_alg alg, const char *kid,
+                    struct gw_key *out, char *why, size_t whylen);
+int gw_key_from_secret(const unsigned char *secret, size_t len, enum gw_alg alg, const char *kid,
+                       struct gw_key *out, char *why, size_t whylen);
+/* One JWK object. Returns 1 when loaded, 0 when the key is to be ignored (why says why: an
+ * "oct" key, "use" not "sig", "key_ops" without "verify", an algorithm or curve the gateway
+ * does not support, an RSA key under 2048 bits or with a bad exponent: such a key can never
+ * verify a token, and the rest of an IdP's set stays usable), -1 when it is invalid (bad or
+ * missing members, a point not on the curve, an "alg" that does not fit the key). */
+int gw_key_from_jwk(const cJSON *jwk, struct gw_key *out, char *why, size_t whylen);
+void gw_key_clear(struct gw_key *k);
+
+/* A JWKS document {"keys":[...]}. Ignored keys are left out; invalid keys, a duplicate kid or a
+ * set without one usable key refuse the document (NULL, why filled). One reference. */
+struct gw_keyset *gw_jwks_parse(const char *buf, size_t len, char *why, size_t whylen);
+struct gw_keyset *gw_keyset_ref(struct gw_keyset *s);
+void gw_keyset_unref(struct gw_keyset *s);
+
+enum gw_jws_result {
+    GW_JWS_OK = 0,
+    GW_JWS_MALFORMED,     /* not three strict base64url segments, header not a JSON object
+                             without duplicates, alg not a string, crit present, typ not JWT */
+    GW_JWS_WRONG_ALG,     /* header alg is not exactly the key's pinned alg */
+    GW_JWS_BAD_SIGNATURE, /* wrong length or does not verify */
+};
+
+/* Verifies the compact JWS token[0..len) with key, using OpenSSL only; the payload is not
+ * interpreted. */
+enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_key *key);
+
+#endif

@@ -1,0 +1,375 @@
+/* Authentication end to end: tokens of every kind through the real gateway, scopes per op,
+ * the challenges and reason classes, and a JWKS URL whose keys rotate. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct env E;
+
+static void setup(void)
+{
+    env_start(&E, NULL);
+}
+
+static void teardown(void)
+{
+    env_stop(&E);
+}
+
+struct op {
+    const char *name, *method, *path, *body;
+    bool write;
+};
+
+#define CREATE_BODY                                                                            \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"T\",\"lastName\":\"U\",\"email\":\"t%d@"      \
+    "example.com\",\"password\":\"Str0ng!Passw0rd\",\"type\":\"account\",\"role\":\"user\","       \
+    "\"locationIds\":[\"" LOC1 "\"]}"
+
+static const struct op ops[] = {
+    {"search-users", "GET", "/users/search?companyId=" COMPANY, NULL, false},
+    {"filter-users-by-email", "POST", "/users/search/filter-by-email",
+     "{\"companyId\":\"" COMPANY "\",\"emails\":\"ada@example.com\"}", false},
+    {"get-user", "GET", "/users/" SEED_USER, NULL, false},
+    {"get-user-by-location", "GET", "/users/?locationId=" LOC1, NULL, false},
+    {"create-user", "POST", "/users/", CREATE_BODY, true},
+    {"update-user", "PUT", "/users/" SEED_USER, "{\"firstName\":\"Ada\"}", true},
+    {"delete-user", "DELETE", "/users/" SEED_USER, NULL, true},
+};
+#define NOPS (sizeof ops / sizeof *ops)
+
+/* Every op with token: served (by the upstream) when the token holds the op's scope, else the
+ * scope 401. */
+static void every_op(const char *token, bool can_write, int round)
+{
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    for (size_t i = 0; i < NOPS; i++) {
+        /* a fresh email each round: the sandbox refuses a second user with the same one */
+        char body[512] = "", mark[16];
+        snprintf(mark, sizeof mark, "%d", round);
+        const char *pct = ops[i].body ? strstr(ops[i].body, "%d") : NULL;
+        if (pct)
+            snprintf(body, sizeof body, "%.*s%s%s", (int)(pct - ops[i].body), ops[i].body, mark,
+                     pct + 2);
+        else if (ops[i].body)
+            snprintf(body, sizeof body, "%s", ops[i].body);
+        struct response r;
+        ck_assert_int_eq(send_req(&E, ops[i].method, ops[i].path, auth, ops[i].body ? body : NULL,
+                                  &r),
+                         0);
+        if (ops[i].write && !can_write) {
+            ck_assert_msg(r.status == 401, "%s: %d", ops[i].name, r.status);
+            ck_assert_str_eq(r.body,
+                             "{\"statusCode\":401,\"message\":\"The token is not authorized for "
+                             "this scope.\"}");
+            ck_assert_str_eq(response_header(&r, "WWW-Authenticate"),
+                             "Bearer realm=\"ghl-gateway\", error=\"insufficient_scope\", "
+                             "scope=\"users.write\"");
+        } else {
+            ck_assert_msg(r.status >= 200 && r.status < 300, "%s: %d %s", ops[i].name, r.status,
+                          r.body);
+        }
+        response_free(&r);
+    }
+}
+
+START_TEST(test_rs256_es256_hs256_and_jwks_file_tokens)
+{
+    static const struct {
+        const char *alg, *iss;
+        const char *extra;
+    } kinds[] = {
+        {"RS256", ISSUER_RS, NULL},
+        {"ES256", ISSUER_RS, NULL},
+        {"HS256", ISSUER_HS, NULL},
+        {"RS256", ISSUER_JWKS, "--kid j1"},
+    };
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        char ro[4096], rw[4096];
+        ck_assert_int_eq(mint(kinds[k].alg, kinds[k].iss, "reader", "users.readonly",
+                              kinds[k].extra, ro, sizeof ro),
+                         0);
+        ck_assert_int_eq(mint(kinds[k].alg, kinds[k].iss, "writer", "users.readonly users.write",
+                              kinds[k].extra, rw, sizeof rw),
+                         0);
+        every_op(ro, false, (int)k * 2);
+        /* the seed user is deleted by the writer's round: the next kind starts again */
+        env_stop(&E);
+        env_start(&E, NULL);
+        every_op(rw, true, (int)k * 2 + 1);
+        env_stop(&E);
+        env_start(&E, NULL);
+    }
+}
+END_TEST
+
+START_TEST(test_no_token_gets_the_plain_challenge)
+{
+    struct response r;
+    const char *raw = "GET /users/" SEED_USER " HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n\r\n";
+    ck_assert_int_eq(send_raw(&E, raw, strlen(raw), &r), 0);
+    ck_assert_int_eq(r.status, 401);
+    ck_assert_str_eq(r.body, "{\"statusCode\":401,\"message\":\"Invalid token: access token is "
+                             "invalid\",\"error\":\"Unauthorized\"}");
+    ck_assert_str_eq(response_header(&r, "WWW-Authenticate"), "Bearer realm=\"ghl-gateway\"");
+    response_free(&r);
+    /* another scheme is no bearer token either */
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, "Authorization: Basic Zm9vOmJhcg==\r\n",
+                              NULL, &r),
+                     0);
+    ck_assert_int_eq(r.status, 401);
+    ck_assert_str_eq(response_header(&r, "WWW-Authenticate"), "Bearer realm=\"ghl-gateway\"");
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 0);
+    char *log = slurp(E.access_log);
+    ck_assert_ptr_nonnull(strstr(log, "\"auth_failure\":\"missing\""));
+    free(log);
+}
+END_TEST
+
+/* Each refusal names its reason class in the challenge and the access log; none is forwarded,
+ * and no token is written anywhere. */
+START_TEST(test_bad_tokens_name_their_reason)
+{
+    char good[4096], t[4096];
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", NULL, good, sizeof good), 0);
+    long now = (long)time(NULL);
+    char extra[128];
+    struct {
+        const char *reason;
+        char token[4096];
+    } cases[8];
+    size_t n = 0;
+    /* expired beyond the 60 s leeway */
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--ttl -120",
+                          cases[n].token, sizeof cases[n].token),
+                     0);
+    cases[n++].reason = "expired";
+    snprintf(extra, sizeof extra, "--claim nbf=%ld", now + 3600);
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", extra, cases[n].token,
+                          sizeof cases[n].token),
+                     0);
+    cases[n++].reason = "not_yet_valid";
+    ck_assert_int_eq(mint("RS256", "https://other.test", "svc", "users.readonly", NULL,
+                          cases[n].token, sizeof cases[n].token),
+                     0);
+    cases[n++].reason = "unknown_issuer";
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--claim aud='\"other\"'",
+                          cases[n].token, sizeof cases[n].token),
+                     0);
+    cases[n++].reason = "audience";
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--kid nope",
+                          cases[n].token, sizeof cases[n].token),
+                     0);
+    cases[n++].reason = "unknown_key";
+    /* one changed character in the signature */
+    snprintf(t, sizeof t, "%s", good);
+    char *last = t + strlen(t) - 5;
+    *last = *last == 'A' ? 'B' : 'A';
+    snprintf(cases[n].token, sizeof cases[n].token, "%s", t);
+    cases[n++].reason = "bad_signature";
+    snprintf(cases[n].token, sizeof cases[n].token, "not-a-jwt");
+    cases[n++].reason = "malformed";
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--claim exp=1.5e12",
+                          cases[n].token, sizeof cases[n].token),
+                     0);
+    cases[n++].reason = "bad_claims";
+    for (size_t i = 0; i < n; i++) {
+        char auth[4200], want[200];
+        snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", cases[i].token);
+        struct response r;
+        ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, auth, NULL, &r), 0);
+        ck_assert_msg(r.status == 401, "%s: %d", cases[i].reason, r.status);
+        snprintf(want, sizeof want,
+                 "Bearer realm=\"ghl-gateway\", error=\"invalid_token\", error_description=\"%s\"",
+                 cases[i].reason);
+        ck_assert_str_eq(response_header(&r, "WWW-Authenticate"), want);
+        ck_assert_str_eq(r.body, "{\"statusCode\":401,\"message\":\"Invalid token: access token "
+                                 "is invalid\",\"error\":\"Unauthorized\"}");
+        response_free(&r);
+    }
+    ck_assert_int_eq(journal_count(&E), 0);
+    char *log = slurp(E.access_log);
+    for (size_t i = 0; i < n; i++) {
+        char field[80];
+        snprintf(field, sizeof field, "\"auth_failure\":\"%s\"", cases[i].reason);
+        ck_assert_msg(strstr(log, field) != NULL, "access log lacks %s", field);
+        ck_assert_msg(strstr(log, cases[i].token) == NULL, "a token reached the access log");
+    }
+    free(log);
+    char *glog = slurp(E.gateway.log);
+    ck_assert_ptr_null(strstr(glog, good));
+    free(glog);
+}
+END_TEST
+
+START_TEST(test_two_authorization_headers_refused)
+{
+    char auth[9000];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\nAuthorization: Bearer %s\r\n", E.token,
+             E.token_ro);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, auth, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 401);
+    ck_assert_ptr_nonnull(strstr(response_header(&r, "WWW-Authenticate"), "malformed"));
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 0);
+}
+END_TEST
+
+/* ---- JWKS URL ---- */
+
+static void write_jwks(const char *dir, const char *const *jwks, size_t n)
+{
+    char path[400];
+    snprintf(path, sizeof path, "%s/jwks.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"keys\":[", f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s%s", i ? "," : "", jwks[i]);
+    fputs("]}", f);
+    fclose(f);
+}
+
+static int status_with(const char *token)
+{
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    struct response r;
+    if (send_req(&E, "GET", "/users/" SEED_USER, auth, NULL, &r) != 0)
+        return -1;
+    int st = r.status;
+    response_free(&r);
+    return st;
+}
+
+START_TEST(test_jwks_url_rotation_and_failed_fetch)
+{
+    char dir[] = "/tmp/ghl-jwks-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char cmd[1200], *out;
+    /* key A: the test RS256 key; key B: made now */
+    snprintf(cmd, sizeof cmd,
+             "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s/b.key && "
+             "openssl pkey -in %s/b.key -pubout -out %s/b.pub",
+             dir, dir, dir);
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    free(out);
+    char apub[400], bpub[400];
+    snprintf(apub, sizeof apub, "%s/jwt-rs256.pub.pem", GW_CERTS_DIR);
+    snprintf(bpub, sizeof bpub, "%s/b.pub", dir);
+    char *ja = jwk_from_pem(apub, "a1"), *jb = jwk_from_pem(bpub, "b1");
+    ck_assert_ptr_nonnull(ja);
+    ck_assert_ptr_nonnull(jb);
+    const char *one[] = {ja};
+    write_jwks(dir, one, 1);
+    int port = free_port();
+    char accept[16], cert[400], key[400], log[400];
+    snprintf(accept, sizeof accept, "%d", port);
+    snprintf(cert, sizeof cert, "%s/sandbox.crt", GW_CERTS_DIR);
+    snprintf(key, sizeof key, "%s/sandbox.key", GW_CERTS_DIR);
+    snprintf(log, sizeof log, "%s/s_server.log", dir);
+    char *argv[] = {"/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key,
+                    "-WWW", "-quiet", NULL};
+    pid_t srv = spawn_in(argv, log, dir);
+    ck_assert_int_eq(wait_port(port, 5000), 0);
+    char auth[1024];
+    snprintf(auth, sizeof auth,
+             "{ \"issuers\": [ { \"issuer\": \"https://rot.test\", \"jwks_url\": "
+             "\"https://localhost:%d/jwks.json\", \"jwks_ca_file\": \"%s/ca.crt\", "
+             "\"jwks_refetch_min_s\": 1 } ] }",
+             port, GW_CERTS_DIR);
+    env_start(&E, &(struct env_opts){.auth_json = auth});
+
+    char ta[4096], tb[4096], tc[4096];
+    char bextra[500], cextra[500];
+    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc", "users.readonly", "--kid a1", ta,
+                          sizeof ta),
+                     0);
+    snprintf(bextra, sizeof bextra, "--kid b1 --key %s/b.key", dir);
+    /* mint() names its own --key; a second --key wins in ghl-gateway mint's parsing */
+    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb,
+                          sizeof tb),
+                     0);
+    snprintf(cextra, sizeof cextra, "--kid c1 --key %s/b.key", dir);
+    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc", "users.readonly", cextra, tc,
+                          sizeof tc),
+                     0);
+    ck_assert_int_eq(status_with(ta), 200); /* fetched at start */
+    ck_assert_int_eq(status_with(tb), 401); /* not published yet */
+
+    const char *two[] = {ja, jb};
+    write_jwks(dir, two, 2);
+    /* an unknown kid asks for a refetch (at most one a second here): the rotated key works
+     * within moments, long before the 600 s refresh */
+    int st = 0;
+    for (int i = 0; i < 30 && st != 200; i++) {
+        usleep(200000);
+        st = status_with(tb);
+    }
+    ck_assert_int_eq(st, 200);
+
+    /* the JWKS goes away: a refetch fails and the last good keys stay */
+    char path[400];
+    snprintf(path, sizeof path, "%s/jwks.json", dir);
+    unlink(path);
+    usleep(1200000);
+    ck_assert_int_eq(status_with(tc), 401); /* unknown kid c1: refetch, which fails */
+    char *glog = NULL;
+    for (int i = 0; i < 30; i++) {
+        usleep(200000);
+        free(glog);
+        glog = slurp(E.gateway.log);
+        if (strstr(glog, "keeping the last good keys"))
+            break;
+    }
+    ck_assert_msg(strstr(glog, "keeping the last good keys") != NULL, "%s", glog);
+    free(glog);
+    ck_assert_int_eq(status_with(ta), 200);
+    ck_assert_int_eq(status_with(tb), 200);
+    kill(srv, SIGTERM);
+    waitpid(srv, NULL, 0);
+    free(ja);
+    free(jb);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("auth");
+    TCase *t = tcase_create("tokens");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_rs256_es256_hs256_and_jwks_file_tokens);
+    tcase_add_test(t, test_no_token_gets_the_plain_challenge);
+    tcase_add_test(t, test_bad_tokens_name_their_reason);
+    tcase_add_test(t, test_two_authorization_headers_refused);
+    suite_add_tcase(s, t);
+    TCase *j = tcase_create("jwks_url");
+    tcase_add_checked_fixture(j, NULL, teardown);
+    tcase_set_timeout(j, 60);
+    tcase_add_test(j, test_jwks_url_rotation_and_failed_fetch);
+    suite_add_tcase(s, j);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

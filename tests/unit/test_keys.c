@@ -1,0 +1,1521 @@
+/* Unit tests of verification keys and the JWS layer (proxy/keys.c) against SPEC §4.4-4.5:
+ * PEM public keys (RSA >= 2048 bits, odd e >= 3, EC curve pinned by the alg; no private keys,
+ * no certificates), HMAC secrets (>= hash length, never PEM text), JWK/JWKS loading (oct and
+ * non-signing keys ignored, invalid keys and duplicate kids refused), gw_jws_verify, and the
+ * Wycheproof JSON Web Signature / Key vectors (tests/unit/fixtures/wycheproof), which are also
+ * run through the whole JWT path (gw_jwt_verify). Keys are generated at run time; no private
+ * key is committed. */
+#include <check.h>
+#include <ftw.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+#include <openssl/bn.h>
+#include <openssl/core_names.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/param_build.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+
+#include "config.h"
+#include "auth.h"
+#include "keys.h"
+
+#define WP_DIR GW_TEST_DIR "/unit/fixtures/wycheproof/"
+
+/* ---- helpers: base64url, signing (independent of the code under test) ---- */
+
+static const char B64U[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static char *b64u(const void *data, size_t len)
+{
+    const unsigned char *in = data;
+    char *out = malloc(len / 3 * 4 + 5);
+    ck_assert_ptr_nonnull(out);
+    size_t o = 0, i = 0;
+    for (; i + 3 <= len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
+        out[o++] = B64U[v >> 18 & 63];
+        out[o++] = B64U[v >> 12 & 63];
+        out[o++] = B64U[v >> 6 & 63];
+        out[o++] = B64U[v & 63];
+    }
+    if (len - i >= 1) {
+        unsigned v = (unsigned)in[i] << 16 | (len - i == 2 ? (unsigned)in[i + 1] << 8 : 0);
+        out[o++] = B64U[v >> 18 & 63];
+        out[o++] = B64U[v >> 12 & 63];
+        if (len - i == 2)
+            out[o++] = B64U[v >> 6 & 63];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Lenient decoder for reading test data (JWK members, token headers). NULL on a foreign byte. */
+static unsigned char *unb64u(const char *s, size_t len, size_t *outlen)
+{
+    unsigned char *out = malloc(len * 3 / 4 + 3);
+    ck_assert_ptr_nonnull(out);
+    unsigned acc = 0;
+    int bits = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i++) {
+        const char *p = s[i] ? strchr(B64U, s[i]) : NULL;
+        if (p == NULL) {
+            free(out);
+            return NULL;
+        }
+        acc = (acc << 6 | (unsigned)(p - B64U)) & 0xffffff;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+        }
+    }
+    *outlen = o;
+    return out;
+}
+
+static const EVP_MD *alg_md(enum gw_alg a)
+{
+    switch (a) {
+    case GW_ALG_HS256:
+    case GW_ALG_RS256:
+    case GW_ALG_ES256:
+        return EVP_sha256();
+    case GW_ALG_HS384:
+    case GW_ALG_RS384:
+    case GW_ALG_ES384:
+        return EVP_sha384();
+    default:
+        return EVP_sha512();
+    }
+}
+
+/* Signs data with alg: HMAC with secret, RSA PKCS#1 v1.5 or ECDSA (raw R||S unless der) with
+ * pkey. Returns the signature length written to sig (>= 1024 bytes). */
+static size_t sign_bytes(enum gw_alg alg, EVP_PKEY *pkey, const void *secret, size_t slen,
+                         bool der, const void *data, size_t dlen, unsigned char *sig)
+{
+    const EVP_MD *md = alg_md(alg);
+    if (alg >= GW_ALG_HS256 && alg <= GW_ALG_HS512) {
+        unsigned n = 0;
+        ck_assert_ptr_nonnull(HMAC(md, secret, (int)slen, data, dlen, sig, &n));
+        return n;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char buf[1024];
+    size_t n = sizeof buf;
+    ck_assert_int_eq(EVP_DigestSignInit(ctx, NULL, md, NULL, pkey), 1);
+    ck_assert_int_eq(EVP_DigestSign(ctx, buf, &n, data, dlen), 1);
+    EVP_MD_CTX_free(ctx);
+    if (alg <= GW_ALG_RS512 || der) {
+        memcpy(sig, buf, n);
+        return n;
+    }
+    size_t half = alg == GW_ALG_ES256 ? 32 : alg == GW_ALG_ES384 ? 48 : 66;
+    const unsigned char *p = buf;
+    ECDSA_SIG *es = d2i_ECDSA_SIG(NULL, &p, (long)n);
+    ck_assert_ptr_nonnull(es);
+    ck_assert_int_eq(BN_bn2binpad(ECDSA_SIG_get0_r(es), sig, (int)half), (int)half);
+    ck_assert_int_eq(BN_bn2binpad(ECDSA_SIG_get0_s(es), sig + half, (int)half), (int)half);
+    ECDSA_SIG_free(es);
+    return 2 * half;
+}
+
+/* A compact JWS over the given header and payload BYTES. */
+static char *make_jws(enum gw_alg alg, EVP_PKEY *pkey, const void *secret, size_t slen,
+                      const char *hdr, size_t hlen, const char *pl, size_t plen)
+{
+    char *h = b64u(hdr, hlen), *p = b64u(pl, plen);
+    size_t inlen = strlen(h) + 1 + strlen(p);
+    char *in = malloc(inlen + 1);
+    snprintf(in, inlen + 1, "%s.%s", h, p);
+    unsigned char sig[1024];
+    size_t n = sign_bytes(alg, pkey, secret, slen, false, in, inlen, sig);
+    char *s = b64u(sig, n);
+    char *tok = malloc(inlen + strlen(s) + 2);
+    snprintf(tok, inlen + strlen(s) + 2, "%s.%s", in, s);
+    free(h);
+    free(p);
+    free(in);
+    free(s);
+    return tok;
+}
+
+#define JWS(alg, pkey, hdr, pl)                                                                    \
+    make_jws((alg), (pkey), NULL, 0, (hdr), sizeof(hdr) - 1, (pl), sizeof(pl) - 1)
+#define JWS_HS(alg, secret, slen, hdr, pl)                                                         \
+    make_jws((alg), NULL, (secret), (slen), (hdr), sizeof(hdr) - 1, (pl), sizeof(pl) - 1)
+
+static char *pem_of(EVP_PKEY *pk, int kind)
+{
+    BIO *b = BIO_new(BIO_s_mem());
+    if (kind == 0) {
+        ck_assert_int_eq(PEM_write_bio_PUBKEY(b, pk), 1);
+    } else if (kind == 1) {
+        ck_assert_int_eq(PEM_write_bio_PrivateKey(b, pk, NULL, NULL, 0, NULL, NULL), 1);
+    } else {
+        X509 *x = X509_new();
+        X509_set_version(x, 2);
+        ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+        X509_gmtime_adj(X509_getm_notBefore(x), 0);
+        X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+        X509_set_pubkey(x, pk);
+        X509_NAME *nm = X509_get_subject_name(x);
+        X509_NAME_add_entry_by_txt(nm, "CN", MBSTRING_ASC, (const unsigned char *)"t", -1, -1, 0);
+        X509_set_issuer_name(x, nm);
+        ck_assert_int_gt(X509_sign(x, pk, EVP_sha256()), 0);
+        ck_assert_int_eq(PEM_write_bio_X509(b, x), 1);
+        X509_free(x);
+    }
+    char *data;
+    long n = BIO_get_mem_data(b, &data);
+    char *s = malloc((size_t)n + 1);
+    memcpy(s, data, (size_t)n);
+    s[n] = '\0';
+    BIO_free(b);
+    return s;
+}
+#define PUB_PEM(pk) pem_of((pk), 0)
+#define PRIV_PEM(pk) pem_of((pk), 1)
+#define CERT_PEM(pk) pem_of((pk), 2)
+
+static char *bn_b64u(const BIGNUM *bn, int pad)
+{
+    unsigned char buf[1024];
+    int n = pad ? BN_bn2binpad(bn, buf, pad) : BN_bn2bin(bn, buf);
+    ck_assert_int_gt(n, 0);
+    return b64u(buf, (size_t)n);
+}
+
+static char *param_b64u(EVP_PKEY *pk, const char *name, int pad)
+{
+    BIGNUM *bn = NULL;
+    ck_assert_int_eq(EVP_PKEY_get_bn_param(pk, name, &bn), 1);
+    char *s = bn_b64u(bn, pad);
+    BN_free(bn);
+    return s;
+}
+
+/* The public JWK of an RSA or EC key (no alg, no kid). */
+static cJSON *jwk_of(EVP_PKEY *pk)
+{
+    cJSON *j = cJSON_CreateObject();
+    char *a, *b;
+    if (EVP_PKEY_is_a(pk, "RSA")) {
+        cJSON_AddStringToObject(j, "kty", "RSA");
+        a = param_b64u(pk, OSSL_PKEY_PARAM_RSA_N, 0);
+        b = param_b64u(pk, OSSL_PKEY_PARAM_RSA_E, 0);
+        cJSON_AddStringToObject(j, "n", a);
+        cJSON_AddStringToObject(j, "e", b);
+    } else {
+        char group[64];
+        size_t gl = 0;
+        ck_assert_int_eq(EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
+                                                        sizeof group, &gl),
+                         1);
+        const char *crv = strcmp(group, "prime256v1") == 0 ? "P-256"
+                          : strcmp(group, "secp384r1") == 0 ? "P-384"
+                          : strcmp(group, "secp521r1") == 0 ? "P-521"
+                                                             : group;
+        int size = crv[2] == '2' ? 32 : crv[2] == '3' ? 48 : crv[2] == '5' ? 66 : 32;
+        cJSON_AddStringToObject(j, "kty", "EC");
+        cJSON_AddStringToObject(j, "crv", crv);
+        a = param_b64u(pk, OSSL_PKEY_PARAM_EC_PUB_X, size);
+        b = param_b64u(pk, OSSL_PKEY_PARAM_EC_PUB_Y, size);
+        cJSON_AddStringToObject(j, "x", a);
+        cJSON_AddStringToObject(j, "y", b);
+    }
+    free(a);
+    free(b);
+    return j;
+}
+
+static void jwk_set(cJSON *j, const char *name, const char *value)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(j, name);
+    if (value)
+        cJSON_AddStringToObject(j, name, value);
+}
+
+/* RSA public key with the modulus of base and exponent e. */
+static EVP_PKEY *rsa_with_e(EVP_PKEY *base, unsigned long e)
+{
+    BIGNUM *n = NULL, *be = BN_new();
+    ck_assert_int_eq(EVP_PKEY_get_bn_param(base, OSSL_PKEY_PARAM_RSA_N, &n), 1);
+    BN_set_word(be, e);
+    OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n);
+    OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, be);
+    OSSL_PARAM *params = OSSL_PARAM_BLD_to_param(bld);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    EVP_PKEY *pk = NULL;
+    ck_assert_int_eq(EVP_PKEY_fromdata_init(c), 1);
+    ck_assert_int_eq(EVP_PKEY_fromdata(c, &pk, EVP_PKEY_PUBLIC_KEY, params), 1);
+    EVP_PKEY_CTX_free(c);
+    OSSL_PARAM_free(params);
+    OSSL_PARAM_BLD_free(bld);
+    BN_free(n);
+    BN_free(be);
+    return pk;
+}
+
+/* ---- fixture: keys generated once per run ---- */
+
+static EVP_PKEY *g_rsa, *g_rsa_b, *g_rsa1024, *g_rsa_e3, *g_p256, *g_p384, *g_p521, *g_k256;
+static char g_dir[64];
+
+static EVP_PKEY *ec_gen(const char *curve)
+{
+    EVP_PKEY *pk = EVP_PKEY_Q_keygen(NULL, NULL, "EC", curve);
+    ck_assert_ptr_nonnull(pk);
+    return pk;
+}
+
+static void setup_keys(void)
+{
+    g_rsa = EVP_RSA_gen(2048);
+    g_rsa_b = EVP_RSA_gen(2048);
+    g_rsa1024 = EVP_RSA_gen(1024);
+    ck_assert_ptr_nonnull(g_rsa);
+    ck_assert_ptr_nonnull(g_rsa_b);
+    ck_assert_ptr_nonnull(g_rsa1024);
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+    BIGNUM *e = BN_new();
+    BN_set_word(e, 3);
+    ck_assert_int_eq(EVP_PKEY_keygen_init(c), 1);
+    ck_assert_int_gt(EVP_PKEY_CTX_set_rsa_keygen_bits(c, 2048), 0);
+    ck_assert_int_gt(EVP_PKEY_CTX_set1_rsa_keygen_pubexp(c, e), 0);
+    ck_assert_int_eq(EVP_PKEY_generate(c, &g_rsa_e3), 1);
+    BN_free(e);
+    EVP_PKEY_CTX_free(c);
+    g_p256 = ec_gen("P-256");
+    g_p384 = ec_gen("P-384");
+    g_p521 = ec_gen("P-521");
+    g_k256 = ec_gen("secp256k1");
+    snprintf(g_dir, sizeof g_dir, "/tmp/gwkeys.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void teardown_keys(void)
+{
+    EVP_PKEY *all[] = {g_rsa, g_rsa_b, g_rsa1024, g_rsa_e3, g_p256, g_p384, g_p521, g_k256};
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        EVP_PKEY_free(all[i]);
+    if (g_dir[0])
+        nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* gw_key_from_pem on a NUL-terminated PEM; returns its result and clears the key. */
+static int pem_load(const char *pem, enum gw_alg alg)
+{
+    struct gw_key k = {0};
+    char why[256] = "";
+    int r = gw_key_from_pem(pem, strlen(pem), alg, "k", &k, why, sizeof why);
+    if (r == 0) {
+        ck_assert_int_eq(k.alg, alg);
+        ck_assert_ptr_nonnull(k.pkey);
+        gw_key_clear(&k);
+    } else {
+        ck_assert_msg(why[0] != '\0', "refusal without a reason");
+    }
+    return r;
+}
+
+static int secret_load(const void *s, size_t len, enum gw_alg alg)
+{
+    struct gw_key k = {0};
+    char why[256] = "";
+    int r = gw_key_from_secret(s, len, alg, "h", &k, why, sizeof why);
+    if (r == 0)
+        gw_key_clear(&k);
+    else
+        ck_assert_msg(why[0] != '\0', "refusal without a reason");
+    return r;
+}
+
+/* gw_key_from_jwk on a JWK given as JSON text. */
+static int jwk_load_text(const char *text, struct gw_key *out)
+{
+    cJSON *j = cJSON_Parse(text);
+    ck_assert_ptr_nonnull(j);
+    char why[256] = "";
+    struct gw_key k = {0};
+    int r = gw_key_from_jwk(j, &k, why, sizeof why);
+    cJSON_Delete(j);
+    if (r != 1)
+        ck_assert_msg(why[0] != '\0', "JWK result %d without a reason", r);
+    if (r == 1 && out)
+        *out = k;
+    else if (r == 1)
+        gw_key_clear(&k);
+    return r;
+}
+
+static int jwk_load(const cJSON *j, struct gw_key *out)
+{
+    char *t = cJSON_PrintUnformatted(j);
+    int r = jwk_load_text(t, out);
+    free(t);
+    return r;
+}
+
+/* ---- algorithm names ---- */
+
+START_TEST(test_keys_alg_names_exact_and_case_sensitive)
+{
+    static const char *const names[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
+                                        "RS512", "ES256", "ES384", "ES512"};
+    for (int i = 0; i < 9; i++) {
+        ck_assert_int_eq(gw_alg_from_name(names[i]), GW_ALG_HS256 + i);
+        ck_assert_str_eq(gw_alg_name(GW_ALG_HS256 + i), names[i]);
+        ck_assert(gw_alg_is_hmac(GW_ALG_HS256 + i) == (i < 3));
+    }
+    static const char *const bad[] = {"none", "None", "NONE", "rs256", "Rs256", "RS256 ",
+                                      " RS256", "ES256K", "PS256", "RS1", "HS", "", "EdDSA",
+                                      "ES521"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        ck_assert_msg(gw_alg_from_name(bad[i]) == GW_ALG_NONE, "\"%s\" accepted", bad[i]);
+    ck_assert(!gw_alg_is_hmac(GW_ALG_NONE));
+}
+END_TEST
+
+/* ---- PEM ---- */
+
+START_TEST(test_keys_pem_rsa2048_loads_for_each_rs_alg)
+{
+    char *pem = PUB_PEM(g_rsa);
+    for (enum gw_alg a = GW_ALG_RS256; a <= GW_ALG_RS512; a++) {
+        struct gw_key k = {0};
+        char why[256] = "";
+        ck_assert_msg(gw_key_from_pem(pem, strlen(pem), a, "k1", &k, why, sizeof why) == 0,
+                      "%s refused: %s", gw_alg_name(a), why);
+        ck_assert_int_eq(k.alg, a);
+        ck_assert_str_eq(k.kid, "k1");
+        ck_assert_ptr_nonnull(k.pkey);
+        ck_assert(EVP_PKEY_is_a(k.pkey, "RSA"));
+        ck_assert_uint_gt(k.material_len, 0);
+        ck_assert(memmem(k.material, k.material_len, "BEGIN PUBLIC KEY", 16) != NULL);
+        gw_key_clear(&k);
+    }
+    struct gw_key k = {0};
+    char why[64];
+    ck_assert_int_eq(gw_key_from_pem(pem, strlen(pem), GW_ALG_RS256, NULL, &k, why, sizeof why),
+                     0);
+    ck_assert_ptr_null(k.kid);
+    gw_key_clear(&k);
+    free(pem);
+}
+END_TEST
+
+START_TEST(test_keys_pem_rsa_exponent_3_loads)
+{
+    char *pem = PUB_PEM(g_rsa_e3);
+    ck_assert_int_eq(pem_load(pem, GW_ALG_RS256), 0);
+    free(pem);
+}
+END_TEST
+
+START_TEST(test_keys_pem_rsa1024_refused)
+{
+    char *pem = PUB_PEM(g_rsa1024);
+    ck_assert_int_eq(pem_load(pem, GW_ALG_RS256), 0);
+    ck_assert_int_eq(pem_load(pem, GW_ALG_RS512), -1);
+    free(pem);
+}
+END_TEST
+
+START_TEST(test_keys_pem_rsa_bad_exponent_refused)
+{
+    unsigned long es[] = {1, 65536, 2};
+    for (size_t i = 0; i < sizeof es / sizeof *es; i++) {
+        EVP_PKEY *pk = rsa_with_e(g_rsa, es[i]);
+        char *pem = PUB_PEM(pk);
+        ck_assert_msg(pem_load(pem, GW_ALG_RS256) == -1, "e=%lu accepted", es[i]);
+        free(pem);
+        EVP_PKEY_free(pk);
+    }
+}
+END_TEST
+
+START_TEST(test_keys_pem_ec_curve_must_match_alg)
+{
+    char *p256 = PUB_PEM(g_p256), *p384 = PUB_PEM(g_p384), *p521 = PUB_PEM(g_p521);
+    char *k256 = PUB_PEM(g_k256);
+    ck_assert_int_eq(pem_load(p256, GW_ALG_ES256), 0);
+    ck_assert_int_eq(pem_load(p384, GW_ALG_ES384), 0);
+    ck_assert_int_eq(pem_load(p521, GW_ALG_ES512), 0);
+    ck_assert_int_eq(pem_load(p256, GW_ALG_ES384), -1);
+    ck_assert_int_eq(pem_load(p256, GW_ALG_ES512), -1);
+    ck_assert_int_eq(pem_load(p384, GW_ALG_ES256), -1);
+    ck_assert_int_eq(pem_load(p521, GW_ALG_ES384), -1);
+    ck_assert_int_eq(pem_load(k256, GW_ALG_ES256), -1);
+    free(p256);
+    free(p384);
+    free(p521);
+    free(k256);
+}
+END_TEST
+
+START_TEST(test_keys_pem_key_type_must_match_alg)
+{
+    char *rsa = PUB_PEM(g_rsa), *ec = PUB_PEM(g_p256);
+    ck_assert_int_eq(pem_load(rsa, GW_ALG_ES256), -1);
+    ck_assert_int_eq(pem_load(ec, GW_ALG_RS256), -1);
+    ck_assert_int_eq(pem_load(rsa, GW_ALG_HS256), -1);
+    ck_assert_int_eq(pem_load(rsa, GW_ALG_NONE), -1);
+    free(rsa);
+    free(ec);
+}
+END_TEST
+
+START_TEST(test_keys_pem_private_key_refused)
+{
+    char *rsa = PRIV_PEM(g_rsa), *ec = PRIV_PEM(g_p256);
+    ck_assert_int_eq(pem_load(rsa, GW_ALG_RS256), -1);
+    ck_assert_int_eq(pem_load(ec, GW_ALG_ES256), -1);
+    free(rsa);
+    free(ec);
+}
+END_TEST
+
+START_TEST(test_keys_pem_certificate_refused)
+{
+    char *rsa = CERT_PEM(g_rsa), *ec = CERT_PEM(g_p256);
+    ck_assert(strstr(rsa, "BEGIN CERTIFICATE") != NULL);
+    ck_assert_int_eq(pem_load(rsa, GW_ALG_RS256), -1);
+    ck_assert_int_eq(pem_load(ec, GW_ALG_ES256), -1);
+    free(rsa);
+    free(ec);
+}
+END_TEST
+
+START_TEST(test_keys_pem_garbage_refused)
+{
+    ck_assert_int_eq(pem_load("", GW_ALG_RS256), -1);
+    ck_assert_int_eq(pem_load("not a key", GW_ALG_RS256), -1);
+    ck_assert_int_eq(pem_load("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+                              GW_ALG_RS256),
+                     -1);
+    char *pem = PUB_PEM(g_rsa);
+    ck_assert_int_eq(strncmp(pem + 27, "MII", 3), 0);
+    pem[28] = 'A'; /* the outer SEQUENCE length changed */
+    ck_assert_int_eq(pem_load(pem, GW_ALG_RS256), -1);
+    free(pem);
+    pem = PUB_PEM(g_rsa);
+    pem[strlen(pem) / 2] = '\0'; /* truncated */
+    ck_assert_int_eq(pem_load(pem, GW_ALG_RS256), -1);
+    free(pem);
+}
+END_TEST
+
+/* ---- secrets ---- */
+
+START_TEST(test_keys_secret_at_least_hash_length)
+{
+    unsigned char s[80];
+    for (size_t i = 0; i < sizeof s; i++)
+        s[i] = (unsigned char)(i * 7 + 1);
+    static const struct {
+        enum gw_alg alg;
+        size_t min;
+    } v[] = {{GW_ALG_HS256, 32}, {GW_ALG_HS384, 48}, {GW_ALG_HS512, 64}};
+    for (size_t i = 0; i < 3; i++) {
+        ck_assert_msg(secret_load(s, v[i].min, v[i].alg) == 0, "%s %zu refused",
+                      gw_alg_name(v[i].alg), v[i].min);
+        ck_assert_msg(secret_load(s, v[i].min - 1, v[i].alg) == -1, "%s %zu accepted",
+                      gw_alg_name(v[i].alg), v[i].min - 1);
+        ck_assert_int_eq(secret_load(s, 80, v[i].alg), 0);
+        ck_assert_int_eq(secret_load(s, 0, v[i].alg), -1);
+    }
+    ck_assert_int_eq(secret_load(s, 32, GW_ALG_HS512), -1);
+    struct gw_key k = {0};
+    char why[64];
+    ck_assert_int_eq(gw_key_from_secret(s, 40, GW_ALG_HS256, "h1", &k, why, sizeof why), 0);
+    ck_assert_int_eq(k.alg, GW_ALG_HS256);
+    ck_assert_str_eq(k.kid, "h1");
+    ck_assert_uint_eq(k.material_len, 40);
+    ck_assert(memcmp(k.material, s, 40) == 0);
+    ck_assert_ptr_null(k.pkey);
+    gw_key_clear(&k);
+}
+END_TEST
+
+START_TEST(test_keys_secret_pem_text_refused)
+{
+    char *pem = PUB_PEM(g_rsa);
+    ck_assert_int_eq(secret_load(pem, strlen(pem), GW_ALG_HS256), -1);
+    ck_assert_int_eq(secret_load(pem, strlen(pem) - 1, GW_ALG_HS512), -1);
+    free(pem);
+    static const char fake[] = "-----BEGIN PRIVATE KEY-----\n"
+                               "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\n"
+                               "-----END PRIVATE KEY-----\n";
+    ck_assert_int_eq(secret_load(fake, sizeof fake - 1, GW_ALG_HS256), -1);
+}
+END_TEST
+
+START_TEST(test_keys_secret_needs_hmac_alg)
+{
+    unsigned char s[64] = {1};
+    ck_assert_int_eq(secret_load(s, 64, GW_ALG_RS256), -1);
+    ck_assert_int_eq(secret_load(s, 64, GW_ALG_ES256), -1);
+    ck_assert_int_eq(secret_load(s, 64, GW_ALG_NONE), -1);
+}
+END_TEST
+
+/* ---- JWK ---- */
+
+START_TEST(test_keys_jwk_rsa_and_ec_load)
+{
+    cJSON *j = jwk_of(g_rsa);
+    jwk_set(j, "alg", "RS384");
+    jwk_set(j, "kid", "r1");
+    jwk_set(j, "use", "sig");
+    struct gw_key k = {0};
+    ck_assert_int_eq(jwk_load(j, &k), 1);
+    ck_assert_int_eq(k.alg, GW_ALG_RS384);
+    ck_assert_str_eq(k.kid, "r1");
+    ck_assert_ptr_nonnull(k.pkey);
+    ck_assert_int_eq(EVP_PKEY_eq(k.pkey, g_rsa), 1);
+    gw_key_clear(&k);
+    cJSON_Delete(j);
+
+    j = jwk_of(g_p384);
+    jwk_set(j, "alg", "ES384");
+    ck_assert_int_eq(jwk_load(j, &k), 1);
+    ck_assert_int_eq(k.alg, GW_ALG_ES384);
+    ck_assert_ptr_null(k.kid);
+    ck_assert_int_eq(EVP_PKEY_eq(k.pkey, g_p384), 1);
+    gw_key_clear(&k);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_keys_jwk_without_alg_pinned_by_type_and_curve)
+{
+    struct {
+        EVP_PKEY *pk;
+        enum gw_alg want;
+    } v[] = {{g_rsa, GW_ALG_RS256},
+             {g_p256, GW_ALG_ES256},
+             {g_p384, GW_ALG_ES384},
+             {g_p521, GW_ALG_ES512}};
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        cJSON *j = jwk_of(v[i].pk);
+        struct gw_key k = {0};
+        ck_assert_int_eq(jwk_load(j, &k), 1);
+        ck_assert_msg(k.alg == v[i].want, "case %zu: alg %d, want %d", i, k.alg, v[i].want);
+        ck_assert_int_eq(EVP_PKEY_eq(k.pkey, v[i].pk), 1);
+        gw_key_clear(&k);
+        cJSON_Delete(j);
+    }
+}
+END_TEST
+
+START_TEST(test_keys_jwk_ignored_kinds)
+{
+    ck_assert_int_eq(jwk_load_text("{\"kty\":\"oct\",\"alg\":\"HS256\",\"k\":"
+                                   "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}",
+                                   NULL),
+                     0);
+    cJSON *j = jwk_of(g_rsa);
+    jwk_set(j, "use", "enc");
+    ck_assert_int_eq(jwk_load(j, NULL), 0);
+    jwk_set(j, "use", NULL);
+    cJSON_AddItemToObject(j, "key_ops", cJSON_CreateStringArray((const char *[]){"encrypt"}, 1));
+    ck_assert_int_eq(jwk_load(j, NULL), 0);
+    cJSON_DeleteItemFromObject(j, "key_ops");
+    cJSON_AddItemToObject(j, "key_ops",
+                          cJSON_CreateStringArray((const char *[]){"sign", "verify"}, 2));
+    ck_assert_int_eq(jwk_load(j, NULL), 1);
+    cJSON_DeleteItemFromObject(j, "key_ops");
+    jwk_set(j, "alg", "PS256");
+    ck_assert_int_eq(jwk_load(j, NULL), 0);
+    cJSON_Delete(j);
+    j = jwk_of(g_p256);
+    jwk_set(j, "use", "enc");
+    ck_assert_int_eq(jwk_load(j, NULL), 0);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_keys_jwk_rsa_invalid_members)
+{
+    cJSON *j = jwk_of(g_rsa);
+    char *n = strdup(cJSON_GetObjectItem(j, "n")->valuestring);
+    char *e = strdup(cJSON_GetObjectItem(j, "e")->valuestring);
+
+    jwk_set(j, "n", NULL);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* n missing */
+    jwk_set(j, "n", n);
+    jwk_set(j, "e", NULL);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* e missing */
+    jwk_set(j, "e", "AQA=");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* padded */
+    jwk_set(j, "e", "AQ+B");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* std alphabet */
+    jwk_set(j, "e", e);
+    size_t nl = strlen(n);
+    n[nl / 2] = '!';
+    jwk_set(j, "n", n);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* bad base64 in n */
+    cJSON_DeleteItemFromObject(j, "n");
+    cJSON_AddNumberToObject(j, "n", 12345);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* n not a string */
+    cJSON_Delete(j);
+
+    j = jwk_of(g_rsa);
+    jwk_set(j, "kty", NULL);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* kty missing */
+    cJSON_Delete(j);
+    j = jwk_of(g_rsa);
+    jwk_set(j, "alg", "ES256");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* alg does not fit an RSA key */
+    cJSON_Delete(j);
+    free(n);
+    free(e);
+}
+END_TEST
+
+/* keys.h: weak RSA is "invalid" (-1), not "ignored" (0) */
+START_TEST(test_keys_jwk_weak_rsa_invalid)
+{
+    cJSON *j = jwk_of(g_rsa1024);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* 1024 bits */
+    cJSON_Delete(j);
+    j = jwk_of(g_rsa);
+    jwk_set(j, "e", "AQ");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* e = 1 */
+    jwk_set(j, "e", "AQAA");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* e = 65536, even */
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_keys_jwk_ec_point_not_on_curve_refused)
+{
+    cJSON *j = jwk_of(g_p256);
+    size_t len;
+    const char *y = cJSON_GetObjectItem(j, "y")->valuestring;
+    unsigned char *raw = unb64u(y, strlen(y), &len);
+    ck_assert_ptr_nonnull(raw);
+    ck_assert_uint_eq(len, 32);
+    raw[31] ^= 0x01;
+    char *bad = b64u(raw, len);
+    jwk_set(j, "y", bad);
+    ck_assert_int_eq(jwk_load(j, NULL), -1);
+    free(bad);
+    free(raw);
+    cJSON_Delete(j);
+}
+END_TEST
+
+START_TEST(test_keys_jwk_ec_invalid_members)
+{
+    cJSON *j = jwk_of(g_p256);
+    jwk_set(j, "alg", "ES384");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* crv P-256, alg ES384 */
+    jwk_set(j, "alg", "ES512");
+    ck_assert_int_eq(jwk_load(j, NULL), -1);
+    jwk_set(j, "alg", "RS256");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* RSA alg on an EC key */
+    jwk_set(j, "alg", NULL);
+    jwk_set(j, "crv", "P-384");
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* P-256 coordinates named P-384 */
+    cJSON_Delete(j);
+    j = jwk_of(g_p384);
+    jwk_set(j, "alg", "ES256");
+    ck_assert_int_eq(jwk_load(j, NULL), -1);
+    cJSON_Delete(j);
+    j = jwk_of(g_p256);
+    jwk_set(j, "x", NULL);
+    ck_assert_int_eq(jwk_load(j, NULL), -1); /* x missing */
+    cJSON_Delete(j);
+    j = jwk_of(g_p256);
+    jwk_set(j, "y", "not*base64");
+    ck_assert_int_eq(jwk_load(j, NULL), -1);
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* keys.h: a missing member makes the key invalid (-1) */
+START_TEST(test_keys_jwk_ec_without_crv_invalid)
+{
+    cJSON *j = jwk_of(g_p256);
+    jwk_set(j, "crv", NULL);
+    ck_assert_int_eq(jwk_load(j, NULL), -1);
+    cJSON_Delete(j);
+}
+END_TEST
+
+/* ---- JWKS ---- */
+
+static struct gw_keyset *jwks(const char *text)
+{
+    char why[256] = "";
+    struct gw_keyset *s = gw_jwks_parse(text, strlen(text), why, sizeof why);
+    if (s == NULL)
+        ck_assert_msg(why[0] != '\0', "JWKS refused without a reason");
+    return s;
+}
+
+/* {"keys":[ ...members ]} with the given JWKs (consumed). */
+static char *jwks_text(cJSON **members, size_t n)
+{
+    cJSON *doc = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(doc, "keys");
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, members[i]);
+    char *t = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    return t;
+}
+
+static const struct gw_key *find_kid(const struct gw_keyset *s, const char *kid)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->keys[i].kid && strcmp(s->keys[i].kid, kid) == 0)
+            return &s->keys[i];
+    return NULL;
+}
+
+START_TEST(test_keys_jwks_valid_set)
+{
+    cJSON *m[3] = {jwk_of(g_rsa), jwk_of(g_p256), jwk_of(g_p521)};
+    jwk_set(m[0], "kid", "a");
+    jwk_set(m[0], "alg", "RS512");
+    jwk_set(m[1], "kid", "b");
+    jwk_set(m[2], "kid", "c");
+    jwk_set(m[2], "use", "sig");
+    char *t = jwks_text(m, 3);
+    struct gw_keyset *s = jwks(t);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->n, 3);
+    ck_assert_int_eq(find_kid(s, "a")->alg, GW_ALG_RS512);
+    ck_assert_int_eq(find_kid(s, "b")->alg, GW_ALG_ES256);
+    ck_assert_int_eq(find_kid(s, "c")->alg, GW_ALG_ES512);
+    ck_assert_ptr_eq(gw_keyset_ref(s), s);
+    gw_keyset_unref(s);
+    ck_assert_uint_eq(s->n, 3); /* still held */
+    gw_keyset_unref(s);
+    free(t);
+}
+END_TEST
+
+START_TEST(test_keys_jwks_duplicate_kid_refused)
+{
+    cJSON *m[2] = {jwk_of(g_rsa), jwk_of(g_rsa_b)};
+    jwk_set(m[0], "kid", "same");
+    jwk_set(m[1], "kid", "same");
+    char *t = jwks_text(m, 2);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+}
+END_TEST
+
+START_TEST(test_keys_jwks_oct_and_enc_keys_ignored)
+{
+    cJSON *m[4] = {jwk_of(g_rsa), cJSON_Parse("{\"kty\":\"oct\",\"kid\":\"o\",\"alg\":\"HS256\","
+                                              "\"k\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd"
+                                              "Hh8\"}"),
+                   jwk_of(g_p256), jwk_of(g_rsa_b)};
+    jwk_set(m[0], "kid", "r");
+    jwk_set(m[2], "kid", "e");
+    jwk_set(m[2], "use", "enc");
+    jwk_set(m[3], "kid", "x");
+    jwk_set(m[3], "alg", "PS256");
+    char *t = jwks_text(m, 4);
+    struct gw_keyset *s = jwks(t);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->n, 1);
+    ck_assert_str_eq(s->keys[0].kid, "r");
+    ck_assert_ptr_null(find_kid(s, "o"));
+    ck_assert_ptr_null(find_kid(s, "e"));
+    gw_keyset_unref(s);
+    free(t);
+}
+END_TEST
+
+START_TEST(test_keys_jwks_invalid_key_refuses_set)
+{
+    cJSON *m[2] = {jwk_of(g_rsa), jwk_of(g_rsa_b)};
+    jwk_set(m[0], "kid", "good");
+    jwk_set(m[1], "kid", "bad");
+    jwk_set(m[1], "n", NULL); /* missing n */
+    char *t = jwks_text(m, 2);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+
+    cJSON *m2[2] = {jwk_of(g_rsa), jwk_of(g_rsa_b)};
+    jwk_set(m2[0], "kid", "good");
+    jwk_set(m2[1], "kid", "bad");
+    jwk_set(m2[1], "e", "AQ==");
+    t = jwks_text(m2, 2);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+
+    cJSON *m3[2] = {jwk_of(g_rsa), jwk_of(g_p256)};
+    jwk_set(m3[0], "kid", "good");
+    jwk_set(m3[1], "kid", "bad");
+    jwk_set(m3[1], "alg", "ES384");
+    t = jwks_text(m3, 2);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+
+}
+END_TEST
+
+START_TEST(test_keys_jwks_weak_rsa_key_refuses_set)
+{
+    cJSON *m[2] = {jwk_of(g_rsa), jwk_of(g_rsa1024)};
+    jwk_set(m[0], "kid", "good");
+    jwk_set(m[1], "kid", "weak");
+    char *t = jwks_text(m, 2);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+}
+END_TEST
+
+START_TEST(test_keys_jwks_point_not_on_curve_refuses_set)
+{
+    cJSON *j = jwk_of(g_p256);
+    const char *x = cJSON_GetObjectItem(j, "x")->valuestring;
+    size_t len;
+    unsigned char *raw = unb64u(x, strlen(x), &len);
+    raw[0] ^= 0x80;
+    char *bad = b64u(raw, len);
+    jwk_set(j, "x", bad);
+    jwk_set(j, "kid", "p");
+    char *t = jwks_text(&j, 1);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+    free(bad);
+    free(raw);
+}
+END_TEST
+
+START_TEST(test_keys_jwks_without_usable_key_refused)
+{
+    ck_assert_ptr_null(jwks("{\"keys\":[]}"));
+    ck_assert_ptr_null(jwks("{\"keys\":[{\"kty\":\"oct\",\"alg\":\"HS256\",\"k\":"
+                            "\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8\"}]}"));
+    cJSON *j = jwk_of(g_rsa);
+    jwk_set(j, "use", "enc");
+    char *t = jwks_text(&j, 1);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+}
+END_TEST
+
+START_TEST(test_keys_jwks_not_a_jwks_document_refused)
+{
+    static const char *const bad[] = {
+        "",   "not json", "[]", "{}", "{\"keys\":{}}", "{\"keys\":null}", "{\"keys\":[1]}",
+        "\"keys\"", "{\"keys\":[]", "null"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        ck_assert_msg(jwks(bad[i]) == NULL, "accepted: %s", bad[i]);
+    /* a duplicate "keys" member: two parsers could pick different sets */
+    cJSON *a = jwk_of(g_rsa);
+    jwk_set(a, "kid", "a");
+    char *ja = cJSON_PrintUnformatted(a);
+    size_t n = 2 * strlen(ja) + 64;
+    char *t = malloc(n);
+    snprintf(t, n, "{\"keys\":[%s],\"keys\":[%s]}", ja, ja);
+    ck_assert_ptr_null(jwks(t));
+    free(t);
+    free(ja);
+    cJSON_Delete(a);
+}
+END_TEST
+
+/* ---- gw_jws_verify ---- */
+
+static struct gw_key pem_key(EVP_PKEY *pk, enum gw_alg alg)
+{
+    char *pem = PUB_PEM(pk);
+    struct gw_key k = {0};
+    char why[256] = "";
+    ck_assert_msg(gw_key_from_pem(pem, strlen(pem), alg, "k", &k, why, sizeof why) == 0, "%s",
+                  why);
+    free(pem);
+    return k;
+}
+
+static enum gw_jws_result jws_verify(const char *tok, const struct gw_key *k)
+{
+    return gw_jws_verify(tok, strlen(tok), k);
+}
+
+START_TEST(test_keys_jws_each_alg_verifies)
+{
+    struct {
+        enum gw_alg alg;
+        EVP_PKEY *pk;
+        const char *hdr;
+    } v[] = {
+        {GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\"}"}, {GW_ALG_RS384, g_rsa, "{\"alg\":\"RS384\"}"},
+        {GW_ALG_RS512, g_rsa, "{\"alg\":\"RS512\"}"}, {GW_ALG_ES256, g_p256, "{\"alg\":\"ES256\"}"},
+        {GW_ALG_ES384, g_p384, "{\"alg\":\"ES384\"}"}, {GW_ALG_ES512, g_p521, "{\"alg\":\"ES512\"}"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
+        struct gw_key k = pem_key(v[i].pk, v[i].alg);
+        char *tok = make_jws(v[i].alg, v[i].pk, NULL, 0, v[i].hdr, strlen(v[i].hdr), "foo", 3);
+        ck_assert_msg(jws_verify(tok, &k) == GW_JWS_OK, "%s refused", gw_alg_name(v[i].alg));
+        char *c = &tok[strlen(tok) - 3]; /* a signature character changed */
+        *c = *c == 'A' ? 'B' : 'A';
+        ck_assert_msg(jws_verify(tok, &k) == GW_JWS_BAD_SIGNATURE, "%s modified: %d",
+                      gw_alg_name(v[i].alg), jws_verify(tok, &k));
+        free(tok);
+        gw_key_clear(&k);
+    }
+    unsigned char sec[64];
+    memset(sec, 0x5a, sizeof sec);
+    const char *hs[] = {"{\"alg\":\"HS256\"}", "{\"alg\":\"HS384\"}", "{\"alg\":\"HS512\"}"};
+    for (int i = 0; i < 3; i++) {
+        struct gw_key k = {0};
+        char why[64];
+        ck_assert_int_eq(
+            gw_key_from_secret(sec, sizeof sec, GW_ALG_HS256 + i, NULL, &k, why, sizeof why), 0);
+        char *tok = make_jws(GW_ALG_HS256 + i, NULL, sec, sizeof sec, hs[i], strlen(hs[i]),
+                             "{}", 2);
+        ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_OK);
+        free(tok);
+        tok = make_jws(GW_ALG_HS256 + i, NULL, sec, sizeof sec - 1, hs[i], strlen(hs[i]), "{}",
+                       2);
+        ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_BAD_SIGNATURE);
+        free(tok);
+        gw_key_clear(&k);
+    }
+}
+END_TEST
+
+START_TEST(test_keys_jws_header_alg_must_equal_pinned_alg)
+{
+    struct gw_key k = pem_key(g_rsa, GW_ALG_RS256);
+    char *tok = JWS(GW_ALG_RS384, g_rsa, "{\"alg\":\"RS384\"}", "foo");
+    ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_WRONG_ALG);
+    free(tok);
+    tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"rs256\"}", "foo");
+    ck_assert_int_ne(jws_verify(tok, &k), GW_JWS_OK);
+    free(tok);
+    /* HS256 MACed with the RSA public key's PEM bytes (libjwt's alg confusion) */
+    char *pem = PUB_PEM(g_rsa);
+    tok = make_jws(GW_ALG_HS256, NULL, pem, strlen(pem), "{\"alg\":\"HS256\"}", 15, "foo", 3);
+    ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_WRONG_ALG);
+    free(tok);
+    free(pem);
+    tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"none\"}", "foo");
+    ck_assert_int_ne(jws_verify(tok, &k), GW_JWS_OK);
+    free(tok);
+    gw_key_clear(&k);
+}
+END_TEST
+
+START_TEST(test_keys_jws_header_strictness)
+{
+    struct gw_key k = pem_key(g_rsa, GW_ALG_RS256);
+    static const char *const bad[] = {
+        "{\"alg\":\"RS256\",\"alg\":\"HS256\"}",
+        "{\"alg\":\"RS256\",\"crit\":[\"exp\"]}",
+        "{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}",
+        "[\"RS256\"]",
+        "{\"alg\":256}",
+        "{\"typ\":\"JWT\"}",
+        "{\"alg\":\"RS256\"",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char *tok = make_jws(GW_ALG_RS256, g_rsa, NULL, 0, bad[i], strlen(bad[i]), "foo", 3);
+        enum gw_jws_result r = jws_verify(tok, &k);
+        ck_assert_msg(r == GW_JWS_MALFORMED, "%s: %d", bad[i], r);
+        free(tok);
+    }
+    char *tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\",\"typ\":\"jwt\"}", "foo");
+    ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_OK);
+    free(tok);
+    /* the payload is not interpreted at this layer */
+    tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\"}", "not json at all");
+    ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_OK);
+    free(tok);
+    gw_key_clear(&k);
+}
+END_TEST
+
+START_TEST(test_keys_jws_structure)
+{
+    struct gw_key k = pem_key(g_rsa, GW_ALG_RS256);
+    char *tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\"}", "foo");
+    size_t n = strlen(tok);
+    char *buf = malloc(n + 8);
+    char *dot2 = strrchr(tok, '.');
+    ck_assert_int_eq(gw_jws_verify(tok, (size_t)(dot2 - tok), &k), GW_JWS_MALFORMED); /* h.p */
+    ck_assert_int_eq(gw_jws_verify(tok, (size_t)(dot2 - tok) + 1, &k), GW_JWS_MALFORMED);
+    snprintf(buf, n + 8, "%s.", tok);
+    ck_assert_int_eq(jws_verify(buf, &k), GW_JWS_MALFORMED); /* h.p.s. */
+    snprintf(buf, n + 8, "%s.AA", tok);
+    ck_assert_int_eq(jws_verify(buf, &k), GW_JWS_MALFORMED); /* h.p.s.x */
+    snprintf(buf, n + 8, "%s=", tok);
+    ck_assert_int_eq(jws_verify(buf, &k), GW_JWS_MALFORMED);
+    ck_assert_int_eq(jws_verify("", &k), GW_JWS_MALFORMED);
+    ck_assert_int_eq(jws_verify("..", &k), GW_JWS_MALFORMED);
+    /* the signature one byte short: 255 bytes */
+    char *s = dot2 + 1;
+    size_t sl;
+    unsigned char *raw = unb64u(s, strlen(s), &sl);
+    ck_assert_uint_eq(sl, 256);
+    char *shorter = b64u(raw, 255);
+    snprintf(buf, n + 8, "%.*s.%s", (int)(dot2 - tok), tok, shorter);
+    ck_assert_int_eq(jws_verify(buf, &k), GW_JWS_BAD_SIGNATURE);
+    free(shorter);
+    free(raw);
+    free(buf);
+    free(tok);
+    gw_key_clear(&k);
+}
+END_TEST
+
+START_TEST(test_keys_jws_ecdsa_der_signature_refused)
+{
+    struct gw_key k = pem_key(g_p256, GW_ALG_ES256);
+    static const char hdr[] = "{\"alg\":\"ES256\"}";
+    char *h = b64u(hdr, sizeof hdr - 1), *p = b64u("foo", 3);
+    char in[128];
+    snprintf(in, sizeof in, "%s.%s", h, p);
+    unsigned char sig[1024];
+    size_t n = sign_bytes(GW_ALG_ES256, g_p256, NULL, 0, true, in, strlen(in), sig);
+    char *s = b64u(sig, n);
+    char tok[512];
+    snprintf(tok, sizeof tok, "%s.%s", in, s);
+    ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_BAD_SIGNATURE);
+    free(h);
+    free(p);
+    free(s);
+    gw_key_clear(&k);
+}
+END_TEST
+
+/* ---- Wycheproof ---- */
+
+struct wp_key {
+    bool loaded;
+    struct gw_key one;         /* single JWK or secret */
+    struct gw_keyset *set;     /* JWKS */
+    struct gw_key *oct;        /* all-oct keysets, loaded as secrets */
+    size_t noct;
+    bool is_set;
+};
+
+struct wp_tally {
+    int run, skipped, passed, invalid_full_run;
+    char fails[4096];
+    size_t flen;
+};
+
+static void wp_fail(struct wp_tally *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void wp_fail(struct wp_tally *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    if (t->flen < sizeof t->fails - 1) {
+        int n = vsnprintf(t->fails + t->flen, sizeof t->fails - t->flen, fmt, ap);
+        if (n > 0)
+            t->flen += (size_t)n;
+        if (t->flen > sizeof t->fails - 1)
+            t->flen = sizeof t->fails - 1;
+    }
+    va_end(ap);
+}
+
+static cJSON *wp_read(const char *name)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s%s", WP_DIR, name);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "cannot open %s", path);
+    char *buf = malloc(1 << 20);
+    size_t n = fread(buf, 1, 1 << 20, f);
+    fclose(f);
+    cJSON *j = cJSON_ParseWithLength(buf, n);
+    free(buf);
+    ck_assert_msg(j != NULL, "%s is not JSON", path);
+    return j;
+}
+
+static const char *jstr(const cJSON *o, const char *name)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool alg_unsupported(const char *alg)
+{
+    return alg && (strncmp(alg, "PS", 2) == 0);
+}
+
+/* A secret from an oct JWK through gw_key_from_secret, with the JWK hygiene the gateway applies
+ * to every key (use sig, key_ops with verify, a supported HMAC alg). */
+static int wp_load_oct(const cJSON *jwk, struct gw_key *out)
+{
+    const char *alg = jstr(jwk, "alg"), *use = jstr(jwk, "use"), *k = jstr(jwk, "k");
+    const cJSON *ops = cJSON_GetObjectItemCaseSensitive(jwk, "key_ops");
+    if (alg == NULL || !gw_alg_is_hmac(gw_alg_from_name(alg)) || k == NULL)
+        return -1;
+    if (use && strcmp(use, "sig") != 0)
+        return -1;
+    if (ops) {
+        bool verify = false;
+        const cJSON *e;
+        cJSON_ArrayForEach(e, ops) verify |= cJSON_IsString(e) && strcmp(e->valuestring, "verify") == 0;
+        if (!verify)
+            return -1;
+    }
+    size_t len;
+    unsigned char *raw = unb64u(k, strlen(k), &len);
+    if (raw == NULL)
+        return -1;
+    char why[256];
+    int r = gw_key_from_secret(raw, len, gw_alg_from_name(alg), jstr(jwk, "kid"), out, why,
+                               sizeof why);
+    OPENSSL_cleanse(raw, len);
+    free(raw);
+    return r;
+}
+
+/* A public JWK through gw_key_from_jwk; a P-521 key labelled "ES521" is pinned by its curve. */
+static int wp_load_jwk(const cJSON *jwk, struct gw_key *out)
+{
+    cJSON *dup = cJSON_Duplicate(jwk, true);
+    const char *alg = jstr(dup, "alg"), *crv = jstr(dup, "crv");
+    if (alg && crv && strcmp(alg, "ES521") == 0 && strcmp(crv, "P-521") == 0)
+        cJSON_DeleteItemFromObjectCaseSensitive(dup, "alg");
+    char why[256];
+    int r = gw_key_from_jwk(dup, out, why, sizeof why);
+    cJSON_Delete(dup);
+    return r == 1 ? 0 : -1;
+}
+
+static bool all_oct(const cJSON *keys)
+{
+    const cJSON *e;
+    cJSON_ArrayForEach(e, keys) if (!jstr(e, "kty") || strcmp(jstr(e, "kty"), "oct") != 0) return false;
+    return true;
+}
+
+/* Loads a group's key. Returns false when the group is not for this gateway (PS*, JWE). */
+static bool wp_load_group(const cJSON *g, struct wp_key *wk)
+{
+    memset(wk, 0, sizeof *wk);
+    const cJSON *pub = cJSON_GetObjectItemCaseSensitive(g, "public");
+    if (pub == NULL)
+        pub = cJSON_GetObjectItemCaseSensitive(g, "private");
+    const cJSON *keys = cJSON_GetObjectItemCaseSensitive(pub, "keys");
+    if (keys == NULL) {
+        if (alg_unsupported(jstr(pub, "alg")))
+            return false;
+        const char *kty = jstr(pub, "kty");
+        int r = kty && strcmp(kty, "oct") == 0 ? wp_load_oct(pub, &wk->one)
+                                                : wp_load_jwk(pub, &wk->one);
+        wk->loaded = r == 0;
+        return true;
+    }
+    wk->is_set = true;
+    if (all_oct(keys)) {
+        /* an HMAC issuer: secrets, one per kid (config.c refuses a kid used twice) */
+        size_t n = (size_t)cJSON_GetArraySize(keys);
+        wk->oct = calloc(n, sizeof *wk->oct);
+        const cJSON *e;
+        cJSON_ArrayForEach(e, keys)
+        {
+            const char *kid = jstr(e, "kid");
+            for (size_t i = 0; i < wk->noct; i++)
+                if (kid && wk->oct[i].kid && strcmp(kid, wk->oct[i].kid) == 0)
+                    return true; /* refused */
+            if (wp_load_oct(e, &wk->oct[wk->noct]) != 0)
+                return true;
+            wk->noct++;
+        }
+        wk->loaded = wk->noct > 0;
+        return true;
+    }
+    char *text = cJSON_PrintUnformatted(pub);
+    char why[256];
+    wk->set = gw_jwks_parse(text, strlen(text), why, sizeof why);
+    free(text);
+    wk->loaded = wk->set != NULL;
+    return true;
+}
+
+static void wp_free_key(struct wp_key *wk)
+{
+    if (!wk->is_set && wk->loaded)
+        gw_key_clear(&wk->one);
+    for (size_t i = 0; i < wk->noct; i++)
+        gw_key_clear(&wk->oct[i]);
+    free(wk->oct);
+    if (wk->set)
+        gw_keyset_unref(wk->set);
+}
+
+/* The keys a group holds, as an array of pointers. */
+static size_t wp_keys(const struct wp_key *wk, const struct gw_key **out, size_t max)
+{
+    size_t n = 0;
+    if (!wk->loaded)
+        return 0;
+    if (!wk->is_set)
+        out[n++] = &wk->one;
+    for (size_t i = 0; i < wk->noct && n < max; i++)
+        out[n++] = &wk->oct[i];
+    for (size_t i = 0; wk->set && i < wk->set->n && n < max; i++)
+        out[n++] = &wk->set->keys[i];
+    return n;
+}
+
+/* The key a token selects: by its header's kid, or the only key. */
+static const struct gw_key *wp_select(const struct wp_key *wk, const char *tok)
+{
+    const struct gw_key *ks[16];
+    size_t n = wp_keys(wk, ks, 16);
+    if (n == 0)
+        return NULL;
+    if (!wk->is_set)
+        return ks[0];
+    const char *dot = strchr(tok, '.');
+    size_t hl;
+    unsigned char *h = dot ? unb64u(tok, (size_t)(dot - tok), &hl) : NULL;
+    cJSON *hdr = h ? cJSON_ParseWithLength((const char *)h, hl) : NULL;
+    free(h);
+    const char *kid = hdr ? jstr(hdr, "kid") : NULL;
+    const struct gw_key *found = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (kid ? (ks[i]->kid && strcmp(ks[i]->kid, kid) == 0) : n == 1)
+            found = ks[i];
+    cJSON_Delete(hdr);
+    return found;
+}
+
+static void put_file(const char *path, const void *data, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+    fclose(f);
+}
+
+/* An auth with one issuer holding the group's keys, from a config written at run time. */
+static struct gw_auth *wp_auth(const struct wp_key *wk, int gid, struct gw_config **cfgp)
+{
+    const struct gw_key *ks[16];
+    size_t n = wp_keys(wk, ks, 16);
+    if (n == 0)
+        return NULL;
+    cJSON *doc = cJSON_CreateObject(), *auth = cJSON_AddObjectToObject(doc, "auth");
+    cJSON *iss = cJSON_CreateObject(), *keys = cJSON_AddArrayToObject(iss, "keys");
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(auth, "issuers"), iss);
+    cJSON_AddStringToObject(iss, "issuer", "https://wycheproof.example");
+    cJSON_AddArrayToObject(iss, "audiences");
+    for (size_t i = 0; i < n; i++) {
+        char path[256];
+        bool hs = gw_alg_is_hmac(ks[i]->alg);
+        snprintf(path, sizeof path, "%s/wp%d-%zu.%s", g_dir, gid, i, hs ? "secret" : "pem");
+        unsigned char *buf = malloc(ks[i]->material_len + 1);
+        memcpy(buf, ks[i]->material, ks[i]->material_len);
+        buf[ks[i]->material_len] = '\n'; /* one trailing newline is not part of a secret */
+        put_file(path, buf, ks[i]->material_len + (hs ? 1 : 0));
+        free(buf);
+        cJSON *k = cJSON_CreateObject();
+        if (ks[i]->kid)
+            cJSON_AddStringToObject(k, "kid", ks[i]->kid);
+        cJSON_AddStringToObject(k, "alg", gw_alg_name(ks[i]->alg));
+        cJSON_AddStringToObject(k, hs ? "secret_file" : "pem_file", path);
+        cJSON_AddItemToArray(keys, k);
+    }
+    char *text = cJSON_PrintUnformatted(doc);
+    cJSON_Delete(doc);
+    char cpath[256];
+    snprintf(cpath, sizeof cpath, "%s/wp%d.json", g_dir, gid);
+    struct gw_errs errs = {0};
+    struct gw_config *cfg = gw_config_parse(cpath, text, strlen(text), false, &errs);
+    ck_assert_msg(cfg != NULL, "group %d: config refused: %s\n%s", gid,
+                  errs.n ? errs.line[0] : "?", text);
+    struct gw_auth *a = NULL;
+    ck_assert_msg(gw_auth_build(cfg, &a, &errs) == 0, "group %d: auth refused: %s", gid,
+                  errs.n ? errs.line[0] : "?");
+    gw_errs_free(&errs);
+    free(text);
+    *cfgp = cfg;
+    return a;
+}
+
+static bool skipped_tc(const char *file, int tc)
+{
+    return strcmp(file, "json_web_signature_test.json") == 0 &&
+           (tc == 370 || tc == 372 || tc == 373);
+}
+
+/* Runs one file: every supported group through gw_jws_verify, and every invalid vector through
+ * gw_jwt_verify with an issuer holding the group's keys. */
+static void wp_run(const char *file, struct wp_tally *t, int *full_accepted)
+{
+    cJSON *root = wp_read(file);
+    const cJSON *g;
+    int gid = 0;
+    cJSON_ArrayForEach(g, cJSON_GetObjectItemCaseSensitive(root, "testGroups"))
+    {
+        gid++;
+        const char *comment = jstr(g, "comment");
+        const cJSON *tests = cJSON_GetObjectItemCaseSensitive(g, "tests");
+        bool jwe = comment && strncmp(comment, "jwe", 3) == 0;
+        struct wp_key wk;
+        if (jwe || !wp_load_group(g, &wk)) {
+            t->skipped += cJSON_GetArraySize(tests);
+            continue;
+        }
+        bool roca = comment && strstr(comment, "roca") != NULL;
+        struct gw_config *cfg = NULL;
+        struct gw_auth *auth = wp_auth(&wk, gid, &cfg);
+        const cJSON *tc;
+        cJSON_ArrayForEach(tc, tests)
+        {
+            int id = cJSON_GetObjectItemCaseSensitive(tc, "tcId")->valueint;
+            if (skipped_tc(file, id)) {
+                t->skipped++;
+                continue;
+            }
+            const cJSON *jws = cJSON_GetObjectItemCaseSensitive(tc, "jws");
+            char *tok = cJSON_IsString(jws) ? strdup(jws->valuestring) : cJSON_PrintUnformatted(jws);
+            bool want = strcmp(jstr(tc, "result"), "valid") == 0;
+            const struct gw_key *k = wp_select(&wk, tok);
+            enum gw_jws_result r = k ? gw_jws_verify(tok, strlen(tok), k) : GW_JWS_MALFORMED;
+            bool got = k && r == GW_JWS_OK;
+            t->run++;
+            if (got == want || roca)
+                t->passed++;
+            else
+                wp_fail(t, " %s#%d(%s,%s: %s)", file + 9, id, comment, jstr(tc, "comment"),
+                        k ? (got ? "accepted" : "refused") : "no key");
+            if (!want && auth) {
+                struct gw_principal *p = NULL;
+                enum gw_auth_reason ar =
+                    gw_jwt_verify(auth, tok, strlen(tok), 1700000000, &p);
+                t->invalid_full_run++;
+                if (ar == GW_AUTH_OK) {
+                    (*full_accepted)++;
+                    wp_fail(t, " full-path-accepted:%s#%d", file + 9, id);
+                    gw_principal_unref(p);
+                }
+            }
+            free(tok);
+        }
+        if (auth)
+            gw_auth_free(auth);
+        if (cfg)
+            gw_config_free(cfg);
+        wp_free_key(&wk);
+    }
+    cJSON_Delete(root);
+}
+
+static void wp_file_test(const char *file, int min_run)
+{
+    struct wp_tally t = {0};
+    int full_accepted = 0;
+    wp_run(file, &t, &full_accepted);
+    printf("wycheproof %s: run %d / skipped %d / passed %d; invalid through gw_jwt_verify: "
+           "%d run, %d accepted\n",
+           file, t.run, t.skipped, t.passed, t.invalid_full_run, full_accepted);
+    fflush(stdout);
+    ck_assert_msg(t.run >= min_run, "%s: only %d vectors run", file, t.run);
+    ck_assert_msg(t.passed == t.run && full_accepted == 0, "%s: %d of %d failed:%s", file,
+                  t.run - t.passed + full_accepted, t.run, t.fails);
+}
+
+START_TEST(test_keys_wycheproof_json_web_signature)
+{
+    wp_file_test("json_web_signature_test.json", 300);
+}
+END_TEST
+
+START_TEST(test_keys_wycheproof_json_web_key)
+{
+    wp_file_test("json_web_key_test.json", 26);
+}
+END_TEST
+
+START_TEST(test_keys_wycheproof_json_web_crypto_jws)
+{
+    wp_file_test("json_web_crypto_test.json", 49);
+}
+END_TEST
+
+static Suite *keys_suite(void)
+{
+    Suite *s = suite_create("keys");
+    TCase *tc = tcase_create("keys");
+    tcase_add_unchecked_fixture(tc, setup_keys, teardown_keys);
+    tcase_set_timeout(tc, 60);
+    tcase_add_test(tc, test_keys_alg_names_exact_and_case_sensitive);
+    tcase_add_test(tc, test_keys_pem_rsa2048_loads_for_each_rs_alg);
+    tcase_add_test(tc, test_keys_pem_rsa_exponent_3_loads);
+    tcase_add_test(tc, test_keys_pem_rsa1024_refused);
+    tcase_add_test(tc, test_keys_pem_rsa_bad_exponent_refused);
+    tcase_add_test(tc, test_keys_pem_ec_curve_must_match_alg);
+    tcase_add_test(tc, test_keys_pem_key_type_must_match_alg);
+    tcase_add_test(tc, test_keys_pem_private_key_refused);
+    tcase_add_test(tc, test_keys_pem_certificate_refused);
+    tcase_add_test(tc, test_keys_pem_garbage_refused);
+    tcase_add_test(tc, test_keys_secret_at_least_hash_length);
+    tcase_add_test(tc, test_keys_secret_pem_text_refused);
+    tcase_add_test(tc, test_keys_secret_needs_hmac_alg);
+    tcase_add_test(tc, test_keys_jwk_rsa_and_ec_load);
+    tcase_add_test(tc, test_keys_jwk_without_alg_pinned_by_type_and_curve);
+    tcase_add_test(tc, test_keys_jwk_ignored_kinds);
+    tcase_add_test(tc, test_keys_jwk_rsa_invalid_members);
+    tcase_add_test(tc, test_keys_jwk_weak_rsa_invalid);
+    tcase_add_test(tc, test_keys_jwk_ec_point_not_on_curve_refused);
+    tcase_add_test(tc, test_keys_jwk_ec_invalid_members);
+    tcase_add_test(tc, test_keys_jwk_ec_without_crv_invalid);
+    tcase_add_test(tc, test_keys_jwks_valid_set);
+    tcase_add_test(tc, test_keys_jwks_duplicate_kid_refused);
+    tcase_add_test(tc, test_keys_jwks_oct_and_enc_keys_ignored);
+    tcase_add_test(tc, test_keys_jwks_invalid_key_refuses_set);
+    tcase_add_test(tc, test_keys_jwks_weak_rsa_key_refuses_set);
+    tcase_add_test(tc, test_keys_jwks_point_not_on_curve_refuses_set);
+    tcase_add_test(tc, test_keys_jwks_without_usable_key_refused);
+    tcase_add_test(tc, test_keys_jwks_not_a_jwks_document_refused);
+    tcase_add_test(tc, test_keys_jws_each_alg_verifies);
+    tcase_add_test(tc, test_keys_jws_header_alg_must_equal_pinned_alg);
+    tcase_add_test(tc, test_keys_jws_header_strictness);
+    tcase_add_test(tc, test_keys_jws_structure);
+    tcase_add_test(tc, test_keys_jws_ecdsa_der_signature_refused);
+    tcase_add_test(tc, test_keys_wycheproof_json_web_signature);
+    tcase_add_test(tc, test_keys_wycheproof_json_web_key);
+    tcase_add_test(tc, test_keys_wycheproof_json_web_crypto_jws);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(keys_suite());
+    srunner_set_fork_status(sr, CK_FORK);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
