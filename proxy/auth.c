@@ -372,9 +372,13 @@ static int collect_scopes(const struct gw_cfg_issuer *ci, const cJSON *claims, c
                     continue;
                 }
                 memcpy(w, it->valuestring, sl + 1);
-                char *save = NULL;
-                for (char *t = strtok_r(w, " ", &save); t; t = strtok_r(NULL, " ", &save))
-                    (*scopes)[(*n)++] = t;
+                if (cJSON_IsArray(v)) { /* an element is one scope, whatever it holds */
+                    (*scopes)[(*n)++] = w;
+                } else { /* a string is space-separated words */
+                    char *save = NULL;
+                    for (char *t = strtok_r(w, " ", &save); t; t = strtok_r(NULL, " ", &save))
+                        (*scopes)[(*n)++] = t;
+                }
                 w += sl + 1;
             }
         }

