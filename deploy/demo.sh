@@ -40,6 +40,11 @@ cat > "$run/gateway.json" <<JSON
   "upstream": { "url": "https://localhost:$sb_port", "ca_file": "../../certs/dev/ca.crt" },
   "credentials": { "agency_token_file": "secrets/agency.token",
                    "location_token_files": { "$location": "secrets/location.token" } },
+  "auth": { "issuers": [ {
+    "issuer": "https://idp.example.com",
+    "audiences": ["ghl-gateway"],
+    "keys": [ { "kid": "demo-rs256", "alg": "RS256", "pem_file": "../../certs/dev/jwt-rs256.pub.pem" } ]
+  } ] },
   "policies": { "dir": "../../policies/examples" },
   "audit": { "file": "audit/audit.jsonl" },
   "access_log": { "file": "access.log" }
@@ -69,35 +74,54 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
+mint() { # sub scope
+  build/ghl-gateway mint --key certs/dev/jwt-rs256.key --alg RS256 --kid demo-rs256 \
+    --iss https://idp.example.com --aud ghl-gateway --sub "$1" --scope "$2" --ttl 3600
+}
+writer=$(mint onboarding-bot "users.readonly users.write")
+reader=$(mint support-console "users.readonly")
 c="curl -s --cacert $top/certs/dev/ca.crt -H 'Version: 2021-07-28'"
 u="https://localhost:$gw_port"
 cat <<TXT
 
 ghl-sandbox (the stand-in for HighLevel) listens on https://localhost:$sb_port, the gateway on
-$u. The gateway holds the HighLevel credentials; your commands never do.
+$u. The gateway holds the HighLevel credentials; your commands never do: they carry a JWT
+from the organisation's identity provider (here: minted with the development key, valid 1 h).
 
-NOTE: this build forwards without authenticating callers: JWT authentication and policies
-arrive with the next issues. Requests are still checked (route, target, Version header,
-query, strict JSON), and only the gateway's credential ever reaches the upstream.
+NOTE: policies and the audit log arrive with later issues. Today the gateway authenticates
+the caller (JWT, scope per operation), checks the request (route, target, Version, query,
+strict JSON), and forwards it with its own credential.
 
-Try (each command is one line):
+First, in your shell (one line each):
 
-  # search the company's users
-  $c '$u/users/search?companyId=$company&query=ada'
+  export WRITER='$writer'
+  export READER='$reader'
+
+Then try:
+
+  # search the company's users (users.readonly)
+  $c -H "Authorization: Bearer \$READER" '$u/users/search?companyId=$company&query=ada'
 
   # read one user
-  $c $u/users/u1Ada0000000000000001
+  $c -H "Authorization: Bearer \$READER" $u/users/u1Ada0000000000000001
 
-  # create a user (201); the upstream gets the gateway's own serialization of the body
-  $c -X POST $u/users/ -H 'Content-Type: application/json' -d '{"companyId":"$company","firstName":"Alan","lastName":"Turing","email":"alan@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user","locationIds":["$location"]}'
+  # create a user (users.write): 201; the upstream gets the gateway's own serialization
+  $c -H "Authorization: Bearer \$WRITER" -X POST $u/users/ -H 'Content-Type: application/json' -d '{"companyId":"$company","firstName":"Alan","lastName":"Turing","email":"alan@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user","locationIds":["$location"]}'
+
+  # the same with the read-only token: 401, "The token is not authorized for this scope."
+  $c -i -H "Authorization: Bearer \$READER" -X POST $u/users/ -H 'Content-Type: application/json' -d '{"companyId":"$company","firstName":"Alan","lastName":"Turing","email":"alan2@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user","locationIds":["$location"]}'
+
+  # no token: 401 with WWW-Authenticate: Bearer realm="ghl-gateway"
+  $c -i $u/users/u1Ada0000000000000001
 
   # users of a location: sent upstream with that location's Sub-Account token
-  $c '$u/users/?locationId=$location'
+  $c -H "Authorization: Bearer \$READER" '$u/users/?locationId=$location'
 
-  # refused by the gateway: unknown route (404), missing Version header (400), bad target (400)
-  $c $u/contacts/abc
-  curl -s --cacert $top/certs/dev/ca.crt $u/users/u1Ada0000000000000001
-  $c $u/users/..%2f/x
+  # refused by the gateway: unknown route (404), bad target (400)
+  $c -H "Authorization: Bearer \$READER" $u/contacts/abc
+  $c -H "Authorization: Bearer \$READER" $u/users/..%2f/x
+
+  # mint your own: build/ghl-gateway mint --key certs/dev/jwt-rs256.key --alg RS256 --kid demo-rs256 --iss https://idp.example.com --aud ghl-gateway --sub me --scope users.readonly
 
 What reached the upstream:   tail -f $top/$run/journal.jsonl
 Access log:                  tail -f $top/$run/access.log

@@ -68,7 +68,8 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
 {
     int rc = 0;
     is->cfg = ci;
-    atomic_init(&is->url_keys, NULL);
+    is->url_keys = NULL;
+    pthread_mutex_init(&is->url_mu, NULL);
     atomic_init(&is->refetch_wanted, 0);
     is->keys = calloc(ci->nkeys + 1, sizeof *is->keys);
     if (is->keys == NULL)
@@ -170,7 +171,8 @@ void gw_auth_free(struct gw_auth *a)
             gw_key_clear(&is->keys[k]);
         free(is->keys);
         gw_keyset_unref(is->file_keys);
-        gw_keyset_unref(atomic_load(&is->url_keys));
+        gw_keyset_unref(is->url_keys);
+        pthread_mutex_destroy(&is->url_mu);
     }
     free(a->issuers);
     free(a);
@@ -306,7 +308,9 @@ static const struct gw_issuer *find_issuer(const struct gw_auth *a, const cJSON 
 static const struct gw_key *find_key(struct gw_issuer *is, const char *kid,
                                      struct gw_keyset **set)
 {
-    *set = gw_keyset_ref(atomic_load(&is->url_keys));
+    pthread_mutex_lock(&is->url_mu);
+    *set = gw_keyset_ref(is->url_keys);
+    pthread_mutex_unlock(&is->url_mu);
     const struct gw_keyset *file = is->file_keys;
     size_t total = is->nkeys + (file ? file->n : 0) + (*set ? (*set)->n : 0);
     const struct gw_key *only = NULL;

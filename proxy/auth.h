@@ -22,6 +22,7 @@
 #ifndef GW_AUTH_H
 #define GW_AUTH_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -57,7 +58,11 @@ struct gw_issuer {
     struct gw_key *keys;             /* from "keys" (pem_file / secret_file) */
     size_t nkeys;
     struct gw_keyset *file_keys;     /* from jwks_file, or NULL */
-    struct gw_keyset *_Atomic url_keys; /* from jwks_url, last good fetch, or NULL */
+    /* from jwks_url: the last good fetch, or NULL. Read (and referenced) and swapped only under
+     * url_mu: a bare atomic load could pick up a set the fetcher frees before the reference
+     * is taken. */
+    struct gw_keyset *url_keys;
+    pthread_mutex_t url_mu;
     atomic_llong refetch_wanted;     /* an unknown kid was seen: when (seconds), 0 if not */
 };
 

@@ -316,7 +316,11 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
         return false;
     }
     atomic_fetch_add(&f->st[i].ok, 1);
-    gw_keyset_unref(atomic_exchange(&is->url_keys, set));
+    pthread_mutex_lock(&is->url_mu);
+    struct gw_keyset *old = is->url_keys;
+    is->url_keys = set;
+    pthread_mutex_unlock(&is->url_mu);
+    gw_keyset_unref(old); /* a request still verifying with it holds its own reference */
     gw_log_info("JWKS of issuer %s: %zu key%s loaded from %s", ci->issuer, set->n,
                 set->n == 1 ? "" : "s", ci->jwks_url);
     return true;

@@ -19,6 +19,8 @@ static void init(void)
 {
     auth = calloc(1, sizeof *auth);
     auth->issuers = calloc(2, sizeof *auth->issuers);
+    for (int i = 0; i < 2; i++)
+        pthread_mutex_init(&auth->issuers[i].url_mu, NULL);
     auth->nissuers = 2;
     auth->max_token_bytes = 8192;
     const char *names[2] = {"https://hs.fuzz", "https://rs.fuzz"};
