@@ -138,6 +138,7 @@ START_TEST(test_sigterm_lets_the_request_in_flight_finish)
     response_free(&r);
     tls_close(&c);
     ck_assert_int_eq(env_stop_gateway(&E, 5000), 0);
+    free(raw);
 }
 END_TEST
 
@@ -172,6 +173,7 @@ START_TEST(test_mtls_requires_a_trusted_client_certificate)
         tls_close(&c);
     }
     ck_assert_int_eq(journal_count(&E), 1);
+    free(raw);
 }
 END_TEST
 
@@ -203,6 +205,7 @@ START_TEST(test_client_gone_while_the_upstream_answers)
         lines += *p == '\n';
     free(log);
     ck_assert_int_eq(lines, 4); /* one line per request, the abandoned ones too */
+    free(raw);
 }
 END_TEST
 
@@ -244,6 +247,7 @@ START_TEST(test_max_connections_holds_new_connections)
     SSL_CTX_free(ctx);
     close(fd);
     tls_close(&b);
+    free(raw);
 }
 END_TEST
 
@@ -272,6 +276,7 @@ START_TEST(test_sigterm_does_not_cut_a_reply_being_sent)
     response_free(&r);
     tls_close(&c);
     ck_assert_int_eq(env_stop_gateway(&E, 5000), 0);
+    free(raw);
 }
 END_TEST
 
