@@ -116,6 +116,15 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
             }
         }
     }
+    /* A kid names one key: a JWKS file may not reuse one of the "keys" */
+    for (size_t f = 0; is->file_keys && f < is->file_keys->n; f++)
+        for (size_t k = 0; k < is->nkeys; k++)
+            if (is->keys[k].kid && is->file_keys->keys[f].kid &&
+                strcmp(is->keys[k].kid, is->file_keys->keys[f].kid) == 0) {
+                gw_errs_add(errs, "%s:%d: auth.issuers[%zu]: kid %s is both in keys and in %s",
+                            cfg->file, ci->line, idx, is->keys[k].kid, ci->jwks_file);
+                rc = -1;
+            }
     /* HMAC and public keys never meet in one issuer (config.c checks the "keys"; a JWKS
      * brings only public keys) */
     bool hmac = false;
@@ -219,13 +228,12 @@ enum gw_auth_reason gw_bearer_token(const char *value, bool repeated, const char
         return GW_AUTH_MALFORMED; /* two tokens: refuse both, never pick one */
     if (value == NULL)
         return GW_AUTH_MISSING;
-    const char *sp = strchr(value, ' ');
-    size_t slen = sp ? (size_t)(sp - value) : strlen(value);
+    size_t slen = strcspn(value, " \t");
     if (slen != 6 || strncasecmp(value, "Bearer", 6) != 0)
         return GW_AUTH_MISSING; /* another scheme: no bearer token was offered */
-    if (sp == NULL)
+    if (value[6] != ' ') /* "Bearer" alone, or followed by a tab */
         return GW_AUTH_MALFORMED;
-    const char *t = sp + 1;
+    const char *t = value + 7;
     size_t n = strlen(t);
     if (n == 0 || strpbrk(t, " \t") != NULL)
         return GW_AUTH_MALFORMED;
@@ -234,14 +242,15 @@ enum gw_auth_reason gw_bearer_token(const char *value, bool repeated, const char
     return GW_AUTH_OK;
 }
 
-/* An integer claim written as an integer: 1 present and valid, 0 absent, -1 wrong. */
-static int int_claim(const cJSON *claims, const char *name, int64_t *out)
+/* An integer claim written as an integer, at least min: 1 present and valid, 0 absent,
+ * -1 wrong. */
+static int int_claim(const cJSON *claims, const char *name, double min, int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(claims, name);
     if (v == NULL)
         return 0;
     if (!cJSON_IsNumber(v) || (v->type & GW_JSON_FRACTION_LITERAL) ||
-        v->valuedouble != floor(v->valuedouble) || v->valuedouble <= 0 ||
+        v->valuedouble != floor(v->valuedouble) || v->valuedouble < min ||
         v->valuedouble > MAX_INT_CLAIM)
         return -1;
     *out = (int64_t)v->valuedouble;
@@ -274,7 +283,8 @@ static enum gw_auth_reason parse_parts(const char *token, size_t len, cJSON **he
     size_t sl = (size_t)(token + len - d2 - 1);
     unsigned char *s = malloc(GW_B64URL_DECODED_MAX(sl));
     long sn = s ? gw_b64url_decode(d2 + 1, sl, s) : -1;
-    free(s);
+    if (s)
+        OPENSSL_clear_free(s, GW_B64URL_DECODED_MAX(sl));
     enum gw_auth_reason r = GW_AUTH_MALFORMED;
     if (hn > 0 && pn > 0 && sn > 0) {
         struct gw_json_opts ho = {.max_depth = HEADER_DEPTH}, po = {.max_depth = CLAIMS_DEPTH};
@@ -283,13 +293,27 @@ static enum gw_auth_reason parse_parts(const char *token, size_t len, cJSON **he
         if (cJSON_IsObject(*header) && cJSON_IsObject(*payload))
             r = GW_AUTH_OK;
     }
-    free(buf);
+    OPENSSL_clear_free(buf, GW_B64URL_DECODED_MAX(hl) + GW_B64URL_DECODED_MAX(pl));
     if (r != GW_AUTH_OK) {
         cJSON_Delete(*header);
         cJSON_Delete(*payload);
         *header = *payload = NULL;
     }
     return r;
+}
+
+/* jansson, libjwt's parser, refuses integers past int64 ("too big integer"), so a correctly
+ * signed token carrying one would fail as a bad signature: name it a claims problem first. */
+static bool has_huge_integer(const cJSON *v, int depth)
+{
+    if (depth > CLAIMS_DEPTH)
+        return true;
+    if (cJSON_IsNumber(v))
+        return !(v->type & GW_JSON_FRACTION_LITERAL) && fabs(v->valuedouble) >= 9.2e18;
+    for (const cJSON *c = v->child; c; c = c->next)
+        if (has_huge_integer(c, depth + 1))
+            return true;
+    return false;
 }
 
 static const struct gw_issuer *find_issuer(const struct gw_auth *a, const cJSON *payload)
@@ -347,7 +371,7 @@ static bool libjwt_agrees(const char *token, size_t len, const struct gw_key *ke
     bool ok = rc == 0 && jwt != NULL && jwt_get_alg(jwt) == (jwt_alg_t)key->alg &&
               jwt_get_alg(jwt) != JWT_ALG_NONE;
     jwt_free(jwt);
-    free(copy);
+    OPENSSL_clear_free(copy, len + 1);
     return ok;
 }
 
@@ -403,8 +427,8 @@ static enum gw_auth_reason check_claims(const struct gw_issuer *is, const cJSON 
 {
     const struct gw_cfg_issuer *ci = is->cfg;
     int64_t exp = 0, nbf = 0, iat = 0;
-    int he = int_claim(c, "exp", &exp), hn = int_claim(c, "nbf", &nbf),
-        hi = int_claim(c, "iat", &iat);
+    int he = int_claim(c, "exp", 1, &exp), hn = int_claim(c, "nbf", 0, &nbf),
+        hi = int_claim(c, "iat", 0, &iat);
     if (he != 1 || hn < 0 || hi < 0)
         return GW_AUTH_BAD_CLAIMS;
     int64_t leeway = ci->leeway_s;
@@ -492,6 +516,10 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
         (typ && !(cJSON_IsString(typ) && strcasecmp(typ->valuestring, "JWT") == 0)) ||
         (kid && !(cJSON_IsString(kid) && strlen(kid->valuestring) <= MAX_KID))) {
         r = GW_AUTH_MALFORMED;
+        goto done;
+    }
+    if (has_huge_integer(claims, 0)) {
+        r = GW_AUTH_BAD_CLAIMS;
         goto done;
     }
     struct gw_issuer *is = (struct gw_issuer *)find_issuer(a, claims);

@@ -14,6 +14,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/crypto.h>
 
 #include "log.h"
 #include "snapshot.h"
@@ -47,6 +48,7 @@ struct gw_conn {
     char peer[INET6_ADDRSTRLEN];
     struct gw_http_req rq;
     char *head;          /* the current head, split in place into rq's strings */
+    size_t head_len;
 };
 
 static const struct gw_config *cfg(const struct gw_conn *c)
@@ -67,7 +69,8 @@ static void reset_request(struct gw_conn *c)
     struct evbuffer *keep = c->rq.body;
     memset(&c->rq, 0, sizeof c->rq);
     c->rq.body = keep;
-    free(c->head);
+    if (c->head) /* it held the caller's Authorization header */
+        OPENSSL_clear_free(c->head, c->head_len + 1);
     c->head = NULL;
     c->scanned = 0;
     c->body_left = 0;
@@ -217,6 +220,7 @@ static void process(struct gw_conn *c)
             if (hl <= 0)
                 break;
             c->head = malloc((size_t)hl + 1);
+            c->head_len = (size_t)hl;
             if (c->head == NULL) {
                 conn_free(c);
                 return;

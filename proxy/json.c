@@ -615,7 +615,11 @@ char *gw_read_file(const char *path, size_t max_bytes, size_t *len)
         errno = EISDIR;
         return NULL;
     }
-    size_t cap = 4096, n = 0;
+    /* a regular file is read in one allocation: no realloc leaves a copy of a secret behind */
+    size_t cap = S_ISREG(st.st_mode) && st.st_size > 0 && (size_t)st.st_size <= max_bytes
+                     ? (size_t)st.st_size
+                     : 4096;
+    size_t n = 0;
     char *buf = malloc(cap + 1);
     if (buf == NULL) {
         fclose(f);

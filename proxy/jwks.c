@@ -107,12 +107,49 @@ static int connect_within(const char *host, const char *port, long deadline, cha
     freeaddrinfo(res);
     if (fd < 0)
         return -1;
-    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-    long left = deadline - mono_ms();
-    struct timeval tv = {left / 1000, (left % 1000) * 1000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    return fd;
+    return fd; /* still non-blocking: every TLS step below waits with poll() on the deadline */
+}
+
+/* Runs one TLS step (op returns SSL's result) until it completes or the deadline passes: a
+ * server sending a byte at a time cannot hold the call past the deadline. Returns op's result
+ * (> 0), or <= 0 on failure (*timed_out tells a deadline apart). */
+static int tls_step(SSL *ssl, int fd, long deadline, int (*op)(SSL *, void *, int), void *buf,
+                    int len, bool *timed_out)
+{
+    *timed_out = false;
+    for (;;) {
+        ERR_clear_error();
+        int r = op(ssl, buf, len);
+        if (r > 0)
+            return r;
+        int e = SSL_get_error(ssl, r);
+        short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
+        if (ev == 0)
+            return r;
+        long left = deadline - mono_ms();
+        struct pollfd p = {.fd = fd, .events = ev};
+        if (left <= 0 || poll(&p, 1, (int)left) != 1) {
+            *timed_out = true;
+            return 0;
+        }
+    }
+}
+
+static int op_connect(SSL *ssl, void *buf, int len)
+{
+    (void)buf;
+    (void)len;
+    return SSL_connect(ssl);
+}
+
+static int op_write(SSL *ssl, void *buf, int len)
+{
+    return SSL_write(ssl, buf, len);
+}
+
+static int op_read(SSL *ssl, void *buf, int len)
+{
+    return SSL_read(ssl, buf, len);
 }
 
 /* Decodes a chunked body in place. Returns its length or -1. */
@@ -168,12 +205,13 @@ int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t ma
     ssl = SSL_new(ctx);
     if (ssl == NULL || SSL_set_fd(ssl, fd) != 1 || gw_tls_client_prepare(ssl, host) != 0)
         goto out;
-    if (SSL_connect(ssl) != 1) {
+    bool timed_out;
+    if (tls_step(ssl, fd, deadline, op_connect, NULL, 0, &timed_out) != 1) {
         long vr = SSL_get_verify_result(ssl);
         char es[160];
         gw_tls_error_string(es, sizeof es);
         snprintf(why, whylen, "TLS with %s failed: %s", host,
-                 vr != X509_V_OK ? X509_verify_cert_error_string(vr) : es);
+                 timed_out ? "timed out" : vr != X509_V_OK ? X509_verify_cert_error_string(vr) : es);
         goto out;
     }
     char req[1024];
@@ -181,7 +219,8 @@ int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t ma
                       "GET %s HTTP/1.1\r\nHost: %s%s%s\r\nAccept: application/json\r\n"
                       "User-Agent: ghl-gateway\r\nConnection: close\r\n\r\n",
                       path, host, strcmp(port, "443") ? ":" : "", strcmp(port, "443") ? port : "");
-    if (rl <= 0 || (size_t)rl >= sizeof req || SSL_write(ssl, req, rl) != rl) {
+    if (rl <= 0 || (size_t)rl >= sizeof req ||
+        tls_step(ssl, fd, deadline, op_write, req, rl, &timed_out) != rl) {
         snprintf(why, whylen, "cannot send the request to %s", host);
         goto out;
     }
@@ -189,11 +228,11 @@ int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t ma
     buf = malloc(cap + 1);
     bool clean_close = false;
     while (buf && n < cap) {
-        if (mono_ms() > deadline) {
+        int r = tls_step(ssl, fd, deadline, op_read, buf + n, (int)(cap - n), &timed_out);
+        if (timed_out) {
             snprintf(why, whylen, "%s did not answer within %d ms", host, timeout_ms);
             goto out;
         }
-        int r = SSL_read(ssl, buf + n, (int)(cap - n));
         if (r > 0) {
             n += (size_t)r;
             continue;
@@ -248,7 +287,7 @@ int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t ma
 out:
     free(buf);
     if (ssl) {
-        SSL_shutdown(ssl);
+        SSL_shutdown(ssl); /* non-blocking: sends close_notify if it can, never waits */
         SSL_free(ssl);
     }
     SSL_CTX_free(ctx);
@@ -315,6 +354,31 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
         gw_log_error("JWKS of issuer %s: %s; keeping the last good keys", ci->issuer, why);
         return false;
     }
+    /* a kid names one key: URL keys may not shadow (or be shadowed by) configured ones */
+    size_t w = 0;
+    for (size_t k = 0; k < set->n; k++) {
+        const char *kid = set->keys[k].kid;
+        bool clash = false;
+        for (size_t s = 0; kid && s < is->nkeys; s++)
+            clash |= is->keys[s].kid && strcmp(is->keys[s].kid, kid) == 0;
+        for (size_t s = 0; kid && is->file_keys && s < is->file_keys->n; s++)
+            clash |= is->file_keys->keys[s].kid && strcmp(is->file_keys->keys[s].kid, kid) == 0;
+        if (clash) {
+            gw_log_error("JWKS of issuer %s: kid %.64s is also a configured key; left out",
+                         ci->issuer, kid);
+            gw_key_clear(&set->keys[k]);
+            continue;
+        }
+        set->keys[w++] = set->keys[k];
+    }
+    set->n = w;
+    if (set->n == 0) {
+        gw_keyset_unref(set);
+        atomic_fetch_add(&f->st[i].fail, 1);
+        gw_log_error("JWKS of issuer %s: no usable key left; keeping the last good keys",
+                     ci->issuer);
+        return false;
+    }
     atomic_fetch_add(&f->st[i].ok, 1);
     pthread_mutex_lock(&is->url_mu);
     struct gw_keyset *old = is->url_keys;
@@ -332,6 +396,7 @@ static void *fetch_loop(void *arg)
     pthread_mutex_lock(&f->mu);
     while (!f->stop) {
         int64_t now = now_s(), wake = now + 3600;
+        bool fetched = false;
         for (size_t i = 0; i < f->a->nissuers; i++) {
             struct gw_issuer *is = &f->a->issuers[i];
             const struct gw_cfg_issuer *ci = is->cfg;
@@ -347,8 +412,10 @@ static void *fetch_loop(void *arg)
                 pthread_mutex_unlock(&f->mu);
                 fetch_one(f, i);
                 pthread_mutex_lock(&f->mu);
-                now = now_s();
-                refetch_at = INT64_MAX;
+                /* a refetch asked for during the fetch found nobody waiting: start the scan
+                 * again rather than sleep past it */
+                fetched = true;
+                break;
             }
             if (st->next_due < wake)
                 wake = st->next_due;
@@ -357,6 +424,8 @@ static void *fetch_loop(void *arg)
         }
         if (f->stop)
             break;
+        if (fetched)
+            continue;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         int64_t wait = wake - now_s();

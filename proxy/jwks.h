@@ -1,7 +1,8 @@
 /* jwks: keeps the keys of issuers with a jwks_url up to date.
  *
  * One thread fetches each URL over verified TLS (the issuer's jwks_ca_file, or the system
- * store; hostname checked; at most 1 MiB; 200 only) when started and every jwks_refresh_s, and
+ * store; hostname checked; at most 1 MiB; 200 only; connecting, TLS and reading all within
+ * 5 s; name resolution is the system resolver's, with its own timeouts) when started and every jwks_refresh_s, and
  * again when a worker reports an unknown kid, at most once every 30 s per issuer. A good
  * document replaces the issuer's URL keyset atomically; a failed fetch keeps the last good keys.
  * Fetching never happens on a worker's event loop.

@@ -565,6 +565,6 @@ enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_
             r = verify_pkey(key, token, signed_len, s, (size_t)sn) ? GW_JWS_OK
                                                                   : GW_JWS_BAD_SIGNATURE;
     }
-    free(buf);
+    OPENSSL_clear_free(buf, cap * 3); /* decoded claims */
     return r;
 }

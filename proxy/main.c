@@ -1,5 +1,6 @@
 /* ghl-gateway: the commands of SPEC §1.1. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -341,6 +342,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* a peer that closes (a JWKS server during check, a client) is an error, never a kill */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

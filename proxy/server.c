@@ -185,12 +185,13 @@ static void reply_unauthenticated(struct gw_req *r, enum gw_auth_reason why)
     reply_with(r, GW_R_UNAUTHORIZED, NULL, NULL, 0, &h);
 }
 
-/* The caller holds every scope of at least one of the op's security requirements. */
+/* The caller holds every scope of at least one of the op's security requirements (ops
+ * without a scope never get here: see handle). */
 static bool scopes_ok(const struct gw_op *op, const struct gw_principal *p)
 {
-    if (op->nsec == 0)
-        return true;
     for (size_t i = 0; i < op->nsec; i++) {
+        if (op->sec[i].nscopes == 0)
+            continue; /* an alternative without scopes grants nothing here */
         bool all = true;
         for (size_t k = 0; k < op->sec[i].nscopes && all; k++)
             all = gw_principal_has_scope(p, op->sec[i].scopes[k]);
@@ -225,7 +226,7 @@ static enum gw_auth_reason authenticate(struct gw_req *r)
     }
     w->stats.cache_misses++;
     why = gw_jwt_verify(r->snap->auth, token, len, now, &r->principal);
-    if (why == GW_AUTH_OK)
+    if (why == GW_AUTH_OK && r->principal->exp > now) /* a token in its leeway is not kept */
         gw_token_cache_put(w->cache, key, r->principal, r->principal->exp);
     return why;
 }
@@ -410,6 +411,12 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     const struct gw_op *op = r->route.op;
     const struct gw_config *cfg = r->snap->cfg;
 
+    if (op->scope == NULL) {
+        /* fail closed: a document that drops an op's scope must not open it to every token */
+        snprintf(why, sizeof why, "the OpenAPI document names no scope for %s", op->id);
+        reply_error(r, GW_R_UNAVAILABLE, why, NULL, 0);
+        return;
+    }
     enum gw_auth_reason ar = authenticate(r);
     if (ar != GW_AUTH_OK) {
         w->stats.auth_failures[ar]++;

@@ -52,7 +52,8 @@ static int cmp_cred(const void *a, const void *b)
                   ((const struct gw_credential *)b)->location_id);
 }
 
-static void warn_missing_credentials(struct gw_snapshot *s, struct gw_errs *errs)
+/* Ops that will answer 503 whatever the caller sends: said at check time, not found in use. */
+static void warn_unservable_ops(struct gw_snapshot *s, struct gw_errs *errs)
 {
     for (size_t i = 0; i < s->api->nops; i++) {
         const struct gw_op *op = &s->api->ops[i];
@@ -67,6 +68,10 @@ static void warn_missing_credentials(struct gw_snapshot *s, struct gw_errs *errs
         else if (op->cred == GW_CRED_NONE)
             gw_errs_warn(errs, "warning: op %s uses no security scheme the gateway holds a "
                                "credential for, so it will answer 503",
+                         op->id);
+        if (op->scope == NULL)
+            gw_errs_warn(errs, "warning: op %s has no scope in the OpenAPI document, so it will "
+                               "answer 503 (no token can be checked for it)",
                          op->id);
     }
 }
@@ -125,7 +130,7 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
         gw_errs_add(errs, "%s: %s", c->file, err);
     if (errs->n > before)
         goto bad;
-    warn_missing_credentials(s, errs);
+    warn_unservable_ops(s, errs);
     return s;
 bad:
     if (errs->n == before)

@@ -226,6 +226,54 @@ START_TEST(test_two_authorization_headers_refused)
 }
 END_TEST
 
+/* A newer document that dropped an op's security must not open the op to every token. */
+START_TEST(test_op_without_scope_in_the_document_fails_closed)
+{
+    char dir[] = "/tmp/ghl-oapi-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char *doc = slurp(GW_SRC_DIR "/proxy/openapi/users.openapi.json");
+    cJSON *j = cJSON_Parse(doc);
+    free(doc);
+    ck_assert_ptr_nonnull(j);
+    cJSON *get = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "paths"),
+                                                         "/users/{userId}"),
+                                     "get");
+    ck_assert_ptr_nonnull(cJSON_GetObjectItem(get, "security"));
+    cJSON_DeleteItemFromObject(get, "security");
+    char path[300], cmd[800];
+    snprintf(path, sizeof path, "%s/users.openapi.json", dir);
+    char *text = cJSON_Print(j);
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    cJSON_Delete(j);
+    snprintf(cmd, sizeof cmd, "cp %s/proxy/openapi/common-schemas.json %s/", GW_SRC_DIR, dir);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+    char up[400];
+    snprintf(up, sizeof up, "\"openapi\": \"%s\"", path);
+    env_start(&E, &(struct env_opts){.upstream_json = up});
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_ptr_nonnull(strstr(r.body, "names no scope for get-user"));
+    response_free(&r);
+    /* the other ops keep their scopes */
+    ck_assert_int_eq(send_req(&E, "GET", "/users/search?companyId=" COMPANY, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 1);
+    char *out;
+    snprintf(cmd, sizeof cmd, "%s check -c %s", bin_path("ghl-gateway"), E.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "warning: op get-user has no scope in the OpenAPI document") != NULL,
+                  "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+END_TEST
+
 /* ---- JWKS URL ---- */
 
 static void write_jwks(const char *dir, const char *const *jwks, size_t n)
@@ -361,6 +409,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(j, NULL, teardown);
     tcase_set_timeout(j, 60);
     tcase_add_test(j, test_jwks_url_rotation_and_failed_fetch);
+    tcase_add_test(j, test_op_without_scope_in_the_document_fails_closed);
     suite_add_tcase(s, j);
     return s;
 }

@@ -681,6 +681,15 @@ static const struct jcase time_cases[] = {
     {"exp an array", SK1, L(H_K1), P_T("\"exp\":[1700000600]"), GW_AUTH_BAD_CLAIMS},
     {"exp 0", SK1, L(H_K1), P_T("\"exp\":0"), GW_AUTH_BAD_CLAIMS},
     {"exp negative", SK1, L(H_K1), P_T("\"exp\":-1"), GW_AUTH_BAD_CLAIMS},
+    {"nbf 0 (the epoch)", SK1, L(H_K1), P_T(EXP_OK ",\"nbf\":0"), GW_AUTH_OK},
+    {"iat 0 (the epoch) makes the lifetime too long", SK1, L(H_K1), P_T(EXP_OK ",\"iat\":0"),
+     GW_AUTH_BAD_CLAIMS},
+    {"nbf negative", SK1, L(H_K1), P_T(EXP_OK ",\"nbf\":-1"), GW_AUTH_BAD_CLAIMS},
+    {"a claim past int64 (libjwt's parser refuses it)", SK1, L(H_K1),
+     P_T(EXP_OK ",\"org\":18446744073709551615"), GW_AUTH_BAD_CLAIMS},
+    {"a nested claim past int64", SK1, L(H_K1), P_T(EXP_OK ",\"x\":{\"y\":[-9300000000000000000]}"),
+     GW_AUTH_BAD_CLAIMS},
+    {"a large float claim is fine", SK1, L(H_K1), P_T(EXP_OK ",\"big\":1.8e19"), GW_AUTH_OK},
     {"nbf a string", SK1, L(H_K1), P_T(EXP_OK ",\"nbf\":\"1699990000\""), GW_AUTH_BAD_CLAIMS},
     {"nbf a float", SK1, L(H_K1), P_T(EXP_OK ",\"nbf\":1699990000.5"), GW_AUTH_BAD_CLAIMS},
     {"nbf null", SK1, L(H_K1), P_T(EXP_OK ",\"nbf\":null"), GW_AUTH_BAD_CLAIMS},
@@ -1299,7 +1308,7 @@ START_TEST(test_jwt_bearer_malformed)
     size_t n;
     static const char *const bad[] = {
         "Bearer",      "Bearer ",          "Bearer  abc", "Bearer abc def",
-        "Bearer abc ", "Bearer abc .jjjj", "Bearer a,b",
+        "Bearer abc ", "Bearer abc .jjjj", "Bearer a,b",  "Bearer\tabc",
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         enum gw_auth_reason r = bearer(bad[i], false, &t, &n);
