@@ -454,9 +454,10 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     const char *bdata = blen ? (const char *)evbuffer_pullup(rq->body, -1) : "";
     const char *ctype = gw_http_header(rq, "Content-Type", &repeated);
     char msg[256];
-    if (gw_validate_body(cfg, op, repeated ? NULL : ctype, bdata, blen, &r->body, &kind, msg,
-                         sizeof msg) != 0) {
-        reply_error(r, kind, msg, NULL, 0);
+    if (gw_validate_body(cfg, op, repeated ? NULL : ctype, bdata, blen, &r->body, &msgs, &kind,
+                         msg, sizeof msg) != 0) {
+        reply_error(r, kind, msg, (const char *const *)msgs.v, msgs.n);
+        gw_msgs_free(&msgs);
         return;
     }
 

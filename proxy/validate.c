@@ -10,6 +10,7 @@
 #include "json.h"
 #include "openapi.h"
 #include "route.h"
+#include "schema.h"
 
 void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...)
 {
@@ -186,8 +187,8 @@ static bool json_content_type(const char *ct)
 }
 
 int gw_validate_body(const struct gw_config *cfg, const struct gw_op *op, const char *content_type,
-                     const char *data, size_t len, cJSON **body, enum gw_reply_kind *kind,
-                     char *msg, size_t msglen)
+                     const char *data, size_t len, cJSON **body, struct gw_msgs *msgs,
+                     enum gw_reply_kind *kind, char *msg, size_t msglen)
 {
     *body = NULL;
     msg[0] = '\0';
@@ -208,6 +209,11 @@ int gw_validate_body(const struct gw_config *cfg, const struct gw_op *op, const 
         *kind = GW_R_TOO_LARGE;
         return -1;
     }
+    if (len == 0) {
+        *kind = GW_R_BAD_REQUEST;
+        snprintf(msg, msglen, "%s needs a JSON request body", op->id);
+        return -1;
+    }
     struct gw_json_error je;
     struct gw_json_opts o = {.max_bytes = (size_t)cfg->limits.max_body_bytes,
                              .max_depth = (int)cfg->limits.max_json_depth};
@@ -221,6 +227,11 @@ int gw_validate_body(const struct gw_config *cfg, const struct gw_op *op, const 
         cJSON_Delete(v);
         *kind = GW_R_BAD_REQUEST;
         snprintf(msg, msglen, "the request body must be a JSON object");
+        return -1;
+    }
+    if (gw_schema_check(op->body_schema, v, msgs) > 0) {
+        cJSON_Delete(v);
+        *kind = GW_R_UNPROCESSABLE;
         return -1;
     }
     *body = v;

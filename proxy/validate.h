@@ -34,10 +34,12 @@ int gw_validate_version(const struct gw_config *cfg, const char *version,
  * the number of violations (0: valid). */
 size_t gw_validate_query(const struct gw_route *r, struct gw_msgs *out);
 
-/* Body of an op. content_type may be NULL. On success returns 0 and *body is the parsed object
- * (NULL for ops without a body). On failure returns -1 with *kind and msg set. */
+/* Body of an op: Content-Type (415), size (413), strict JSON object (400), then the op's schema
+ * (422, every violation appended to msgs, see schema.h). content_type may be NULL. On success
+ * returns 0 and *body is the validated object (NULL for ops without a body), owned by the
+ * caller. On failure returns -1 with *kind set, and msg (400/413/415) or msgs (422) filled. */
 int gw_validate_body(const struct gw_config *cfg, const struct gw_op *op, const char *content_type,
-                     const char *data, size_t len, cJSON **body, enum gw_reply_kind *kind,
-                     char *msg, size_t msglen);
+                     const char *data, size_t len, cJSON **body, struct gw_msgs *msgs,
+                     enum gw_reply_kind *kind, char *msg, size_t msglen);
 
 #endif

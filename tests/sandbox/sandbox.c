@@ -44,6 +44,8 @@
 #include "json.h"
 #include "openapi.h"
 #include "route.h"
+#include "schema.h"
+#include "validate.h"
 
 #define MAX_HEADERS_BYTES (64u << 10)
 #define MAX_BODY_BYTES (1u << 20)
@@ -59,7 +61,6 @@
 #define DAILY_LIMIT 200000L
 #define BURST_LIMIT 100L
 #define BURST_WINDOW_MS 10000L
-#define VALIDATE_MAX_NESTING 2 /* top level, and one level down (permissions) */
 
 #define USAGE                                                                                      \
     "usage: ghl-sandbox --listen ADDR:PORT [--cert FILE --key FILE] --agency-token-file FILE "     \
@@ -354,174 +355,20 @@ __attribute__((format(printf, 2, 3))) static void msg_add(cJSON *msgs, const cha
     free(big);
 }
 
-/* "a, b, c" from an enum array; malloc'd, capped at MAX_MSG_BYTES. */
-static char *enum_list(const cJSON *en)
+
+
+
+/* Request validation is the gateway's own (validate.c, schema.c): the sandbox answers what the
+ * gateway would have refused the same way, so the demo and the tests see one behaviour. */
+static void take_msgs(struct gw_msgs *m, cJSON *msgs)
 {
-    size_t need = 1;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, en)
-    {
-        if (cJSON_IsString(e))
-            need += strlen(e->valuestring) + 2;
-    }
-    if (need > MAX_MSG_BYTES)
-        need = MAX_MSG_BYTES;
-    char *out = malloc(need);
-    if (out == NULL)
-        return NULL;
-    size_t w = 0;
-    out[0] = '\0';
-    cJSON_ArrayForEach(e, en)
-    {
-        if (!cJSON_IsString(e))
-            continue;
-        int n = snprintf(out + w, need - w, "%s%s", w ? ", " : "", e->valuestring);
-        if (n < 0 || (size_t)n >= need - w)
-            break;
-        w += (size_t)n;
-    }
-    return out;
+    for (size_t i = 0; i < m->n; i++)
+        cJSON_AddItemToArray(msgs, cJSON_CreateString(m->v[i]));
+    gw_msgs_free(m);
 }
 
-static bool in_enum(const cJSON *en, const cJSON *v)
-{
-    const cJSON *e;
-    cJSON_ArrayForEach(e, en)
-    {
-        if (cJSON_IsString(e) && cJSON_IsString(v) && strcmp(e->valuestring, v->valuestring) == 0)
-            return true;
-    }
-    return false;
-}
-
-static void msg_enum(cJSON *msgs, const char *lead, const char *pre, const char *name,
-                     const cJSON *en)
-{
-    char *list = enum_list(en);
-    msg_add(msgs, "%s%s%s must be one of the following values: %s", lead, pre, name,
-            list ? list : "");
-    free(list);
-}
-
-static void check_value(const cJSON *schema, const cJSON *v, const char *pre, const char *name,
-                        cJSON *msgs, int depth);
-
-/* Members of obj against an object schema: required, known, typed, deprecated. */
-static void check_object(const cJSON *schema, const cJSON *obj, const char *pre, cJSON *msgs,
-                         int depth)
-{
-    const cJSON *props = member(schema, "properties"), *req = member(schema, "required");
-    const cJSON *addl = member(schema, "additionalProperties");
-    const cJSON *p;
-    cJSON_ArrayForEach(p, props)
-    {
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, p->string);
-        bool present = v != NULL && !cJSON_IsNull(v); /* class-validator: optional skips null */
-        if (present && cJSON_IsTrue(member(p, "deprecated"))) {
-            msg_add(msgs, "property %s%s should not exist", pre, p->string);
-            continue;
-        }
-        bool required = false;
-        const cJSON *r;
-        cJSON_ArrayForEach(r, req)
-        {
-            required |= cJSON_IsString(r) && strcmp(r->valuestring, p->string) == 0;
-        }
-        if (required && (!present || (cJSON_IsString(v) && v->valuestring[0] == '\0'))) {
-            msg_add(msgs, "%s%s should not be empty", pre, p->string);
-            continue;
-        }
-        if (present)
-            check_value(p, v, pre, p->string, msgs, depth);
-    }
-    /* required names the document lists without describing them */
-    const cJSON *r;
-    cJSON_ArrayForEach(r, req)
-    {
-        if (!cJSON_IsString(r) || member(props, r->valuestring) != NULL)
-            continue;
-        const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, r->valuestring);
-        if (v == NULL || cJSON_IsNull(v))
-            msg_add(msgs, "%s%s should not be empty", pre, r->valuestring);
-    }
-    /* An object without "properties" (lcPhone) is free-form; otherwise unknown members are
-     * refused unless additionalProperties allows them (twilioPhone). */
-    if (props == NULL && addl == NULL)
-        return;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, obj)
-    {
-        if (member(props, m->string) != NULL)
-            continue;
-        if (cJSON_IsObject(addl))
-            check_value(addl, m, pre, m->string, msgs, depth);
-        else if (!cJSON_IsTrue(addl))
-            msg_add(msgs, "property %s%s should not exist", pre, m->string);
-    }
-}
-
-static void check_array(const cJSON *schema, const cJSON *v, const char *pre, const char *name,
-                        cJSON *msgs)
-{
-    const cJSON *items = member(schema, "items");
-    const char *it = rstr(items, "type");
-    const cJSON *en = member(items, "enum");
-    bool bad_type = false, bad_enum = false;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, v)
-    {
-        if (strcmp(it, "string") == 0 && !cJSON_IsString(e))
-            bad_type = true;
-        else if (cJSON_IsArray(en) && !in_enum(en, e))
-            bad_enum = true;
-    }
-    if (bad_type)
-        msg_add(msgs, "each value in %s%s must be a string", pre, name);
-    if (bad_enum)
-        msg_enum(msgs, "each value in ", pre, name, en);
-}
-
-/* One present, non-null value against its schema. */
-static void check_value(const cJSON *schema, const cJSON *v, const char *pre, const char *name,
-                        cJSON *msgs, int depth)
-{
-    const char *t = rstr(schema, "type");
-    if (t[0] == '\0' && member(schema, "properties") != NULL)
-        t = "object";
-    if (strcmp(t, "string") == 0) {
-        if (!cJSON_IsString(v))
-            msg_add(msgs, "%s%s must be a string", pre, name);
-        else if (cJSON_IsArray(member(schema, "enum")) && !in_enum(member(schema, "enum"), v))
-            msg_enum(msgs, "", pre, name, member(schema, "enum"));
-    } else if (strcmp(t, "boolean") == 0) {
-        if (!cJSON_IsBool(v))
-            msg_add(msgs, "%s%s must be a boolean value", pre, name);
-    } else if (strcmp(t, "number") == 0) {
-        if (!cJSON_IsNumber(v))
-            msg_add(msgs, "%s%s must be a number conforming to the specified constraints", pre,
-                    name);
-    } else if (strcmp(t, "integer") == 0) {
-        if (!cJSON_IsNumber(v) || fmod(v->valuedouble, 1.0) != 0)
-            msg_add(msgs, "%s%s must be an integer number", pre, name);
-    } else if (strcmp(t, "array") == 0) {
-        if (!cJSON_IsArray(v))
-            msg_add(msgs, "%s%s must be an array", pre, name);
-        else
-            check_array(schema, v, pre, name, msgs);
-    } else if (strcmp(t, "object") == 0) {
-        if (!cJSON_IsObject(v)) {
-            msg_add(msgs, "%s%s must be an object", pre, name);
-        } else if (depth + 1 < VALIDATE_MAX_NESTING) {
-            char sub[256];
-            snprintf(sub, sizeof sub, "%s%s.", pre, name);
-            check_object(schema, v, sub, msgs, depth + 1);
-        }
-    }
-}
-
-/* Light request-body validation, kept in one function so the shared strict validator can
- * replace it. Returns -1 when the body is not a JSON object (400); otherwise 0, with *out the
- * parsed body (caller frees) and every schema violation appended to msgs (422 if any). */
+/* Returns -1 when the body is not a JSON object (400); otherwise 0, with *out the parsed body
+ * (caller frees) and every schema violation appended to msgs (422 if any). */
 static int validate_body(const struct gw_op *op, const char *body, size_t len, cJSON **out,
                          cJSON *msgs)
 {
@@ -532,32 +379,18 @@ static int validate_body(const struct gw_op *op, const char *body, size_t len, c
         cJSON_Delete(j);
         return -1;
     }
-    check_object(op->body_schema, j, "", msgs, 0);
+    struct gw_msgs m = {0};
+    gw_schema_check(op->body_schema, j, &m);
+    take_msgs(&m, msgs);
     *out = j;
     return 0;
 }
 
-/* Query parameters against the op's declared ones: required present, known, booleans. */
-static void validate_query(const struct gw_op *op, const struct gw_route *r, cJSON *msgs)
+static void validate_query(const struct gw_route *r, cJSON *msgs)
 {
-    for (size_t i = 0; i < op->nparams; i++) {
-        const struct gw_param *p = &op->params[i];
-        if (p->in != GW_IN_QUERY)
-            continue;
-        const char *v = gw_route_query(r, p->name);
-        if (p->required && (v == NULL || v[0] == '\0'))
-            msg_add(msgs, "%s should not be empty", p->name);
-        else if (v && strcmp(rstr(p->schema, "type"), "boolean") == 0 && strcmp(v, "true") != 0 &&
-                 strcmp(v, "false") != 0)
-            msg_add(msgs, "%s must be a boolean value", p->name);
-    }
-    for (size_t i = 0; i < r->nq; i++) {
-        bool seen = false;
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = strcmp(r->qname[k], r->qname[i]) == 0;
-        if (!seen && gw_op_param(op, GW_IN_QUERY, r->qname[i]) == NULL)
-            msg_add(msgs, "property %s should not exist", r->qname[i]);
-    }
+    struct gw_msgs m = {0};
+    gw_validate_query(r, &m);
+    take_msgs(&m, msgs);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -1280,7 +1113,7 @@ static void dispatch(struct sandbox *sb, const struct gw_op *op, const struct gw
         reply_msg(rp, 400, "Bad Request", NULL);
         return;
     }
-    validate_query(op, r, msgs);
+    validate_query(r, msgs);
     if (cJSON_GetArraySize(msgs) > 0) {
         cJSON_Delete(json);
         reply_422(rp, msgs);
