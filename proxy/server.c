@@ -23,7 +23,9 @@
 
 #include "conn.h"
 #include "jwks.h"
+#include "json.h"
 #include "log.h"
+#include "policy.h"
 #include "reply.h"
 #include "route.h"
 #include "snapshot.h"
@@ -65,6 +67,10 @@ struct gw_req {
     double upstream_ms;
     struct gw_principal *principal; /* once authenticated (a reference) */
     const char *auth_failure;       /* the reason class, for the access log */
+    const struct gw_credential *cred; /* the upstream credential of the op */
+    const char *version;              /* the Version header (lives in rq) */
+    const struct gw_policy *policy;   /* the allowing policy, or the first that matched */
+    bool allowed;                     /* a policy allowed the request */
 };
 
 static const char *status_reason(int code)
@@ -130,6 +136,7 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
         .op = r->routed && r->route.op ? r->route.op->id : NULL,
         .status = status,
         .sub = r->principal ? r->principal->sub : NULL,
+        .policy = gw_policy_name(r->policy),
         .auth_failure = r->auth_failure,
         .upstream_status = r->upstream_status,
         .upstream_ms = r->upstream_ms,
@@ -236,33 +243,6 @@ static bool pass_back(const char *name)
     return strcasecmp(name, "Content-Type") == 0 || strncasecmp(name, "X-RateLimit-", 12) == 0;
 }
 
-static void on_upstream(struct gw_upstream_result *res, void *arg)
-{
-    struct gw_req *r = arg;
-    r->upstream_ms = res->ms;
-    if (res->err == GW_UP_SHUTDOWN) {
-        /* the worker is being torn down: its connections are freed right after */
-        req_free(r);
-        return;
-    }
-    if (res->err != GW_UP_OK) {
-        gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
-                     res->why);
-        if (res->err == GW_UP_TIMEOUT)
-            reply_error(r, GW_R_TIMEOUT, NULL, NULL, 0);
-        else
-            reply_error(r, GW_R_BAD_GATEWAY, res->why, NULL, 0);
-        return;
-    }
-    r->upstream_status = res->status;
-    struct gw_header h[MAX_REPLY_HEADERS];
-    size_t n = 0;
-    for (size_t i = 0; i < res->nheaders && n + 1 < MAX_REPLY_HEADERS; i++)
-        if (pass_back(res->hname[i]))
-            h[n++] = (struct gw_header){res->hname[i], res->hvalue[i]};
-    finish(r, res->status, h, n, res->body, false);
-}
-
 /* Appends to a growing buffer that may hold a credential: every copy is wiped on release. */
 struct sbuf {
     char *p;
@@ -298,12 +278,15 @@ static void sb_str(struct sbuf *b, const char *s)
     sb_add(b, s, strlen(s));
 }
 
-static void forward(struct gw_req *r, const struct gw_credential *cred, const char *version)
+/* Sends one request upstream with the op's credential: the client's request (whole) or,
+ * with target_only, the GET of the user it changes (same path, no query, no body). */
+static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
 {
     const struct gw_config *cfg = r->snap->cfg;
-    char *query = gw_route_query_string(&r->route);
-    char *body = r->body ? cJSON_PrintUnformatted(r->body) : NULL;
-    if (query == NULL || (r->body && body == NULL)) {
+    const char *method = target_only ? "GET" : r->method;
+    char *query = target_only ? strdup("") : gw_route_query_string(&r->route);
+    char *body = r->body && !target_only ? cJSON_PrintUnformatted(r->body) : NULL;
+    if (query == NULL || (r->body && !target_only && body == NULL)) {
         free(query);
         cJSON_free(body);
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
@@ -311,7 +294,7 @@ static void forward(struct gw_req *r, const struct gw_credential *cred, const ch
     }
     struct sbuf b = {0};
     char line[512];
-    sb_str(&b, r->method);
+    sb_str(&b, method);
     sb_str(&b, " ");
     sb_str(&b, r->route.upstream_path);
     if (query[0]) {
@@ -327,9 +310,9 @@ static void forward(struct gw_req *r, const struct gw_credential *cred, const ch
                  cfg->upstream.host, v6 ? "]" : "", cfg->upstream.port);
     sb_str(&b, line);
     sb_str(&b, "Version: ");
-    sb_str(&b, version);
+    sb_str(&b, r->version);
     sb_str(&b, "\r\nAccept: application/json\r\nAuthorization: Bearer ");
-    sb_add(&b, cred->token, cred->len);
+    sb_add(&b, r->cred->token, r->cred->len);
     sb_str(&b, "\r\nX-Request-Id: ");
     sb_str(&b, r->request_id);
     sb_str(&b, "\r\n");
@@ -349,12 +332,148 @@ static void forward(struct gw_req *r, const struct gw_credential *cred, const ch
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return;
     }
-    bool retryable = r->route.op->method == GW_M_GET;
-    struct gw_upstream_call *call =
-        gw_upstream_send(r->w->pool, b.p, b.n, retryable, on_upstream, r);
+    bool retryable = target_only || r->route.op->method == GW_M_GET;
+    struct gw_upstream_call *call = gw_upstream_send(r->w->pool, b.p, b.n, retryable, cb, r);
     OPENSSL_clear_free(b.p, b.cap);
     if (call == NULL)
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+}
+
+/* An upstream call that brought no answer. Returns true when r is finished. */
+static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, const char *method)
+{
+    r->upstream_ms = res->ms;
+    if (res->err == GW_UP_SHUTDOWN) {
+        /* the worker is being torn down: its connections are freed right after */
+        req_free(r);
+        return true;
+    }
+    if (res->err == GW_UP_OK)
+        return false;
+    gw_log_error("request %s: %s %s: %s", r->request_id, method, r->route.upstream_path,
+                 res->why);
+    if (res->err == GW_UP_TIMEOUT)
+        reply_error(r, GW_R_TIMEOUT, NULL, NULL, 0);
+    else
+        reply_error(r, GW_R_BAD_GATEWAY, res->why, NULL, 0);
+    return true;
+}
+
+/* Passes the upstream's answer back: status, the headers clients may see, and the body
+ * (replaced when the read rules rewrote it). */
+static void pass_answer(struct gw_req *r, struct gw_upstream_result *res, struct evbuffer *body)
+{
+    r->upstream_status = res->status;
+    struct gw_header h[MAX_REPLY_HEADERS];
+    size_t n = 0;
+    for (size_t i = 0; i < res->nheaders && n + 1 < MAX_REPLY_HEADERS; i++)
+        if (pass_back(res->hname[i]))
+            h[n++] = (struct gw_header){res->hname[i], res->hvalue[i]};
+    finish(r, res->status, h, n, body ? body : res->body, false);
+}
+
+/* Parses an upstream answer body (strict JSON, as bounded as the upstream parser left it). */
+static cJSON *parse_answer(struct evbuffer *body)
+{
+    size_t len = evbuffer_get_length(body);
+    const char *data = len ? (const char *)evbuffer_pullup(body, -1) : "";
+    struct gw_json_error je;
+    struct gw_json_opts o = {.max_depth = 32};
+    return gw_json_parse(data, len, &o, &je);
+}
+
+static void on_upstream(struct gw_upstream_result *res, void *arg)
+{
+    struct gw_req *r = arg;
+    if (upstream_failed(r, res, r->method))
+        return;
+    r->upstream_status = res->status;
+    if (res->status < 200 || res->status > 299 || !gw_policy_filters_reads(r->policy) ||
+        evbuffer_get_length(res->body) == 0) {
+        pass_answer(r, res, NULL);
+        return;
+    }
+    /* the read rules of the allowing policy: visibility by location, redaction */
+    cJSON *reply = parse_answer(res->body);
+    char why[300];
+    if (reply == NULL) {
+        snprintf(why, sizeof why,
+                 "the upstream's answer is not JSON, so policy %s's read rules cannot be applied",
+                 gw_policy_name(r->policy));
+        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
+        return;
+    }
+    const cJSON *claims = r->principal->claims;
+    if (!gw_policy_filter_reply(r->policy, r->route.op, claims, reply, why, sizeof why)) {
+        cJSON_Delete(reply);
+        r->allowed = false;
+        reply_error(r, GW_R_FORBIDDEN, why, NULL, 0);
+        return;
+    }
+    char *text = cJSON_PrintUnformatted(reply);
+    cJSON_Delete(reply);
+    struct evbuffer *out = evbuffer_new();
+    if (text == NULL || out == NULL || evbuffer_add(out, text, strlen(text)) != 0) {
+        cJSON_free(text);
+        if (out)
+            evbuffer_free(out);
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+        return;
+    }
+    cJSON_free(text);
+    pass_answer(r, res, out);
+    evbuffer_free(out);
+}
+
+/* The policy decision (SPEC 6.2) on what the request asks, and on target when it changes an
+ * existing user. Allowed: the request goes upstream. Denied: 403 with the first reason. */
+static void decide(struct gw_req *r, const cJSON *target)
+{
+    struct gw_decision d;
+    struct gw_decision_input in = {
+        .claims = r->principal->claims,
+        .sub = r->principal->sub,
+        .scopes = (const char *const *)r->principal->scopes,
+        .nscopes = r->principal->nscopes,
+        .op = r->route.op,
+        .route = &r->route,
+        .body = r->body,
+        .target = target,
+    };
+    gw_policy_decide(r->snap->policies, r->snap->api, &in, &d);
+    r->policy = d.policy;
+    r->allowed = d.allowed;
+    if (!d.allowed) {
+        r->w->stats.policy_denials++;
+        reply_error(r, GW_R_FORBIDDEN, d.reasons.n ? d.reasons.v[0] : "denied by policy", NULL,
+                    0);
+        gw_decision_free(&d);
+        return;
+    }
+    gw_decision_free(&d);
+    send_upstream(r, false, on_upstream);
+}
+
+/* The answer to the GET of the user an update or delete would change. */
+static void on_target(struct gw_upstream_result *res, void *arg)
+{
+    struct gw_req *r = arg;
+    if (upstream_failed(r, res, "GET"))
+        return;
+    if (res->status != 200) {
+        pass_answer(r, res, NULL); /* 404 for a user that does not exist, 401, 429 ... */
+        return;
+    }
+    cJSON *target = parse_answer(res->body);
+    if (!cJSON_IsObject(target)) {
+        cJSON_Delete(target);
+        r->upstream_status = res->status;
+        reply_error(r, GW_R_BAD_GATEWAY,
+                    "the upstream's answer for the user to change is not a JSON object", NULL, 0);
+        return;
+    }
+    decide(r, target);
+    cJSON_Delete(target);
 }
 
 static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
@@ -485,7 +604,14 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
         reply_error(r, GW_R_UNAVAILABLE, msg, NULL, 0);
         return;
     }
-    forward(r, cred, version);
+    r->cred = cred;
+    r->version = version;
+    if (gw_policy_needs_target(op)) {
+        /* decided on the user as the upstream has it: fetch it first */
+        send_upstream(r, true, on_target);
+        return;
+    }
+    decide(r, NULL);
 }
 
 /* ---- workers ---- */

@@ -91,6 +91,11 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
     char err[512];
     if (gw_openapi_load(s->cfg->upstream.openapi, &s->api, err, sizeof err) != 0)
         gw_errs_add(errs, "upstream.openapi: %s", err);
+    else if ((s->policies = gw_policies_load(s->cfg->policies.dir, s->api, errs)) == NULL)
+        gw_errs_add(errs, "policies.dir: the policy set is not valid");
+    else if (s->policies->n == 0)
+        gw_errs_warn(errs, "warning: %s holds no policy file: every request under /users will "
+                           "answer 403", s->cfg->policies.dir);
 
     const struct gw_config *c = s->cfg;
     if (c->credentials.agency_token_file) {
@@ -163,6 +168,7 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     SSL_CTX_free(s->server_ctx);
     SSL_CTX_free(s->upstream_ctx);
     gw_auth_free(s->auth);
+    gw_policies_free(s->policies);
     gw_openapi_free(s->api);
     gw_config_free(s->cfg);
     free(s);

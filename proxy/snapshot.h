@@ -1,7 +1,7 @@
 /* snapshot: one immutable bundle of everything a request needs from configuration: the config,
- * the OpenAPI model, the upstream credentials and the TLS contexts. Built whole (all or
- * nothing), then shared by the workers; a request takes a reference at its start and finishes
- * on that snapshot even if a newer one is swapped in.
+ * the OpenAPI model, the issuers, the policies, the upstream credentials and the TLS contexts.
+ * Built whole (all or nothing), then shared by the workers; a request takes a reference at its
+ * start and finishes on that snapshot even if a newer one is swapped in.
  *
  * Memory: gw_snapshot_build returns a snapshot with one reference; gw_snapshot_ref adds one,
  * gw_snapshot_unref drops one and frees on the last (wiping the credentials).
@@ -18,6 +18,7 @@
 #include "config.h"
 #include "auth.h"
 #include "openapi.h"
+#include "policy.h"
 
 struct gw_credential {
     char *location_id; /* NULL for the agency token */
@@ -31,6 +32,7 @@ struct gw_snapshot {
     struct gw_config *cfg;
     struct gw_openapi *api;
     struct gw_auth *auth;        /* issuers and their keys */
+    struct gw_policies *policies; /* policies.dir, validated against api */
     struct gw_credential agency; /* token NULL when not configured */
     struct gw_credential *locations; /* sorted by location_id */
     size_t nlocations;

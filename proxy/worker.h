@@ -49,6 +49,7 @@ struct gw_worker {
     struct {
         uint64_t auth_failures[16]; /* by enum gw_auth_reason */
         uint64_t cache_hits, cache_misses;
+        uint64_t policy_denials;
     } stats; /* per worker, summed when scraped (metrics) */
 };
 

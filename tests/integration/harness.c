@@ -220,6 +220,28 @@ static void start_gateway(struct env *e, const struct env_opts *o)
     (void)o;
 }
 
+/* The default policy: every subject of the test issuers may do everything. */
+static const char harness_all_policy[] =
+    "{ \"name\": \"harness-all\",\n"
+    "  \"subjects\": [ { \"iss\": [\"" ISSUER_RS "\", \"" ISSUER_HS "\", \"" ISSUER_JWKS "\",\n"
+    "                          \"https://rot.test\"] } ],\n"
+    "  \"operations\": [\"search-users\", \"filter-users-by-email\", \"get-user\",\n"
+    "                 \"update-user\", \"delete-user\", \"get-user-by-location\",\n"
+    "                 \"create-user\"],\n"
+    "  \"companies\": \"*\", \"locations\": \"*\",\n"
+    "  \"grant\": { \"types\": [\"account\", \"agency\"], \"roles\": [\"admin\", \"user\"],\n"
+    "             \"scopes\": [\"*\"], \"scopes_assigned_to_only\": [\"*\"] } }\n";
+
+void env_write_policy(const struct env *e, const char *file, const char *json)
+{
+    char p[800];
+    snprintf(p, sizeof p, "%s/policies/%s", e->dir, file);
+    if (json == NULL)
+        unlink(p);
+    else
+        write_file(p, json);
+}
+
 void env_start(struct env *e, const struct env_opts *o)
 {
     static const struct env_opts none;
@@ -233,6 +255,10 @@ void env_start(struct env *e, const struct env_opts *o)
     char p[700];
     snprintf(p, sizeof p, "%s/policies", e->dir);
     mkdir(p, 0755);
+    if (o->policies[0].file == NULL)
+        env_write_policy(e, "harness-all.json", harness_all_policy);
+    for (size_t i = 0; i < sizeof o->policies / sizeof *o->policies && o->policies[i].file; i++)
+        env_write_policy(e, o->policies[i].file, o->policies[i].json);
     snprintf(p, sizeof p, "%s/audit", e->dir);
     mkdir(p, 0755);
     snprintf(p, sizeof p, "%s/agency.token", e->dir);

@@ -52,6 +52,11 @@ struct env_opts {
     int workers;                /* default 2 */
     int extra_users;            /* seed this many more users (UserMany000000000001...) */
     const char *auth_json;      /* replaces the "auth" object (default: ISSUER_RS + ISSUER_HS) */
+    /* policy files written to the policies folder; none given: one policy, "harness-all",
+     * lets every subject of the three test issuers do everything */
+    struct {
+        const char *file, *json;
+    } policies[8];
 };
 
 #define ISSUER_RS "https://idp.test"   /* RS256 kid k1 and ES256 kid e1, audience ghl-gateway */
@@ -69,6 +74,8 @@ int mint(const char *alg, const char *iss, const char *sub, const char *scope, c
 char *raw_request(const struct env *e, const char *method, const char *path, const char *extra);
 
 void env_start(struct env *e, const struct env_opts *o);
+/* Writes (or, with json NULL, removes) a file of the env's policies folder. */
+void env_write_policy(const struct env *e, const char *file, const char *json);
 /* Sends SIGTERM to the gateway and waits (up to wait_ms). Returns its exit status, or -1. */
 int env_stop_gateway(struct env *e, int wait_ms);
 void env_stop(struct env *e);

@@ -98,6 +98,7 @@ START_TEST(test_get_retried_once_when_a_reused_connection_closes)
 }
 END_TEST
 
+/* A PUT is fetched first (its target GET may be retried), but is itself never sent twice. */
 START_TEST(test_put_not_retried)
 {
     env_start(&E, &(struct env_opts){.sandbox_args = "--drop-every 2", .workers = 1});
@@ -109,7 +110,15 @@ START_TEST(test_put_not_retried)
                      0);
     ck_assert_int_eq(r.status, 502);
     response_free(&r);
-    ck_assert_int_eq(journal_count(&E), 2);
+    /* GET; the target GET of the PUT (dropped, then retried); the PUT (dropped, not retried) */
+    ck_assert_int_eq(journal_count(&E), 4);
+    static const char *const methods[] = {"GET", "GET", "GET", "PUT"};
+    for (int i = 0; i < 4; i++) {
+        cJSON *j = journal_entry(&E, i);
+        ck_assert_ptr_nonnull(j);
+        ck_assert_str_eq(cJSON_GetObjectItem(j, "method")->valuestring, methods[i]);
+        cJSON_Delete(j);
+    }
 }
 END_TEST
 

@@ -1,0 +1,871 @@
+#include "policy.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "json.h"
+#include "openapi.h"
+#include "route.h"
+
+#define MAX_POLICY_BYTES (1u << 20)
+#define MAX_POLICY_FILES 1024
+
+struct strlist {
+    char **v;
+    size_t n;
+};
+
+struct subj_member {
+    char *claim;
+    struct strlist values; /* any of them */
+};
+
+struct subj_entry {
+    struct subj_member *m; /* all of them */
+    size_t n;
+};
+
+enum loc_kind { LOC_ALL, LOC_LIST, LOC_CLAIM };
+
+struct pin {
+    size_t flag; /* index into the model's permission flags (document order) */
+    bool value;
+};
+
+struct gw_policy {
+    char *name, *file;
+    struct subj_entry *subjects;
+    size_t nsubjects;
+    struct strlist ops;
+    bool companies_all;
+    struct strlist companies;
+    enum loc_kind loc;
+    struct strlist locations;
+    char *loc_claim;
+    bool has_grant;
+    struct strlist types, roles, scopes, sato;
+    bool within;
+    struct pin *pins;
+    size_t npins;
+    long max_locations; /* -1: no cap */
+    struct strlist forbid, redact;
+};
+
+const char *gw_policy_name(const struct gw_policy *p)
+{
+    return p ? p->name : NULL;
+}
+
+/* ---- small helpers ---- */
+
+static bool in_list(const struct strlist *l, const char *s)
+{
+    for (size_t i = 0; s && i < l->n; i++)
+        if (strcmp(l->v[i], s) == 0)
+            return true;
+    return false;
+}
+
+/* "*" matches any run of characters (none included); everything else literally; the whole
+ * string must match. Iterative, with one backtrack point: linear in practice. */
+static bool glob_match(const char *pat, const char *s)
+{
+    const char *star = NULL, *retry = NULL;
+    while (*s) {
+        if (*pat == '*') {
+            star = pat++;
+            retry = s;
+        } else if (*pat == *s) {
+            pat++;
+            s++;
+        } else if (star) {
+            pat = star + 1;
+            s = ++retry;
+        } else {
+            return false;
+        }
+    }
+    while (*pat == '*')
+        pat++;
+    return *pat == '\0';
+}
+
+static bool matches_any(const struct strlist *patterns, const char *s)
+{
+    for (size_t i = 0; i < patterns->n; i++)
+        if (glob_match(patterns->v[i], s))
+            return true;
+    return false;
+}
+
+static void free_list(struct strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static void free_policy(struct gw_policy *p)
+{
+    free(p->name);
+    free(p->file);
+    for (size_t i = 0; i < p->nsubjects; i++) {
+        for (size_t k = 0; k < p->subjects[i].n; k++) {
+            free(p->subjects[i].m[k].claim);
+            free_list(&p->subjects[i].m[k].values);
+        }
+        free(p->subjects[i].m);
+    }
+    free(p->subjects);
+    free_list(&p->ops);
+    free_list(&p->companies);
+    free_list(&p->locations);
+    free(p->loc_claim);
+    free_list(&p->types);
+    free_list(&p->roles);
+    free_list(&p->scopes);
+    free_list(&p->sato);
+    free(p->pins);
+    free_list(&p->forbid);
+    free_list(&p->redact);
+}
+
+void gw_policies_free(struct gw_policies *ps)
+{
+    if (ps == NULL)
+        return;
+    for (size_t i = 0; i < ps->n; i++)
+        free_policy(&ps->p[i]);
+    free(ps->p);
+    free(ps);
+}
+
+/* ---- loading ---- */
+
+struct loader {
+    const struct gw_openapi *api;
+    struct gw_errs *errs;
+    const char *file;
+    struct gw_json_lines lines;
+    size_t before;
+};
+
+static void perr(struct loader *l, const cJSON *node, const char *member, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void perr(struct loader *l, const cJSON *node, const char *member, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int line = gw_json_line(&l->lines, node);
+    if (line > 0)
+        gw_errs_add(l->errs, "%s:%d: %s: %s", l->file, line, member, msg);
+    else
+        gw_errs_add(l->errs, "%s: %s: %s", l->file, member, msg);
+}
+
+/* An array of non-empty strings (or, with allow_single, one string). */
+static int read_strings(struct loader *l, const cJSON *v, const char *member, bool allow_single,
+                        struct strlist *out)
+{
+    if (allow_single && cJSON_IsString(v) && v->valuestring[0]) {
+        out->v = calloc(1, sizeof *out->v);
+        if (out->v == NULL || (out->v[0] = strdup(v->valuestring)) == NULL)
+            return -1;
+        out->n = 1;
+        return 0;
+    }
+    if (!cJSON_IsArray(v)) {
+        perr(l, v, member, "must be %s", allow_single ? "a string or an array of strings"
+                                                      : "an array of strings");
+        return -1;
+    }
+    size_t n = (size_t)cJSON_GetArraySize(v);
+    out->v = calloc(n + 1, sizeof *out->v);
+    if (out->v == NULL)
+        return -1;
+    for (const cJSON *e = v->child; e; e = e->next) {
+        if (!cJSON_IsString(e) || e->valuestring[0] == '\0') {
+            perr(l, e, member, "entries must be non-empty strings");
+            return -1;
+        }
+        out->v[out->n++] = strdup(e->valuestring);
+    }
+    return 0;
+}
+
+/* Members of obj must all be in known (NULL-terminated). */
+static int known_members(struct loader *l, const cJSON *obj, const char *prefix,
+                         const char *const *known)
+{
+    int rc = 0;
+    for (const cJSON *m = obj->child; m; m = m->next) {
+        bool ok = false;
+        for (const char *const *k = known; *k && !ok; k++)
+            ok = strcmp(*k, m->string) == 0;
+        if (!ok) {
+            char member[200];
+            snprintf(member, sizeof member, "%s%s", prefix, m->string);
+            perr(l, m, member, "unknown key");
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int read_subjects(struct loader *l, const cJSON *v, struct gw_policy *p)
+{
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
+        perr(l, v, "subjects", "must be a non-empty array of objects");
+        return -1;
+    }
+    p->subjects = calloc((size_t)cJSON_GetArraySize(v), sizeof *p->subjects);
+    if (p->subjects == NULL)
+        return -1;
+    for (const cJSON *e = v->child; e; e = e->next) {
+        if (!cJSON_IsObject(e) || e->child == NULL) {
+            perr(l, e, "subjects", "each entry must be a non-empty object of claim: value");
+            return -1;
+        }
+        struct subj_entry *se = &p->subjects[p->nsubjects++];
+        se->m = calloc((size_t)cJSON_GetArraySize(e), sizeof *se->m);
+        if (se->m == NULL)
+            return -1;
+        for (const cJSON *m = e->child; m; m = m->next) {
+            struct subj_member *sm = &se->m[se->n++];
+            sm->claim = strdup(m->string);
+            char member[200];
+            snprintf(member, sizeof member, "subjects.%s", m->string);
+            if (read_strings(l, m, member, true, &sm->values) != 0 || sm->values.n == 0) {
+                if (sm->values.n == 0 && cJSON_IsArray(m))
+                    perr(l, m, member, "must list at least one value");
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int read_locations(struct loader *l, const cJSON *v, struct gw_policy *p)
+{
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "*") == 0) {
+        p->loc = LOC_ALL;
+        return 0;
+    }
+    if (cJSON_IsObject(v)) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(v, "claim");
+        if (cJSON_GetArraySize(v) != 1 || !cJSON_IsString(c) || c->valuestring[0] == '\0') {
+            perr(l, v, "locations", "an object must be {\"claim\": \"<claim name>\"}");
+            return -1;
+        }
+        p->loc = LOC_CLAIM;
+        p->loc_claim = strdup(c->valuestring);
+        return 0;
+    }
+    if (!cJSON_IsArray(v)) {
+        perr(l, v, "locations", "must be \"*\", an array of location ids or {\"claim\": name}");
+        return -1;
+    }
+    p->loc = LOC_LIST;
+    return read_strings(l, v, "locations", false, &p->locations);
+}
+
+static int read_scope_patterns(struct loader *l, const cJSON *v, const char *member,
+                               struct strlist *out)
+{
+    if (read_strings(l, v, member, false, out) != 0)
+        return -1;
+    for (size_t i = 0; i < out->n; i++) {
+        bool hit = false;
+        for (size_t k = 0; k < l->api->nscopes && !hit; k++)
+            hit = glob_match(out->v[i], l->api->scopes[k]);
+        if (!hit) {
+            perr(l, v, member, "pattern %s matches no scope of the OpenAPI document", out->v[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int read_grant(struct loader *l, const cJSON *g, struct gw_policy *p)
+{
+    static const char *const known[] = {"types", "roles", "scopes", "scopes_assigned_to_only",
+                                        "within_caller_scopes", "permissions", "max_locations",
+                                        NULL};
+    if (!cJSON_IsObject(g)) {
+        perr(l, g, "grant", "must be an object");
+        return -1;
+    }
+    int rc = known_members(l, g, "grant.", known);
+    p->has_grant = true;
+    const cJSON *v;
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "types")))
+        rc |= read_strings(l, v, "grant.types", false, &p->types);
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "roles")))
+        rc |= read_strings(l, v, "grant.roles", false, &p->roles);
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "scopes")))
+        rc |= read_scope_patterns(l, v, "grant.scopes", &p->scopes);
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "scopes_assigned_to_only")))
+        rc |= read_scope_patterns(l, v, "grant.scopes_assigned_to_only", &p->sato);
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "within_caller_scopes"))) {
+        if (!cJSON_IsBool(v)) {
+            perr(l, v, "grant.within_caller_scopes", "must be true or false");
+            rc = -1;
+        }
+        p->within = cJSON_IsTrue(v);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "permissions"))) {
+        if (!cJSON_IsObject(v)) {
+            perr(l, v, "grant.permissions", "must be an object of flag: true|false");
+            rc = -1;
+        } else {
+            p->pins = calloc((size_t)cJSON_GetArraySize(v) + 1, sizeof *p->pins);
+            if (p->pins == NULL)
+                return -1;
+            for (const cJSON *f = v->child; f; f = f->next) {
+                char member[200];
+                snprintf(member, sizeof member, "grant.permissions.%s", f->string);
+                size_t idx = l->api->nperms;
+                for (size_t k = 0; k < l->api->nperms; k++)
+                    if (strcmp(l->api->perms[k].name, f->string) == 0)
+                        idx = k;
+                if (idx == l->api->nperms) {
+                    perr(l, f, member, "unknown permission flag");
+                    rc = -1;
+                } else if (!cJSON_IsBool(f)) {
+                    perr(l, f, member, "must be true or false");
+                    rc = -1;
+                } else {
+                    p->pins[p->npins++] = (struct pin){idx, cJSON_IsTrue(f)};
+                }
+            }
+        }
+    }
+    p->max_locations = -1;
+    if ((v = cJSON_GetObjectItemCaseSensitive(g, "max_locations"))) {
+        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble ||
+            v->valuedouble < 0 || v->valuedouble > 100000) {
+            perr(l, v, "grant.max_locations", "must be an integer from 0");
+            rc = -1;
+        } else {
+            p->max_locations = (long)v->valuedouble;
+        }
+    }
+    return rc;
+}
+
+/* The member names requests can write: the properties of every op's body schema. */
+static bool writable_member(const struct gw_openapi *api, const char *name)
+{
+    for (size_t i = 0; i < api->nops; i++) {
+        const cJSON *props = cJSON_GetObjectItemCaseSensitive(api->ops[i].body_schema, "properties");
+        if (cJSON_GetObjectItemCaseSensitive(props, name))
+            return true;
+    }
+    return false;
+}
+
+static int load_one(struct loader *l, const char *path, struct gw_policy *p)
+{
+    size_t len;
+    char *buf = gw_read_file(path, MAX_POLICY_BYTES, &len);
+    if (buf == NULL) {
+        gw_errs_add(l->errs, "%s: cannot read: %s", path, strerror(errno));
+        return -1;
+    }
+    struct gw_json_error je;
+    struct gw_json_opts o = {.max_depth = 16, .allow_comments = true, .lines = &l->lines};
+    cJSON *root = gw_json_parse(buf, len, &o, &je);
+    free(buf);
+    if (root == NULL) {
+        gw_errs_add(l->errs, "%s:%d: %s", path, je.line, je.msg);
+        return -1;
+    }
+    int rc = 0;
+    static const char *const known[] = {"name", "description", "subjects", "operations",
+                                        "companies", "locations", "grant", "fields", "reads",
+                                        NULL};
+    if (!cJSON_IsObject(root)) {
+        gw_errs_add(l->errs, "%s:1: a policy must be a JSON object", path);
+        cJSON_Delete(root);
+        return -1;
+    }
+    rc |= known_members(l, root, "", known);
+    p->file = strdup(path);
+    p->max_locations = -1;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "name");
+    if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
+        perr(l, v ? v : root, "name", "a policy needs a non-empty name");
+        rc = -1;
+    } else {
+        p->name = strdup(v->valuestring);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "description");
+    if (v && !cJSON_IsString(v)) {
+        perr(l, v, "description", "must be a string");
+        rc = -1;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "subjects");
+    if (v == NULL) {
+        perr(l, root, "subjects", "is required");
+        rc = -1;
+    } else {
+        rc |= read_subjects(l, v, p);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "operations");
+    if (v == NULL) {
+        perr(l, root, "operations", "is required");
+        rc = -1;
+    } else if (read_strings(l, v, "operations", false, &p->ops) == 0) {
+        for (size_t i = 0; i < p->ops.n; i++)
+            if (gw_openapi_op(l->api, p->ops.v[i]) == NULL) {
+                perr(l, v, "operations", "unknown operation %s", p->ops.v[i]);
+                rc = -1;
+            }
+    } else {
+        rc = -1;
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "companies");
+    if (v == NULL) {
+        perr(l, root, "companies", "is required (\"*\" or a list of company ids)");
+        rc = -1;
+    } else if (cJSON_IsString(v) && strcmp(v->valuestring, "*") == 0) {
+        p->companies_all = true;
+    } else {
+        rc |= read_strings(l, v, "companies", false, &p->companies);
+    }
+    v = cJSON_GetObjectItemCaseSensitive(root, "locations");
+    if (v == NULL) {
+        perr(l, root, "locations", "is required (\"*\", a list, or {\"claim\": name})");
+        rc = -1;
+    } else {
+        rc |= read_locations(l, v, p);
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "grant")))
+        rc |= read_grant(l, v, p);
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "fields"))) {
+        static const char *const fk[] = {"forbid", NULL};
+        if (!cJSON_IsObject(v)) {
+            perr(l, v, "fields", "must be an object");
+            rc = -1;
+        } else {
+            rc |= known_members(l, v, "fields.", fk);
+            const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, "forbid");
+            if (f && read_strings(l, f, "fields.forbid", false, &p->forbid) == 0) {
+                for (size_t i = 0; i < p->forbid.n; i++)
+                    if (!writable_member(l->api, p->forbid.v[i])) {
+                        perr(l, f, "fields.forbid", "%s is no member of any request body",
+                             p->forbid.v[i]);
+                        rc = -1;
+                    }
+            } else if (f) {
+                rc = -1;
+            }
+        }
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(root, "reads"))) {
+        static const char *const rk[] = {"redact", NULL};
+        if (!cJSON_IsObject(v)) {
+            perr(l, v, "reads", "must be an object");
+            rc = -1;
+        } else {
+            rc |= known_members(l, v, "reads.", rk);
+            const cJSON *r = cJSON_GetObjectItemCaseSensitive(v, "redact");
+            if (r)
+                rc |= read_strings(l, r, "reads.redact", false, &p->redact);
+        }
+    }
+    cJSON_Delete(root);
+    return rc;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *api,
+                                     struct gw_errs *errs)
+{
+    struct gw_policies *ps = calloc(1, sizeof *ps);
+    if (ps == NULL)
+        return NULL;
+    DIR *d = opendir(dir);
+    if (d == NULL) {
+        gw_errs_add(errs, "policies.dir: cannot open %s: %s", dir, strerror(errno));
+        free(ps);
+        return NULL;
+    }
+    char *names[MAX_POLICY_FILES];
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t l = strlen(e->d_name);
+        if (e->d_name[0] == '.' || l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
+            continue;
+        if (n == MAX_POLICY_FILES) {
+            gw_errs_add(errs, "policies.dir: more than %d policy files", MAX_POLICY_FILES);
+            break;
+        }
+        names[n++] = strdup(e->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_names);
+    ps->p = calloc(n + 1, sizeof *ps->p);
+    size_t before = errs->n;
+    for (size_t i = 0; i < n && ps->p; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        struct loader l = {.api = api, .errs = errs, .file = path};
+        struct gw_policy *p = &ps->p[ps->n++];
+        load_one(&l, path, p);
+        gw_json_lines_free(&l.lines);
+        for (size_t k = 0; p->name && k + 1 < ps->n; k++)
+            if (ps->p[k].name && strcmp(ps->p[k].name, p->name) == 0)
+                gw_errs_add(errs, "%s: name: %s is also the name of %s", path, p->name,
+                            ps->p[k].file);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    if (ps->p == NULL || errs->n > before) {
+        gw_policies_free(ps);
+        return NULL;
+    }
+    return ps;
+}
+
+/* ---- deciding ---- */
+
+/* A claim matches a value list: a string equal to one, or an array of strings holding one. */
+static bool claim_matches(const cJSON *claim, const struct strlist *values)
+{
+    if (cJSON_IsString(claim))
+        return in_list(values, claim->valuestring);
+    if (cJSON_IsArray(claim))
+        for (const cJSON *e = claim->child; e; e = e->next)
+            if (cJSON_IsString(e) && in_list(values, e->valuestring))
+                return true;
+    return false;
+}
+
+static bool subject_matches(const struct gw_policy *p, const cJSON *claims)
+{
+    for (size_t i = 0; i < p->nsubjects; i++) {
+        const struct subj_entry *se = &p->subjects[i];
+        bool all = true;
+        for (size_t k = 0; k < se->n && all; k++)
+            all = claim_matches(cJSON_GetObjectItemCaseSensitive(claims, se->m[k].claim),
+                                &se->m[k].values);
+        if (all)
+            return true;
+    }
+    return false;
+}
+
+/* Is location allowed under p for these claims? */
+static bool location_allowed(const struct gw_policy *p, const cJSON *claims, const char *loc)
+{
+    if (p->loc == LOC_ALL)
+        return true;
+    if (p->loc == LOC_LIST)
+        return in_list(&p->locations, loc);
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(claims, p->loc_claim);
+    if (cJSON_IsString(c))
+        return strcmp(c->valuestring, loc) == 0;
+    for (const cJSON *e = cJSON_IsArray(c) ? c->child : NULL; e; e = e->next)
+        if (cJSON_IsString(e) && strcmp(e->valuestring, loc) == 0)
+            return true;
+    return false;
+}
+
+static const char *jstr(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool held(const struct gw_decision_input *in, const char *scope)
+{
+    for (size_t i = 0; i < in->nscopes; i++)
+        if (strcmp(in->scopes[i], scope) == 0)
+            return true;
+    return false;
+}
+
+static bool all_star(const struct strlist *l)
+{
+    return l->n == 1 && strcmp(l->v[0], "*") == 0;
+}
+
+static bool body_declares(const struct gw_op *op, const char *member)
+{
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(op->body_schema, "properties");
+    return cJSON_GetObjectItemCaseSensitive(props, member) != NULL;
+}
+
+bool gw_policy_needs_target(const struct gw_op *op)
+{
+    bool param = false;
+    for (size_t i = 0; i < op->nseg; i++)
+        param |= op->seg[i][0] == '{';
+    return param && (op->method & (GW_M_PUT | GW_M_PATCH | GW_M_DELETE));
+}
+
+/* Ops whose body can grant something (create-user, update-user). */
+static bool op_grants(const struct gw_op *op)
+{
+    return body_declares(op, "type") || body_declares(op, "role") ||
+           body_declares(op, "permissions") || body_declares(op, "scopes") ||
+           body_declares(op, "scopesAssignedToOnly") || body_declares(op, "locationIds");
+}
+
+static void check_scopes(const struct gw_policy *p, const struct gw_decision_input *in,
+                         const cJSON *arr, const struct strlist *ceiling, const char *suffix,
+                         struct gw_msgs *out)
+{
+    for (const cJSON *e = cJSON_IsArray(arr) ? arr->child : NULL; e; e = e->next) {
+        if (!cJSON_IsString(e))
+            continue; /* the schema already refused it */
+        if (!matches_any(ceiling, e->valuestring))
+            gw_msgs_add(out, "policy %s: scope %s is not grantable%s", p->name, e->valuestring,
+                        suffix);
+        else if (p->within && !held(in, e->valuestring))
+            gw_msgs_add(out, "policy %s: scope %s is not held by the caller", p->name,
+                        e->valuestring);
+    }
+}
+
+static void check_grants(const struct gw_policy *p, const struct gw_openapi *api,
+                         const struct gw_decision_input *in, struct gw_msgs *out)
+{
+    const cJSON *b = in->body;
+    static const char *const granting[] = {"type", "role", "scopes", "scopesAssignedToOnly",
+                                           "permissions", "locationIds"};
+    if (!p->has_grant) {
+        for (size_t i = 0; i < sizeof granting / sizeof *granting; i++)
+            if (cJSON_GetObjectItemCaseSensitive(b, granting[i]))
+                gw_msgs_add(out, "policy %s: grants nothing; the request sets %s", p->name,
+                            granting[i]);
+        return;
+    }
+    const char *type = jstr(b, "type"), *role = jstr(b, "role");
+    if (type && !in_list(&p->types, type))
+        gw_msgs_add(out, "policy %s: type %s is not grantable", p->name, type);
+    if (role && !in_list(&p->roles, role))
+        gw_msgs_add(out, "policy %s: role %s is not grantable", p->name, role);
+    const cJSON *scopes = cJSON_GetObjectItemCaseSensitive(b, "scopes");
+    const cJSON *sato = cJSON_GetObjectItemCaseSensitive(b, "scopesAssignedToOnly");
+    check_scopes(p, in, scopes, &p->scopes, "", out);
+    check_scopes(p, in, sato, &p->sato, " as assigned-to-only", out);
+    bool creating = in->op->method == GW_M_POST;
+    if (creating && scopes == NULL && !all_star(&p->scopes) && body_declares(in->op, "scopes"))
+        gw_msgs_add(out,
+                    "policy %s: %s must send scopes (the upstream's default is not documented)",
+                    p->name, in->op->id);
+    if (creating && sato == NULL && !all_star(&p->sato) &&
+        body_declares(in->op, "scopesAssignedToOnly"))
+        gw_msgs_add(out,
+                    "policy %s: %s must send scopesAssignedToOnly (the upstream's default is not "
+                    "documented)",
+                    p->name, in->op->id);
+    /* Pins hold on EFFECTIVE values: what the upstream will apply is the document's default
+     * for every flag not sent. On update, only when the request sends permissions. */
+    const cJSON *perms = cJSON_GetObjectItemCaseSensitive(b, "permissions");
+    if (p->npins && (creating || perms != NULL) && body_declares(in->op, "permissions")) {
+        for (size_t f = 0; f < api->nperms; f++) {
+            const struct pin *pin = NULL;
+            for (size_t k = 0; k < p->npins; k++)
+                if (p->pins[k].flag == f)
+                    pin = &p->pins[k];
+            if (pin == NULL)
+                continue;
+            const cJSON *sent = cJSON_GetObjectItemCaseSensitive(perms, api->perms[f].name);
+            if (cJSON_IsBool(sent)) {
+                if (cJSON_IsTrue(sent) != pin->value)
+                    gw_msgs_add(out, "policy %s: permissions.%s is %s but must be %s", p->name,
+                                api->perms[f].name, cJSON_IsTrue(sent) ? "true" : "false",
+                                pin->value ? "true" : "false");
+            } else if (api->perms[f].def != pin->value) {
+                gw_msgs_add(out,
+                            "policy %s: permissions.%s defaults to %s but must be %s; send it "
+                            "explicitly",
+                            p->name, api->perms[f].name, api->perms[f].def ? "true" : "false",
+                            pin->value ? "true" : "false");
+            }
+        }
+    }
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(b, "locationIds");
+    if (p->max_locations >= 0 && cJSON_GetArraySize(locs) > p->max_locations)
+        gw_msgs_add(out, "policy %s: %d locations exceed the limit of %ld", p->name,
+                    cJSON_GetArraySize(locs), p->max_locations);
+}
+
+static void check_target(const struct gw_policy *p, const struct gw_decision_input *in,
+                         struct gw_msgs *out)
+{
+    const cJSON *t = in->target;
+    const cJSON *roles = cJSON_GetObjectItemCaseSensitive(t, "roles");
+    const char *id = jstr(t, "id");
+    if (id == NULL)
+        id = in->route && in->route->npath ? in->route->pval[0] : "(unknown)";
+    const char *type = jstr(roles, "type");
+    if (type && strcmp(type, "agency") == 0) {
+        if (p->loc != LOC_ALL || !in_list(&p->types, "agency"))
+            gw_msgs_add(out, "policy %s: user %s is an agency user", p->name, id);
+        return;
+    }
+    if (p->loc == LOC_ALL)
+        return;
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
+    if (cJSON_GetArraySize(locs) == 0) {
+        gw_msgs_add(out, "policy %s: user %s has no location inside this policy", p->name, id);
+        return;
+    }
+    for (const cJSON *e = locs->child; e; e = e->next)
+        if (!cJSON_IsString(e) || !location_allowed(p, in->claims, e->valuestring))
+            gw_msgs_add(out, "policy %s: user %s is in location %s, outside this policy", p->name,
+                        id, cJSON_IsString(e) ? e->valuestring : "(not a string)");
+}
+
+/* Every violation of p, in the order of SPEC §6.3. */
+static void check_policy(const struct gw_policy *p, const struct gw_openapi *api,
+                         const struct gw_decision_input *in, struct gw_msgs *out)
+{
+    const struct gw_op *op = in->op;
+    if (!in_list(&p->ops, op->id)) {
+        gw_msgs_add(out, "policy %s: operation %s is not allowed", p->name, op->id);
+        return;
+    }
+    const char *company = jstr(in->body, "companyId");
+    if (company == NULL && in->route)
+        company = gw_route_query(in->route, "companyId");
+    if (company && !p->companies_all && !in_list(&p->companies, company))
+        gw_msgs_add(out, "policy %s: company %s is not allowed", p->name, company);
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(in->body, "locationIds");
+    for (const cJSON *e = cJSON_IsArray(locs) ? locs->child : NULL; e; e = e->next)
+        if (cJSON_IsString(e) && !location_allowed(p, in->claims, e->valuestring))
+            gw_msgs_add(out, "policy %s: location %s is not allowed", p->name, e->valuestring);
+    const char *qloc = in->route ? gw_route_query(in->route, "locationId") : NULL;
+    if (qloc && !location_allowed(p, in->claims, qloc))
+        gw_msgs_add(out, "policy %s: location %s is not allowed", p->name, qloc);
+    /* a list op that may name a location must name one under a location-bound policy */
+    const struct gw_param *lp = gw_op_param(op, GW_IN_QUERY, "locationId");
+    if (p->loc != LOC_ALL && lp && !lp->required && qloc == NULL)
+        gw_msgs_add(out, "policy %s: %s must name a locationId", p->name, op->id);
+    if (gw_policy_needs_target(op)) {
+        if (in->target == NULL) /* fail closed: never decide a change blind */
+            gw_msgs_add(out, "policy %s: the user to change is not known", p->name);
+        else
+            check_target(p, in, out);
+    }
+    if (in->body && op_grants(op))
+        check_grants(p, api, in, out);
+    for (size_t i = 0; i < p->forbid.n; i++)
+        if (cJSON_GetObjectItemCaseSensitive(in->body, p->forbid.v[i]))
+            gw_msgs_add(out, "policy %s: field %s may not be written", p->name, p->forbid.v[i]);
+}
+
+void gw_policy_decide(const struct gw_policies *ps, const struct gw_openapi *api,
+                      const struct gw_decision_input *in, struct gw_decision *out)
+{
+    memset(out, 0, sizeof *out);
+    bool any = false;
+    for (size_t i = 0; ps && i < ps->n; i++) {
+        const struct gw_policy *p = &ps->p[i];
+        if (!subject_matches(p, in->claims))
+            continue;
+        if (!any)
+            out->policy = p;
+        any = true;
+        struct gw_msgs mine = {0};
+        check_policy(p, api, in, &mine);
+        if (mine.n == 0) {
+            gw_msgs_free(&out->reasons); /* rules are never combined across policies */
+            out->allowed = true;
+            out->policy = p;
+            return;
+        }
+        for (size_t k = 0; k < mine.n; k++)
+            gw_msgs_add(&out->reasons, "%s", mine.v[k]);
+        gw_msgs_free(&mine);
+    }
+    if (!any)
+        gw_msgs_add(&out->reasons, "no policy grants %s access", in->sub ? in->sub : "(unknown)");
+}
+
+void gw_decision_free(struct gw_decision *d)
+{
+    gw_msgs_free(&d->reasons);
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- reads ---- */
+
+bool gw_policy_filters_reads(const struct gw_policy *p)
+{
+    return p && (p->loc != LOC_ALL || p->redact.n > 0);
+}
+
+bool gw_policy_visible(const struct gw_policy *p, const cJSON *claims, const cJSON *user)
+{
+    if (p->loc == LOC_ALL)
+        return true;
+    const cJSON *roles = cJSON_GetObjectItemCaseSensitive(user, "roles");
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
+    for (const cJSON *e = cJSON_IsArray(locs) ? locs->child : NULL; e; e = e->next)
+        if (cJSON_IsString(e) && location_allowed(p, claims, e->valuestring))
+            return true;
+    return false;
+}
+
+static void redact(const struct gw_policy *p, cJSON *user)
+{
+    for (size_t i = 0; i < p->redact.n; i++)
+        cJSON_DeleteItemFromObjectCaseSensitive(user, p->redact.v[i]);
+}
+
+bool gw_policy_filter_reply(const struct gw_policy *p, const struct gw_op *op, const cJSON *claims,
+                            cJSON *reply, char *why, size_t whylen)
+{
+    if (op->method == GW_M_DELETE)
+        return true; /* {"succeded": ..., "message": ...}: no user */
+    bool writes = gw_policy_needs_target(op) || op_grants(op);
+    cJSON *users = cJSON_GetObjectItemCaseSensitive(reply, "users");
+    if (cJSON_IsArray(users)) {
+        int dropped = 0;
+        cJSON *u = users->child;
+        while (u) {
+            cJSON *next = u->next;
+            if (!writes && !gw_policy_visible(p, claims, u)) {
+                cJSON_Delete(cJSON_DetachItemViaPointer(users, u));
+                dropped++;
+            } else {
+                redact(p, u);
+            }
+            u = next;
+        }
+        cJSON *count = cJSON_GetObjectItemCaseSensitive(reply, "count");
+        if (dropped && cJSON_IsNumber(count))
+            cJSON_SetNumberValue(count, count->valuedouble - dropped);
+        return true;
+    }
+    if (cJSON_IsObject(reply)) {
+        if (!writes && !gw_policy_visible(p, claims, reply)) {
+            const char *id = jstr(reply, "id");
+            snprintf(why, whylen, "policy %s: user %s is outside this policy's locations",
+                     p->name, id ? id : "(unknown)");
+            return false;
+        }
+        redact(p, reply);
+    }
+    return true;
+}

@@ -1,0 +1,91 @@
+/* policy: who may touch which users, and what they may grant (SPEC §6).
+ *
+ * Owns: loading and validating the policy files of policies.dir against the OpenAPI model (op
+ * names, permission flag names, scope patterns that must match a real scope, member names);
+ * the decision of SPEC §6.2 with every check of §6.3, permission pins checked on EFFECTIVE
+ * values (the document's defaults overlaid with what the request sends); and the read filter
+ * (visibility by location, redaction) applied to what the upstream returns.
+ *
+ * The same gw_policy_decide serves the live gateway, `ghl-gateway explain` and
+ * `ghl-gateway policy-test`.
+ *
+ * Memory: a policy set is loaded whole and freed with gw_policies_free; a decision's reasons
+ * belong to the decision (gw_decision_free).
+ * Threads: a loaded set is immutable; decide and filter from any thread.
+ */
+#ifndef GW_POLICY_H
+#define GW_POLICY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cJSON.h>
+
+#include "validate.h"
+
+struct gw_errs;
+struct gw_op;
+struct gw_openapi;
+struct gw_route;
+
+struct gw_policy;
+
+struct gw_policies {
+    struct gw_policy *p; /* in file-name order */
+    size_t n;
+};
+
+/* Loads every *.json file of dir (comments allowed). Returns the set, or NULL with every
+ * problem in errs as "file:line: member: message". An empty folder is a valid, empty set
+ * (every request is then denied: no policy grants access). */
+struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *api,
+                                     struct gw_errs *errs);
+void gw_policies_free(struct gw_policies *ps);
+
+const char *gw_policy_name(const struct gw_policy *p);
+
+/* What a decision looks at. */
+struct gw_decision_input {
+    const cJSON *claims;        /* the principal's verified claims */
+    const char *sub;            /* the principal's subject */
+    const char *const *scopes;  /* the scopes the caller holds */
+    size_t nscopes;
+    const struct gw_op *op;
+    const struct gw_route *route; /* for the query (companyId, locationId) */
+    const cJSON *body;          /* the validated body, or NULL */
+    const cJSON *target;        /* update/delete: the user as the upstream has it; else NULL */
+};
+
+struct gw_decision {
+    bool allowed;
+    const struct gw_policy *policy; /* the allowing policy; when denied, the first that matched
+                                       the subject (NULL when none did) */
+    struct gw_msgs reasons;         /* denied: every matching policy's violations, in file
+                                       order; the first one is the 403 message */
+};
+
+/* Decides. Always fills out (free it with gw_decision_free). */
+void gw_policy_decide(const struct gw_policies *ps, const struct gw_openapi *api,
+                      const struct gw_decision_input *in, struct gw_decision *out);
+void gw_decision_free(struct gw_decision *d);
+
+/* Reads under the allowing policy p (SPEC §6.3 reads), applied to the upstream's answer.
+ * gw_policy_visible: may the caller see this user object? (always true when p's locations
+ * are "*"). gw_policy_filter_reply, for ops that read users: a single user (get-user) that is
+ * not visible returns false (the answer must become a 403; why is filled); lists
+ * ({"users":[...], "count":N}) lose the users that are not visible, and count is lowered by the
+ * number dropped. For ops that write users (create-user, update-user) only redaction applies;
+ * delete-user answers carry no user. In every user object left, the members of p's
+ * reads.redact are removed. The caller's claims resolve {"claim": ...} locations. */
+bool gw_policy_visible(const struct gw_policy *p, const cJSON *claims, const cJSON *user);
+bool gw_policy_filter_reply(const struct gw_policy *p, const struct gw_op *op, const cJSON *claims,
+                            cJSON *reply, char *why, size_t whylen);
+
+/* Ops that change an existing user (PUT, PATCH or DELETE on a path with a parameter:
+ * update-user, delete-user): the decision needs the target user as the upstream has it. */
+bool gw_policy_needs_target(const struct gw_op *op);
+
+/* True when the op's answers need the read filter under p (locations not "*", or redaction). */
+bool gw_policy_filters_reads(const struct gw_policy *p);
+
+#endif
