@@ -14,6 +14,7 @@
 #include "config.h"
 #include "json.h"
 #include "jwks.h"
+#include "openapi.h"
 
 #define MAX_KID 256
 #define MAX_KEY_FILE (64u << 10)
@@ -557,4 +558,46 @@ done:
     cJSON_Delete(header);
     cJSON_Delete(claims);
     return r;
+}
+
+enum gw_auth_reason gw_principal_from_claims(const struct gw_auth *a, const cJSON *claims,
+                                             struct gw_principal **out)
+{
+    *out = NULL;
+    if (!cJSON_IsObject(claims))
+        return GW_AUTH_MALFORMED;
+    const struct gw_issuer *is = find_issuer(a, claims);
+    if (is == NULL)
+        return GW_AUTH_UNKNOWN_ISSUER;
+    const cJSON *sub = cJSON_GetObjectItemCaseSensitive(claims, is->cfg->subject_claim);
+    if (!cJSON_IsString(sub) || sub->valuestring[0] == '\0')
+        return GW_AUTH_BAD_CLAIMS;
+    static const char *const optional_strings[] = {"jti", "client_id", "azp"};
+    for (size_t i = 0; i < 3; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(claims, optional_strings[i]);
+        if (v && !cJSON_IsString(v))
+            return GW_AUTH_BAD_CLAIMS;
+    }
+    cJSON *copy = cJSON_Duplicate(claims, true);
+    if (copy == NULL)
+        return GW_AUTH_MALFORMED;
+    enum gw_auth_reason r = GW_AUTH_OK;
+    *out = make_principal(is, copy, 0, &r);
+    if (*out == NULL)
+        cJSON_Delete(copy);
+    return r;
+}
+
+bool gw_principal_holds_op_scopes(const struct gw_principal *p, const struct gw_op *op)
+{
+    for (size_t i = 0; i < op->nsec; i++) {
+        if (op->sec[i].nscopes == 0)
+            continue; /* an alternative without scopes grants nothing here */
+        bool all = true;
+        for (size_t k = 0; k < op->sec[i].nscopes && all; k++)
+            all = gw_principal_has_scope(p, op->sec[i].scopes[k]);
+        if (all)
+            return true;
+    }
+    return false;
 }

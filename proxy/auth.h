@@ -36,6 +36,7 @@ struct gw_config;
 struct gw_cfg_issuer;
 struct gw_errs;
 struct gw_jwks_fetcher;
+struct gw_op;
 
 /* The reason classes of SPEC §4 (WWW-Authenticate, access log, metrics). */
 enum gw_auth_reason {
@@ -95,6 +96,16 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
                                   struct gw_principal **out);
 
 bool gw_principal_has_scope(const struct gw_principal *p, const char *scope);
+/* The caller holds every scope of at least one of the op's security requirements (an
+ * alternative without scopes grants nothing). */
+bool gw_principal_holds_op_scopes(const struct gw_principal *p, const struct gw_op *op);
+
+/* A principal for claims given without a token (explain, policy-test): the issuer chosen by
+ * iss, the subject and the scopes read exactly as for a verified token, the other claims
+ * checked for type; no signature, time or audience check. Returns GW_AUTH_OK with *out (one
+ * reference), GW_AUTH_UNKNOWN_ISSUER, or GW_AUTH_BAD_CLAIMS. claims is copied. */
+enum gw_auth_reason gw_principal_from_claims(const struct gw_auth *a, const cJSON *claims,
+                                             struct gw_principal **out);
 struct gw_principal *gw_principal_ref(struct gw_principal *p);
 void gw_principal_unref(struct gw_principal *p);
 

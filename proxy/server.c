@@ -21,6 +21,7 @@
 #include <openssl/rand.h>
 #include <openssl/sha.h>
 
+#include "admit.h"
 #include "conn.h"
 #include "jwks.h"
 #include "json.h"
@@ -190,22 +191,6 @@ static void reply_unauthenticated(struct gw_req *r, enum gw_auth_reason why)
                  gw_auth_reason_name(why));
     struct gw_header h = {"WWW-Authenticate", challenge};
     reply_with(r, GW_R_UNAUTHORIZED, NULL, NULL, 0, &h);
-}
-
-/* The caller holds every scope of at least one of the op's security requirements (ops
- * without a scope never get here: see handle). */
-static bool scopes_ok(const struct gw_op *op, const struct gw_principal *p)
-{
-    for (size_t i = 0; i < op->nsec; i++) {
-        if (op->sec[i].nscopes == 0)
-            continue; /* an alternative without scopes grants nothing here */
-        bool all = true;
-        for (size_t k = 0; k < op->sec[i].nscopes && all; k++)
-            all = gw_principal_has_scope(p, op->sec[i].scopes[k]);
-        if (all)
-            return true;
-    }
-    return false;
 }
 
 _Static_assert(GW_AUTH_REASONS <= 16, "worker stats hold 16 reason counters");
@@ -430,17 +415,7 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
 static void decide(struct gw_req *r, const cJSON *target)
 {
     struct gw_decision d;
-    struct gw_decision_input in = {
-        .claims = r->principal->claims,
-        .sub = r->principal->sub,
-        .scopes = (const char *const *)r->principal->scopes,
-        .nscopes = r->principal->nscopes,
-        .op = r->route.op,
-        .route = &r->route,
-        .body = r->body,
-        .target = target,
-    };
-    gw_policy_decide(r->snap->policies, r->snap->api, &in, &d);
+    gw_admit_decide(r->snap, &r->route, r->principal, r->body, target, &d);
     r->policy = d.policy;
     r->allowed = d.allowed;
     if (!d.allowed) {
@@ -528,14 +503,6 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
         return;
     }
     const struct gw_op *op = r->route.op;
-    const struct gw_config *cfg = r->snap->cfg;
-
-    if (op->scope == NULL) {
-        /* fail closed: a document that drops an op's scope must not open it to every token */
-        snprintf(why, sizeof why, "the OpenAPI document names no scope for %s", op->id);
-        reply_error(r, GW_R_UNAVAILABLE, why, NULL, 0);
-        return;
-    }
     enum gw_auth_reason ar = authenticate(r);
     if (ar != GW_AUTH_OK) {
         w->stats.auth_failures[ar]++;
@@ -543,68 +510,29 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
         reply_unauthenticated(r, ar);
         return;
     }
-    if (!scopes_ok(op, r->principal)) {
-        char challenge[200];
-        snprintf(challenge, sizeof challenge,
-                 "Bearer realm=\"ghl-gateway\", error=\"insufficient_scope\", scope=\"%s\"",
-                 op->scope ? op->scope : "");
-        struct gw_header h = {"WWW-Authenticate", challenge};
-        reply_with(r, GW_R_SCOPE, NULL, NULL, 0, &h);
-        return;
-    }
-
-    enum gw_reply_kind kind;
     const char *version = gw_http_header(rq, "Version", &repeated);
-    if (repeated) {
-        reply_error(r, GW_R_VERSION_INVALID, NULL, NULL, 0);
-        return;
-    }
-    if (gw_validate_version(cfg, version, &kind) != 0) {
-        reply_error(r, kind, NULL, NULL, 0);
-        return;
-    }
-    struct gw_msgs msgs = {0};
-    if (gw_validate_query(&r->route, &msgs) > 0) {
-        reply_error(r, GW_R_UNPROCESSABLE, NULL, (const char *const *)msgs.v, msgs.n);
-        gw_msgs_free(&msgs);
-        return;
-    }
+    bool version_repeated = repeated;
     size_t blen = evbuffer_get_length(rq->body);
     const char *bdata = blen ? (const char *)evbuffer_pullup(rq->body, -1) : "";
     const char *ctype = gw_http_header(rq, "Content-Type", &repeated);
-    char msg[256];
-    if (gw_validate_body(cfg, op, repeated ? NULL : ctype, bdata, blen, &r->body, &msgs, &kind,
-                         msg, sizeof msg) != 0) {
-        reply_error(r, kind, msg, (const char *const *)msgs.v, msgs.n);
-        gw_msgs_free(&msgs);
+    struct gw_admission adm;
+    if (gw_admit(r->snap, &r->route, r->principal, version, version_repeated,
+                 repeated ? NULL : ctype, bdata, blen, &adm) != 0) {
+        char challenge[300];
+        struct gw_header h = {"WWW-Authenticate", challenge};
+        if (adm.kind == GW_R_SCOPE)
+            snprintf(challenge, sizeof challenge,
+                     "Bearer realm=\"ghl-gateway\", error=\"insufficient_scope\", scope=\"%s\"",
+                     op->scope);
+        reply_with(r, adm.kind, adm.msg, (const char *const *)adm.msgs.v, adm.msgs.n,
+                   adm.kind == GW_R_SCOPE ? &h : NULL);
+        gw_admission_free(&adm);
         return;
     }
-
-    const struct gw_credential *cred = NULL;
-    if (op->cred == GW_CRED_AGENCY) {
-        cred = r->snap->agency.token ? &r->snap->agency : NULL;
-        if (cred == NULL) {
-            reply_error(r, GW_R_UNAVAILABLE,
-                        "no agency token is configured (credentials.agency_token_file)", NULL, 0);
-            return;
-        }
-    } else if (op->cred == GW_CRED_LOCATION) {
-        const char *loc = gw_route_query(&r->route, "locationId");
-        cred = loc ? gw_snapshot_location(r->snap, loc) : NULL;
-        if (cred == NULL) {
-            snprintf(msg, sizeof msg,
-                     "no Sub-Account token is configured for location %.64s "
-                     "(credentials.location_token_files)",
-                     loc ? loc : "");
-            reply_error(r, GW_R_UNAVAILABLE, msg, NULL, 0);
-            return;
-        }
-    } else {
-        snprintf(msg, sizeof msg, "no credential fits %s", op->id);
-        reply_error(r, GW_R_UNAVAILABLE, msg, NULL, 0);
-        return;
-    }
-    r->cred = cred;
+    r->body = adm.body;
+    r->cred = adm.cred;
+    adm.body = NULL;
+    gw_admission_free(&adm);
     r->version = version;
     if (gw_policy_needs_target(op)) {
         /* decided on the user as the upstream has it: fetch it first */

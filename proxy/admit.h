@@ -1,0 +1,53 @@
+/* admit: what happens to an authenticated request before it may go upstream, in one place for
+ * the live gateway and for `explain` / `policy-test`, so that they cannot disagree.
+ *
+ * In order: the op's scope (503 when the document names none: fail closed; 401 when the
+ * caller lacks it, SPEC §4), the Version header (400), the query and the body
+ * against the OpenAPI document (422, 415, 413, 400: SPEC §5), the upstream credential the op
+ * needs (503, SPEC §3), and then the policy decision (403, SPEC §6) — for update-user and
+ * delete-user on the target user as the upstream has it, which the live gateway fetches in
+ * between (gw_policy_needs_target). The read rules then apply to the answer
+ * (gw_policy_filter_reply).
+ *
+ * Memory: an admission owns the validated body and its messages (gw_admission_free).
+ * Threads: any; the snapshot and the principal are only read.
+ */
+#ifndef GW_ADMIT_H
+#define GW_ADMIT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <cJSON.h>
+
+#include "policy.h"
+#include "reply.h"
+#include "validate.h"
+
+struct gw_credential;
+struct gw_principal;
+struct gw_route;
+struct gw_snapshot;
+
+struct gw_admission {
+    bool ok;
+    enum gw_reply_kind kind; /* when not ok: the reply */
+    char msg[256];           /* for the kinds that carry a message */
+    struct gw_msgs msgs;     /* 422: every violation */
+    cJSON *body;             /* the validated body, or NULL (ops without one) */
+    const struct gw_credential *cred; /* when ok: what goes upstream */
+};
+
+/* Checks everything before the policy. version/version_repeated: the Version header;
+ * content_type: NULL when absent or repeated. Always fills out; returns 0 when admitted. */
+int gw_admit(const struct gw_snapshot *s, const struct gw_route *route,
+             const struct gw_principal *p, const char *version, bool version_repeated,
+             const char *content_type, const char *data, size_t len, struct gw_admission *out);
+void gw_admission_free(struct gw_admission *a);
+
+/* The policy decision for an admitted request (target: update/delete, else NULL). */
+void gw_admit_decide(const struct gw_snapshot *s, const struct gw_route *route,
+                     const struct gw_principal *p, const cJSON *body, const cJSON *target,
+                     struct gw_decision *out);
+
+#endif
