@@ -15,14 +15,13 @@ static int refuse(struct gw_admission *a, enum gw_reply_kind kind)
     return -1;
 }
 
-/* The credential the op is sent upstream with (SPEC §3), or NULL with why. */
-static const struct gw_credential *credential(const struct gw_snapshot *s,
-                                              const struct gw_route *route, char *why,
-                                              size_t whylen)
+const struct gw_credential *gw_admit_credential(const struct gw_snapshot *s,
+                                                const struct gw_route *route, char *why,
+                                                size_t whylen)
 {
     const struct gw_op *op = route->op;
     if (op->cred == GW_CRED_AGENCY) {
-        if (s->agency.token)
+        if (s->agency.token || (s->offline && s->cfg->credentials.agency_token_file))
             return &s->agency;
         snprintf(why, whylen, "no agency token is configured (credentials.agency_token_file)");
         return NULL;
@@ -64,9 +63,6 @@ int gw_admit(const struct gw_snapshot *s, const struct gw_route *route,
     if (gw_validate_body(s->cfg, op, content_type, data, len, &out->body, &out->msgs, &kind,
                          out->msg, sizeof out->msg) != 0)
         return refuse(out, kind);
-    out->cred = credential(s, route, out->msg, sizeof out->msg);
-    if (out->cred == NULL)
-        return refuse(out, GW_R_UNAVAILABLE);
     out->ok = true;
     return 0;
 }

@@ -2,12 +2,12 @@
  * the live gateway and for `explain` / `policy-test`, so that they cannot disagree.
  *
  * In order: the op's scope (503 when the document names none: fail closed; 401 when the
- * caller lacks it, SPEC §4), the Version header (400), the query and the body
- * against the OpenAPI document (422, 415, 413, 400: SPEC §5), the upstream credential the op
- * needs (503, SPEC §3), and then the policy decision (403, SPEC §6) — for update-user and
- * delete-user on the target user as the upstream has it, which the live gateway fetches in
- * between (gw_policy_needs_target). The read rules then apply to the answer
- * (gw_policy_filter_reply).
+ * caller lacks it, SPEC §4), the Version header (400), the query and the body against the
+ * OpenAPI document (422, 415, 413, 400: SPEC §5); then the policy decision (403, SPEC §6) and
+ * the upstream credential the op needs (503, SPEC §3), so that a caller the policies refuse
+ * learns nothing about which credentials exist. update-user and delete-user are decided on
+ * the target user as the upstream has it (gw_policy_needs_target): their credential comes
+ * first, to fetch it. The read rules then apply to the answer (gw_policy_filter_reply).
  *
  * Memory: an admission owns the validated body and its messages (gw_admission_free).
  * Threads: any; the snapshot and the principal are only read.
@@ -35,7 +35,6 @@ struct gw_admission {
     char msg[256];           /* for the kinds that carry a message */
     struct gw_msgs msgs;     /* 422: every violation */
     cJSON *body;             /* the validated body, or NULL (ops without one) */
-    const struct gw_credential *cred; /* when ok: what goes upstream */
 };
 
 /* Checks everything before the policy. version/version_repeated: the Version header;
@@ -44,6 +43,11 @@ int gw_admit(const struct gw_snapshot *s, const struct gw_route *route,
              const struct gw_principal *p, const char *version, bool version_repeated,
              const char *content_type, const char *data, size_t len, struct gw_admission *out);
 void gw_admission_free(struct gw_admission *a);
+
+/* The credential the op is sent upstream with (SPEC §3), or NULL with why (503). */
+const struct gw_credential *gw_admit_credential(const struct gw_snapshot *s,
+                                                const struct gw_route *route, char *why,
+                                                size_t whylen);
 
 /* The policy decision for an admitted request (target: update/delete, else NULL). */
 void gw_admit_decide(const struct gw_snapshot *s, const struct gw_route *route,

@@ -139,6 +139,26 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
     return rc;
 }
 
+struct gw_auth *gw_auth_build_rules(const struct gw_config *cfg)
+{
+    struct gw_auth *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    a->max_token_bytes = (size_t)cfg->limits.max_token_bytes;
+    a->issuers = calloc(cfg->auth.nissuers + 1, sizeof *a->issuers);
+    if (a->issuers == NULL) {
+        free(a);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->auth.nissuers; i++) {
+        struct gw_issuer *is = &a->issuers[a->nissuers++];
+        is->cfg = &cfg->auth.issuers[i];
+        pthread_mutex_init(&is->url_mu, NULL);
+        atomic_init(&is->refetch_wanted, 0);
+    }
+    return a;
+}
+
 int gw_auth_build(const struct gw_config *cfg, struct gw_auth **out, struct gw_errs *errs)
 {
     *out = NULL;

@@ -89,6 +89,9 @@ struct gw_principal {
  * Returns 0, or -1 with every problem in errs. */
 int gw_auth_build(const struct gw_config *cfg, struct gw_auth **out, struct gw_errs *errs);
 void gw_auth_free(struct gw_auth *a);
+/* The issuers' rules (issuer names, subject and scope claims) without their keys: for the
+ * offline commands, which read claims instead of verifying tokens. NULL when out of memory. */
+struct gw_auth *gw_auth_build_rules(const struct gw_config *cfg);
 
 /* The whole pipeline. now: seconds since the epoch. Returns GW_AUTH_OK with *out (one
  * reference), or the reason the token is refused. Never logs. */

@@ -11,8 +11,11 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "explain.h"
 #include "jwks.h"
 #include "json.h"
+#include "openapi.h"
+#include "policy.h"
 #include "server.h"
 #include "snapshot.h"
 
@@ -155,14 +158,152 @@ static int not_yet(const char *name, int argc, char **argv)
     return 1;
 }
 
+/* Loads what the offline commands decide with (no key, certificate or credential file is
+ * read); prints the problems when it does not load. */
+static struct gw_snapshot *load_quietly(const char *path)
+{
+    struct gw_errs errs = {0};
+    struct gw_snapshot *s = gw_snapshot_build_offline(path, &errs);
+    if (s == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.line[i]);
+        fprintf(stderr, "%s: the configuration does not load ('ghl-gateway check -c %s' tells "
+                        "more)\n",
+                path, path);
+    }
+    gw_errs_free(&errs);
+    return s;
+}
+
+/* JSON|@FILE: the text itself, or the content of FILE. Returns a malloc'd string or NULL. */
+static char *arg_text(const char *arg, size_t *len, const char *what)
+{
+    if (arg[0] == '@') {
+        char *t = gw_read_file(arg + 1, 8u << 20, len);
+        if (t == NULL)
+            fprintf(stderr, "%s: cannot read %s: %s\n", what, arg + 1, strerror(errno));
+        return t;
+    }
+    *len = strlen(arg);
+    char *t = malloc(*len + 1);
+    if (t)
+        memcpy(t, arg, *len + 1);
+    return t;
+}
+
+/* A JSON object argument (JSON|@FILE), parsed strictly. */
+static cJSON *arg_object(const char *arg, const char *what)
+{
+    size_t len;
+    char *t = arg_text(arg, &len, what);
+    if (t == NULL)
+        return NULL;
+    struct gw_json_error je;
+    struct gw_json_opts o = {.max_depth = 32};
+    cJSON *j = gw_json_parse(t, len, &o, &je);
+    free(t);
+    if (j == NULL)
+        fprintf(stderr, "%s: line %d: %s\n", what, je.line, je.msg);
+    else if (!cJSON_IsObject(j)) {
+        fprintf(stderr, "%s: must be a JSON object\n", what);
+        cJSON_Delete(j);
+        j = NULL;
+    }
+    return j;
+}
+
 static int cmd_explain(int argc, char **argv)
 {
-    return not_yet("explain", argc, argv);
+    const struct command *c = find("explain");
+    const char *config = NULL, *claims = NULL, *request = NULL, *body = NULL, *target = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
+            return 0;
+        }
+        const char **slot = strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0
+                                ? &config
+                            : strcmp(argv[i], "--claims") == 0  ? &claims
+                            : strcmp(argv[i], "--request") == 0 ? &request
+                            : strcmp(argv[i], "--body") == 0    ? &body
+                            : strcmp(argv[i], "--target") == 0  ? &target
+                                                                : NULL;
+        if (slot == NULL || i + 1 >= argc || *slot != NULL)
+            return usage_error(c, slot == NULL ? "unexpected argument"
+                                  : *slot   ? "an option is given twice"
+                                            : "an option lacks its value");
+        *slot = argv[++i];
+    }
+    if (config == NULL || claims == NULL || request == NULL)
+        return usage_error(c, "-c, --claims and --request are required");
+    cJSON *cl = arg_object(claims, "--claims");
+    cJSON *tg = target ? arg_object(target, "--target") : NULL;
+    size_t blen = 0;
+    char *bt = body ? arg_text(body, &blen, "--body") : NULL;
+    if (cl == NULL || (target && tg == NULL) || (body && bt == NULL)) {
+        cJSON_Delete(cl);
+        cJSON_Delete(tg);
+        free(bt);
+        return 2;
+    }
+    struct gw_snapshot *s = load_quietly(config);
+    int rc = 2;
+    if (s) {
+        struct gw_explain_input in = {cl, request, bt, blen, tg};
+        struct gw_explain e;
+        char why[200];
+        if (gw_explain(s, &in, &e, why, sizeof why) != 0) {
+            rc = usage_error(c, why);
+        } else {
+            const struct gw_op *op = e.op ? gw_openapi_op(s->api, e.op) : NULL;
+            if (op && gw_policy_needs_target(op) && tg == NULL)
+                fprintf(stderr, "note: %s is decided on the user it changes; give it with "
+                                "--target (the live gateway fetches it upstream)\n",
+                        op->id);
+            cJSON *j = gw_explain_json(&e);
+            char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+            if (text)
+                printf("%s\n", text);
+            rc = text == NULL ? 2 : e.allowed ? 0 : 1;
+            cJSON_free(text);
+            cJSON_Delete(j);
+            gw_explain_free(&e);
+        }
+    }
+    gw_snapshot_unref(s);
+    cJSON_Delete(cl);
+    cJSON_Delete(tg);
+    free(bt);
+    return rc;
 }
+
 static int cmd_policy_test(int argc, char **argv)
 {
-    return not_yet("policy-test", argc, argv);
+    const struct command *c = find("policy-test");
+    const char *config = NULL, *cases = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
+            return 0;
+        }
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc &&
+            config == NULL)
+            config = argv[++i];
+        else if (argv[i][0] != '-' && cases == NULL)
+            cases = argv[i];
+        else
+            return usage_error(c, "unexpected argument");
+    }
+    if (config == NULL || cases == NULL)
+        return usage_error(c, "-c FILE and a CASES.json file are required");
+    struct gw_snapshot *s = load_quietly(config);
+    if (s == NULL)
+        return 2;
+    int failed = gw_policy_test(s, cases, stdout, stderr);
+    gw_snapshot_unref(s);
+    return failed == 0 ? 0 : 1;
 }
+
 static int cmd_audit_verify(int argc, char **argv)
 {
     return not_yet("audit-verify", argc, argv);
@@ -310,8 +451,19 @@ static const struct command commands[] = {
     {"explain",
      "explain -c FILE --claims JSON|@FILE --request 'METHOD PATH[?QUERY]' [--body JSON|@FILE] "
      "[--target JSON|@FILE]",
-     "", cmd_explain},
-    {"policy-test", "policy-test -c FILE CASES.json", "", cmd_policy_test},
+     "Evaluate offline what the gateway would do with a request: routing, the scope, query and\n"
+     "body validation, the credential and the policies, with the same code as the live path.\n"
+     "--claims are the token's claims (no signature or expiry is checked); --target is the\n"
+     "user as the upstream has it (update-user and delete-user are decided on it; for\n"
+     "get-user the read rules apply to it). Prints {\"allowed\",\"op\",\"policy\",\"reasons\"}\n"
+     "(and \"status\", the answer, when denied). Exit 0 allowed, 1 denied, 2 usage error or a\n"
+     "configuration that does not load.",
+     cmd_explain},
+    {"policy-test", "policy-test -c FILE CASES.json",
+     "Run policy test cases (a JSON array of {name, claims, request, body, target, expect,\n"
+     "reason_contains}) through the same evaluation as explain. Prints one line per failing\n"
+     "case and 'N passed, M failed'. Exit 0 only when none failed.",
+     cmd_policy_test},
     {"audit-verify", "audit-verify FILE... [--key FILE] [--anchor SEQ:HASH] [--continue]", "",
      cmd_audit_verify},
     {"mint",

@@ -426,6 +426,12 @@ static void decide(struct gw_req *r, const cJSON *target)
         return;
     }
     gw_decision_free(&d);
+    char why[200];
+    if (r->cred == NULL &&
+        (r->cred = gw_admit_credential(r->snap, &r->route, why, sizeof why)) == NULL) {
+        reply_error(r, GW_R_UNAVAILABLE, why, NULL, 0);
+        return;
+    }
     send_upstream(r, false, on_upstream);
 }
 
@@ -530,12 +536,15 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
         return;
     }
     r->body = adm.body;
-    r->cred = adm.cred;
     adm.body = NULL;
     gw_admission_free(&adm);
     r->version = version;
     if (gw_policy_needs_target(op)) {
         /* decided on the user as the upstream has it: fetch it first */
+        if ((r->cred = gw_admit_credential(r->snap, &r->route, why, sizeof why)) == NULL) {
+            reply_error(r, GW_R_UNAVAILABLE, why, NULL, 0);
+            return;
+        }
         send_upstream(r, true, on_target);
         return;
     }

@@ -144,6 +144,44 @@ bad:
     return NULL;
 }
 
+struct gw_snapshot *gw_snapshot_build_offline(const char *path, struct gw_errs *errs)
+{
+    size_t before = errs->n;
+    struct gw_snapshot *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        gw_errs_add(errs, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->offline = true;
+    s->cfg = gw_config_load(path, false, errs);
+    if (s->cfg == NULL)
+        goto bad;
+    char err[512];
+    if (gw_openapi_load(s->cfg->upstream.openapi, &s->api, err, sizeof err) != 0)
+        gw_errs_add(errs, "upstream.openapi: %s", err);
+    else if ((s->policies = gw_policies_load(s->cfg->policies.dir, s->api, errs)) == NULL)
+        gw_errs_add(errs, "policies.dir: the policy set is not valid");
+    const struct gw_config *c = s->cfg;
+    s->locations = calloc(c->credentials.nlocation + 1, sizeof *s->locations);
+    s->auth = gw_auth_build_rules(c);
+    if (s->locations == NULL || s->auth == NULL)
+        goto bad;
+    for (size_t i = 0; i < c->credentials.nlocation; i++)
+        if ((s->locations[s->nlocations].location_id =
+                 strdup(c->credentials.location[i].location_id)) != NULL)
+            s->nlocations++;
+    qsort(s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
+    if (errs->n > before)
+        goto bad;
+    return s;
+bad:
+    if (errs->n == before)
+        gw_errs_add(errs, "out of memory");
+    gw_snapshot_unref(s);
+    return NULL;
+}
+
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s)
 {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);

@@ -11,6 +11,7 @@
 #define GW_SNAPSHOT_H
 
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
@@ -38,15 +39,21 @@ struct gw_snapshot {
     size_t nlocations;
     SSL_CTX *server_ctx;
     SSL_CTX *upstream_ctx;
+    bool offline; /* gw_snapshot_build_offline: no tokens, keys or TLS contexts */
 };
 
 /* Loads the config at path and everything it names. Returns NULL with every problem in errs;
  * warnings (which do not fail) go to errs->warn in both cases. */
 struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs);
+/* For the offline commands (explain, policy-test), which decide but never serve: the config
+ * (named files not checked), the OpenAPI document, the policies and the issuers' claim rules.
+ * No key, certificate or credential file is read: which credentials are configured is known
+ * from the config alone (offline is set). */
+struct gw_snapshot *gw_snapshot_build_offline(const char *path, struct gw_errs *errs);
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
 void gw_snapshot_unref(struct gw_snapshot *s);
 
-/* The Sub-Account credential of a location, or NULL. */
+/* The Sub-Account credential of a location, or NULL (offline: its token is NULL). */
 const struct gw_credential *gw_snapshot_location(const struct gw_snapshot *s,
                                                  const char *location_id);
 
