@@ -458,17 +458,23 @@ int gw_jwks_fetcher_start(struct gw_jwks_fetcher *f)
     return failed;
 }
 
+void gw_jwks_fetcher_stop(struct gw_jwks_fetcher *f)
+{
+    if (f == NULL || !f->started)
+        return;
+    pthread_mutex_lock(&f->mu);
+    f->stop = true;
+    pthread_cond_signal(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->thread, NULL);
+    f->started = false;
+}
+
 void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f)
 {
     if (f == NULL)
         return;
-    if (f->started) {
-        pthread_mutex_lock(&f->mu);
-        f->stop = true;
-        pthread_cond_signal(&f->cv);
-        pthread_mutex_unlock(&f->mu);
-        pthread_join(f->thread, NULL);
-    }
+    gw_jwks_fetcher_stop(f);
     pthread_cond_destroy(&f->cv);
     pthread_mutex_destroy(&f->mu);
     free(f->st);

@@ -25,6 +25,9 @@ struct gw_jwks_fetcher *gw_jwks_fetcher_new(struct gw_auth *a);
 /* Fetches every URL once (each within a few seconds), then starts the thread. Returns the
  * number of URLs that could not be fetched (their issuers have no URL keys until one works). */
 int gw_jwks_fetcher_start(struct gw_jwks_fetcher *f);
+/* Stops the thread (if started) and waits for it; the keys fetched so far stay in use (a
+ * replaced snapshot's fetcher is stopped on reload, on the main thread). */
+void gw_jwks_fetcher_stop(struct gw_jwks_fetcher *f);
 /* Stops the thread (if started) and frees the fetcher. */
 void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f);
 

@@ -105,7 +105,11 @@ static void summary(const struct gw_snapshot *s)
             printf(" %s", is->cfg->audiences[k]);
         printf("%s\n", is->cfg->naudiences ? "" : " (not checked)");
     }
-    printf("  policies   %s\n", c->policies.dir);
+    printf("  policies   %s: %zu polic%s", c->policies.dir, s->policies->n,
+           s->policies->n == 1 ? "y" : "ies");
+    for (size_t i = 0; i < s->policies->n; i++)
+        printf("%s%s", i ? ", " : " (", gw_policy_name(gw_policies_at(s->policies, i)));
+    printf("%s\n", s->policies->n ? ")" : "");
     printf("  audit      %s%s\n", c->audit.file ? c->audit.file : "(no file)",
            c->audit.fsync ? " (fsync)" : "");
     printf("  access log %s\n", c->access_log.file ? c->access_log.file : "stderr");

@@ -61,6 +61,11 @@ const char *gw_policy_name(const struct gw_policy *p)
     return p ? p->name : NULL;
 }
 
+const struct gw_policy *gw_policies_at(const struct gw_policies *ps, size_t i)
+{
+    return ps && i < ps->n ? &ps->p[i] : NULL;
+}
+
 /* ---- small helpers ---- */
 
 static bool in_list(const struct strlist *l, const char *s)

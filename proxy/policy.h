@@ -43,6 +43,8 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
 void gw_policies_free(struct gw_policies *ps);
 
 const char *gw_policy_name(const struct gw_policy *p);
+/* The i-th policy of a set (file-name order). */
+const struct gw_policy *gw_policies_at(const struct gw_policies *ps, size_t i);
 
 /* What a decision looks at. */
 struct gw_decision_input {

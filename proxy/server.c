@@ -38,7 +38,12 @@
 #define REQUEST_ID_MAX 64
 
 struct gw_daemon {
-    struct gw_snapshot *_Atomic snap;
+    const char *config_path;
+    /* The current snapshot. Swapped by the main thread on SIGHUP; a worker takes its own
+     * reference under snap_mu (a bare load could meet a snapshot being freed). */
+    struct gw_snapshot *snap;
+    pthread_mutex_t snap_mu;
+    uint64_t reloads_ok, reloads_failed;
     struct gw_log *access;
     struct gw_worker *workers;
     size_t nworkers;
@@ -569,11 +574,28 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
     event_base_loopexit(w->base, NULL);
 }
 
+/* Takes the daemon's current snapshot when it is not the worker's one: new connections and
+ * requests use it from now on; requests in flight keep theirs. Verified tokens are forgotten
+ * (their principals belong to the old issuers, and the keys may have changed). */
+static void adopt_snapshot(struct gw_worker *w)
+{
+    pthread_mutex_lock(&w->d->snap_mu);
+    struct gw_snapshot *s = w->d->snap == w->snap ? NULL : gw_snapshot_ref(w->d->snap);
+    pthread_mutex_unlock(&w->d->snap_mu);
+    if (s == NULL)
+        return;
+    gw_token_cache_clear(w->cache);
+    gw_snapshot_unref(w->snap);
+    w->snap = s;
+    gw_upstream_close_idle(w->pool);
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct gw_worker *w = arg;
+    adopt_snapshot(w);
     if (atomic_load(&w->d->forced)) {
         event_base_loopexit(w->base, NULL);
         return;
@@ -733,6 +755,60 @@ static void worker_teardown(struct gw_worker *w)
 
 /* ---- main thread ---- */
 
+/* What a reload cannot change in a running process (the listeners, the workers, the access
+ * log and the token caches are set up at start): named, so the operator knows. */
+static void warn_restart_needed(const struct gw_config *o, const struct gw_config *n)
+{
+    if (strcmp(o->listen.address, n->listen.address) != 0 || o->listen.port != n->listen.port ||
+        o->listen.workers != n->listen.workers)
+        gw_log_error("SIGHUP: listen changed; it takes effect on restart");
+    if ((o->access_log.file == NULL) != (n->access_log.file == NULL) ||
+        (o->access_log.file && strcmp(o->access_log.file, n->access_log.file) != 0))
+        gw_log_error("SIGHUP: access_log.file changed; it takes effect on restart");
+    if (o->auth.token_cache_entries != n->auth.token_cache_entries)
+        gw_log_error("SIGHUP: auth.token_cache_entries changed; it takes effect on restart");
+}
+
+/* SIGHUP (SPEC §1.2): everything is loaded and validated first; only a complete new snapshot
+ * replaces the current one. Requests in flight finish on the snapshot they started with. */
+static void reload(struct gw_daemon *d)
+{
+    if (atomic_load(&d->stopping))
+        return;
+    struct gw_errs errs = {0};
+    struct gw_snapshot *next = gw_snapshot_build(d->config_path, &errs);
+    for (size_t i = 0; i < errs.nwarn; i++)
+        gw_log_info("%s", errs.warn[i]);
+    if (next == NULL) {
+        for (size_t i = 0; i < errs.n; i++)
+            gw_log_error("%s", errs.line[i]);
+        gw_log_error("SIGHUP: reload failed (%zu problem%s); still serving generation %lu",
+                     errs.n, errs.n == 1 ? "" : "s", d->snap->generation);
+        d->reloads_failed++;
+        gw_errs_free(&errs);
+        return;
+    }
+    gw_errs_free(&errs);
+    int jwks_failed = gw_jwks_fetcher_start(next->auth->fetcher);
+    if (jwks_failed)
+        gw_log_error("SIGHUP: %d JWKS URL%s could not be fetched; retrying in the background",
+                     jwks_failed, jwks_failed == 1 ? "" : "s");
+    warn_restart_needed(d->snap->cfg, next->cfg);
+    pthread_mutex_lock(&d->snap_mu);
+    struct gw_snapshot *old = d->snap;
+    next->generation = old->generation + 1;
+    d->snap = next;
+    pthread_mutex_unlock(&d->snap_mu);
+    /* the old keys stay usable by requests in flight; only its refreshing stops */
+    gw_jwks_fetcher_stop(old->auth->fetcher);
+    for (size_t i = 0; i < d->nworkers; i++)
+        event_active(d->workers[i].wake, EV_TIMEOUT, 0);
+    d->reloads_ok++;
+    gw_log_info("SIGHUP: reloaded %s: generation %lu, %zu polic%s", d->config_path,
+                next->generation, next->policies->n, next->policies->n == 1 ? "y" : "ies");
+    gw_snapshot_unref(old);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -754,7 +830,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
         else
             gw_log_info("SIGUSR1: access log reopened");
     } else if (sig == SIGHUP) {
-        gw_log_error("SIGHUP: reloading is not implemented yet; the configuration is unchanged");
+        reload(d);
     }
 }
 
@@ -791,7 +867,10 @@ int gw_server_run(const char *config_path)
     }
     struct gw_daemon d;
     memset(&d, 0, sizeof d);
-    atomic_init(&d.snap, snap);
+    d.snap = snap;
+    d.config_path = config_path;
+    pthread_mutex_init(&d.snap_mu, NULL);
+    snap->generation = 1;
     atomic_init(&d.stopping, false);
     d.access = gw_log_open(snap->cfg->access_log.file);
     if (d.access == NULL) {
@@ -864,7 +943,8 @@ out:
         event_base_free(d.main_base);
     free(d.workers);
     gw_log_close(d.access);
-    gw_snapshot_unref(atomic_load(&d.snap));
+    gw_snapshot_unref(d.snap);
+    pthread_mutex_destroy(&d.snap_mu);
     if (rc == 0)
         gw_log_info("stopped");
     return rc;

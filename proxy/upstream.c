@@ -47,6 +47,7 @@ struct up_conn {
     struct bufferevent *bev;
     struct event *idle_timer;
     bool connected, idle, reused, keepalive;
+    unsigned long generation; /* of the snapshot it was opened under: not reused under another */
     struct gw_upstream_call *call;
     enum parse_state ps;
     uint64_t left;
@@ -193,7 +194,7 @@ static void idle_timeout(evutil_socket_t fd, short what, void *arg)
 static void make_idle(struct up_conn *c)
 {
     struct gw_upstream_pool *p = c->pool;
-    if (!c->keepalive || p->w->draining ||
+    if (!c->keepalive || p->w->draining || c->generation != p->w->snap->generation ||
         p->nidle >= (size_t)cfg_of(p)->upstream.max_idle_connections) {
         conn_free(c);
         return;
@@ -574,6 +575,7 @@ static struct up_conn *conn_new(struct gw_upstream_pool *p)
     struct up_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
+    c->generation = p->w->snap->generation;
     SSL *ssl = SSL_new(p->w->snap->upstream_ctx);
     if (ssl == NULL || gw_tls_client_prepare(ssl, cfg->upstream.host) != 0) {
         SSL_free(ssl);
@@ -729,6 +731,17 @@ void gw_upstream_pool_free(struct gw_upstream_pool *p)
     while (p->conns)
         conn_free(p->conns);
     free(p);
+}
+
+void gw_upstream_close_idle(struct gw_upstream_pool *p)
+{
+    struct up_conn *c = p->conns;
+    while (c) {
+        struct up_conn *next = c->next;
+        if (c->idle)
+            conn_free(c);
+        c = next;
+    }
 }
 
 size_t gw_upstream_idle(const struct gw_upstream_pool *p)

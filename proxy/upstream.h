@@ -58,6 +58,10 @@ struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char
                                           size_t len, bool retryable, gw_upstream_cb cb,
                                           void *arg);
 
+/* Closes the idle pooled connections (a reload may have changed the upstream, its CA or the
+ * credentials); connections with a call in flight finish it first and are not reused after. */
+void gw_upstream_close_idle(struct gw_upstream_pool *p);
+
 /* Number of idle pooled connections (for tests and metrics). */
 size_t gw_upstream_idle(const struct gw_upstream_pool *p);
 

@@ -276,6 +276,8 @@ void env_start(struct env *e, const struct env_opts *o)
           "\"lastName\":\"Lovelace\",\"email\":\"ada@example.com\",\"roles\":{\"type\":"
           "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}}",
           sf);
+    if (o->seed_users)
+        fprintf(sf, ",%s", o->seed_users);
     for (int i = 1; i <= o->extra_users; i++)
         fprintf(sf,
                 ",{\"id\":\"UserMany%012d\",\"companyId\":\"" COMPANY "\",\"firstName\":"

@@ -51,6 +51,7 @@ struct env_opts {
     const char *credentials_json; /* replaces the "credentials" object */
     int workers;                /* default 2 */
     int extra_users;            /* seed this many more users (UserMany000000000001...) */
+    const char *seed_users;     /* more seed entries: JSON objects joined by commas */
     const char *auth_json;      /* replaces the "auth" object (default: ISSUER_RS + ISSUER_HS) */
     /* policy files written to the policies folder; none given: one policy, "harness-all",
      * lets every subject of the three test issuers do everything */
