@@ -21,13 +21,18 @@ umask 077
 umask 022
 company=ve9EPM428h8vShlRW1KT
 location=C2QujeCh8ZnC7al2InWR
+other=M2QrtfVt8ZnC7cv2InDL
+elsewhere=Xq81LpZt4mNc0aWv6RbD
 cat > "$run/seed.json" <<JSON
 [ { "id": "u1Ada0000000000000001", "companyId": "$company", "firstName": "Ada",
-    "lastName": "Lovelace", "email": "ada@example.com",
+    "lastName": "Lovelace", "email": "ada@example.com", "phone": "+15550101",
     "roles": { "type": "account", "role": "user", "locationIds": ["$location"] } },
   { "id": "u2Grace00000000000002", "companyId": "$company", "firstName": "Grace",
-    "lastName": "Hopper", "email": "grace@example.com",
-    "roles": { "type": "account", "role": "admin", "locationIds": ["$location"] } } ]
+    "lastName": "Hopper", "email": "grace@example.com", "phone": "+15550102",
+    "roles": { "type": "account", "role": "admin", "locationIds": ["$location", "$other"] } },
+  { "id": "u3Linus00000000000003", "companyId": "$company", "firstName": "Linus",
+    "lastName": "Pauling", "email": "linus@example.com", "phone": "+15550103",
+    "roles": { "type": "account", "role": "user", "locationIds": ["$elsewhere"] } } ]
 JSON
 gw_port=${GW_PORT:-8443}
 sb_port=${SANDBOX_PORT:-9443}
@@ -74,23 +79,25 @@ for _ in $(seq 50); do
   sleep 0.1
 done
 
-mint() { # sub scope
+mint() { # sub scope [more mint arguments]
+  local sub=$1 scope=$2
+  shift 2
   build/ghl-gateway mint --key certs/dev/jwt-rs256.key --alg RS256 --kid demo-rs256 \
-    --iss https://idp.example.com --aud ghl-gateway --sub "$1" --scope "$2" --ttl 3600
+    --iss https://idp.example.com --aud ghl-gateway --sub "$sub" --scope "$scope" --ttl 3600 "$@"
 }
-writer=$(mint onboarding-bot "users.readonly users.write")
-reader=$(mint support-console "users.readonly")
+writer=$(mint svc-onboarding "users.readonly users.write")
+reader=$(mint support-agent users.readonly --claim 'groups=["support"]')
 c="curl -s --cacert $top/certs/dev/ca.crt -H 'Version: 2021-07-28'"
 u="https://localhost:$gw_port"
+hire='"companyId":"'$company'","firstName":"Alan","lastName":"Turing","email":"alan@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user","locationIds":["'$location'"],"scopes":["contacts.write","conversations.readonly"],"scopesAssignedToOnly":["contacts.write"]'
+pins='"permissions":{"assignedDataOnly":true,"settingsEnabled":false,"refundsEnabled":false,"recordPaymentEnabled":false,"cancelSubscriptionEnabled":false,"paymentsEnabled":false,"exportPaymentsEnabled":false}'
 cat <<TXT
 
 ghl-sandbox (the stand-in for HighLevel) listens on https://localhost:$sb_port, the gateway on
 $u. The gateway holds the HighLevel credentials; your commands never do: they carry a JWT
 from the organisation's identity provider (here: minted with the development key, valid 1 h).
-
-NOTE: policies and the audit log arrive with later issues. Today the gateway authenticates
-the caller (JWT, scope per operation), checks the request (route, target, Version, query,
-strict JSON), and forwards it with its own credential.
+The policies are policies/examples/: WRITER is the onboarding bot (onboarding-bot.json),
+READER a support agent (support-console.json). The audit log arrives with a later issue.
 
 First, in your shell (one line each):
 
@@ -99,29 +106,36 @@ First, in your shell (one line each):
 
 Then try:
 
-  # search the company's users (users.readonly)
-  $c -H "Authorization: Bearer \$READER" '$u/users/search?companyId=$company&query=ada'
+  # create a new hire as the onboarding bot: allowed (201), every pinned permission sent
+  $c -H "Authorization: Bearer \$WRITER" -X POST $u/users/ -H 'Content-Type: application/json' -d '{$hire,$pins}'
 
-  # read one user
+  # the same without "permissions": 403. Left out, the flags take their upstream defaults
+  # (assignedDataOnly false, paymentsEnabled true, ...), which the policy's pins refuse: the
+  # gateway checks what the upstream would apply, not only what is sent
+  $c -H "Authorization: Bearer \$WRITER" -X POST $u/users/ -H 'Content-Type: application/json' -d '{$hire}'
+
+  # read a user as the support console: phone and lcPhone are redacted by its policy
   $c -H "Authorization: Bearer \$READER" $u/users/u1Ada0000000000000001
 
-  # create a user (users.write): 201; the upstream gets the gateway's own serialization
-  $c -H "Authorization: Bearer \$WRITER" -X POST $u/users/ -H 'Content-Type: application/json' -d '{"companyId":"$company","firstName":"Alan","lastName":"Turing","email":"alan@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user","locationIds":["$location"]}'
+  # search one of its locations (redacted too); a user outside its locations is refused (403)
+  $c -H "Authorization: Bearer \$READER" '$u/users/search?companyId=$company&locationId=$location'
+  $c -H "Authorization: Bearer \$READER" $u/users/u3Linus00000000000003
 
-  # the same with the read-only token: 401, "The token is not authorized for this scope."
-  $c -i -H "Authorization: Bearer \$READER" -X POST $u/users/ -H 'Content-Type: application/json' -d '{"companyId":"$company","firstName":"Alan","lastName":"Turing","email":"alan2@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user","locationIds":["$location"]}'
+  # the bot may not touch a user outside its location: the gateway fetches the user first,
+  # decides, and never sends the PUT (see the journal below: only a GET)
+  $c -H "Authorization: Bearer \$WRITER" -X PUT $u/users/u3Linus00000000000003 -H 'Content-Type: application/json' -d '{"lastName":"P."}'
+
+  # the support console may not write at all: 401 (its token lacks users.write)
+  $c -i -H "Authorization: Bearer \$READER" -X DELETE $u/users/u1Ada0000000000000001
 
   # no token: 401 with WWW-Authenticate: Bearer realm="ghl-gateway"
   $c -i $u/users/u1Ada0000000000000001
 
-  # users of a location: sent upstream with that location's Sub-Account token
-  $c -H "Authorization: Bearer \$READER" '$u/users/?locationId=$location'
+  # ask the gateway offline why (same code as the live path; exit 0 allowed, 1 denied)
+  build/ghl-gateway explain -c $run/gateway.json --claims '{"iss":"https://idp.example.com","sub":"svc-onboarding","scope":"users.write"}' --request 'POST /users/' --body '{$hire}'
 
-  # refused by the gateway: unknown route (404), bad target (400)
-  $c -H "Authorization: Bearer \$READER" $u/contacts/abc
-  $c -H "Authorization: Bearer \$READER" $u/users/..%2f/x
-
-  # mint your own: build/ghl-gateway mint --key certs/dev/jwt-rs256.key --alg RS256 --kid demo-rs256 --iss https://idp.example.com --aud ghl-gateway --sub me --scope users.readonly
+  # run the example policies' test cases
+  build/ghl-gateway policy-test -c policies/tests/gateway.json policies/tests/onboarding-bot.cases.json
 
 What reached the upstream:   tail -f $top/$run/journal.jsonl
 Access log:                  tail -f $top/$run/access.log
