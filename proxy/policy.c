@@ -357,8 +357,9 @@ static int read_grant(struct loader *l, const cJSON *g, struct gw_policy *p)
     }
     p->max_locations = -1;
     if ((v = cJSON_GetObjectItemCaseSensitive(g, "max_locations"))) {
-        if (!cJSON_IsNumber(v) || v->valuedouble != (double)(long)v->valuedouble ||
-            v->valuedouble < 0 || v->valuedouble > 100000) {
+        /* range first: converting a double outside long's range is undefined */
+        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 100000) ||
+            v->valuedouble != (double)(long)v->valuedouble) {
             perr(l, v, "grant.max_locations", "must be an integer from 0");
             rc = -1;
         } else {

@@ -346,6 +346,22 @@ START_TEST(test_policy_load_unknown_top_level_key)
 }
 END_TEST
 
+/* Out-of-range and fractional caps are refused (and checked before any conversion: the fuzz
+ * target found 1e19 converted to long, which is undefined). */
+START_TEST(test_policy_load_max_locations_out_of_range)
+{
+    static const char *const bad[] = {"1e19", "-1e300", "2.5", "-1", "100001", "'3'"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[400];
+        snprintf(text, sizeof text,
+                 "{\n'name':'p',\n'subjects':[{'sub':'bot'}],\n'operations':['get-user'],\n"
+                 "'companies':'*',\n'locations':'*',\n'grant':{\n'max_locations':%s\n}\n}\n",
+                 bad[i]);
+        ASSERT_FILE_REFUSED(text, 8, "grant.max_locations", "must be an integer");
+    }
+}
+END_TEST
+
 START_TEST(test_policy_load_unknown_key_in_grant)
 {
     ASSERT_FILE_REFUSED("{\n'name':'p',\n'subjects':[{'sub':'bot'}],\n'operations':['get-user'],\n"
@@ -1572,6 +1588,7 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_policy_update_with_unrelated_flag_checks_defaults);
     tcase_add_test(tc, test_policy_pins_in_document_flag_order);
     tcase_add_test(tc, test_policy_max_locations);
+    tcase_add_test(tc, test_policy_load_max_locations_out_of_range);
     tcase_add_test(tc, test_policy_fields_forbid);
     tcase_add_test(tc, test_policy_several_violations_in_order);
     tcase_add_test(tc, test_policy_several_violations_update_with_target);
