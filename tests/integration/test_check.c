@@ -134,6 +134,58 @@ START_TEST(test_check_reports_every_problem)
 }
 END_TEST
 
+static void write_policy(const char *name, const char *text)
+{
+    char p[400];
+    snprintf(p, sizeof p, "%s/policies/%s", dir, name);
+    FILE *f = fopen(p, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A broken policy set fails check with every problem at file:line: member, and stops run. */
+START_TEST(test_check_and_run_refuse_a_broken_policy)
+{
+    write_policy("good.json", "{ \"name\": \"good\", \"subjects\": [ { \"sub\": \"a\" } ],\n"
+                              "  \"operations\": [\"get-user\"], \"companies\": \"*\",\n"
+                              "  \"locations\": \"*\" }\n");
+    char *out;
+    ck_assert_int_eq(check_config(NULL, NULL, NULL, &out), 0);
+    ck_assert_msg(strstr(out, "1 policy (good)") != NULL, "%s", out);
+    free(out);
+    write_policy("bad.json",
+                 "{ \"name\": \"bad\", \"subjects\": [ { \"sub\": \"b\" } ],\n"
+                 "  \"operations\": [\"get-user\", \"drop-user\"],\n"
+                 "  \"companies\": \"*\", \"locations\": \"*\",\n"
+                 "  \"grant\": { \"scopes\": [\"contactz.*\"],\n"
+                 "             \"permissions\": { \"paymentEnabled\": false } } }\n");
+    ck_assert_int_eq(check_config(NULL, NULL, NULL, &out), 1);
+    ck_assert_msg(strstr(out, "bad.json:2: operations: unknown operation drop-user") != NULL, "%s",
+                  out);
+    ck_assert_msg(strstr(out, "bad.json:4: grant.scopes: pattern contactz.* matches no scope") !=
+                      NULL,
+                  "%s", out);
+    ck_assert_msg(strstr(out, "bad.json:5: grant.permissions.paymentEnabled: unknown permission "
+                              "flag") != NULL,
+                  "%s", out);
+    free(out);
+    /* run refuses to start with the same messages */
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "%s run -c %s/gw.json", bin_path("ghl-gateway"), dir);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "unknown operation drop-user") != NULL, "%s", out);
+    free(out);
+    /* and so do the offline commands */
+    snprintf(cmd, sizeof cmd,
+             "%s explain -c %s/gw.json --claims '{\"sub\":\"a\"}' --request 'GET /users/abc'",
+             bin_path("ghl-gateway"), dir);
+    ck_assert_int_eq(run_cmd(cmd, &out), 2);
+    ck_assert_msg(strstr(out, "unknown operation drop-user") != NULL, "%s", out);
+    free(out);
+}
+END_TEST
+
 START_TEST(test_check_usage_errors_exit_2)
 {
     char cmd[600], *out;
@@ -158,6 +210,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_check_rejects_a_missing_cert_file);
     tcase_add_test(t, test_check_reports_every_problem);
     tcase_add_test(t, test_check_usage_errors_exit_2);
+    tcase_add_test(t, test_check_and_run_refuse_a_broken_policy);
     suite_add_tcase(s, t);
     return s;
 }
