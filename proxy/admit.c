@@ -76,7 +76,7 @@ void gw_admission_free(struct gw_admission *a)
 
 void gw_admit_decide(const struct gw_snapshot *s, const struct gw_route *route,
                      const struct gw_principal *p, const cJSON *body, const cJSON *target,
-                     struct gw_decision *out)
+                     bool target_pending, struct gw_decision *out)
 {
     struct gw_decision_input in = {
         .claims = p->claims,
@@ -87,6 +87,7 @@ void gw_admit_decide(const struct gw_snapshot *s, const struct gw_route *route,
         .route = route,
         .body = body,
         .target = target,
+        .target_pending = target_pending,
     };
     gw_policy_decide(s->policies, s->api, &in, out);
 }

@@ -5,9 +5,10 @@
  * caller lacks it, SPEC §4), the Version header (400), the query and the body against the
  * OpenAPI document (422, 415, 413, 400: SPEC §5); then the policy decision (403, SPEC §6) and
  * the upstream credential the op needs (503, SPEC §3), so that a caller the policies refuse
- * learns nothing about which credentials exist. update-user and delete-user are decided on
- * the target user as the upstream has it (gw_policy_needs_target): their credential comes
- * first, to fetch it. The read rules then apply to the answer (gw_policy_filter_reply).
+ * learns nothing about which credentials exist. update-user and delete-user are decided twice
+ * (gw_policy_needs_target): on the request alone first, and only when that allows, on the
+ * target user the credential then fetches. The read rules then apply to the answer
+ * (gw_policy_filter_reply).
  *
  * Memory: an admission owns the validated body and its messages (gw_admission_free).
  * Threads: any; the snapshot and the principal are only read.
@@ -49,9 +50,10 @@ const struct gw_credential *gw_admit_credential(const struct gw_snapshot *s,
                                                 const struct gw_route *route, char *why,
                                                 size_t whylen);
 
-/* The policy decision for an admitted request (target: update/delete, else NULL). */
+/* The policy decision for an admitted request. target: update/delete, the user as fetched,
+ * else NULL; target_pending: update/delete before the fetch (every check but the target's). */
 void gw_admit_decide(const struct gw_snapshot *s, const struct gw_route *route,
                      const struct gw_principal *p, const cJSON *body, const cJSON *target,
-                     struct gw_decision *out);
+                     bool target_pending, struct gw_decision *out);
 
 #endif

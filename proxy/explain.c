@@ -109,28 +109,35 @@ int gw_explain(const struct gw_snapshot *s, const struct gw_explain_input *in,
         goto done;
     }
     bool needs_target = gw_policy_needs_target(op);
-    if (needs_target && gw_admit_credential(s, &route, msg, sizeof msg) == NULL) {
-        deny(out, 503, "%s", msg); /* the target cannot be fetched */
-        goto done;
-    }
     struct gw_decision d;
-    gw_admit_decide(s, &route, p, adm.body, needs_target ? in->target : NULL, &d);
+    /* as the live path: update/delete are decided on the request alone first */
+    gw_admit_decide(s, &route, p, adm.body, NULL, needs_target, &d);
+    if (d.allowed) {
+        if (gw_admit_credential(s, &route, msg, sizeof msg) == NULL) {
+            out->policy = gw_policy_name(d.policy);
+            deny(out, 503, "%s", msg);
+            gw_decision_free(&d);
+            goto done;
+        }
+        if (needs_target) {
+            gw_decision_free(&d);
+            gw_admit_decide(s, &route, p, adm.body, in->target, false, &d);
+        }
+    }
     out->allowed = d.allowed;
     out->policy = gw_policy_name(d.policy);
     if (!d.allowed) {
         out->status = 403;
         for (size_t i = 0; i < d.reasons.n; i++)
             gw_msgs_add(&out->reasons, "%s", d.reasons.v[i]);
-    } else if (!needs_target && gw_admit_credential(s, &route, msg, sizeof msg) == NULL) {
-        deny(out, 503, "%s", msg);
-    } else if (in->target && !needs_target && op->method == GW_M_GET) {
+    } else if (in->target && gw_policy_reads_one_user(op) && gw_policy_filters_reads(d.policy)) {
         /* get-user: the read rules on the user the upstream would answer with */
         cJSON *copy = cJSON_Duplicate(in->target, true);
-        if (copy && !gw_policy_filter_reply(d.policy, op, p->claims, copy, msg, sizeof msg)) {
-            out->allowed = false;
-            out->status = 403;
-            gw_msgs_add(&out->reasons, "%s", msg);
-        }
+        enum gw_filter_result fr =
+            copy ? gw_policy_filter_reply(d.policy, op, p->claims, copy, msg, sizeof msg)
+                 : GW_FILTER_OK;
+        if (fr != GW_FILTER_OK)
+            deny(out, fr == GW_FILTER_FORBIDDEN ? 403 : 502, "%s", msg);
         cJSON_Delete(copy);
     }
     gw_decision_free(&d);

@@ -517,3 +517,27 @@ void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok
     *ok = f ? atomic_load(&f->st[issuer].ok) : 0;
     *fail = f ? atomic_load(&f->st[issuer].fail) : 0;
 }
+
+void gw_jwks_adopt_keys(struct gw_auth *to, struct gw_auth *from)
+{
+    for (size_t i = 0; i < to->nissuers; i++) {
+        struct gw_issuer *t = &to->issuers[i];
+        if (t->cfg->jwks_url == NULL)
+            continue;
+        for (size_t k = 0; k < from->nissuers; k++) {
+            struct gw_issuer *f = &from->issuers[k];
+            if (f->cfg->jwks_url == NULL || strcmp(f->cfg->issuer, t->cfg->issuer) != 0 ||
+                strcmp(f->cfg->jwks_url, t->cfg->jwks_url) != 0)
+                continue;
+            pthread_mutex_lock(&f->url_mu);
+            struct gw_keyset *set = f->url_keys ? gw_keyset_ref(f->url_keys) : NULL;
+            pthread_mutex_unlock(&f->url_mu);
+            pthread_mutex_lock(&t->url_mu);
+            struct gw_keyset *old = t->url_keys;
+            t->url_keys = set;
+            pthread_mutex_unlock(&t->url_mu);
+            gw_keyset_unref(old);
+            break;
+        }
+    }
+}

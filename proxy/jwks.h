@@ -31,6 +31,11 @@ void gw_jwks_fetcher_stop(struct gw_jwks_fetcher *f);
 /* Stops the thread (if started) and frees the fetcher. */
 void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f);
 
+/* Reload: issuers of `to` whose issuer and jwks_url are those of an issuer of `from` start
+ * with its last good URL keys (a failed fetch at reload then keeps them, as at any other
+ * time). Call before starting to's fetcher. */
+void gw_jwks_adopt_keys(struct gw_auth *to, struct gw_auth *from);
+
 /* check: fetches each URL once and adds a warning for each that fails. */
 struct gw_errs;
 void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs);

@@ -260,7 +260,8 @@ static int cmd_explain(int argc, char **argv)
             rc = usage_error(c, why);
         } else {
             const struct gw_op *op = e.op ? gw_openapi_op(s->api, e.op) : NULL;
-            if (op && gw_policy_needs_target(op) && tg == NULL)
+            if (op && gw_policy_needs_target(op) && tg == NULL && !e.allowed && e.reasons.n &&
+                strstr(e.reasons.v[0], "the user to change is not known"))
                 fprintf(stderr, "note: %s is decided on the user it changes; give it with "
                                 "--target (the live gateway fetches it upstream)\n",
                         op->id);

@@ -482,6 +482,8 @@ static int build_tables(struct loader *l, struct gw_openapi *m)
                 continue;
             m->perms[m->nperms].name = f->string;
             m->perms[m->nperms].def = true_member(f, "default");
+            m->perms[m->nperms].has_def =
+                cJSON_IsBool(cJSON_GetObjectItemCaseSensitive(f, "default"));
             m->nperms++;
         }
     }

@@ -72,7 +72,8 @@ struct gw_op {
 
 struct gw_perm_flag {
     const char *name;
-    bool def; /* the documented default */
+    bool def;     /* the documented default */
+    bool has_def; /* the document gives one (a flag without one has no known effective value) */
 };
 
 struct gw_openapi {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "json.h"
@@ -203,7 +204,9 @@ static int read_strings(struct loader *l, const cJSON *v, const char *member, bo
             perr(l, e, member, "entries must be non-empty strings");
             return -1;
         }
-        out->v[out->n++] = strdup(e->valuestring);
+        if ((out->v[out->n] = strdup(e->valuestring)) == NULL)
+            return -1;
+        out->n++;
     }
     return 0;
 }
@@ -247,7 +250,8 @@ static int read_subjects(struct loader *l, const cJSON *v, struct gw_policy *p)
             return -1;
         for (const cJSON *m = e->child; m; m = m->next) {
             struct subj_member *sm = &se->m[se->n++];
-            sm->claim = strdup(m->string);
+            if ((sm->claim = strdup(m->string)) == NULL)
+                return -1;
             char member[200];
             snprintf(member, sizeof member, "subjects.%s", m->string);
             if (read_strings(l, m, member, true, &sm->values) != 0 || sm->values.n == 0) {
@@ -274,7 +278,7 @@ static int read_locations(struct loader *l, const cJSON *v, struct gw_policy *p)
         }
         p->loc = LOC_CLAIM;
         p->loc_claim = strdup(c->valuestring);
-        return 0;
+        return p->loc_claim ? 0 : -1;
     }
     if (!cJSON_IsArray(v)) {
         perr(l, v, "locations", "must be \"*\", an array of location ids or {\"claim\": name}");
@@ -406,14 +410,18 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
         return -1;
     }
     rc |= known_members(l, root, "", known);
-    p->file = strdup(path);
+    if ((p->file = strdup(path)) == NULL) {
+        cJSON_Delete(root);
+        return -1;
+    }
     p->max_locations = -1;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "name");
     if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
         perr(l, v ? v : root, "name", "a policy needs a non-empty name");
         rc = -1;
     } else {
-        p->name = strdup(v->valuestring);
+        if ((p->name = strdup(v->valuestring)) == NULL)
+            rc = -1;
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "description");
     if (v && !cJSON_IsString(v)) {
@@ -448,6 +456,11 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
         p->companies_all = true;
     } else {
         rc |= read_strings(l, v, "companies", false, &p->companies);
+        if (in_list(&p->companies, "*"))
+            gw_errs_warn(l->errs,
+                         "warning: %s:%d: companies: \"*\" inside a list is a company id; "
+                         "\"companies\": \"*\" means every company",
+                         path, gw_json_line(&l->lines, v));
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "locations");
     if (v == NULL) {
@@ -455,6 +468,11 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
         rc = -1;
     } else {
         rc |= read_locations(l, v, p);
+        if (in_list(&p->locations, "*"))
+            gw_errs_warn(l->errs,
+                         "warning: %s:%d: locations: \"*\" inside a list is a location id; "
+                         "\"locations\": \"*\" means every location",
+                         path, gw_json_line(&l->lines, v));
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "grant")))
         rc |= read_grant(l, v, p);
@@ -522,7 +540,11 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
             gw_errs_add(errs, "policies.dir: more than %d policy files", MAX_POLICY_FILES);
             break;
         }
-        names[n++] = strdup(e->d_name);
+        if ((names[n] = strdup(e->d_name)) == NULL) {
+            gw_errs_add(errs, "policies.dir: out of memory");
+            break;
+        }
+        n++;
     }
     closedir(d);
     qsort(names, n, sizeof *names, cmp_names);
@@ -533,7 +555,9 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         struct loader l = {.api = api, .errs = errs, .file = path};
         struct gw_policy *p = &ps->p[ps->n++];
-        load_one(&l, path, p);
+        size_t had = errs->n;
+        if (load_one(&l, path, p) != 0 && errs->n == had)
+            gw_errs_add(errs, "%s: out of memory", path);
         gw_json_lines_free(&l.lines);
         for (size_t k = 0; p->name && k + 1 < ps->n; k++)
             if (ps->p[k].name && strcmp(ps->p[k].name, p->name) == 0)
@@ -618,12 +642,11 @@ static bool body_declares(const struct gw_op *op, const char *member)
     return cJSON_GetObjectItemCaseSensitive(props, member) != NULL;
 }
 
+static bool has_path_param(const struct gw_op *op);
+
 bool gw_policy_needs_target(const struct gw_op *op)
 {
-    bool param = false;
-    for (size_t i = 0; i < op->nseg; i++)
-        param |= op->seg[i][0] == '{';
-    return param && (op->method & (GW_M_PUT | GW_M_PATCH | GW_M_DELETE));
+    return has_path_param(op) && (op->method & (GW_M_PUT | GW_M_PATCH | GW_M_DELETE));
 }
 
 /* Ops whose body can grant something (create-user, update-user). */
@@ -672,12 +695,16 @@ static void check_grants(const struct gw_policy *p, const struct gw_openapi *api
     const cJSON *sato = cJSON_GetObjectItemCaseSensitive(b, "scopesAssignedToOnly");
     check_scopes(p, in, scopes, &p->scopes, "", out);
     check_scopes(p, in, sato, &p->sato, " as assigned-to-only", out);
-    bool creating = in->op->method == GW_M_POST;
-    if (creating && scopes == NULL && !all_star(&p->scopes) && body_declares(in->op, "scopes"))
+    /* POST of a body that declares type: create-user (filter-by-email has no such member) */
+    bool creating = in->op->method == GW_M_POST && body_declares(in->op, "type");
+    /* The upstream's default for a missing list is not documented: a ceiling (or a bound by
+     * the caller's own scopes) can only hold on lists that are sent. */
+    if (creating && scopes == NULL && (!all_star(&p->scopes) || p->within) &&
+        body_declares(in->op, "scopes"))
         gw_msgs_add(out,
                     "policy %s: %s must send scopes (the upstream's default is not documented)",
                     p->name, in->op->id);
-    if (creating && sato == NULL && !all_star(&p->sato) &&
+    if (creating && sato == NULL && (!all_star(&p->sato) || p->within) &&
         body_declares(in->op, "scopesAssignedToOnly"))
         gw_msgs_add(out,
                     "policy %s: %s must send scopesAssignedToOnly (the upstream's default is not "
@@ -700,6 +727,11 @@ static void check_grants(const struct gw_policy *p, const struct gw_openapi *api
                     gw_msgs_add(out, "policy %s: permissions.%s is %s but must be %s", p->name,
                                 api->perms[f].name, cJSON_IsTrue(sent) ? "true" : "false",
                                 pin->value ? "true" : "false");
+            } else if (!api->perms[f].has_def) {
+                gw_msgs_add(out,
+                            "policy %s: permissions.%s has no documented default but must be "
+                            "%s; send it explicitly",
+                            p->name, api->perms[f].name, pin->value ? "true" : "false");
             } else if (api->perms[f].def != pin->value) {
                 gw_msgs_add(out,
                             "policy %s: permissions.%s defaults to %s but must be %s; send it "
@@ -723,23 +755,34 @@ static void check_target(const struct gw_policy *p, const struct gw_decision_inp
     const char *id = jstr(t, "id");
     if (id == NULL)
         id = in->route && in->route->npath ? in->route->pval[0] : "(unknown)";
-    const char *type = jstr(roles, "type");
-    if (type && strcmp(type, "agency") == 0) {
-        if (p->loc != LOC_ALL || !in_list(&p->types, "agency"))
-            gw_msgs_add(out, "policy %s: user %s is an agency user", p->name, id);
-        return;
+    /* Agency users are for policies that cover everything and may grant agency. Anything else
+     * needs a target whose type can be read and is not agency (fail closed: a missing or odd
+     * roles.type must not pass as "not agency"). */
+    bool may_agency = p->loc == LOC_ALL && in_list(&p->types, "agency");
+    const char *type = cJSON_IsObject(roles) ? jstr(roles, "type") : NULL;
+    if (!may_agency) {
+        if (type == NULL) {
+            gw_msgs_add(out, "policy %s: user %.64s has no roles.type this policy can check",
+                        p->name, id);
+            return;
+        }
+        if (strcasecmp(type, "agency") == 0) {
+            gw_msgs_add(out, "policy %s: user %.64s is an agency user", p->name, id);
+            return;
+        }
     }
     if (p->loc == LOC_ALL)
         return;
-    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
-    if (cJSON_GetArraySize(locs) == 0) {
-        gw_msgs_add(out, "policy %s: user %s has no location inside this policy", p->name, id);
+    const cJSON *locs = cJSON_IsObject(roles) ? cJSON_GetObjectItemCaseSensitive(roles, "locationIds")
+                                              : NULL;
+    if (!cJSON_IsArray(locs) || cJSON_GetArraySize(locs) == 0) {
+        gw_msgs_add(out, "policy %s: user %.64s has no location inside this policy", p->name, id);
         return;
     }
     for (const cJSON *e = locs->child; e; e = e->next)
         if (!cJSON_IsString(e) || !location_allowed(p, in->claims, e->valuestring))
-            gw_msgs_add(out, "policy %s: user %s is in location %s, outside this policy", p->name,
-                        id, cJSON_IsString(e) ? e->valuestring : "(not a string)");
+            gw_msgs_add(out, "policy %s: user %.64s is in location %.64s, outside this policy",
+                        p->name, id, cJSON_IsString(e) ? e->valuestring : "(not a string)");
 }
 
 /* Every violation of p, in the order of SPEC §6.3. */
@@ -768,12 +811,12 @@ static void check_policy(const struct gw_policy *p, const struct gw_openapi *api
     if (p->loc != LOC_ALL && lp && !lp->required && qloc == NULL)
         gw_msgs_add(out, "policy %s: %s must name a locationId", p->name, op->id);
     if (gw_policy_needs_target(op)) {
-        if (in->target == NULL) /* fail closed: never decide a change blind */
-            gw_msgs_add(out, "policy %s: the user to change is not known", p->name);
-        else
+        if (in->target)
             check_target(p, in, out);
+        else if (!in->target_pending) /* fail closed: never decide a change blind */
+            gw_msgs_add(out, "policy %s: the user to change is not known", p->name);
     }
-    if (in->body && op_grants(op))
+    if (in->body)
         check_grants(p, api, in, out);
     for (size_t i = 0; i < p->forbid.n; i++)
         if (cJSON_GetObjectItemCaseSensitive(in->body, p->forbid.v[i]))
@@ -839,39 +882,66 @@ static void redact(const struct gw_policy *p, cJSON *user)
         cJSON_DeleteItemFromObjectCaseSensitive(user, p->redact.v[i]);
 }
 
-bool gw_policy_filter_reply(const struct gw_policy *p, const struct gw_op *op, const cJSON *claims,
-                            cJSON *reply, char *why, size_t whylen)
+static bool has_path_param(const struct gw_op *op)
+{
+    for (size_t i = 0; i < op->nseg; i++)
+        if (op->seg[i][0] == '{')
+            return true;
+    return false;
+}
+
+bool gw_policy_reads_one_user(const struct gw_op *op)
+{
+    return op->method == GW_M_GET && has_path_param(op);
+}
+
+enum gw_filter_result gw_policy_filter_reply(const struct gw_policy *p, const struct gw_op *op,
+                                             const cJSON *claims, cJSON *reply, char *why,
+                                             size_t whylen)
 {
     if (op->method == GW_M_DELETE)
-        return true; /* {"succeded": ..., "message": ...}: no user */
+        return GW_FILTER_OK; /* {"succeded": ..., "message": ...}: no user object */
     bool writes = gw_policy_needs_target(op) || op_grants(op);
-    cJSON *users = cJSON_GetObjectItemCaseSensitive(reply, "users");
-    if (cJSON_IsArray(users)) {
-        int dropped = 0;
-        cJSON *u = users->child;
-        while (u) {
-            cJSON *next = u->next;
-            if (!writes && !gw_policy_visible(p, claims, u)) {
-                cJSON_Delete(cJSON_DetachItemViaPointer(users, u));
-                dropped++;
-            } else {
-                redact(p, u);
-            }
-            u = next;
+    bool one = writes || gw_policy_reads_one_user(op);
+    if (one) {
+        if (!cJSON_IsObject(reply)) {
+            snprintf(why, whylen, "the upstream's answer to %s is not a user object", op->id);
+            return GW_FILTER_MALFORMED;
         }
-        cJSON *count = cJSON_GetObjectItemCaseSensitive(reply, "count");
-        if (dropped && cJSON_IsNumber(count))
-            cJSON_SetNumberValue(count, count->valuedouble - dropped);
-        return true;
-    }
-    if (cJSON_IsObject(reply)) {
         if (!writes && !gw_policy_visible(p, claims, reply)) {
             const char *id = jstr(reply, "id");
-            snprintf(why, whylen, "policy %s: user %s is outside this policy's locations",
+            snprintf(why, whylen, "policy %s: user %.64s is outside this policy's locations",
                      p->name, id ? id : "(unknown)");
-            return false;
+            return GW_FILTER_FORBIDDEN;
         }
         redact(p, reply);
+        return GW_FILTER_OK;
     }
-    return true;
+    cJSON *users = cJSON_GetObjectItemCaseSensitive(reply, "users");
+    cJSON *count = cJSON_GetObjectItemCaseSensitive(reply, "count");
+    if (!cJSON_IsObject(reply) || !cJSON_IsArray(users) || (count && !cJSON_IsNumber(count))) {
+        snprintf(why, whylen, "the upstream's answer to %s is not a list of users", op->id);
+        return GW_FILTER_MALFORMED;
+    }
+    for (const cJSON *u = users->child; u; u = u->next)
+        if (!cJSON_IsObject(u)) {
+            snprintf(why, whylen, "the upstream's answer to %s holds a user that is not an object",
+                     op->id);
+            return GW_FILTER_MALFORMED;
+        }
+    int dropped = 0;
+    cJSON *u = users->child;
+    while (u) {
+        cJSON *next = u->next;
+        if (!gw_policy_visible(p, claims, u)) {
+            cJSON_Delete(cJSON_DetachItemViaPointer(users, u));
+            dropped++;
+        } else {
+            redact(p, u);
+        }
+        u = next;
+    }
+    if (dropped && count)
+        cJSON_SetNumberValue(count, count->valuedouble - dropped);
+    return GW_FILTER_OK;
 }

@@ -56,6 +56,8 @@ struct gw_decision_input {
     const struct gw_route *route; /* for the query (companyId, locationId) */
     const cJSON *body;          /* the validated body, or NULL */
     const cJSON *target;        /* update/delete: the user as the upstream has it; else NULL */
+    bool target_pending;        /* update/delete before the target is fetched: every check but
+                                   the target's (a request denied here is never fetched) */
 };
 
 struct gw_decision {
@@ -73,15 +75,24 @@ void gw_decision_free(struct gw_decision *d);
 
 /* Reads under the allowing policy p (SPEC §6.3 reads), applied to the upstream's answer.
  * gw_policy_visible: may the caller see this user object? (always true when p's locations
- * are "*"). gw_policy_filter_reply, for ops that read users: a single user (get-user) that is
- * not visible returns false (the answer must become a 403; why is filled); lists
- * ({"users":[...], "count":N}) lose the users that are not visible, and count is lowered by the
- * number dropped. For ops that write users (create-user, update-user) only redaction applies;
- * delete-user answers carry no user. In every user object left, the members of p's
- * reads.redact are removed. The caller's claims resolve {"claim": ...} locations. */
+ * are "*"). gw_policy_filter_reply chooses by the op, never by the answer's shape:
+ * - get-user (a GET with a path parameter): the answer must be a user object; one that is
+ *   not visible gives GW_FILTER_FORBIDDEN (why filled: the answer becomes a 403);
+ * - the other reads (search-users, filter-users-by-email, get-user-by-location): the answer
+ *   must be an object with a "users" array of objects; users that are not visible are
+ *   dropped and a numeric "count" is lowered by the number dropped;
+ * - create-user and update-user: the answer must be a user object; only redaction applies;
+ * - delete-user answers carry no user object and are left alone.
+ * In every user object left, the members of p's reads.redact are removed. An answer of
+ * another shape gives GW_FILTER_MALFORMED (why filled: the answer becomes a 502). The
+ * caller's claims resolve {"claim": ...} locations. */
+enum gw_filter_result { GW_FILTER_OK, GW_FILTER_FORBIDDEN, GW_FILTER_MALFORMED };
 bool gw_policy_visible(const struct gw_policy *p, const cJSON *claims, const cJSON *user);
-bool gw_policy_filter_reply(const struct gw_policy *p, const struct gw_op *op, const cJSON *claims,
-                            cJSON *reply, char *why, size_t whylen);
+enum gw_filter_result gw_policy_filter_reply(const struct gw_policy *p, const struct gw_op *op,
+                                             const cJSON *claims, cJSON *reply, char *why,
+                                             size_t whylen);
+/* get-user: a GET of one user by path parameter, whose answer is checked for visibility. */
+bool gw_policy_reads_one_user(const struct gw_op *op);
 
 /* Ops that change an existing user (PUT, PATCH or DELETE on a path with a parameter:
  * update-user, delete-user): the decision needs the target user as the upstream has it. */

@@ -323,7 +323,7 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
         return;
     }
     bool retryable = target_only || r->route.op->method == GW_M_GET;
-    struct gw_upstream_call *call = gw_upstream_send(r->w->pool, b.p, b.n, retryable, cb, r);
+    struct gw_upstream_call *call = gw_upstream_send(r->w->pool, r->snap, b.p, b.n, retryable, cb, r);
     OPENSSL_clear_free(b.p, b.cap);
     if (call == NULL)
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
@@ -394,10 +394,15 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         return;
     }
     const cJSON *claims = r->principal->claims;
-    if (!gw_policy_filter_reply(r->policy, r->route.op, claims, reply, why, sizeof why)) {
+    enum gw_filter_result fr =
+        gw_policy_filter_reply(r->policy, r->route.op, claims, reply, why, sizeof why);
+    if (fr != GW_FILTER_OK) {
         cJSON_Delete(reply);
         r->allowed = false;
-        reply_error(r, GW_R_FORBIDDEN, why, NULL, 0);
+        if (fr == GW_FILTER_FORBIDDEN)
+            r->w->stats.policy_denials++;
+        reply_error(r, fr == GW_FILTER_FORBIDDEN ? GW_R_FORBIDDEN : GW_R_BAD_GATEWAY, why, NULL,
+                    0);
         return;
     }
     char *text = cJSON_PrintUnformatted(reply);
@@ -415,12 +420,16 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
     evbuffer_free(out);
 }
 
-/* The policy decision (SPEC 6.2) on what the request asks, and on target when it changes an
- * existing user. Allowed: the request goes upstream. Denied: 403 with the first reason. */
-static void decide(struct gw_req *r, const cJSON *target)
+static void on_target(struct gw_upstream_result *res, void *arg);
+
+/* The policy decision (SPEC 6.2) on what the request asks. update-user and delete-user are
+ * decided twice: first on the request alone (target_pending: a caller the policies refuse
+ * costs no upstream call and learns nothing about the user), then, with the target user
+ * fetched, on everything. Allowed: the next step goes upstream. Denied: 403, first reason. */
+static void decide(struct gw_req *r, const cJSON *target, bool target_pending)
 {
     struct gw_decision d;
-    gw_admit_decide(r->snap, &r->route, r->principal, r->body, target, &d);
+    gw_admit_decide(r->snap, &r->route, r->principal, r->body, target, target_pending, &d);
     r->policy = d.policy;
     r->allowed = d.allowed;
     if (!d.allowed) {
@@ -437,7 +446,10 @@ static void decide(struct gw_req *r, const cJSON *target)
         reply_error(r, GW_R_UNAVAILABLE, why, NULL, 0);
         return;
     }
-    send_upstream(r, false, on_upstream);
+    if (target_pending)
+        send_upstream(r, true, on_target); /* GET the user, then decide again */
+    else
+        send_upstream(r, false, on_upstream);
 }
 
 /* The answer to the GET of the user an update or delete would change. */
@@ -446,8 +458,16 @@ static void on_target(struct gw_upstream_result *res, void *arg)
     struct gw_req *r = arg;
     if (upstream_failed(r, res, "GET"))
         return;
-    if (res->status != 200) {
-        pass_answer(r, res, NULL); /* 404 for a user that does not exist, 401, 429 ... */
+    if (res->status < 200 || res->status > 299) {
+        pass_answer(r, res, NULL); /* a user that does not exist, 401, 429 ... */
+        return;
+    }
+    if (res->status != 200) { /* no user object to decide on */
+        r->upstream_status = res->status;
+        char why[120];
+        snprintf(why, sizeof why, "the upstream answered %d to the GET of the user to change",
+                 res->status);
+        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
     cJSON *target = parse_answer(res->body);
@@ -458,7 +478,7 @@ static void on_target(struct gw_upstream_result *res, void *arg)
                     "the upstream's answer for the user to change is not a JSON object", NULL, 0);
         return;
     }
-    decide(r, target);
+    decide(r, target, false);
     cJSON_Delete(target);
 }
 
@@ -544,16 +564,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     adm.body = NULL;
     gw_admission_free(&adm);
     r->version = version;
-    if (gw_policy_needs_target(op)) {
-        /* decided on the user as the upstream has it: fetch it first */
-        if ((r->cred = gw_admit_credential(r->snap, &r->route, why, sizeof why)) == NULL) {
-            reply_error(r, GW_R_UNAVAILABLE, why, NULL, 0);
-            return;
-        }
-        send_upstream(r, true, on_target);
-        return;
-    }
-    decide(r, NULL);
+    decide(r, NULL, gw_policy_needs_target(op));
 }
 
 /* ---- workers ---- */
@@ -789,9 +800,11 @@ static void reload(struct gw_daemon *d)
         return;
     }
     gw_errs_free(&errs);
+    gw_jwks_adopt_keys(next->auth, d->snap->auth);
     int jwks_failed = gw_jwks_fetcher_start(next->auth->fetcher);
     if (jwks_failed)
-        gw_log_error("SIGHUP: %d JWKS URL%s could not be fetched; retrying in the background",
+        gw_log_error("SIGHUP: %d JWKS URL%s could not be fetched now; the last good keys stay "
+                     "in use and the fetch is retried in the background",
                      jwks_failed, jwks_failed == 1 ? "" : "s");
     warn_restart_needed(d->snap->cfg, next->cfg);
     pthread_mutex_lock(&d->snap_mu);

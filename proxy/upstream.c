@@ -61,6 +61,7 @@ struct up_conn {
 
 struct gw_upstream_call {
     struct gw_upstream_pool *pool;
+    struct gw_snapshot *snap; /* the request's (a reference): its upstream, CA and deadlines */
     struct gw_upstream_call *next, *prev;
     char *req;
     size_t len;
@@ -119,6 +120,7 @@ static void call_free(struct gw_upstream_call *call)
     event_free(call->deadline);
     event_free(call->fail_soon);
     OPENSSL_clear_free(call->req, call->len); /* it holds the credential */
+    gw_snapshot_unref(call->snap);
     free(call);
 }
 
@@ -498,7 +500,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         }
         call->connecting = false;
         event_del(call->deadline);
-        long ms = cfg_of(c->pool)->upstream.timeout_ms;
+        long ms = call->snap->cfg->upstream.timeout_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         evtimer_add(call->deadline, &tv);
         bufferevent_write(c->bev, call->req, call->len);
@@ -554,12 +556,12 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     if (call->connecting) {
         char why[96];
         snprintf(why, sizeof why, "cannot connect to upstream: no connection within %ld ms",
-                 cfg_of(call->pool)->upstream.connect_timeout_ms);
+                 call->snap->cfg->upstream.connect_timeout_ms);
         connect_failed(call, GW_UP_CONNECT, why);
         return;
     }
     fail(call, GW_UP_TIMEOUT, "no upstream answer within %ld ms",
-         cfg_of(call->pool)->upstream.timeout_ms);
+         call->snap->cfg->upstream.timeout_ms);
 }
 
 static void on_fail_soon(evutil_socket_t fd, short what, void *arg)
@@ -569,14 +571,16 @@ static void on_fail_soon(evutil_socket_t fd, short what, void *arg)
     fail(arg, GW_UP_CONNECT, "cannot open an upstream connection");
 }
 
-static struct up_conn *conn_new(struct gw_upstream_pool *p)
+/* A connection opened under snap: its host, CA and client context; pooled only while snap is
+ * the worker's current one. */
+static struct up_conn *conn_new(struct gw_upstream_pool *p, const struct gw_snapshot *snap)
 {
-    const struct gw_config *cfg = cfg_of(p);
+    const struct gw_config *cfg = snap->cfg;
     struct up_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
-    c->generation = p->w->snap->generation;
-    SSL *ssl = SSL_new(p->w->snap->upstream_ctx);
+    c->generation = snap->generation;
+    SSL *ssl = SSL_new(snap->upstream_ctx);
     if (ssl == NULL || gw_tls_client_prepare(ssl, cfg->upstream.host) != 0) {
         SSL_free(ssl);
         free(c);
@@ -626,11 +630,13 @@ static void conn_free(struct up_conn *c)
     free(c);
 }
 
-static struct up_conn *pick_idle(struct gw_upstream_pool *p)
+static struct up_conn *pick_idle(struct gw_upstream_pool *p, unsigned long generation)
 {
-    /* Newest idle connection first: it is the least likely to have been closed. */
+    /* Newest idle connection first: it is the least likely to have been closed. Only one
+     * opened under the call's own snapshot: a request that started before a reload must not
+     * take its credential to the new upstream, nor a new request to the old one. */
     for (struct up_conn *c = p->conns; c; c = c->next)
-        if (c->idle)
+        if (c->idle && c->generation == generation)
             return c;
     return NULL;
 }
@@ -638,10 +644,10 @@ static struct up_conn *pick_idle(struct gw_upstream_pool *p)
 static void start_attempt(struct gw_upstream_call *call)
 {
     struct gw_upstream_pool *p = call->pool;
-    const struct gw_config *cfg = cfg_of(p);
+    const struct gw_config *cfg = call->snap->cfg;
     call->attempts++;
     call_reset_headers(call);
-    struct up_conn *c = call->attempts == 1 ? pick_idle(p) : NULL;
+    struct up_conn *c = call->attempts == 1 ? pick_idle(p, call->snap->generation) : NULL;
     if (c) {
         take_idle(c);
         /* move to the front: the list is kept newest-used first */
@@ -663,7 +669,7 @@ static void start_attempt(struct gw_upstream_call *call)
         bufferevent_write(c->bev, call->req, call->len);
         return;
     }
-    c = conn_new(p);
+    c = conn_new(p, call->snap);
     if (c == NULL) {
         event_active(call->fail_soon, EV_TIMEOUT, 0);
         return;
@@ -676,14 +682,15 @@ static void start_attempt(struct gw_upstream_call *call)
     evtimer_add(call->deadline, &tv);
 }
 
-struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char *request,
-                                          size_t len, bool retryable, gw_upstream_cb cb,
-                                          void *arg)
+struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, struct gw_snapshot *snap,
+                                          const char *request, size_t len, bool retryable,
+                                          gw_upstream_cb cb, void *arg)
 {
     struct gw_upstream_call *call = calloc(1, sizeof *call);
     if (call == NULL)
         return NULL;
     call->pool = p;
+    call->snap = gw_snapshot_ref(snap);
     call->req = OPENSSL_malloc(len);
     call->res.body = evbuffer_new();
     call->deadline = evtimer_new(p->w->base, on_deadline, call);
@@ -697,6 +704,7 @@ struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char
             event_free(call->deadline);
         if (call->fail_soon)
             event_free(call->fail_soon);
+        gw_snapshot_unref(call->snap);
         free(call);
         return NULL;
     }

@@ -20,6 +20,7 @@
 #include <stddef.h>
 
 struct evbuffer;
+struct gw_snapshot;
 struct gw_worker;
 
 enum gw_upstream_error {
@@ -52,11 +53,12 @@ struct gw_upstream_call;
 struct gw_upstream_pool *gw_upstream_pool_new(struct gw_worker *w);
 void gw_upstream_pool_free(struct gw_upstream_pool *p);
 
-/* Sends request[0..len) (a complete HTTP/1.1 request) and calls cb exactly once, never from
+/* Sends request[0..len) (a complete HTTP/1.1 request) under snap (the request's snapshot:
+ * upstream, CA, deadlines; the call holds a reference) and calls cb exactly once, never from
  * inside this call. Returns the call, or NULL when it could not be started (out of memory). */
-struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, const char *request,
-                                          size_t len, bool retryable, gw_upstream_cb cb,
-                                          void *arg);
+struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, struct gw_snapshot *snap,
+                                          const char *request, size_t len, bool retryable,
+                                          gw_upstream_cb cb, void *arg);
 
 /* Closes the idle pooled connections (a reload may have changed the upstream, its CA or the
  * credentials); connections with a call in flight finish it first and are not reused after. */

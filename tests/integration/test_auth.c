@@ -382,7 +382,23 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
             break;
     }
     ck_assert_msg(strstr(glog, "keeping the last good keys") != NULL, "%s", glog);
+    ck_assert_int_eq(status_with(ta), 200);
+    ck_assert_int_eq(status_with(tb), 200);
+
+    /* a reload while the JWKS is gone: the new configuration starts from the last good keys */
+    ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
+    for (int i = 0; i < 50; i++) {
+        usleep(100000);
+        free(glog);
+        glog = slurp(E.gateway.log);
+        if (strstr(glog, "SIGHUP: reloaded"))
+            break;
+    }
+    ck_assert_msg(strstr(glog, "SIGHUP: reloaded") != NULL, "%s", glog);
+    ck_assert_msg(strstr(glog, "the last good keys stay in use") != NULL, "%s", glog);
     free(glog);
+    glog = NULL;
+    usleep(200000); /* the workers adopt the new snapshot when woken */
     ck_assert_int_eq(status_with(ta), 200);
     ck_assert_int_eq(status_with(tb), 200);
     kill(srv, SIGTERM);
