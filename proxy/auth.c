@@ -87,13 +87,12 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
             ok = gw_key_from_pem((const char *)data, len, alg, ck->kid, &is->keys[is->nkeys], why,
                                  sizeof why);
         else if (data)
-            ok = gw_key_from_secret(data, len, alg, ck->kid, &is->keys[is->nkeys], why,
-                                    sizeof why);
+            ok = gw_key_from_secret(data, len, alg, ck->kid, &is->keys[is->nkeys], why, sizeof why);
         if (data)
             OPENSSL_clear_free(data, len + 1);
         if (ok != 0) {
-            gw_errs_add(errs, "%s:%d: auth.issuers[%zu].keys[%zu]: %s", cfg->file, ck->line, idx,
-                        k, why);
+            gw_errs_add(errs, "%s:%d: auth.issuers[%zu].keys[%zu]: %s", cfg->file, ck->line, idx, k,
+                        why);
             rc = -1;
             continue;
         }
@@ -111,8 +110,8 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
             is->file_keys = gw_jwks_parse(buf, len, why, sizeof why);
             free(buf);
             if (is->file_keys == NULL) {
-                gw_errs_add(errs, "%s:%d: auth.issuers[%zu].jwks_file: %s: %s", cfg->file,
-                            ci->line, idx, ci->jwks_file, why);
+                gw_errs_add(errs, "%s:%d: auth.issuers[%zu].jwks_file: %s: %s", cfg->file, ci->line,
+                            idx, ci->jwks_file, why);
                 rc = -1;
             }
         }
@@ -252,7 +251,7 @@ enum gw_auth_reason gw_bearer_token(const char *value, bool repeated, const char
     size_t slen = strcspn(value, " \t");
     if (slen != 6 || strncasecmp(value, "Bearer", 6) != 0)
         return GW_AUTH_MISSING; /* another scheme: no bearer token was offered */
-    if (value[6] != ' ') /* "Bearer" alone, or followed by a tab */
+    if (value[6] != ' ')        /* "Bearer" alone, or followed by a tab */
         return GW_AUTH_MALFORMED;
     const char *t = value + 7;
     size_t n = strlen(t);
@@ -350,8 +349,7 @@ static const struct gw_issuer *find_issuer(const struct gw_auth *a, const cJSON 
 
 /* The key for kid (or the issuer's only key when the token has none). *set receives a
  * reference to the fetched set the key lives in (release with gw_keyset_unref). */
-static const struct gw_key *find_key(struct gw_issuer *is, const char *kid,
-                                     struct gw_keyset **set)
+static const struct gw_key *find_key(struct gw_issuer *is, const char *kid, struct gw_keyset **set)
 {
     pthread_mutex_lock(&is->url_mu);
     *set = gw_keyset_ref(is->url_keys);
@@ -360,9 +358,12 @@ static const struct gw_key *find_key(struct gw_issuer *is, const char *kid,
     size_t total = is->nkeys + (file ? file->n : 0) + (*set ? (*set)->n : 0);
     const struct gw_key *only = NULL;
     for (int pass = 0; pass < 3; pass++) {
-        const struct gw_key *ks = pass == 0 ? is->keys : pass == 1 ? (file ? file->keys : NULL)
-                                                                   : (*set ? (*set)->keys : NULL);
-        size_t n = pass == 0 ? is->nkeys : pass == 1 ? (file ? file->n : 0) : (*set ? (*set)->n : 0);
+        const struct gw_key *ks = pass == 0   ? is->keys
+                                  : pass == 1 ? (file ? file->keys : NULL)
+                                              : (*set ? (*set)->keys : NULL);
+        size_t n = pass == 0   ? is->nkeys
+                   : pass == 1 ? (file ? file->n : 0)
+                               : (*set ? (*set)->n : 0);
         for (size_t i = 0; i < n; i++) {
             if (kid == NULL) {
                 only = &ks[i];
@@ -489,8 +490,8 @@ static enum gw_auth_reason check_claims(const struct gw_issuer *is, const cJSON 
     return GW_AUTH_OK;
 }
 
-static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *claims,
-                                           int64_t exp, enum gw_auth_reason *why)
+static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *claims, int64_t exp,
+                                           enum gw_auth_reason *why)
 {
     struct principal_mem *m = calloc(1, sizeof *m);
     if (m == NULL) {
@@ -562,7 +563,7 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
         j = GW_JWS_BAD_SIGNATURE;
     gw_keyset_unref(set);
     if (j != GW_JWS_OK) {
-        r = j == GW_JWS_MALFORMED ? GW_AUTH_MALFORMED
+        r = j == GW_JWS_MALFORMED   ? GW_AUTH_MALFORMED
             : j == GW_JWS_WRONG_ALG ? GW_AUTH_UNKNOWN_KEY
                                     : GW_AUTH_BAD_SIGNATURE;
         goto done;

@@ -41,7 +41,7 @@ struct gw_op;
 /* The reason classes of SPEC §4 (WWW-Authenticate, access log, metrics). */
 enum gw_auth_reason {
     GW_AUTH_OK = 0,
-    GW_AUTH_MISSING,        /* no bearer token at all */
+    GW_AUTH_MISSING, /* no bearer token at all */
     GW_AUTH_MALFORMED,
     GW_AUTH_UNKNOWN_ISSUER,
     GW_AUTH_UNKNOWN_KEY,
@@ -58,13 +58,13 @@ struct gw_issuer {
     const struct gw_cfg_issuer *cfg; /* issuer, audiences, leeway, lifetime, claim names */
     struct gw_key *keys;             /* from "keys" (pem_file / secret_file) */
     size_t nkeys;
-    struct gw_keyset *file_keys;     /* from jwks_file, or NULL */
+    struct gw_keyset *file_keys; /* from jwks_file, or NULL */
     /* from jwks_url: the last good fetch, or NULL. Read (and referenced) and swapped only under
      * url_mu: a bare atomic load could pick up a set the fetcher frees before the reference
      * is taken. */
     struct gw_keyset *url_keys;
     pthread_mutex_t url_mu;
-    atomic_llong refetch_wanted;     /* an unknown kid was seen: when (seconds), 0 if not */
+    atomic_llong refetch_wanted; /* an unknown kid was seen: when (seconds), 0 if not */
 };
 
 struct gw_auth {
@@ -77,12 +77,12 @@ struct gw_auth {
 struct gw_principal {
     atomic_int refs;
     const struct gw_issuer *issuer;
-    const char *iss, *sub; /* point into claims */
+    const char *iss, *sub;       /* point into claims */
     const char *client_id, *jti; /* may be NULL */
     int64_t exp;
-    const char **scopes;   /* point into claims */
+    const char **scopes; /* point into claims */
     size_t nscopes;
-    cJSON *claims;         /* the verified payload */
+    cJSON *claims; /* the verified payload */
 };
 
 /* Loads every issuer's keys from the config (check_files: they were checked to exist).

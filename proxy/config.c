@@ -164,7 +164,7 @@ enum kind {
     K_INT,
     K_BOOL,
     K_SECTION,
-    K_STRLIST,   /* array of non-empty strings; count at off2 */
+    K_STRLIST, /* array of non-empty strings; count at off2 */
     K_CUSTOM,
 };
 
@@ -180,9 +180,9 @@ struct field {
     const struct field *sub; /* K_SECTION */
     size_t off2;             /* K_STRLIST count */
     custom_fn custom;
-    const char *def;         /* default for strings and paths (NULL = null) */
-    long idef;               /* default for ints and bools */
-    enum file_need need;     /* paths: what must exist */
+    const char *def;     /* default for strings and paths (NULL = null) */
+    long idef;           /* default for ints and bools */
+    enum file_need need; /* paths: what must exist */
 };
 
 #define AT(base, off, type) ((type *)((char *)(base) + (off)))
@@ -422,8 +422,8 @@ static int parse_https_url(const char *url, char **host, long *port, char *why, 
         memcpy(hostbuf, h, (size_t)(end - h));
         hostbuf[end - h] = '\0';
         for (const char *c = hostbuf; *c; c++)
-            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') ||
-                  *c == '-' || *c == '.')) {
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '-' || *c == '.')) {
                 snprintf(why, whylen, "bad character in host");
                 return -1;
             }
@@ -476,8 +476,8 @@ static void cust_upstream_url(struct ctx *x, const cJSON *v, void *base, const s
     c->upstream.port = port;
 }
 
-static void cust_location_tokens(struct ctx *x, const cJSON *v, void *base,
-                                 const struct field *f, const char *key)
+static void cust_location_tokens(struct ctx *x, const cJSON *v, void *base, const struct field *f,
+                                 const char *key)
 {
     (void)f;
     struct gw_config *c = base;
@@ -551,8 +551,9 @@ static void cust_keys(struct ctx *x, const cJSON *v, void *base, const struct fi
         for (size_t a = 0; kk->alg && a < sizeof known_algs / sizeof *known_algs; a++)
             known |= strcmp(kk->alg, known_algs[a]) == 0;
         if (!known) {
-            err_at(x, e, k, "alg must be one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 "
-                            "ES512 (\"none\" is never accepted)");
+            err_at(x, e, k,
+                   "alg must be one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 "
+                   "ES512 (\"none\" is never accepted)");
             continue;
         }
         bool is_hmac = kk->alg[0] == 'H';
@@ -640,8 +641,7 @@ static void cust_issuers(struct ctx *x, const cJSON *v, void *base, const struct
             err_at(x, e, k, "jwks_url must be an https URL");
         if (is->issuer)
             for (size_t j = 0; j + 1 < c->auth.nissuers; j++)
-                if (c->auth.issuers[j].issuer &&
-                    strcmp(c->auth.issuers[j].issuer, is->issuer) == 0)
+                if (c->auth.issuers[j].issuer && strcmp(c->auth.issuers[j].issuer, is->issuer) == 0)
                     err_at(x, e, k, "issuer %s is configured twice", is->issuer);
     }
 }
@@ -787,8 +787,8 @@ struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_e
     return c;
 }
 
-struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
-                                  bool check_files, struct gw_errs *errs)
+struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len, bool check_files,
+                                  struct gw_errs *errs)
 {
     struct gw_config *c = calloc(1, sizeof *c);
     if (c == NULL) {
@@ -802,8 +802,8 @@ struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
     set_defaults(&x, c, top_fields);
 
     struct gw_json_error je;
-    struct gw_json_opts o = {.max_bytes = MAX_CONFIG_BYTES, .max_depth = 32,
-                             .allow_comments = true, .lines = &x.lines};
+    struct gw_json_opts o = {
+        .max_bytes = MAX_CONFIG_BYTES, .max_depth = 32, .allow_comments = true, .lines = &x.lines};
     cJSON *root = gw_json_parse(buf, len, &o, &je);
     if (root == NULL) {
         gw_errs_add(errs, "%s:%d: %s", path, je.line, je.msg);

@@ -25,8 +25,8 @@ void gw_errs_warn(struct gw_errs *e, const char *fmt, ...) __attribute__((format
 void gw_errs_free(struct gw_errs *e);
 
 struct gw_cfg_key {
-    char *kid;    /* NULL when absent */
-    char *alg;    /* "RS256", "HS256", ... */
+    char *kid; /* NULL when absent */
+    char *alg; /* "RS256", "HS256", ... */
     char *pem_file;
     char *secret_file;
     int line;
@@ -125,8 +125,8 @@ struct gw_config {
  * warnings, which do not fail). check_files: also open every file the config names. */
 struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_errs *errs);
 /* The same from a buffer; path names the file in messages and anchors relative paths. */
-struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
-                                  bool check_files, struct gw_errs *errs);
+struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len, bool check_files,
+                                  struct gw_errs *errs);
 void gw_config_free(struct gw_config *c);
 
 #endif

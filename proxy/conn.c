@@ -20,7 +20,7 @@
 #include "snapshot.h"
 #include "worker.h"
 
-#define WRITE_TIMEOUT_S 30 /* backstop: no byte of a reply accepted for this long */
+#define WRITE_TIMEOUT_S 30  /* backstop: no byte of a reply accepted for this long */
 #define OUT_CAP (64u << 10) /* replies queued past this: read no further request until sent */
 
 enum conn_state {
@@ -40,14 +40,14 @@ struct gw_conn {
     struct event *timer; /* the current deadline */
     struct event *kick;  /* deferred: read what was pipelined after an asynchronous reply */
     enum conn_state st;
-    bool served_one;     /* keep-alive: later heads get their deadline from their first byte */
-    bool in_read;        /* inside on_read: replies there need no kick */
-    bool paused;         /* reading stopped until queued replies have left (OUT_CAP) */
-    size_t scanned;      /* bytes of the current head already checked */
+    bool served_one; /* keep-alive: later heads get their deadline from their first byte */
+    bool in_read;    /* inside on_read: replies there need no kick */
+    bool paused;     /* reading stopped until queued replies have left (OUT_CAP) */
+    size_t scanned;  /* bytes of the current head already checked */
     uint64_t body_left;
     char peer[INET6_ADDRSTRLEN];
     struct gw_http_req rq;
-    char *head;          /* the current head, split in place into rq's strings */
+    char *head; /* the current head, split in place into rq's strings */
     size_t head_len;
 };
 
@@ -186,8 +186,7 @@ static void process(struct gw_conn *c)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     c->in_read = true;
     for (;;) {
-        if (c->st == ST_IDLE &&
-            evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_CAP) {
+        if (c->st == ST_IDLE && evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_CAP) {
             /* a client that pipelines and does not read its replies: stop reading until
              * they have left (on_write resumes), so the output cannot grow without bound */
             c->paused = true;
@@ -240,8 +239,7 @@ static void process(struct gw_conn *c)
                     break;
                 continue;
             }
-            if (c->rq.head.expect_continue && !c->rq.head.http10 &&
-                evbuffer_get_length(in) < cl)
+            if (c->rq.head.expect_continue && !c->rq.head.http10 && evbuffer_get_length(in) < cl)
                 bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             c->st = ST_BODY;
             arm(c, cf->limits.body_timeout_ms);
@@ -379,8 +377,7 @@ static void http_date(char *buf, size_t len)
 }
 
 size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
-                     const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body,
-                     bool close)
+                     const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body, bool close)
 {
     if (c->st == ST_DEAD) {
         conn_free(c);

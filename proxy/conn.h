@@ -36,14 +36,14 @@ struct gw_conn;
 
 /* One request as read from the client. */
 struct gw_http_req {
-    bool rejected;            /* refused while reading: reply `kind` (message in why), close */
+    bool rejected; /* refused while reading: reply `kind` (message in why), close */
     enum gw_reply_kind kind;
     const char *why;
     struct gw_http1_head head; /* method, target, headers (method may be NULL if rejected) */
-    struct evbuffer *body;    /* exactly Content-Length bytes */
-    uint64_t bytes_in;        /* head + body */
-    int64_t started_ms;       /* wall clock at the request's first byte */
-    double started_mono;      /* gw_mono_ms() at the same moment, for durations */
+    struct evbuffer *body;     /* exactly Content-Length bytes */
+    uint64_t bytes_in;         /* head + body */
+    int64_t started_ms;        /* wall clock at the request's first byte */
+    double started_mono;       /* gw_mono_ms() at the same moment, for durations */
 };
 
 /* Called once per request (rejected ones included); the handler must eventually call
@@ -68,8 +68,7 @@ SSL *gw_conn_ssl(const struct gw_conn *c);
  * connection closes after it when close is set, the client asked, or the worker is draining.
  * Returns the number of body bytes queued. */
 size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
-                     const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body,
-                     bool close);
+                     const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body, bool close);
 
 /* Closes every connection that is not in the middle of a request (graceful shutdown). */
 void gw_conn_close_idle(struct gw_worker *w);

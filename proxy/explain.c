@@ -15,11 +15,11 @@
 #define MAX_CASES_BYTES (8u << 20)
 #define MAX_REQUEST_LINE 8192
 
-#define deny(e, code, ...)                                                                   \
-    do {                                                                                     \
-        (e)->allowed = false;                                                                \
-        (e)->status = (code);                                                                \
-        gw_msgs_add(&(e)->reasons, __VA_ARGS__);                                             \
+#define deny(e, code, ...)                                                                         \
+    do {                                                                                           \
+        (e)->allowed = false;                                                                      \
+        (e)->status = (code);                                                                      \
+        gw_msgs_add(&(e)->reasons, __VA_ARGS__);                                                   \
     } while (0)
 
 /* The reasons of an admission refusal, in the words the live gateway answers with. */
@@ -181,8 +181,9 @@ cJSON *gw_explain_json(const struct gw_explain *e)
 
 /* ---- policy-test ---- */
 
-static const char *const case_keys[] = {"name", "claims", "request", "body", "target",
-                                        "expect", "reason_contains", "description", NULL};
+static const char *const case_keys[] = {"name",   "claims", "request",         "body",
+                                        "target", "expect", "reason_contains", "description",
+                                        NULL};
 
 /* Checks one case's shape. Returns NULL when valid, else what is wrong. */
 static const char *case_problem(const cJSON *c, const char **bad_key)

@@ -23,17 +23,17 @@ struct gw_snapshot;
 
 struct gw_explain_input {
     const cJSON *claims;
-    const char *request;  /* "METHOD PATH[?QUERY]" */
-    const char *body;     /* the body's bytes, or NULL for none */
+    const char *request; /* "METHOD PATH[?QUERY]" */
+    const char *body;    /* the body's bytes, or NULL for none */
     size_t body_len;
-    const cJSON *target;  /* the user as the upstream has it (update, delete, get), or NULL */
+    const cJSON *target; /* the user as the upstream has it (update, delete, get), or NULL */
 };
 
 struct gw_explain {
     bool allowed;
-    int status;           /* denied: what the live gateway answers (401, 403, 404, 422, ...) */
-    const char *op;       /* NULL when the request matches no route */
-    const char *policy;   /* the allowing policy; denied: the first whose subjects matched */
+    int status;         /* denied: what the live gateway answers (401, 403, 404, 422, ...) */
+    const char *op;     /* NULL when the request matches no route */
+    const char *policy; /* the allowing policy; denied: the first whose subjects matched */
     struct gw_msgs reasons;
 };
 

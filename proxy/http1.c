@@ -169,8 +169,7 @@ int gw_http1_parse(char *h, size_t n, uint64_t max_body, struct gw_http1_head *o
     return 0;
 }
 
-const char *gw_http1_header(const struct gw_header *hdr, size_t n, const char *name,
-                            bool *repeated)
+const char *gw_http1_header(const struct gw_header *hdr, size_t n, const char *name, bool *repeated)
 {
     const char *found = NULL;
     int count = 0;

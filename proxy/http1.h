@@ -26,7 +26,7 @@ struct gw_header {
 };
 
 struct gw_http1_head {
-    const char *method;   /* NULL until the request line was read */
+    const char *method; /* NULL until the request line was read */
     const char *target;
     bool http10;
     struct gw_header hdr[GW_MAX_HEADERS];

@@ -21,7 +21,7 @@ struct parser {
     bool comments;
     struct gw_json_lines *lines;
     struct gw_json_error *err;
-    int line;               /* line of p, kept current by skip_ws */
+    int line;                     /* line of p, kept current by skip_ws */
     const unsigned char *line_at; /* position up to which lines are counted */
 };
 
@@ -209,14 +209,30 @@ static char *parse_string(struct parser *ps)
             unsigned char e = ps->p[1];
             ps->p += 2;
             switch (e) {
-            case '"': out[n++] = '"'; break;
-            case '\\': out[n++] = '\\'; break;
-            case '/': out[n++] = '/'; break;
-            case 'b': out[n++] = '\b'; break;
-            case 'f': out[n++] = '\f'; break;
-            case 'n': out[n++] = '\n'; break;
-            case 'r': out[n++] = '\r'; break;
-            case 't': out[n++] = '\t'; break;
+            case '"':
+                out[n++] = '"';
+                break;
+            case '\\':
+                out[n++] = '\\';
+                break;
+            case '/':
+                out[n++] = '/';
+                break;
+            case 'b':
+                out[n++] = '\b';
+                break;
+            case 'f':
+                out[n++] = '\f';
+                break;
+            case 'n':
+                out[n++] = '\n';
+                break;
+            case 'r':
+                out[n++] = '\r';
+                break;
+            case 't':
+                out[n++] = '\t';
+                break;
             case 'u': {
                 uint32_t cp, lo;
                 if (ps->end - ps->p < 4 || hex4(ps->p, &cp) != 0) {
@@ -567,8 +583,9 @@ cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opt
     if (root == NULL)
         return NULL;
     if (skip_ws(&ps) != 0 || ps.p != ps.end) {
-        fail(&ps, ps.p, ps.p < ps.end && *ps.p == 0 ? "NUL byte after the value"
-                                                     : "unexpected data after the value");
+        fail(&ps, ps.p,
+             ps.p < ps.end && *ps.p == 0 ? "NUL byte after the value"
+                                         : "unexpected data after the value");
         cJSON_Delete(root);
         return NULL;
     }

@@ -30,9 +30,9 @@ struct gw_json_lines {
 };
 
 struct gw_json_opts {
-    size_t max_bytes;    /* 0: no cap beyond the length given */
-    int max_depth;       /* containers nested deeper than this are refused; 0: 64 */
-    bool allow_comments; /* C and C++ comments, treated as whitespace */
+    size_t max_bytes;            /* 0: no cap beyond the length given */
+    int max_depth;               /* containers nested deeper than this are refused; 0: 64 */
+    bool allow_comments;         /* C and C++ comments, treated as whitespace */
     struct gw_json_lines *lines; /* NULL: no line table */
 };
 

@@ -211,7 +211,9 @@ int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t ma
         char es[160];
         gw_tls_error_string(es, sizeof es);
         snprintf(why, whylen, "TLS with %s failed: %s", host,
-                 timed_out ? "timed out" : vr != X509_V_OK ? X509_verify_cert_error_string(vr) : es);
+                 timed_out         ? "timed out"
+                 : vr != X509_V_OK ? X509_verify_cert_error_string(vr)
+                                   : es);
         goto out;
     }
     char req[1024];
@@ -345,8 +347,8 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
     char *body = NULL, why[300];
     size_t len = 0;
     struct gw_keyset *set = NULL;
-    if (gw_https_get(ci->jwks_url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body,
-                     &len, why, sizeof why) == 0)
+    if (gw_https_get(ci->jwks_url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body, &len,
+                     why, sizeof why) == 0)
         set = gw_jwks_parse(body, len, why, sizeof why);
     free(body);
     if (set == NULL) {

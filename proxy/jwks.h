@@ -2,10 +2,10 @@
  *
  * One thread fetches each URL over verified TLS (the issuer's jwks_ca_file, or the system
  * store; hostname checked; at most 1 MiB; 200 only; connecting, TLS and reading all within
- * 5 s; name resolution is the system resolver's, with its own timeouts) when started and every jwks_refresh_s, and
- * again when a worker reports an unknown kid, at most once every 30 s per issuer. A good
- * document replaces the issuer's URL keyset atomically; a failed fetch keeps the last good keys.
- * Fetching never happens on a worker's event loop.
+ * 5 s; name resolution is the system resolver's, with its own timeouts) when started and every
+ * jwks_refresh_s, and again when a worker reports an unknown kid, at most once every 30 s per
+ * issuer. A good document replaces the issuer's URL keyset atomically; a failed fetch keeps the
+ * last good keys. Fetching never happens on a worker's event loop.
  *
  * Memory: the fetcher belongs to its gw_auth (gw_auth_free stops and frees it).
  * Threads: gw_jwks_request_refetch from any thread; start/stop from the main thread.

@@ -492,8 +492,8 @@ static bool verify_hmac(const struct gw_key *key, const char *data, size_t len,
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
     const EVP_MD *md = EVP_get_digestbyname(algs[key->alg].md);
-    if (md == NULL || HMAC(md, key->material, (int)key->material_len,
-                           (const unsigned char *)data, len, mac, &maclen) == NULL)
+    if (md == NULL || HMAC(md, key->material, (int)key->material_len, (const unsigned char *)data,
+                           len, mac, &maclen) == NULL)
         return false;
     bool ok = maclen == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
     OPENSSL_cleanse(mac, sizeof mac);
@@ -524,9 +524,10 @@ static bool verify_pkey(const struct gw_key *key, const char *data, size_t len,
         siglen = (size_t)derlen;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    bool ok = ctx && EVP_DigestVerifyInit_ex(ctx, NULL, algs[key->alg].md, NULL, NULL, key->pkey,
-                                             NULL) == 1 &&
-              EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)data, len) == 1;
+    bool ok =
+        ctx &&
+        EVP_DigestVerifyInit_ex(ctx, NULL, algs[key->alg].md, NULL, NULL, key->pkey, NULL) == 1 &&
+        EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)data, len) == 1;
     EVP_MD_CTX_free(ctx);
     OPENSSL_free(der);
     ERR_clear_error();
@@ -541,7 +542,8 @@ enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_
     if (d1 == NULL || d2 == NULL || memchr(d2 + 1, '.', (size_t)(token + len - d2 - 1)) ||
         d1 == token || d2 + 1 == token + len)
         return GW_JWS_MALFORMED;
-    size_t hl = (size_t)(d1 - token), pl = (size_t)(d2 - d1 - 1), sl = (size_t)(token + len - d2 - 1);
+    size_t hl = (size_t)(d1 - token), pl = (size_t)(d2 - d1 - 1),
+           sl = (size_t)(token + len - d2 - 1);
     size_t cap = GW_B64URL_DECODED_MAX(len);
     unsigned char *buf = malloc(cap * 3);
     if (buf == NULL)
@@ -563,7 +565,7 @@ enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_
                                                                    : GW_JWS_BAD_SIGNATURE;
         else
             r = verify_pkey(key, token, signed_len, s, (size_t)sn) ? GW_JWS_OK
-                                                                  : GW_JWS_BAD_SIGNATURE;
+                                                                   : GW_JWS_BAD_SIGNATURE;
     }
     OPENSSL_clear_free(buf, cap * 3); /* decoded claims */
     return r;

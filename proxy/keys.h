@@ -42,11 +42,12 @@ enum gw_alg gw_alg_from_name(const char *name);
 bool gw_alg_is_hmac(enum gw_alg a);
 
 struct gw_key {
-    char *kid;               /* NULL when the key has none */
-    enum gw_alg alg;         /* the only algorithm this key verifies */
-    unsigned char *material; /* HS: the secret; RS/ES: SubjectPublicKeyInfo PEM text (libjwt's input) */
+    char *kid;       /* NULL when the key has none */
+    enum gw_alg alg; /* the only algorithm this key verifies */
+    unsigned char
+        *material; /* HS: the secret; RS/ES: SubjectPublicKeyInfo PEM text (libjwt's input) */
     size_t material_len;
-    EVP_PKEY *pkey;          /* RS/ES; NULL for HS */
+    EVP_PKEY *pkey; /* RS/ES; NULL for HS */
 };
 
 struct gw_keyset {

@@ -132,7 +132,8 @@ void gw_log_access(struct gw_log *l, const struct gw_access *a)
     evbuffer_free(b);
 }
 
-static void vlog(const char *level, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+static void vlog(const char *level, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 static void vlog(const char *level, const char *fmt, va_list ap)
 {
     char msg[1024], ts[40];
@@ -141,7 +142,8 @@ static void vlog(const char *level, const char *fmt, va_list ap)
     char line[1200];
     int n = snprintf(line, sizeof line, "ghl-gateway: %s %s: %s\n", ts, level, msg);
     if (n > 0) {
-        ssize_t w = write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+        ssize_t w =
+            write(STDERR_FILENO, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
         (void)w;
     }
 }

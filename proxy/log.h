@@ -14,7 +14,7 @@
 #include <stdint.h>
 
 struct gw_log {
-    char *path;     /* NULL: stderr */
+    char *path; /* NULL: stderr */
     int fd;
 };
 

@@ -83,8 +83,8 @@ static void summary(const struct gw_snapshot *s)
            c->tls.client_ca ? "required (mTLS)" : "not required", c->listen.workers,
            c->listen.workers == 1 ? "" : "s");
     printf("  admin      %s:%ld\n", c->admin.address, c->admin.port);
-    printf("  upstream   %s (CA: %s), timeouts connect %ld ms / answer %ld ms, Version", c->upstream.url,
-           c->upstream.ca_file ? c->upstream.ca_file : "system store",
+    printf("  upstream   %s (CA: %s), timeouts connect %ld ms / answer %ld ms, Version",
+           c->upstream.url, c->upstream.ca_file ? c->upstream.ca_file : "system store",
            c->upstream.connect_timeout_ms, c->upstream.timeout_ms);
     for (size_t i = 0; i < c->upstream.napi_versions; i++)
         printf(" %s", c->upstream.api_versions[i]);
@@ -99,8 +99,7 @@ static void summary(const struct gw_snapshot *s)
         const struct gw_issuer *is = &s->auth->issuers[i];
         printf("    %s: %zu key%s%s%s%s%s, audiences", is->cfg->issuer, is->nkeys,
                is->nkeys == 1 ? "" : "s", is->file_keys ? " + JWKS file" : "",
-               is->cfg->jwks_url ? " + JWKS " : "", is->cfg->jwks_url ? is->cfg->jwks_url : "",
-               "");
+               is->cfg->jwks_url ? " + JWKS " : "", is->cfg->jwks_url ? is->cfg->jwks_url : "", "");
         for (size_t k = 0; k < is->cfg->naudiences; k++)
             printf(" %s", is->cfg->audiences[k]);
         printf("%s\n", is->cfg->naudiences ? "" : " (not checked)");
@@ -154,8 +153,7 @@ static int cmd_version(int argc, char **argv)
 static int not_yet(const char *name, int argc, char **argv)
 {
     if (argc > 0 && is_help(argv[0])) {
-        printf("usage: ghl-gateway %s\n\n(not available in this version yet)\n",
-               find(name)->usage);
+        printf("usage: ghl-gateway %s\n\n(not available in this version yet)\n", find(name)->usage);
         return 0;
     }
     fprintf(stderr, "ghl-gateway %s: not available in this version yet\n", name);
@@ -171,8 +169,9 @@ static struct gw_snapshot *load_quietly(const char *path)
     if (s == NULL) {
         for (size_t i = 0; i < errs.n; i++)
             fprintf(stderr, "%s\n", errs.line[i]);
-        fprintf(stderr, "%s: the configuration does not load ('ghl-gateway check -c %s' tells "
-                        "more)\n",
+        fprintf(stderr,
+                "%s: the configuration does not load ('ghl-gateway check -c %s' tells "
+                "more)\n",
                 path, path);
     }
     gw_errs_free(&errs);
@@ -225,17 +224,16 @@ static int cmd_explain(int argc, char **argv)
             printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
             return 0;
         }
-        const char **slot = strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0
-                                ? &config
-                            : strcmp(argv[i], "--claims") == 0  ? &claims
+        const char **slot = strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0 ? &config
+                            : strcmp(argv[i], "--claims") == 0                             ? &claims
                             : strcmp(argv[i], "--request") == 0 ? &request
                             : strcmp(argv[i], "--body") == 0    ? &body
                             : strcmp(argv[i], "--target") == 0  ? &target
                                                                 : NULL;
         if (slot == NULL || i + 1 >= argc || *slot != NULL)
             return usage_error(c, slot == NULL ? "unexpected argument"
-                                  : *slot   ? "an option is given twice"
-                                            : "an option lacks its value");
+                                  : *slot      ? "an option is given twice"
+                                               : "an option lacks its value");
         *slot = argv[++i];
     }
     if (config == NULL || claims == NULL || request == NULL)
@@ -262,8 +260,9 @@ static int cmd_explain(int argc, char **argv)
             const struct gw_op *op = e.op ? gw_openapi_op(s->api, e.op) : NULL;
             if (op && gw_policy_needs_target(op) && tg == NULL && !e.allowed && e.reasons.n &&
                 strstr(e.reasons.v[0], "the user to change is not known"))
-                fprintf(stderr, "note: %s is decided on the user it changes; give it with "
-                                "--target (the live gateway fetches it upstream)\n",
+                fprintf(stderr,
+                        "note: %s is decided on the user it changes; give it with "
+                        "--target (the live gateway fetches it upstream)\n",
                         op->id);
             cJSON *j = gw_explain_json(&e);
             char *text = j ? cJSON_PrintUnformatted(j) : NULL;
@@ -447,8 +446,7 @@ out:
 }
 
 static const struct command commands[] = {
-    {"run", "run -c FILE", "Serve until SIGTERM or SIGINT (also: ghl-gateway -c FILE).",
-     cmd_run},
+    {"run", "run -c FILE", "Serve until SIGTERM or SIGINT (also: ghl-gateway -c FILE).", cmd_run},
     {"check", "check -c FILE",
      "Load and validate the configuration and everything it names; print a summary.\n"
      "Exit 0 when valid, 1 with each problem on its own line when not.",

@@ -60,8 +60,7 @@ static cJSON *load_doc(struct loader *l, const char *name)
     if (name[0] == '/')
         snprintf(path, sizeof path, "%s", name);
     else
-        snprintf(path, sizeof path, "%s%s%s", l->dir, dl && l->dir[dl - 1] == '/' ? "" : "/",
-                 name);
+        snprintf(path, sizeof path, "%s%s%s", l->dir, dl && l->dir[dl - 1] == '/' ? "" : "/", name);
     size_t len;
     char *buf = gw_read_file(path, MAX_DOC_BYTES, &len);
     if (buf == NULL) {
@@ -151,7 +150,8 @@ static cJSON *resolve(struct loader *l, const cJSON *node, const cJSON *root, in
         const char *hash = strchr(s, '#');
         const cJSON *target_root = root;
         if (hash != s) {
-            /* "../common/common-schemas.json#/..." -> common-schemas.json in the document's folder */
+            /* "../common/common-schemas.json#/..." -> common-schemas.json in the document's folder
+             */
             size_t flen = hash ? (size_t)(hash - s) : strlen(s);
             char file[256];
             if (flen == 0 || flen >= sizeof file) {
@@ -202,9 +202,8 @@ static const struct {
     const char *key;
     enum gw_method m;
 } method_keys[] = {
-    {"get", GW_M_GET},       {"post", GW_M_POST},   {"put", GW_M_PUT},
-    {"delete", GW_M_DELETE}, {"patch", GW_M_PATCH}, {"head", GW_M_HEAD},
-    {"options", GW_M_OPTIONS},
+    {"get", GW_M_GET},     {"post", GW_M_POST}, {"put", GW_M_PUT},         {"delete", GW_M_DELETE},
+    {"patch", GW_M_PATCH}, {"head", GW_M_HEAD}, {"options", GW_M_OPTIONS},
 };
 
 const char *gw_method_name(enum gw_method m)
@@ -324,7 +323,8 @@ static int build_security(struct loader *l, struct gw_op *op, const cJSON *sec)
                     return lfail(l, "%s: a scope is not a string", op->id);
                 r->scopes[r->nscopes++] = sc->valuestring;
             }
-            /* Agency-Access, Agency-Access-Only: the agency token; Location-Access...: Sub-Account */
+            /* Agency-Access, Agency-Access-Only: the agency token; Location-Access...: Sub-Account
+             */
             if (strncmp(s->string, "Agency-Access", 13) == 0)
                 agency = true;
             else if (strncmp(s->string, "Location-Access", 15) == 0)
@@ -361,8 +361,8 @@ static int build_op(struct loader *l, struct gw_openapi *m, const char *path, en
     if (split_path(l, op) != 0)
         return -1;
     const cJSON *params = cJSON_GetObjectItemCaseSensitive(oj, "parameters");
-    size_t cap = (size_t)cJSON_GetArraySize(params) + (size_t)cJSON_GetArraySize(path_params) +
-                 op->nseg + 1;
+    size_t cap =
+        (size_t)cJSON_GetArraySize(params) + (size_t)cJSON_GetArraySize(path_params) + op->nseg + 1;
     op->params = calloc(cap, sizeof *op->params);
     op->synth = calloc(op->nseg + 1, sizeof *op->synth);
     if (op->params == NULL || op->synth == NULL)
@@ -386,9 +386,8 @@ static int build_op(struct loader *l, struct gw_openapi *m, const char *path, en
         name[n] = '\0';
         if (gw_op_param(op, GW_IN_PATH, name) == NULL) {
             static char type_key[] = "type", type_string[] = "string";
-            static const cJSON str_schema_type = {.type = cJSON_String,
-                                                  .valuestring = type_string,
-                                                  .string = type_key};
+            static const cJSON str_schema_type = {
+                .type = cJSON_String, .valuestring = type_string, .string = type_key};
             static const cJSON str_schema = {.type = cJSON_Object,
                                              .child = (cJSON *)&str_schema_type};
             char *owned = strdup(name);

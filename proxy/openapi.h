@@ -45,21 +45,22 @@ struct gw_param {
     const cJSON *schema; /* resolved; never NULL (an empty object when the document has none) */
 };
 
-struct gw_secreq {        /* one alternative of an op's security list */
-    const char *scheme;   /* e.g. "Agency-Access" */
-    const char **scopes;  /* all of them are required */
+struct gw_secreq {       /* one alternative of an op's security list */
+    const char *scheme;  /* e.g. "Agency-Access" */
+    const char **scopes; /* all of them are required */
     size_t nscopes;
 };
 
 struct gw_op {
-    const char *id;   /* operationId, e.g. "create-user" */
+    const char *id; /* operationId, e.g. "create-user" */
     enum gw_method method;
     const char *path; /* the template as written, e.g. "/users/{userId}" */
     char **seg;       /* path segments without the empty trailing one; "{x}" marks a parameter */
     size_t nseg;
     struct gw_secreq *sec;
     size_t nsec;
-    const char *scope; /* the scope the op requires (its first requirement's first scope), or NULL */
+    const char
+        *scope; /* the scope the op requires (its first requirement's first scope), or NULL */
     enum gw_cred_kind cred;
     struct gw_param *params; /* path, query and header parameters, in document order */
     size_t nparams;

@@ -191,8 +191,8 @@ static int read_strings(struct loader *l, const cJSON *v, const char *member, bo
         return 0;
     }
     if (!cJSON_IsArray(v)) {
-        perr(l, v, member, "must be %s", allow_single ? "a string or an array of strings"
-                                                      : "an array of strings");
+        perr(l, v, member, "must be %s",
+             allow_single ? "a string or an array of strings" : "an array of strings");
         return -1;
     }
     size_t n = (size_t)cJSON_GetArraySize(v);
@@ -307,9 +307,9 @@ static int read_scope_patterns(struct loader *l, const cJSON *v, const char *mem
 
 static int read_grant(struct loader *l, const cJSON *g, struct gw_policy *p)
 {
-    static const char *const known[] = {"types", "roles", "scopes", "scopes_assigned_to_only",
-                                        "within_caller_scopes", "permissions", "max_locations",
-                                        NULL};
+    static const char *const known[] = {
+        "types",       "roles",         "scopes", "scopes_assigned_to_only", "within_caller_scopes",
+        "permissions", "max_locations", NULL};
     if (!cJSON_IsObject(g)) {
         perr(l, g, "grant", "must be an object");
         return -1;
@@ -377,7 +377,8 @@ static int read_grant(struct loader *l, const cJSON *g, struct gw_policy *p)
 static bool writable_member(const struct gw_openapi *api, const char *name)
 {
     for (size_t i = 0; i < api->nops; i++) {
-        const cJSON *props = cJSON_GetObjectItemCaseSensitive(api->ops[i].body_schema, "properties");
+        const cJSON *props =
+            cJSON_GetObjectItemCaseSensitive(api->ops[i].body_schema, "properties");
         if (cJSON_GetObjectItemCaseSensitive(props, name))
             return true;
     }
@@ -401,9 +402,9 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
         return -1;
     }
     int rc = 0;
-    static const char *const known[] = {"name", "description", "subjects", "operations",
-                                        "companies", "locations", "grant", "fields", "reads",
-                                        NULL};
+    static const char *const known[] = {"name",      "description", "subjects", "operations",
+                                        "companies", "locations",   "grant",    "fields",
+                                        "reads",     NULL};
     if (!cJSON_IsObject(root)) {
         gw_errs_add(l->errs, "%s:1: a policy must be a JSON object", path);
         cJSON_Delete(root);
@@ -677,8 +678,8 @@ static void check_grants(const struct gw_policy *p, const struct gw_openapi *api
                          const struct gw_decision_input *in, struct gw_msgs *out)
 {
     const cJSON *b = in->body;
-    static const char *const granting[] = {"type", "role", "scopes", "scopesAssignedToOnly",
-                                           "permissions", "locationIds"};
+    static const char *const granting[] = {
+        "type", "role", "scopes", "scopesAssignedToOnly", "permissions", "locationIds"};
     if (!p->has_grant) {
         for (size_t i = 0; i < sizeof granting / sizeof *granting; i++)
             if (cJSON_GetObjectItemCaseSensitive(b, granting[i]))
@@ -773,8 +774,8 @@ static void check_target(const struct gw_policy *p, const struct gw_decision_inp
     }
     if (p->loc == LOC_ALL)
         return;
-    const cJSON *locs = cJSON_IsObject(roles) ? cJSON_GetObjectItemCaseSensitive(roles, "locationIds")
-                                              : NULL;
+    const cJSON *locs =
+        cJSON_IsObject(roles) ? cJSON_GetObjectItemCaseSensitive(roles, "locationIds") : NULL;
     if (!cJSON_IsArray(locs) || cJSON_GetArraySize(locs) == 0) {
         gw_msgs_add(out, "policy %s: user %.64s has no location inside this policy", p->name, id);
         return;

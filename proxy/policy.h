@@ -48,16 +48,16 @@ const struct gw_policy *gw_policies_at(const struct gw_policies *ps, size_t i);
 
 /* What a decision looks at. */
 struct gw_decision_input {
-    const cJSON *claims;        /* the principal's verified claims */
-    const char *sub;            /* the principal's subject */
-    const char *const *scopes;  /* the scopes the caller holds */
+    const cJSON *claims;       /* the principal's verified claims */
+    const char *sub;           /* the principal's subject */
+    const char *const *scopes; /* the scopes the caller holds */
     size_t nscopes;
     const struct gw_op *op;
     const struct gw_route *route; /* for the query (companyId, locationId) */
-    const cJSON *body;          /* the validated body, or NULL */
-    const cJSON *target;        /* update/delete: the user as the upstream has it; else NULL */
-    bool target_pending;        /* update/delete before the target is fetched: every check but
-                                   the target's (a request denied here is never fetched) */
+    const cJSON *body;            /* the validated body, or NULL */
+    const cJSON *target;          /* update/delete: the user as the upstream has it; else NULL */
+    bool target_pending;          /* update/delete before the target is fetched: every check but
+                                     the target's (a request denied here is never fetched) */
 };
 
 struct gw_decision {

@@ -7,10 +7,10 @@
 #include "json.h"
 
 enum shape {
-    FIXED,         /* {"statusCode","message":<fixed>,"error"} */
+    FIXED,          /* {"statusCode","message":<fixed>,"error"} */
     FIXED_NO_ERROR, /* the upstream's own 401/400 shapes without "error" */
-    GIVEN,         /* message filled in */
-    LIST,          /* message is an array */
+    GIVEN,          /* message filled in */
+    LIST,           /* message is an array */
 };
 
 static const struct {

@@ -12,22 +12,22 @@
 struct evbuffer;
 
 enum gw_reply_kind {
-    GW_R_UNAUTHORIZED,     /* 401 missing or invalid token */
-    GW_R_SCOPE,            /* 401 scope missing */
-    GW_R_VERSION_MISSING,  /* 400 */
-    GW_R_VERSION_INVALID,  /* 400 */
-    GW_R_BAD_REQUEST,      /* 400 malformed request or JSON: message given */
-    GW_R_BAD_FRAMING,      /* 400 ambiguous framing: message given; connection closed */
-    GW_R_FORBIDDEN,        /* 403 policy denial: message given */
-    GW_R_NOT_FOUND,        /* 404 "Cannot METHOD PATH": message given */
-    GW_R_TOO_LARGE,        /* 413; connection closed */
+    GW_R_UNAUTHORIZED,      /* 401 missing or invalid token */
+    GW_R_SCOPE,             /* 401 scope missing */
+    GW_R_VERSION_MISSING,   /* 400 */
+    GW_R_VERSION_INVALID,   /* 400 */
+    GW_R_BAD_REQUEST,       /* 400 malformed request or JSON: message given */
+    GW_R_BAD_FRAMING,       /* 400 ambiguous framing: message given; connection closed */
+    GW_R_FORBIDDEN,         /* 403 policy denial: message given */
+    GW_R_NOT_FOUND,         /* 404 "Cannot METHOD PATH": message given */
+    GW_R_TOO_LARGE,         /* 413; connection closed */
     GW_R_HEADERS_TOO_LARGE, /* 431; connection closed */
     GW_R_UNSUPPORTED_MEDIA, /* 415: message given */
-    GW_R_UNPROCESSABLE,    /* 422: a list of messages */
-    GW_R_RATE_LIMITED,     /* 429 */
-    GW_R_BAD_GATEWAY,      /* 502: message given */
-    GW_R_UNAVAILABLE,      /* 503: message given */
-    GW_R_TIMEOUT,          /* 504 */
+    GW_R_UNPROCESSABLE,     /* 422: a list of messages */
+    GW_R_RATE_LIMITED,      /* 429 */
+    GW_R_BAD_GATEWAY,       /* 502: message given */
+    GW_R_UNAVAILABLE,       /* 503: message given */
+    GW_R_TIMEOUT,           /* 504 */
     GW_R_KINDS
 };
 

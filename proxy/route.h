@@ -30,9 +30,9 @@ struct gw_route {
     const char *qname[GW_ROUTE_MAX_QUERY]; /* decoded, in the order received */
     const char *qval[GW_ROUTE_MAX_QUERY];
     size_t nq;
-    char *path;      /* the path as received (no query), for messages */
+    char *path;          /* the path as received (no query), for messages */
     char *upstream_path; /* canonical path for the upstream, from the op's template */
-    char *mem;       /* owns the decoded strings */
+    char *mem;           /* owns the decoded strings */
 };
 
 /* Matches method + target (as on the request line). Fills r in every case (r->path is set

@@ -98,8 +98,7 @@ static char *enum_text(const cJSON *en)
 static void enum_message(struct gw_msgs *out, const char *lead, const char *name, const cJSON *en)
 {
     char *list = enum_text(en);
-    gw_msgs_add(out, "%s%s must be one of the following values: %s", lead, name,
-                list ? list : "");
+    gw_msgs_add(out, "%s%s must be one of the following values: %s", lead, name, list ? list : "");
     free(list);
 }
 
@@ -112,8 +111,7 @@ static bool is_required(const cJSON *schema, const char *name)
     return false;
 }
 
-static void check_value(const cJSON *schema, const cJSON *v, const char *name,
-                        struct gw_msgs *out);
+static void check_value(const cJSON *schema, const cJSON *v, const char *name, struct gw_msgs *out);
 
 /* prefix + name, allocated: member names are as long as the body allows, never cut. */
 static char *join(const char *prefix, const char *name)
@@ -171,8 +169,7 @@ static void check_object(const cJSON *schema, const cJSON *obj, const char *pref
     }
 }
 
-static void check_array(const cJSON *schema, const cJSON *v, const char *name,
-                        struct gw_msgs *out)
+static void check_array(const cJSON *schema, const cJSON *v, const char *name, struct gw_msgs *out)
 {
     const cJSON *items = member(schema, "items");
     if (!cJSON_IsObject(items))
@@ -201,8 +198,7 @@ static void check_array(const cJSON *schema, const cJSON *v, const char *name,
         enum_message(out, "each value in ", name, en);
 }
 
-static void check_value(const cJSON *schema, const cJSON *v, const char *name,
-                        struct gw_msgs *out)
+static void check_value(const cJSON *schema, const cJSON *v, const char *name, struct gw_msgs *out)
 {
     const char *type = type_of(schema);
     if (cJSON_IsNull(v)) {

@@ -48,10 +48,10 @@ struct gw_daemon {
     struct gw_worker *workers;
     size_t nworkers;
     atomic_bool stopping;
-    atomic_bool forced;         /* a second SIGTERM/SIGINT: stop without waiting */
-    atomic_size_t running;      /* workers whose loop has not ended */
+    atomic_bool forced;    /* a second SIGTERM/SIGINT: stop without waiting */
+    atomic_size_t running; /* workers whose loop has not ended */
     struct event_base *main_base;
-    struct event *worker_done;  /* activated by each worker as its loop ends */
+    struct event *worker_done; /* activated by each worker as its loop ends */
 };
 
 /* One request from dispatch to reply. Owned by the worker; freed after its reply is sent. */
@@ -63,16 +63,16 @@ struct gw_req {
     char request_id[REQUEST_ID_MAX + 1];
     char ip[INET6_ADDRSTRLEN];
     const char *method;
-    int64_t ts_ms;       /* wall clock, first byte */
-    double t0;           /* gw_mono_ms() at the request's first byte */
+    int64_t ts_ms; /* wall clock, first byte */
+    double t0;     /* gw_mono_ms() at the request's first byte */
     uint64_t bytes_in;
     struct gw_route route;
     bool routed;
     cJSON *body;
     int upstream_status;
     double upstream_ms;
-    struct gw_principal *principal; /* once authenticated (a reference) */
-    const char *auth_failure;       /* the reason class, for the access log */
+    struct gw_principal *principal;   /* once authenticated (a reference) */
+    const char *auth_failure;         /* the reason class, for the access log */
     const struct gw_credential *cred; /* the upstream credential of the op */
     const char *version;              /* the Version header (lives in rq) */
     const struct gw_policy *policy;   /* the allowing policy, or the first that matched */
@@ -85,12 +85,22 @@ static const char *status_reason(int code)
         int code;
         const char *reason;
     } t[] = {
-        {200, "OK"},           {201, "Created"},      {202, "Accepted"},
-        {204, "No Content"},   {400, "Bad Request"},  {401, "Unauthorized"},
-        {403, "Forbidden"},    {404, "Not Found"},    {409, "Conflict"},
-        {413, "Payload Too Large"}, {415, "Unsupported Media Type"},
-        {422, "Unprocessable Entity"}, {429, "Too Many Requests"},
-        {500, "Internal Server Error"}, {502, "Bad Gateway"}, {503, "Service Unavailable"},
+        {200, "OK"},
+        {201, "Created"},
+        {202, "Accepted"},
+        {204, "No Content"},
+        {400, "Bad Request"},
+        {401, "Unauthorized"},
+        {403, "Forbidden"},
+        {404, "Not Found"},
+        {409, "Conflict"},
+        {413, "Payload Too Large"},
+        {415, "Unsupported Media Type"},
+        {422, "Unprocessable Entity"},
+        {429, "Too Many Requests"},
+        {500, "Internal Server Error"},
+        {502, "Bad Gateway"},
+        {503, "Service Unavailable"},
         {504, "Gateway Timeout"},
     };
     for (size_t i = 0; i < sizeof t / sizeof *t; i++)
@@ -307,8 +317,8 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
     sb_str(&b, r->request_id);
     sb_str(&b, "\r\n");
     if (body) {
-        snprintf(line, sizeof line,
-                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n", strlen(body));
+        snprintf(line, sizeof line, "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                 strlen(body));
         sb_str(&b, line);
         sb_str(&b, body);
     } else {
@@ -323,7 +333,8 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
         return;
     }
     bool retryable = target_only || r->route.op->method == GW_M_GET;
-    struct gw_upstream_call *call = gw_upstream_send(r->w->pool, r->snap, b.p, b.n, retryable, cb, r);
+    struct gw_upstream_call *call =
+        gw_upstream_send(r->w->pool, r->snap, b.p, b.n, retryable, cb, r);
     OPENSSL_clear_free(b.p, b.cap);
     if (call == NULL)
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
@@ -340,8 +351,7 @@ static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, co
     }
     if (res->err == GW_UP_OK)
         return false;
-    gw_log_error("request %s: %s %s: %s", r->request_id, method, r->route.upstream_path,
-                 res->why);
+    gw_log_error("request %s: %s %s: %s", r->request_id, method, r->route.upstream_path, res->why);
     if (res->err == GW_UP_TIMEOUT)
         reply_error(r, GW_R_TIMEOUT, NULL, NULL, 0);
     else
@@ -401,8 +411,7 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         r->allowed = false;
         if (fr == GW_FILTER_FORBIDDEN)
             r->w->stats.policy_denials++;
-        reply_error(r, fr == GW_FILTER_FORBIDDEN ? GW_R_FORBIDDEN : GW_R_BAD_GATEWAY, why, NULL,
-                    0);
+        reply_error(r, fr == GW_FILTER_FORBIDDEN ? GW_R_FORBIDDEN : GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
     char *text = cJSON_PrintUnformatted(reply);
@@ -434,8 +443,7 @@ static void decide(struct gw_req *r, const cJSON *target, bool target_pending)
     r->allowed = d.allowed;
     if (!d.allowed) {
         r->w->stats.policy_denials++;
-        reply_error(r, GW_R_FORBIDDEN, d.reasons.n ? d.reasons.v[0] : "denied by policy", NULL,
-                    0);
+        reply_error(r, GW_R_FORBIDDEN, d.reasons.n ? d.reasons.v[0] : "denied by policy", NULL, 0);
         gw_decision_free(&d);
         return;
     }
@@ -708,8 +716,8 @@ static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
     w->base = event_base_new();
     if (w->base == NULL)
         return -1;
-    w->dns = evdns_base_new(w->base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
-                                         EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    w->dns = evdns_base_new(w->base,
+                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     if (w->dns == NULL)
         w->dns = evdns_base_new(w->base, EVDNS_BASE_DISABLE_WHEN_INACTIVE);
     w->pool = gw_upstream_pool_new(w);
@@ -718,9 +726,8 @@ static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
     w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
     w->handler = handle;
     long entries = cfg->auth.token_cache_entries;
-    w->cache = gw_token_cache_new(entries ? (size_t)(entries + (long)d->nworkers - 1) /
-                                                d->nworkers
-                                          : 0);
+    w->cache =
+        gw_token_cache_new(entries ? (size_t)(entries + (long)d->nworkers - 1) / d->nworkers : 0);
     if (w->dns == NULL || w->pool == NULL || w->wake == NULL || w->drain_timer == NULL ||
         w->accept_resume == NULL || w->cache == NULL)
         return -1;
@@ -793,8 +800,8 @@ static void reload(struct gw_daemon *d)
     if (next == NULL) {
         for (size_t i = 0; i < errs.n; i++)
             gw_log_error("%s", errs.line[i]);
-        gw_log_error("SIGHUP: reload failed (%zu problem%s); still serving generation %lu",
-                     errs.n, errs.n == 1 ? "" : "s", d->snap->generation);
+        gw_log_error("SIGHUP: reload failed (%zu problem%s); still serving generation %lu", errs.n,
+                     errs.n == 1 ? "" : "s", d->snap->generation);
         d->reloads_failed++;
         gw_errs_free(&errs);
         return;
@@ -918,8 +925,7 @@ int gw_server_run(const char *config_path)
         }
     atomic_init(&d.running, d.nworkers);
     for (; started < d.nworkers; started++)
-        if (pthread_create(&d.workers[started].thread, NULL, worker_main, &d.workers[started]) !=
-            0)
+        if (pthread_create(&d.workers[started].thread, NULL, worker_main, &d.workers[started]) != 0)
             goto out;
     gw_log_info("listening on %s:%ld (TLS, %zu worker%s); upstream %s", snap->cfg->listen.address,
                 snap->cfg->listen.port, d.nworkers, d.nworkers == 1 ? "" : "s",

@@ -58,20 +58,24 @@ static void warn_unservable_ops(struct gw_snapshot *s, struct gw_errs *errs)
     for (size_t i = 0; i < s->api->nops; i++) {
         const struct gw_op *op = &s->api->ops[i];
         if (op->cred == GW_CRED_AGENCY && s->agency.token == NULL)
-            gw_errs_warn(errs, "warning: op %s has no credential: credentials.agency_token_file "
-                               "is null, so it will answer 503",
+            gw_errs_warn(errs,
+                         "warning: op %s has no credential: credentials.agency_token_file "
+                         "is null, so it will answer 503",
                          op->id);
         else if (op->cred == GW_CRED_LOCATION && s->nlocations == 0)
-            gw_errs_warn(errs, "warning: op %s has no credential: "
-                               "credentials.location_token_files is empty, so it will answer 503",
+            gw_errs_warn(errs,
+                         "warning: op %s has no credential: "
+                         "credentials.location_token_files is empty, so it will answer 503",
                          op->id);
         else if (op->cred == GW_CRED_NONE)
-            gw_errs_warn(errs, "warning: op %s uses no security scheme the gateway holds a "
-                               "credential for, so it will answer 503",
+            gw_errs_warn(errs,
+                         "warning: op %s uses no security scheme the gateway holds a "
+                         "credential for, so it will answer 503",
                          op->id);
         if (op->scope == NULL)
-            gw_errs_warn(errs, "warning: op %s has no scope in the OpenAPI document, so it will "
-                               "answer 503 (no token can be checked for it)",
+            gw_errs_warn(errs,
+                         "warning: op %s has no scope in the OpenAPI document, so it will "
+                         "answer 503 (no token can be checked for it)",
                          op->id);
     }
 }
@@ -94,8 +98,10 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
     else if ((s->policies = gw_policies_load(s->cfg->policies.dir, s->api, errs)) == NULL)
         gw_errs_add(errs, "policies.dir: the policy set is not valid");
     else if (s->policies->n == 0)
-        gw_errs_warn(errs, "warning: %s holds no policy file: every request under /users will "
-                           "answer 403", s->cfg->policies.dir);
+        gw_errs_warn(errs,
+                     "warning: %s holds no policy file: every request under /users will "
+                     "answer 403",
+                     s->cfg->policies.dir);
 
     const struct gw_config *c = s->cfg;
     if (c->credentials.agency_token_file) {

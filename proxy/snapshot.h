@@ -32,9 +32,9 @@ struct gw_snapshot {
     unsigned long generation;
     struct gw_config *cfg;
     struct gw_openapi *api;
-    struct gw_auth *auth;        /* issuers and their keys */
-    struct gw_policies *policies; /* policies.dir, validated against api */
-    struct gw_credential agency; /* token NULL when not configured */
+    struct gw_auth *auth;            /* issuers and their keys */
+    struct gw_policies *policies;    /* policies.dir, validated against api */
+    struct gw_credential agency;     /* token NULL when not configured */
     struct gw_credential *locations; /* sorted by location_id */
     size_t nlocations;
     SSL_CTX *server_ctx;

@@ -10,7 +10,7 @@
 
 struct entry {
     unsigned char key[32];
-    int64_t until;              /* 0: empty */
+    int64_t until; /* 0: empty */
     struct gw_principal *p;
 };
 

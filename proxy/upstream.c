@@ -23,9 +23,9 @@
 #include "tls.h"
 #include "worker.h"
 
-#define MAX_HEAD_BYTES (32u << 10)     /* status line and headers */
+#define MAX_HEAD_BYTES (32u << 10) /* status line and headers */
 #define MAX_HEADER_LINES 100
-#define MAX_CHUNK_LINE 1024             /* a chunk-size line */
+#define MAX_CHUNK_LINE 1024 /* a chunk-size line */
 #define MAX_TRAILER_BYTES (8u << 10)
 #define MAX_BODY_BYTES (16u << 20)
 #define IDLE_TIMEOUT_MS 30000 /* below common keep-alive timeouts of TLS front ends */
@@ -33,10 +33,10 @@
 enum parse_state {
     RP_STATUS,
     RP_HEADERS,
-    RP_BODY_LEN,   /* Content-Length bytes left */
+    RP_BODY_LEN, /* Content-Length bytes left */
     RP_CHUNK_SIZE,
     RP_CHUNK_DATA,
-    RP_CHUNK_END,  /* CRLF after chunk data */
+    RP_CHUNK_END, /* CRLF after chunk data */
     RP_TRAILERS,
     RP_DONE,
 };
@@ -158,8 +158,7 @@ static void fail(struct gw_upstream_call *call, enum gw_upstream_error e, const 
 
 /* A connect failure, or a reused connection that closed before answering: a retryable call
  * gets one more attempt on a fresh connection. */
-static void connect_failed(struct gw_upstream_call *call, enum gw_upstream_error e,
-                           const char *why)
+static void connect_failed(struct gw_upstream_call *call, enum gw_upstream_error e, const char *why)
 {
     if (call->retryable && call->attempts < 2) {
         struct up_conn *c = call->conn;
@@ -304,7 +303,7 @@ static int body_framing(struct up_conn *c, struct gw_upstream_call *call, bool h
         return 0;
     }
     if (c->n_cl != 1 || !c->cl_ok || c->cl > MAX_BODY_BYTES) {
-        *why = c->n_cl == 0 ? "upstream answer has neither Content-Length nor chunked framing"
+        *why = c->n_cl == 0  ? "upstream answer has neither Content-Length nor chunked framing"
                : c->n_cl > 1 ? "ambiguous upstream framing (several Content-Length)"
                              : "invalid or oversized upstream Content-Length";
         return -1;

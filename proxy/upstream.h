@@ -36,13 +36,13 @@ enum gw_upstream_error {
 
 struct gw_upstream_result {
     enum gw_upstream_error err;
-    char why[192];      /* for errors: what happened, for the 502 message and the log */
-    int status;         /* 0 when there was no answer */
+    char why[192]; /* for errors: what happened, for the 502 message and the log */
+    int status;    /* 0 when there was no answer */
     size_t nheaders;
     const char *hname[GW_UPSTREAM_MAX_HEADERS];
     const char *hvalue[GW_UPSTREAM_MAX_HEADERS];
     struct evbuffer *body;
-    double ms;          /* from send to answer (or failure) */
+    double ms; /* from send to answer (or failure) */
 };
 
 typedef void (*gw_upstream_cb)(struct gw_upstream_result *r, void *arg);

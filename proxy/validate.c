@@ -42,8 +42,7 @@ void gw_msgs_free(struct gw_msgs *m)
     memset(m, 0, sizeof *m);
 }
 
-int gw_validate_version(const struct gw_config *cfg, const char *version,
-                        enum gw_reply_kind *kind)
+int gw_validate_version(const struct gw_config *cfg, const char *version, enum gw_reply_kind *kind)
 {
     if (version == NULL) {
         *kind = GW_R_VERSION_MISSING;

@@ -27,8 +27,7 @@ void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...) __attribute__((format(
 void gw_msgs_free(struct gw_msgs *m);
 
 /* Version header: 0 when accepted, else -1 and *kind is the reply to send. */
-int gw_validate_version(const struct gw_config *cfg, const char *version,
-                        enum gw_reply_kind *kind);
+int gw_validate_version(const struct gw_config *cfg, const char *version, enum gw_reply_kind *kind);
 
 /* Query parameters against the op's declaration. Appends one message per violation; returns
  * the number of violations (0: valid). */

@@ -29,16 +29,16 @@ struct gw_worker {
     pthread_t thread;
     struct gw_daemon *d;
     struct event_base *base;
-    gw_conn_handler handler;  /* what a complete request is handed to */
+    gw_conn_handler handler; /* what a complete request is handed to */
     struct evconnlistener *listener;
     struct evdns_base *dns;
     struct gw_upstream_pool *pool;
-    struct event *wake;  /* activated by the main thread: look at d->stopping */
+    struct event *wake;       /* activated by the main thread: look at d->stopping */
     struct gw_snapshot *snap; /* the snapshot new requests start on (a reference is held) */
     struct gw_conn *conns;    /* every open client connection */
     size_t nconns;
-    size_t inflight;          /* requests between dispatch and reply */
-    bool listener_paused;     /* at limits.max_connections */
+    size_t inflight;      /* requests between dispatch and reply */
+    bool listener_paused; /* at limits.max_connections */
     bool draining;
     struct event *drain_timer;
     struct event *accept_resume;

@@ -68,10 +68,12 @@ static void make_route(size_t i)
             t[n++] = *s;
         }
     }
-    snprintf(t + n, sizeof t - n, "?companyId=ve9EPM428h8vShlRW1KT&locationId=C2QujeCh8ZnC7al2InWR");
+    snprintf(t + n, sizeof t - n,
+             "?companyId=ve9EPM428h8vShlRW1KT&locationId=C2QujeCh8ZnC7al2InWR");
     char why[160];
     if (gw_route_match(model, gw_method_name(op->method), t, &routes[i], why, sizeof why) ==
-        GW_ROUTE_OK && routes[i].op == op)
+            GW_ROUTE_OK &&
+        routes[i].op == op)
         have_route[i] = true;
     else
         gw_route_free(&routes[i]);
@@ -171,9 +173,9 @@ static void filter_all(const struct gw_policy *p)
         char why[256];
         /* the list reads: a list is filtered, never refused, and count follows the users */
         bool list_op = op->method != GW_M_DELETE && !gw_policy_needs_target(op) &&
-                       !gw_policy_reads_one_user(op) && !cJSON_GetObjectItemCaseSensitive(
-                           cJSON_GetObjectItemCaseSensitive(op->body_schema, "properties"),
-                           "type");
+                       !gw_policy_reads_one_user(op) &&
+                       !cJSON_GetObjectItemCaseSensitive(
+                           cJSON_GetObjectItemCaseSensitive(op->body_schema, "properties"), "type");
         cJSON *l = cJSON_Duplicate(list_reply, true);
         why[0] = '\0';
         enum gw_filter_result fr = gw_policy_filter_reply(p, op, claims, l, why, sizeof why);

@@ -136,7 +136,8 @@ int wait_port(int port, int timeout_ms)
     long end = now_ms() + timeout_ms;
     while (now_ms() < end) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
         int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
         close(fd);
@@ -199,8 +200,20 @@ static void start_sandbox(struct env *e, const struct env_opts *o)
     char *argv[40];
     int argc = 0;
     argv[argc++] = (char *)bin_path("ghl-sandbox");
-    char *fixed[] = {"--listen", listen, "--cert", cert, "--key", key, "--agency-token-file",
-                     agency, "--location-token", loc, "--seed", seed, "--journal", e->journal};
+    char *fixed[] = {"--listen",
+                     listen,
+                     "--cert",
+                     cert,
+                     "--key",
+                     key,
+                     "--agency-token-file",
+                     agency,
+                     "--location-token",
+                     loc,
+                     "--seed",
+                     seed,
+                     "--journal",
+                     e->journal};
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         argv[argc++] = fixed[i];
     split_args(extra, argv, &argc, 40);
@@ -309,43 +322,46 @@ void env_start(struct env *e, const struct env_opts *o)
     free(jwk);
     free(jwks);
     char auth[2048];
-    snprintf(auth, sizeof auth,
-             "{ \"issuers\": [\n"
-             "    { \"issuer\": \"" ISSUER_JWKS "\", \"jwks_file\": \"jwks.json\" },\n"
-             "    { \"issuer\": \"" ISSUER_RS "\", \"keys\": [\n"
-             "        { \"kid\": \"k1\", \"alg\": \"RS256\", \"pem_file\": \"%s/jwt-rs256.pub.pem\" },\n"
-             "        { \"kid\": \"e1\", \"alg\": \"ES256\", \"pem_file\": \"%s/jwt-es256.pub.pem\" } ] },\n"
-             "    { \"issuer\": \"" ISSUER_HS "\", \"audiences\": [], \"keys\": [\n"
-             "        { \"alg\": \"HS256\", \"secret_file\": \"%s/jwt-hs256.secret\" } ] } ] }",
-             e->certs, e->certs, e->certs);
+    snprintf(
+        auth, sizeof auth,
+        "{ \"issuers\": [\n"
+        "    { \"issuer\": \"" ISSUER_JWKS "\", \"jwks_file\": \"jwks.json\" },\n"
+        "    { \"issuer\": \"" ISSUER_RS "\", \"keys\": [\n"
+        "        { \"kid\": \"k1\", \"alg\": \"RS256\", \"pem_file\": \"%s/jwt-rs256.pub.pem\" },\n"
+        "        { \"kid\": \"e1\", \"alg\": \"ES256\", \"pem_file\": \"%s/jwt-es256.pub.pem\" } ] "
+        "},\n"
+        "    { \"issuer\": \"" ISSUER_HS "\", \"audiences\": [], \"keys\": [\n"
+        "        { \"alg\": \"HS256\", \"secret_file\": \"%s/jwt-hs256.secret\" } ] } ] }",
+        e->certs, e->certs, e->certs);
     char cfg[12288];
-    snprintf(cfg, sizeof cfg,
-             "{\n"
-             "  // written by the integration harness\n"
-             "  \"listen\": { \"address\": \"127.0.0.1\", \"port\": %d, \"workers\": %d },\n"
-             "  \"tls\": { \"cert\": \"%s/gateway.crt\", \"key\": \"%s/gateway.key\"%s%s },\n"
-             "  \"admin\": { \"port\": %d },\n"
-             "  \"upstream\": { \"url\": \"https://localhost:%d\", \"ca_file\": \"%s/ca.crt\"%s%s },\n"
-             "  \"credentials\": %s,\n"
-             "  \"auth\": %s,\n"
-             "  \"policies\": { \"dir\": \"policies\" },\n"
-             "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
-             "}\n",
-             e->gateway.port, o->workers ? o->workers : 2, e->certs, e->certs,
-             o->tls_json ? ", " : "", o->tls_json ? o->tls_json : "", free_port(), upstream_port,
-             e->certs, o->upstream_json ? ", " : "", o->upstream_json ? o->upstream_json : "",
-             o->credentials_json ? o->credentials_json
-                                 : "{ \"agency_token_file\": \"agency.token\", "
-                                   "\"location_token_files\": { \"" LOC1 "\": \"loc1.token\" } }",
-             o->auth_json ? o->auth_json : auth, o->gateway_json ? ",\n  " : "",
-             o->gateway_json ? o->gateway_json : "");
+    snprintf(
+        cfg, sizeof cfg,
+        "{\n"
+        "  // written by the integration harness\n"
+        "  \"listen\": { \"address\": \"127.0.0.1\", \"port\": %d, \"workers\": %d },\n"
+        "  \"tls\": { \"cert\": \"%s/gateway.crt\", \"key\": \"%s/gateway.key\"%s%s },\n"
+        "  \"admin\": { \"port\": %d },\n"
+        "  \"upstream\": { \"url\": \"https://localhost:%d\", \"ca_file\": \"%s/ca.crt\"%s%s },\n"
+        "  \"credentials\": %s,\n"
+        "  \"auth\": %s,\n"
+        "  \"policies\": { \"dir\": \"policies\" },\n"
+        "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
+        "}\n",
+        e->gateway.port, o->workers ? o->workers : 2, e->certs, e->certs, o->tls_json ? ", " : "",
+        o->tls_json ? o->tls_json : "", free_port(), upstream_port, e->certs,
+        o->upstream_json ? ", " : "", o->upstream_json ? o->upstream_json : "",
+        o->credentials_json ? o->credentials_json
+                            : "{ \"agency_token_file\": \"agency.token\", "
+                              "\"location_token_files\": { \"" LOC1 "\": \"loc1.token\" } }",
+        o->auth_json ? o->auth_json : auth, o->gateway_json ? ",\n  " : "",
+        o->gateway_json ? o->gateway_json : "");
     write_file(e->config, cfg);
     ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-test", "users.readonly users.write", NULL,
                           e->token, sizeof e->token),
                      0);
-    ck_assert_int_eq(
-        mint("RS256", ISSUER_RS, "svc-reader", "users.readonly", NULL, e->token_ro, sizeof e->token_ro),
-        0);
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-reader", "users.readonly", NULL, e->token_ro,
+                          sizeof e->token_ro),
+                     0);
     start_gateway(e, o);
 }
 
@@ -374,7 +390,8 @@ char *jwk_from_pem(const char *pem_path, const char *kid)
         EVP_PKEY_get_bn_param(k, "n", &n);
         EVP_PKEY_get_bn_param(k, "e", &e);
         char *sn = b64bn(n, 0), *se = b64bn(e, 0);
-        if (asprintf(&out, "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"}",
+        if (asprintf(&out,
+                     "{\"kty\":\"RSA\",\"kid\":\"%s\",\"use\":\"sig\",\"n\":\"%s\",\"e\":\"%s\"}",
                      kid, sn, se) < 0)
             out = NULL;
         free(sn);
@@ -390,7 +407,8 @@ char *jwk_from_pem(const char *pem_path, const char *kid)
         gw_b64url_encode(pt + 1, f1, x);
         gw_b64url_encode(pt + 1 + f1, f1, y);
         const char *crv = f1 == 32 ? "P-256" : f1 == 48 ? "P-384" : "P-521";
-        if (asprintf(&out, "{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}",
+        if (asprintf(&out,
+                     "{\"kty\":\"EC\",\"kid\":\"%s\",\"crv\":\"%s\",\"x\":\"%s\",\"y\":\"%s\"}",
                      kid, crv, x, y) < 0)
             out = NULL;
     }
@@ -404,9 +422,12 @@ int mint(const char *alg, const char *iss, const char *sub, const char *scope, c
     const char *key = strcmp(alg, "HS256") == 0   ? "jwt-hs256.secret"
                       : strcmp(alg, "ES256") == 0 ? "jwt-es256.key"
                                                   : "jwt-rs256.key";
-    const char *kid = strcmp(alg, "HS256") == 0 ? "" : strcmp(alg, "ES256") == 0 ? "--kid e1" : "--kid k1";
+    const char *kid = strcmp(alg, "HS256") == 0   ? ""
+                      : strcmp(alg, "ES256") == 0 ? "--kid e1"
+                                                  : "--kid k1";
     char cmd[2048], *outp = NULL;
-    snprintf(cmd, sizeof cmd, "%s mint --key %s/%s --alg %s %s --iss '%s' --sub '%s' --aud ghl-gateway "
+    snprintf(cmd, sizeof cmd,
+             "%s mint --key %s/%s --alg %s %s --iss '%s' --sub '%s' --aud ghl-gateway "
              "--scope '%s' %s",
              bin_path("ghl-gateway"), GW_CERTS_DIR, key, alg, kid, iss, sub, scope,
              extra ? extra : "");
@@ -426,8 +447,9 @@ int mint(const char *alg, const char *iss, const char *sub, const char *scope, c
 char *raw_request(const struct env *e, const char *method, const char *path, const char *extra)
 {
     char *raw = NULL;
-    if (asprintf(&raw, "%s %s HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n"
-                       "Authorization: Bearer %s\r\n%s\r\n",
+    if (asprintf(&raw,
+                 "%s %s HTTP/1.1\r\nHost: localhost\r\nVersion: 2021-07-28\r\n"
+                 "Authorization: Bearer %s\r\n%s\r\n",
                  method, path, e->token, extra ? extra : "") < 0)
         return NULL;
     return raw;
@@ -523,8 +545,8 @@ const char *response_header(const struct response *r, const char *name)
 
 int tls_client_rcvbuf;
 
-int tls_connect(struct tls_client *c, int port, int max_version, const char *cert,
-                const char *key, const char *ca)
+int tls_connect(struct tls_client *c, int port, int max_version, const char *cert, const char *key,
+                const char *ca)
 {
     memset(c, 0, sizeof *c);
     c->fd = -1;
@@ -543,7 +565,8 @@ int tls_connect(struct tls_client *c, int port, int max_version, const char *cer
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (tls_client_rcvbuf)
         setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &tls_client_rcvbuf, sizeof tls_client_rcvbuf);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0)
         return -1;

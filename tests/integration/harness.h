@@ -29,8 +29,8 @@ struct proc {
 };
 
 struct env {
-    char dir[256];        /* temporary folder of this test */
-    char certs[512];      /* development certificates (made once per build) */
+    char dir[256];   /* temporary folder of this test */
+    char certs[512]; /* development certificates (made once per build) */
     char journal[600];
     char access_log[600];
     char config[600];
@@ -42,17 +42,17 @@ struct env {
 
 /* Options for env_start; zero values mean the defaults described beside them. */
 struct env_opts {
-    const char *sandbox_args;   /* extra ghl-sandbox arguments, e.g. "--delay-ms 1500" */
-    const char *sandbox_cert;   /* base name in the certs folder (default "sandbox") */
-    bool no_sandbox;            /* point the gateway at a port nobody listens on */
-    const char *gateway_json;   /* extra top-level config members, e.g. "\"limits\":{...}" */
-    const char *upstream_json;  /* extra members of "upstream" */
-    const char *tls_json;       /* extra members of "tls" */
+    const char *sandbox_args;     /* extra ghl-sandbox arguments, e.g. "--delay-ms 1500" */
+    const char *sandbox_cert;     /* base name in the certs folder (default "sandbox") */
+    bool no_sandbox;              /* point the gateway at a port nobody listens on */
+    const char *gateway_json;     /* extra top-level config members, e.g. "\"limits\":{...}" */
+    const char *upstream_json;    /* extra members of "upstream" */
+    const char *tls_json;         /* extra members of "tls" */
     const char *credentials_json; /* replaces the "credentials" object */
-    int workers;                /* default 2 */
-    int extra_users;            /* seed this many more users (UserMany000000000001...) */
-    const char *seed_users;     /* more seed entries: JSON objects joined by commas */
-    const char *auth_json;      /* replaces the "auth" object (default: ISSUER_RS + ISSUER_HS) */
+    int workers;                  /* default 2 */
+    int extra_users;              /* seed this many more users (UserMany000000000001...) */
+    const char *seed_users;       /* more seed entries: JSON objects joined by commas */
+    const char *auth_json;        /* replaces the "auth" object (default: ISSUER_RS + ISSUER_HS) */
     /* policy files written to the policies folder; none given: one policy, "harness-all",
      * lets every subject of the three test issuers do everything */
     struct {
@@ -60,8 +60,8 @@ struct env_opts {
     } policies[8];
 };
 
-#define ISSUER_RS "https://idp.test"   /* RS256 kid k1 and ES256 kid e1, audience ghl-gateway */
-#define ISSUER_HS "https://hs.test"    /* HS256, no audience check */
+#define ISSUER_RS "https://idp.test"    /* RS256 kid k1 and ES256 kid e1, audience ghl-gateway */
+#define ISSUER_HS "https://hs.test"     /* HS256, no audience check */
 #define ISSUER_JWKS "https://jwks.test" /* jwks_file: the RS256 key as a JWK with kid j1 */
 
 /* A JWK (JSON object text, malloc'd) of the public key in pem_path. */
@@ -88,11 +88,11 @@ int wait_port(int port, int timeout_ms);
 /* ---- client ---- */
 struct response {
     int status;
-    char *head;   /* status line and headers */
+    char *head; /* status line and headers */
     char *body;
     size_t body_len;
-    bool closed;  /* the server closed the connection after this response */
-    bool got;     /* a response was received at all */
+    bool closed; /* the server closed the connection after this response */
+    bool got;    /* a response was received at all */
 };
 void response_free(struct response *r);
 /* Header value (case-insensitive), or NULL. Points into r->head (copied into a static buffer). */
@@ -106,8 +106,8 @@ struct tls_client {
 /* Receive buffer of the next client sockets (0: the system's), set before connecting. */
 extern int tls_client_rcvbuf;
 /* Connects with TLS (CA-verified, SNI "localhost"). max_version 0: any. Returns 0 or -1. */
-int tls_connect(struct tls_client *c, int port, int max_version, const char *cert,
-                const char *key, const char *ca);
+int tls_connect(struct tls_client *c, int port, int max_version, const char *cert, const char *key,
+                const char *ca);
 int tls_send(struct tls_client *c, const void *buf, size_t len);
 /* Reads one response (Content-Length delimited) within timeout_ms; then looks up to
  * close_wait_ms for the server closing the connection. */

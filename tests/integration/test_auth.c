@@ -29,8 +29,8 @@ struct op {
     bool write;
 };
 
-#define CREATE_BODY                                                                            \
-    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"T\",\"lastName\":\"U\",\"email\":\"t%d@"      \
+#define CREATE_BODY                                                                                \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"T\",\"lastName\":\"U\",\"email\":\"t%d@"       \
     "example.com\",\"password\":\"Str0ng!Passw0rd\",\"type\":\"account\",\"role\":\"user\","       \
     "\"locationIds\":[\"" LOC1 "\"]}"
 
@@ -63,9 +63,8 @@ static void every_op(const char *token, bool can_write, int round)
         else if (ops[i].body)
             snprintf(body, sizeof body, "%s", ops[i].body);
         struct response r;
-        ck_assert_int_eq(send_req(&E, ops[i].method, ops[i].path, auth, ops[i].body ? body : NULL,
-                                  &r),
-                         0);
+        ck_assert_int_eq(
+            send_req(&E, ops[i].method, ops[i].path, auth, ops[i].body ? body : NULL, &r), 0);
         if (ops[i].write && !can_write) {
             ck_assert_msg(r.status == 401, "%s: %d", ops[i].name, r.status);
             ck_assert_str_eq(r.body,
@@ -123,9 +122,9 @@ START_TEST(test_no_token_gets_the_plain_challenge)
     ck_assert_str_eq(response_header(&r, "WWW-Authenticate"), "Bearer realm=\"ghl-gateway\"");
     response_free(&r);
     /* another scheme is no bearer token either */
-    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, "Authorization: Basic Zm9vOmJhcg==\r\n",
-                              NULL, &r),
-                     0);
+    ck_assert_int_eq(
+        send_req(&E, "GET", "/users/" SEED_USER, "Authorization: Basic Zm9vOmJhcg==\r\n", NULL, &r),
+        0);
     ck_assert_int_eq(r.status, 401);
     ck_assert_str_eq(response_header(&r, "WWW-Authenticate"), "Bearer realm=\"ghl-gateway\"");
     response_free(&r);
@@ -150,8 +149,8 @@ START_TEST(test_bad_tokens_name_their_reason)
     } cases[8];
     size_t n = 0;
     /* expired beyond the 60 s leeway */
-    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--ttl -120",
-                          cases[n].token, sizeof cases[n].token),
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--ttl -120", cases[n].token,
+                          sizeof cases[n].token),
                      0);
     cases[n++].reason = "expired";
     snprintf(extra, sizeof extra, "--claim nbf=%ld", now + 3600);
@@ -167,8 +166,8 @@ START_TEST(test_bad_tokens_name_their_reason)
                           cases[n].token, sizeof cases[n].token),
                      0);
     cases[n++].reason = "audience";
-    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--kid nope",
-                          cases[n].token, sizeof cases[n].token),
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc", "users.readonly", "--kid nope", cases[n].token,
+                          sizeof cases[n].token),
                      0);
     cases[n++].reason = "unknown_key";
     /* one changed character in the signature */
@@ -235,9 +234,8 @@ START_TEST(test_op_without_scope_in_the_document_fails_closed)
     cJSON *j = cJSON_Parse(doc);
     free(doc);
     ck_assert_ptr_nonnull(j);
-    cJSON *get = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "paths"),
-                                                         "/users/{userId}"),
-                                     "get");
+    cJSON *get = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "paths"), "/users/{userId}"), "get");
     ck_assert_ptr_nonnull(cJSON_GetObjectItem(get, "security"));
     cJSON_DeleteItemFromObject(get, "security");
     char path[300], cmd[800];
@@ -327,8 +325,9 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
     snprintf(cert, sizeof cert, "%s/sandbox.crt", GW_CERTS_DIR);
     snprintf(key, sizeof key, "%s/sandbox.key", GW_CERTS_DIR);
     snprintf(log, sizeof log, "%s/s_server.log", dir);
-    char *argv[] = {"/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key,
-                    "-WWW", "-quiet", NULL};
+    char *argv[] = {
+        "/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-WWW",
+        "-quiet",           NULL};
     pid_t srv = spawn_in(argv, log, dir);
     ck_assert_int_eq(wait_port(port, 5000), 0);
     char auth[1024];
@@ -341,18 +340,15 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
 
     char ta[4096], tb[4096], tc[4096];
     char bextra[500], cextra[500];
-    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc", "users.readonly", "--kid a1", ta,
-                          sizeof ta),
-                     0);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", "--kid a1", ta, sizeof ta), 0);
     snprintf(bextra, sizeof bextra, "--kid b1 --key %s/b.key", dir);
     /* mint() names its own --key; a second --key wins in ghl-gateway mint's parsing */
-    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb,
-                          sizeof tb),
-                     0);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb, sizeof tb), 0);
     snprintf(cextra, sizeof cextra, "--kid c1 --key %s/b.key", dir);
-    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc", "users.readonly", cextra, tc,
-                          sizeof tc),
-                     0);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", cextra, tc, sizeof tc), 0);
     ck_assert_int_eq(status_with(ta), 200); /* fetched at start */
     ck_assert_int_eq(status_with(tb), 401); /* not published yet */
 

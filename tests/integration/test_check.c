@@ -35,8 +35,7 @@ static void teardown(void)
 }
 
 /* Writes gw.json with the given members after a valid base and runs check on it. */
-static int check_config(const char *listen, const char *credentials, const char *extra,
-                        char **out)
+static int check_config(const char *listen, const char *credentials, const char *extra, char **out)
 {
     char path[400], cfg[4096];
     snprintf(path, sizeof path, "%s/gw.json", dir);
@@ -154,12 +153,11 @@ START_TEST(test_check_and_run_refuse_a_broken_policy)
     ck_assert_int_eq(check_config(NULL, NULL, NULL, &out), 0);
     ck_assert_msg(strstr(out, "1 policy (good)") != NULL, "%s", out);
     free(out);
-    write_policy("bad.json",
-                 "{ \"name\": \"bad\", \"subjects\": [ { \"sub\": \"b\" } ],\n"
-                 "  \"operations\": [\"get-user\", \"drop-user\"],\n"
-                 "  \"companies\": \"*\", \"locations\": \"*\",\n"
-                 "  \"grant\": { \"scopes\": [\"contactz.*\"],\n"
-                 "             \"permissions\": { \"paymentEnabled\": false } } }\n");
+    write_policy("bad.json", "{ \"name\": \"bad\", \"subjects\": [ { \"sub\": \"b\" } ],\n"
+                             "  \"operations\": [\"get-user\", \"drop-user\"],\n"
+                             "  \"companies\": \"*\", \"locations\": \"*\",\n"
+                             "  \"grant\": { \"scopes\": [\"contactz.*\"],\n"
+                             "             \"permissions\": { \"paymentEnabled\": false } } }\n");
     ck_assert_int_eq(check_config(NULL, NULL, NULL, &out), 1);
     ck_assert_msg(strstr(out, "bad.json:2: operations: unknown operation drop-user") != NULL, "%s",
                   out);

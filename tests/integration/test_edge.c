@@ -25,10 +25,11 @@ static long now_ms(void)
 
 static void setup(void)
 {
-    env_start(&E, &(struct env_opts){
-                      .gateway_json = "\"limits\": { \"max_header_bytes\": 4096, "
-                                      "\"max_body_bytes\": 2048, \"header_timeout_ms\": 1500, "
-                                      "\"body_timeout_ms\": 1500, \"keepalive_timeout_ms\": 1000 }"});
+    env_start(
+        &E, &(struct env_opts){.gateway_json =
+                                   "\"limits\": { \"max_header_bytes\": 4096, "
+                                   "\"max_body_bytes\": 2048, \"header_timeout_ms\": 1500, "
+                                   "\"body_timeout_ms\": 1500, \"keepalive_timeout_ms\": 1000 }"});
 }
 
 static void teardown(void)
@@ -157,7 +158,8 @@ END_TEST
 START_TEST(test_plain_http_on_tls_port_gets_no_http_response)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)E.gateway.port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)E.gateway.port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     const char *raw = GET_OK "\r\n";

@@ -22,25 +22,24 @@ static void teardown(void)
 /* The only headers the upstream may ever see (SPEC §7). */
 static const char *const allow_get[] = {"Host", "Version", "Accept", "Authorization",
                                         "X-Request-Id"};
-static const char *const allow_body[] = {"Host",         "Version",      "Accept",
-                                         "Authorization", "X-Request-Id", "Content-Type",
-                                         "Content-Length"};
+static const char *const allow_body[] = {
+    "Host", "Version", "Accept", "Authorization", "X-Request-Id", "Content-Type", "Content-Length"};
 
 /* Everything a caller might send that must not reach the upstream. */
 /* (the caller's own Authorization, its valid JWT, is added by send_req) */
-#define HOSTILE_HEADERS                                                                        \
-    "Cookie: session=caller-cookie\r\n"                                                        \
-    "X-Forwarded-For: 10.9.9.9\r\n"                                                            \
-    "X-Forwarded-Host: evil.example\r\n"                                                       \
-    "X-Forwarded-Proto: http\r\n"                                                              \
-    "Forwarded: for=10.9.9.9\r\n"                                                              \
-    "Connection: keep-alive, X-Hop\r\n"                                                        \
-    "X-Hop: hop-secret\r\n"                                                                    \
-    "Keep-Alive: timeout=5\r\n"                                                                \
-    "TE: trailers\r\n"                                                                         \
-    "Upgrade: h2c\r\n"                                                                         \
-    "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"                                              \
-    "Accept-Encoding: gzip\r\n"                                                                \
+#define HOSTILE_HEADERS                                                                            \
+    "Cookie: session=caller-cookie\r\n"                                                            \
+    "X-Forwarded-For: 10.9.9.9\r\n"                                                                \
+    "X-Forwarded-Host: evil.example\r\n"                                                           \
+    "X-Forwarded-Proto: http\r\n"                                                                  \
+    "Forwarded: for=10.9.9.9\r\n"                                                                  \
+    "Connection: keep-alive, X-Hop\r\n"                                                            \
+    "X-Hop: hop-secret\r\n"                                                                        \
+    "Keep-Alive: timeout=5\r\n"                                                                    \
+    "TE: trailers\r\n"                                                                             \
+    "Upgrade: h2c\r\n"                                                                             \
+    "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"                                                  \
+    "Accept-Encoding: gzip\r\n"                                                                    \
     "X-Request-Id: caller-req.42_A\r\n"
 
 static cJSON *last_entry(void)
@@ -123,8 +122,8 @@ START_TEST(test_search_users_forwarded_with_canonical_query)
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, SEED_USER));
     cJSON *j = last_entry();
-    assert_forwarded(j, "GET", "/users/search",
-                     "companyId=" COMPANY "&query=Ada%20Love&limit=10", AGENCY_TOKEN, false);
+    assert_forwarded(j, "GET", "/users/search", "companyId=" COMPANY "&query=Ada%20Love&limit=10",
+                     AGENCY_TOKEN, false);
     ck_assert(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(j, "body")));
     cJSON_Delete(j);
     response_free(&r);
@@ -135,8 +134,7 @@ START_TEST(test_filter_users_by_email_forwarded)
 {
     struct response r;
     ck_assert_int_eq(send_req(&E, "POST", "/users/search/filter-by-email", HOSTILE_HEADERS,
-                              "{\"companyId\":\"" COMPANY "\",\"emails\":\"ada@example.com\"}",
-                              &r),
+                              "{\"companyId\":\"" COMPANY "\",\"emails\":\"ada@example.com\"}", &r),
                      0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "\"count\":1"));
@@ -194,8 +192,7 @@ END_TEST
 START_TEST(test_get_user_by_location_uses_the_location_token)
 {
     struct response r;
-    ck_assert_int_eq(send_req(&E, "GET", "/users/?locationId=" LOC1, HOSTILE_HEADERS, NULL, &r),
-                     0);
+    ck_assert_int_eq(send_req(&E, "GET", "/users/?locationId=" LOC1, HOSTILE_HEADERS, NULL, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, SEED_USER));
     cJSON *j = last_entry();
@@ -221,9 +218,8 @@ END_TEST
 START_TEST(test_request_id_generated_when_caller_sends_a_bad_one)
 {
     struct response r;
-    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, "X-Request-Id: bad id!\r\n", NULL,
-                              &r),
-                     0);
+    ck_assert_int_eq(
+        send_req(&E, "GET", "/users/" SEED_USER, "X-Request-Id: bad id!\r\n", NULL, &r), 0);
     ck_assert_int_eq(r.status, 200);
     const char *rid = response_header(&r, "X-Request-Id");
     ck_assert_ptr_nonnull(rid);
@@ -242,9 +238,8 @@ START_TEST(test_unknown_route_is_404_in_upstream_shape)
     struct response r;
     ck_assert_int_eq(send_req(&E, "GET", "/contacts/abc", NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 404);
-    ck_assert_str_eq(r.body,
-                     "{\"statusCode\":404,\"message\":\"Cannot GET /contacts/abc\","
-                     "\"error\":\"Not Found\"}");
+    ck_assert_str_eq(r.body, "{\"statusCode\":404,\"message\":\"Cannot GET /contacts/abc\","
+                             "\"error\":\"Not Found\"}");
     response_free(&r);
     ck_assert_int_eq(send_req(&E, "PATCH", "/users/" SEED_USER, NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 404);
@@ -280,7 +275,8 @@ START_TEST(test_version_header_checked)
     struct response r;
     char raw[6144];
     snprintf(raw, sizeof raw,
-             "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n",
+             "GET /users/" SEED_USER
+             " HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer %s\r\n\r\n",
              E.token);
     ck_assert_int_eq(send_raw(&E, raw, strlen(raw), &r), 0);
     ck_assert_int_eq(r.status, 400);
@@ -327,9 +323,8 @@ END_TEST
 START_TEST(test_access_log_line_per_request)
 {
     struct response r;
-    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, "X-Request-Id: log-me-1\r\n", NULL,
-                              &r),
-                     0);
+    ck_assert_int_eq(
+        send_req(&E, "GET", "/users/" SEED_USER, "X-Request-Id: log-me-1\r\n", NULL, &r), 0);
     ck_assert_int_eq(r.status, 200);
     response_free(&r);
     char *log = slurp(E.access_log);
@@ -342,12 +337,12 @@ START_TEST(test_access_log_line_per_request)
     *nl = '\0';
     cJSON *j = cJSON_Parse(line);
     ck_assert_ptr_nonnull(j);
-    static const char *const keys[] = {"ts", "request_id", "ip", "method", "path", "op",
-                                       "status", "duration_ms", "sub", "policy", "auth_failure",
-                                       "upstream_status", "upstream_ms", "bytes_in", "bytes_out"};
+    static const char *const keys[] = {
+        "ts",           "request_id",      "ip",          "method",   "path",
+        "op",           "status",          "duration_ms", "sub",      "policy",
+        "auth_failure", "upstream_status", "upstream_ms", "bytes_in", "bytes_out"};
     for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
-        ck_assert_msg(cJSON_GetObjectItemCaseSensitive(j, keys[i]) != NULL, "missing %s",
-                      keys[i]);
+        ck_assert_msg(cJSON_GetObjectItemCaseSensitive(j, keys[i]) != NULL, "missing %s", keys[i]);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "op")->valuestring, "get-user");
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "status")->valueint, 200);
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "upstream_status")->valueint, 200);

@@ -21,8 +21,8 @@ static struct env E;
 static char bot[4096];    /* svc-bot: the restricted policy "bot" */
 static char nobody[4096]; /* svc-nobody: no policy names it */
 
-#define BOT_CLAIMS                                                                           \
-    "{\"iss\":\"" ISSUER_RS "\",\"sub\":\"svc-bot\",\"aud\":\"ghl-gateway\","                 \
+#define BOT_CLAIMS                                                                                 \
+    "{\"iss\":\"" ISSUER_RS "\",\"sub\":\"svc-bot\",\"aud\":\"ghl-gateway\","                      \
     "\"scope\":\"users.readonly users.write\"}"
 
 static const char bot_policy[] =
@@ -41,24 +41,25 @@ static const char bot_policy[] =
 static const char admin_policy[] =
     "{ \"name\": \"admin\",\n"
     "  \"subjects\": [ { \"sub\": [\"svc-test\", \"svc-reader\"] } ],\n"
-    "  \"operations\": [\"search-users\", \"filter-users-by-email\", \"get-user\", \"update-user\",\n"
+    "  \"operations\": [\"search-users\", \"filter-users-by-email\", \"get-user\", "
+    "\"update-user\",\n"
     "                 \"delete-user\", \"get-user-by-location\", \"create-user\"],\n"
     "  \"companies\": \"*\", \"locations\": \"*\",\n"
     "  \"grant\": { \"types\": [\"account\", \"agency\"], \"roles\": [\"admin\", \"user\"],\n"
     "             \"scopes\": [\"*\"], \"scopes_assigned_to_only\": [\"*\"] } }\n";
 
-#define SEED_MORE                                                                            \
-    "{\"id\":\"" U_LOC2 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Bea\",\"lastName\":" \
-    "\"Two\",\"email\":\"bea@example.com\",\"phone\":\"+15550002\",\"roles\":{\"type\":"      \
-    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC2 "\"]}},"                          \
-    "{\"id\":\"" U_BOTH "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Cy\",\"lastName\":"  \
-    "\"Both\",\"email\":\"cy@example.com\",\"phone\":\"+15550003\",\"roles\":{\"type\":"      \
-    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\",\"" LOC2 "\"]}},"             \
-    "{\"id\":\"" U_LOC1 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Di\",\"lastName\":"  \
-    "\"One\",\"email\":\"di@example.com\",\"phone\":\"+15550004\",\"roles\":{\"type\":"       \
-    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}},"                          \
-    "{\"id\":\"" U_AGENCY "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Ed\",\"lastName\":" \
-    "\"Agency\",\"email\":\"ed@example.com\",\"roles\":{\"type\":\"agency\",\"role\":"        \
+#define SEED_MORE                                                                                  \
+    "{\"id\":\"" U_LOC2 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Bea\",\"lastName\":"     \
+    "\"Two\",\"email\":\"bea@example.com\",\"phone\":\"+15550002\",\"roles\":{\"type\":"           \
+    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC2 "\"]}},"                              \
+    "{\"id\":\"" U_BOTH "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Cy\",\"lastName\":"      \
+    "\"Both\",\"email\":\"cy@example.com\",\"phone\":\"+15550003\",\"roles\":{\"type\":"           \
+    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\",\"" LOC2 "\"]}},"                 \
+    "{\"id\":\"" U_LOC1 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Di\",\"lastName\":"      \
+    "\"One\",\"email\":\"di@example.com\",\"phone\":\"+15550004\",\"roles\":{\"type\":"            \
+    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}},"                              \
+    "{\"id\":\"" U_AGENCY "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Ed\",\"lastName\":"    \
+    "\"Agency\",\"email\":\"ed@example.com\",\"roles\":{\"type\":\"agency\",\"role\":"             \
     "\"admin\"}}"
 
 static void setup(void)
@@ -67,9 +68,9 @@ static void setup(void)
                       .seed_users = SEED_MORE,
                       .policies = {{"admin.json", admin_policy}, {"bot.json", bot_policy}},
                   });
-    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-bot", "users.readonly users.write", NULL, bot,
-                          sizeof bot),
-                     0);
+    ck_assert_int_eq(
+        mint("RS256", ISSUER_RS, "svc-bot", "users.readonly users.write", NULL, bot, sizeof bot),
+        0);
     ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-nobody", "users.readonly users.write", NULL,
                           nobody, sizeof nobody),
                      0);
@@ -140,11 +141,11 @@ static void explain_agrees(const char *claims, const char *method, const char *p
     char *bf = body ? write_tmp("explain-body.json", body) : NULL;
     char *tf = target ? write_tmp("explain-target.json", target) : NULL;
     char *cmd = NULL, *out = NULL;
-    ck_assert_int_ge(asprintf(&cmd, "%s explain -c %s --claims @%s --request '%s %s'%s%s%s%s 2>/dev/null",
-                              bin_path("ghl-gateway"), E.config, cf, method, path,
-                              bf ? " --body @" : "", bf ? bf : "", tf ? " --target @" : "",
-                              tf ? tf : ""),
-                     0);
+    ck_assert_int_ge(
+        asprintf(&cmd, "%s explain -c %s --claims @%s --request '%s %s'%s%s%s%s 2>/dev/null",
+                 bin_path("ghl-gateway"), E.config, cf, method, path, bf ? " --body @" : "",
+                 bf ? bf : "", tf ? " --target @" : "", tf ? tf : ""),
+        0);
     int rc = run_cmd(cmd, &out);
     const char *last = strrchr(out, '{') ? strstr(out, "{\"allowed\"") : NULL;
     cJSON *j = last ? cJSON_Parse(last) : NULL;
@@ -278,10 +279,10 @@ START_TEST(test_missing_target_passes_the_upstream_answer)
 }
 END_TEST
 
-#define CREATE_HEAD                                                                          \
-    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"New\",\"lastName\":\"Hire\","             \
-    "\"email\":\"new.hire@example.com\",\"password\":\"Secret-123x\",\"type\":\"account\","    \
-    "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"],\"scopes\":[\"contacts.write\"],"        \
+#define CREATE_HEAD                                                                                \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"New\",\"lastName\":\"Hire\","                  \
+    "\"email\":\"new.hire@example.com\",\"password\":\"Secret-123x\",\"type\":\"account\","        \
+    "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"],\"scopes\":[\"contacts.write\"],"            \
     "\"scopesAssignedToOnly\":[]"
 
 START_TEST(test_create_checked_on_effective_permissions)
@@ -300,10 +301,11 @@ START_TEST(test_create_checked_on_effective_permissions)
     response_free(&r);
 
     /* a scope outside the ceiling */
-    body = "{\"companyId\":\"" COMPANY "\",\"firstName\":\"New\",\"lastName\":\"Hire\","
-           "\"email\":\"new.hire@example.com\",\"password\":\"Secret-123x\",\"type\":\"account\","
-           "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"],\"scopes\":[\"payments/records.write\"],"
-           "\"scopesAssignedToOnly\":[],\"permissions\":{\"paymentsEnabled\":false}}";
+    body =
+        "{\"companyId\":\"" COMPANY "\",\"firstName\":\"New\",\"lastName\":\"Hire\","
+        "\"email\":\"new.hire@example.com\",\"password\":\"Secret-123x\",\"type\":\"account\","
+        "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"],\"scopes\":[\"payments/records.write\"],"
+        "\"scopesAssignedToOnly\":[],\"permissions\":{\"paymentsEnabled\":false}}";
     ck_assert_int_eq(as(bot, "POST", "/users/", body, &r), 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(message(&r, msg, sizeof msg),
@@ -319,8 +321,8 @@ START_TEST(test_create_checked_on_effective_permissions)
     ck_assert_int_eq(journal_count(&E), 1);
     cJSON *j = journal_entry(&E, 0);
     ck_assert_str_eq(cJSON_GetObjectItem(j, "method")->valuestring, "POST");
-    ck_assert_ptr_nonnull(strstr(cJSON_GetObjectItem(j, "body")->valuestring,
-                                 "\"paymentsEnabled\":false"));
+    ck_assert_ptr_nonnull(
+        strstr(cJSON_GetObjectItem(j, "body")->valuestring, "\"paymentsEnabled\":false"));
     cJSON_Delete(j);
     explain_agrees(BOT_CLAIMS, "POST", "/users/", body, NULL, &r);
     response_free(&r);
@@ -386,22 +388,20 @@ START_TEST(test_reads_filtered_and_redacted)
     ck_assert_int_eq(journal_count(&E), n);
     explain_agrees(BOT_CLAIMS, "GET", "/users/search?companyId=" COMPANY, NULL, NULL, &r);
     response_free(&r);
-    ck_assert_int_eq(as(bot, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC2, NULL,
-                        &r),
-                     0);
+    ck_assert_int_eq(
+        as(bot, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC2, NULL, &r), 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(message(&r, msg, sizeof msg), "policy bot: location " LOC2 " is not allowed");
-    explain_agrees(BOT_CLAIMS, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC2,
-                   NULL, NULL, &r);
+    explain_agrees(BOT_CLAIMS, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC2, NULL,
+                   NULL, &r);
     response_free(&r);
-    ck_assert_int_eq(as(bot, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC1, NULL,
-                        &r),
-                     0);
+    ck_assert_int_eq(
+        as(bot, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC1, NULL, &r), 0);
     ck_assert_int_eq(r.status, 200);
     ck_assert_ptr_nonnull(strstr(r.body, "di@example.com"));
     ck_assert_ptr_null(strstr(r.body, "+1555"));
-    explain_agrees(BOT_CLAIMS, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC1,
-                   NULL, NULL, &r);
+    explain_agrees(BOT_CLAIMS, "GET", "/users/search?companyId=" COMPANY "&locationId=" LOC1, NULL,
+                   NULL, &r);
     response_free(&r);
 }
 END_TEST
@@ -472,17 +472,17 @@ static const char newbie_policy[] =
 START_TEST(test_sighup_reload_keeps_the_old_set_on_error)
 {
     char newbie[4096];
-    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-new", "users.readonly", NULL, newbie,
-                          sizeof newbie),
-                     0);
+    ck_assert_int_eq(
+        mint("RS256", ISSUER_RS, "svc-new", "users.readonly", NULL, newbie, sizeof newbie), 0);
     ck_assert_int_eq(status_within(newbie, "/users/" SEED_USER, 403, 0), 403);
 
     /* a broken file (an unknown key) next to a new valid policy: the whole set is refused */
     env_write_policy(&E, "newbie.json", newbie_policy);
-    env_write_policy(&E, "zz-broken.json",
-                     "{ \"name\": \"broken\", \"subjects\": [ { \"sub\": \"x\" } ],\n"
-                     "  \"operations\": [\"get-user\"], \"companies\": \"*\", \"locations\": \"*\",\n"
-                     "  \"grnat\": {} }\n");
+    env_write_policy(
+        &E, "zz-broken.json",
+        "{ \"name\": \"broken\", \"subjects\": [ { \"sub\": \"x\" } ],\n"
+        "  \"operations\": [\"get-user\"], \"companies\": \"*\", \"locations\": \"*\",\n"
+        "  \"grnat\": {} }\n");
     ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
     char *log = NULL;
     for (int i = 0; i < 50; i++) {

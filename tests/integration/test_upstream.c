@@ -232,7 +232,8 @@ START_TEST(test_max_connections_holds_new_connections)
     ck_assert_int_eq(tls_connect(&b, E.gateway.port, 0, NULL, NULL, ca), 0);
     /* the third TCP connection lands in the backlog; its TLS handshake is not answered */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)E.gateway.port),
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)E.gateway.port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
@@ -344,8 +345,7 @@ START_TEST(test_pipelining_without_reading_is_bounded)
         sent += (size_t)w;
     }
     long after = rss_kb(E.gateway.pid);
-    ck_assert_msg(stalled && sent < (16u << 20), "the gateway kept reading: %zu bytes taken",
-                  sent);
+    ck_assert_msg(stalled && sent < (16u << 20), "the gateway kept reading: %zu bytes taken", sent);
     /* Bounded queues mean little growth; the allowance covers the sanitizer build, whose
      * allocator keeps freed memory in quarantine (unbounded queues grow by gigabytes here). */
     ck_assert_msg(after - before < 300000, "gateway memory grew by %ld kB (%zu bytes sent)",

@@ -15,19 +15,20 @@ static void teardown(void)
     env_stop(&E);
 }
 
-#define CREATE(scopes)                                                                         \
-    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Grace\",\"lastName\":\"Hopper\","             \
-    "\"email\":\"grace@example.com\",\"password\":\"Str0ng!Passw0rd\",\"type\":\"account\","      \
+#define CREATE(scopes)                                                                             \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Grace\",\"lastName\":\"Hopper\","              \
+    "\"email\":\"grace@example.com\",\"password\":\"Str0ng!Passw0rd\",\"type\":\"account\","       \
     "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"],\"scopes\":" scopes "}"
 
 START_TEST(test_schema_violations_are_one_422_and_never_forwarded)
 {
     env_start(&E, NULL);
     struct response r;
-    const char *body = "{\"companyId\":5,\"firstName\":\"G\",\"lastName\":\"H\",\"email\":\"g@h.io\","
-                       "\"password\":\"Str0ng!Passw0rd\",\"type\":\"account\",\"role\":[\"admin\"],"
-                       "\"locationIds\":[\"" LOC1 "\"],\"permissions\":{\"paymentsEnabled\":1},"
-                       "\"isAdmin\":true}";
+    const char *body =
+        "{\"companyId\":5,\"firstName\":\"G\",\"lastName\":\"H\",\"email\":\"g@h.io\","
+        "\"password\":\"Str0ng!Passw0rd\",\"type\":\"account\",\"role\":[\"admin\"],"
+        "\"locationIds\":[\"" LOC1 "\"],\"permissions\":{\"paymentsEnabled\":1},"
+        "\"isAdmin\":true}";
     ck_assert_int_eq(send_req(&E, "POST", "/users/", NULL, body, &r), 0);
     ck_assert_int_eq(r.status, 422);
     ck_assert_str_eq(r.body, "{\"statusCode\":422,\"message\":[\"companyId must be a string\","
@@ -52,8 +53,8 @@ START_TEST(test_ambiguous_json_never_reaches_the_upstream)
     const char *deep_dup = "{\"permissions\":{\"a\":{\"b\":{\"c\":1,\"c\":2}}}}";
     const char *lone = "{\"firstName\":\"\\ud800\"}";
     const char *bad_utf8 = "{\"firstName\":\"\xc3\x28\"}";
-    const char *const cases[][2] = {{"POST", dup}, {"PUT", deep_dup}, {"PUT", lone},
-                                    {"PUT", bad_utf8}};
+    const char *const cases[][2] = {
+        {"POST", dup}, {"PUT", deep_dup}, {"PUT", lone}, {"PUT", bad_utf8}};
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         struct response r;
         const char *path = strcmp(cases[i][0], "POST") == 0 ? "/users/" : "/users/" SEED_USER;
@@ -112,7 +113,8 @@ START_TEST(test_a_newer_document_brings_its_scopes_without_code)
     struct response r;
     ck_assert_int_eq(send_req(&E, "POST", "/users/", NULL, CREATE("[\"newscope.write\"]"), &r), 0);
     ck_assert_int_eq(r.status, 422);
-    ck_assert_ptr_nonnull(strstr(r.body, "each value in scopes must be one of the following values"));
+    ck_assert_ptr_nonnull(
+        strstr(r.body, "each value in scopes must be one of the following values"));
     response_free(&r);
     ck_assert_int_eq(journal_count(&E), 0);
     env_stop(&E);
@@ -129,8 +131,8 @@ START_TEST(test_a_newer_document_brings_its_scopes_without_code)
     response_free(&r);
     ck_assert_int_eq(journal_count(&E), 1);
     cJSON *j = journal_entry(&E, 0);
-    ck_assert_ptr_nonnull(strstr(cJSON_GetObjectItem(j, "body")->valuestring,
-                                 "\"scopes\":[\"newscope.write\"]"));
+    ck_assert_ptr_nonnull(
+        strstr(cJSON_GetObjectItem(j, "body")->valuestring, "\"scopes\":[\"newscope.write\"]"));
     cJSON_Delete(j);
     char cmd[200];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

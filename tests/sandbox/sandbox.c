@@ -355,9 +355,6 @@ __attribute__((format(printf, 2, 3))) static void msg_add(cJSON *msgs, const cha
     free(big);
 }
 
-
-
-
 /* Request validation is the gateway's own (validate.c, schema.c): the sandbox answers what the
  * gateway would have refused the same way, so the demo and the tests see one behaviour. */
 static void take_msgs(struct gw_msgs *m, cJSON *msgs)

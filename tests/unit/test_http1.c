@@ -21,16 +21,16 @@ static int read_head(const char *text, struct gw_http1_head *h, struct gw_http1_
     return gw_http1_parse(buf, n, 65536, h, err);
 }
 
-#define REFUSED(text, want_kind, want_why)                                                     \
-    do {                                                                                       \
-        struct gw_http1_head h_;                                                               \
-        struct gw_http1_error e_;                                                              \
-        char *k_ = NULL;                                                                       \
-        ck_assert_int_eq(read_head(text, &h_, &e_, &k_), -1);                                  \
-        ck_assert_int_eq(e_.kind, want_kind);                                                  \
-        if (want_why)                                                                          \
-            ck_assert_str_eq(e_.why, (const char *)want_why);                                 \
-        free(k_);                                                                              \
+#define REFUSED(text, want_kind, want_why)                                                         \
+    do {                                                                                           \
+        struct gw_http1_head h_;                                                                   \
+        struct gw_http1_error e_;                                                                  \
+        char *k_ = NULL;                                                                           \
+        ck_assert_int_eq(read_head(text, &h_, &e_, &k_), -1);                                      \
+        ck_assert_int_eq(e_.kind, want_kind);                                                      \
+        if (want_why)                                                                              \
+            ck_assert_str_eq(e_.why, (const char *)want_why);                                      \
+        free(k_);                                                                                  \
     } while (0)
 
 START_TEST(test_http1_reads_a_request)
@@ -134,15 +134,13 @@ START_TEST(test_http1_header_rules)
             "invalid Content-Length");
     REFUSED("GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999999999999\r\n\r\n",
             GW_R_BAD_FRAMING, "invalid Content-Length");
-    REFUSED("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", GW_R_BAD_FRAMING,
-            "more than one Host");
+    REFUSED("GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", GW_R_BAD_FRAMING, "more than one Host");
     REFUSED("GET / HTTP/1.1\r\n\r\n", GW_R_BAD_FRAMING, "missing Host");
     REFUSED("HEAD / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n", GW_R_BAD_FRAMING,
             "a HEAD or TRACE request cannot have a body");
     REFUSED("POST / HTTP/1.1\r\nHost: x\r\nExpect: something\r\n\r\n", GW_R_BAD_FRAMING,
             "unsupported Expect header");
-    REFUSED("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n", GW_R_TOO_LARGE,
-            NULL);
+    REFUSED("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 65537\r\n\r\n", GW_R_TOO_LARGE, NULL);
 }
 END_TEST
 
@@ -158,14 +156,12 @@ START_TEST(test_http1_connection_semantics)
     ck_assert_int_eq(read_head("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", &h, &e, &k), 0);
     ck_assert(!h.wants_close);
     free(k);
-    ck_assert_int_eq(read_head("GET / HTTP/1.1\r\nHost: x\r\nConnection: TE, close\r\n\r\n", &h,
-                               &e, &k),
-                     0);
+    ck_assert_int_eq(
+        read_head("GET / HTTP/1.1\r\nHost: x\r\nConnection: TE, close\r\n\r\n", &h, &e, &k), 0);
     ck_assert(h.wants_close);
     free(k);
-    ck_assert_int_eq(read_head("GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", &h, &e,
-                               &k),
-                     0);
+    ck_assert_int_eq(
+        read_head("GET / HTTP/1.1\r\nHost: x\r\nConnection: closed\r\n\r\n", &h, &e, &k), 0);
     ck_assert(!h.wants_close); /* a token, not a substring */
     free(k);
     ck_assert_int_eq(read_head("POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-Continue\r\n"

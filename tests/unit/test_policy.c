@@ -257,8 +257,7 @@ static void check_denied(const struct gw_decision *d, const char *pname, const c
     char *t = reasons_text(d);
     ck_assert_msg(!d->allowed, "allowed, want denied:\n%s", t);
     if (pname == NULL)
-        ck_assert_msg(d->policy == NULL, "policy %s, want NULL:\n%s", gw_policy_name(d->policy),
-                      t);
+        ck_assert_msg(d->policy == NULL, "policy %s, want NULL:\n%s", gw_policy_name(d->policy), t);
     else
         ck_assert_msg(d->policy != NULL && strcmp(gw_policy_name(d->policy), pname) == 0,
                       "policy want %s:\n%s", pname, t);
@@ -289,27 +288,28 @@ static void check_denied(const struct gw_decision *d, const char *pname, const c
 /* ---- building blocks ---- */
 
 #define ALLOPS                                                                                     \
-    "['create-user','search-users','filter-users-by-email','get-user','update-user',"             \
+    "['create-user','search-users','filter-users-by-email','get-user','update-user',"              \
     "'delete-user','get-user-by-location']"
 
 /* A policy "p" for subject "bot" with every op, company c1, the given locations and more
  * members (rest starts with a comma, or is ""). */
 #define POL(locations, rest)                                                                       \
-    "{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS                                 \
+    "{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS                                  \
     ",'companies':['c1'],'locations':" locations rest "}"
 
 #define BOT "{'iss':'https://idp.example.com','sub':'bot','scope':'users.write users.readonly'}"
 
 /* A create-user body that is valid for the schema; extra members are appended. */
 #define CREATE(extra)                                                                              \
-    "{'companyId':'c1','firstName':'Ann','lastName':'Lee','email':'ann@example.com',"             \
+    "{'companyId':'c1','firstName':'Ann','lastName':'Lee','email':'ann@example.com',"              \
     "'password':'Secret-pass-123','type':'account','role':'user','locationIds':['L1']" extra "}"
 
 #define GRANT_STD                                                                                  \
     ",'grant':{'types':['account'],'roles':['user'],'scopes':['contacts.*','conversations/*'],"    \
     "'scopes_assigned_to_only':['contacts.write']}"
 
-#define ACCOUNT_IN(locs) "{'id':'u1','roles':{'type':'account','role':'user','locationIds':" locs "}}"
+#define ACCOUNT_IN(locs)                                                                           \
+    "{'id':'u1','roles':{'type':'account','role':'user','locationIds':" locs "}}"
 
 #define MUST_SCOPES                                                                                \
     "policy p: create-user must send scopes (the upstream's default is not documented)"
@@ -561,9 +561,9 @@ END_TEST
 
 START_TEST(test_policy_subject_iss_and_sub)
 {
-    struct gw_policies *ps = load1(
-        "{'name':'p','subjects':[{'iss':'https://idp.example.com','sub':'bot'}],"
-        "'operations':['get-user'],'companies':'*','locations':'*'}");
+    struct gw_policies *ps =
+        load1("{'name':'p','subjects':[{'iss':'https://idp.example.com','sub':'bot'}],"
+              "'operations':['get-user'],'companies':'*','locations':'*'}");
     ASSERT_ALLOWED(ps, "p", BOT, "GET", "/users/u1", NULL, NULL);
     ASSERT_DENIED(ps, NULL, "{'iss':'https://other.example.com','sub':'bot'}", "GET", "/users/u1",
                   NULL, NULL, "no policy grants bot access");
@@ -577,8 +577,8 @@ START_TEST(test_policy_subject_groups_array_claim_contains_value)
 {
     struct gw_policies *ps = load1("{'name':'p','subjects':[{'groups':'it-admins'}],"
                                    "'operations':['get-user'],'companies':'*','locations':'*'}");
-    ASSERT_ALLOWED(ps, "p", "{'sub':'s1','groups':['staff','it-admins']}", "GET", "/users/u1",
-                   NULL, NULL);
+    ASSERT_ALLOWED(ps, "p", "{'sub':'s1','groups':['staff','it-admins']}", "GET", "/users/u1", NULL,
+                   NULL);
     ASSERT_ALLOWED(ps, "p", "{'sub':'s1','groups':'it-admins'}", "GET", "/users/u1", NULL, NULL);
     ASSERT_DENIED(ps, NULL, "{'sub':'s1','groups':['staff','it-admins-2']}", "GET", "/users/u1",
                   NULL, NULL, "no policy grants s1 access");
@@ -705,9 +705,8 @@ END_TEST
 
 START_TEST(test_policy_company_star_allows_any)
 {
-    struct gw_policies *ps =
-        load1("{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS
-              ",'companies':'*','locations':'*'}");
+    struct gw_policies *ps = load1("{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS
+                                   ",'companies':'*','locations':'*'}");
     ASSERT_ALLOWED(ps, "p", BOT, "GET", "/users/search?companyId=anything", NULL, NULL);
     ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/search/filter-by-email",
                    "{'companyId':'zz','emails':'a@b.co'}", NULL);
@@ -784,9 +783,8 @@ START_TEST(test_policy_search_users_must_name_location_when_restricted)
     remove_dir();
     make_dir();
     ps = load1(POL("{'claim':'locations'}", ""));
-    ASSERT_DENIED(ps, "p", "{'sub':'bot','locations':['L1']}", "GET",
-                  "/users/search?companyId=c1", NULL, NULL,
-                  "policy p: search-users must name a locationId");
+    ASSERT_DENIED(ps, "p", "{'sub':'bot','locations':['L1']}", "GET", "/users/search?companyId=c1",
+                  NULL, NULL, "policy p: search-users must name a locationId");
     gw_policies_free(ps);
     remove_dir();
     make_dir();
@@ -851,9 +849,12 @@ START_TEST(test_policy_target_odd_shapes_fail_closed)
 {
     struct gw_policies *ps = load1(POL("'*'", GRANT_STD));
     static const char *const odd[] = {
-        "{'id':'u1','roles':[{'type':'agency'}]}", "{'id':'u1','roles':{'type':['agency']}}",
-        "{'id':'u1','type':'agency'}",             "{'id':'u1'}",
-        "{'id':'u1','roles':{'role':'admin'}}",    "{'id':'u1','roles':'agency'}",
+        "{'id':'u1','roles':[{'type':'agency'}]}",
+        "{'id':'u1','roles':{'type':['agency']}}",
+        "{'id':'u1','type':'agency'}",
+        "{'id':'u1'}",
+        "{'id':'u1','roles':{'role':'admin'}}",
+        "{'id':'u1','roles':'agency'}",
     };
     for (size_t i = 0; i < sizeof odd / sizeof *odd; i++)
         ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, odd[i],
@@ -890,8 +891,13 @@ START_TEST(test_policy_target_pending)
     ck_assert_int_eq(gw_route_match(api, "DELETE", "/users/u1", &route, why, sizeof why),
                      GW_ROUTE_OK);
     const char *scopes[] = {"users.write"};
-    struct gw_decision_input in = {.claims = c, .sub = "bot", .scopes = scopes, .nscopes = 1,
-                                   .op = route.op, .route = &route, .target_pending = true};
+    struct gw_decision_input in = {.claims = c,
+                                   .sub = "bot",
+                                   .scopes = scopes,
+                                   .nscopes = 1,
+                                   .op = route.op,
+                                   .route = &route,
+                                   .target_pending = true};
     struct gw_decision d;
     gw_policy_decide(ps, api, &in, &d);
     ck_assert(d.allowed);
@@ -998,8 +1004,8 @@ END_TEST
 
 START_TEST(test_policy_grant_scope_star_in_middle_and_everything)
 {
-    struct gw_policies *ps =
-        load1(POL("'*'", ",'grant':{'scopes':['calendars*write'],'scopes_assigned_to_only':['*']}"));
+    struct gw_policies *ps = load1(
+        POL("'*'", ",'grant':{'scopes':['calendars*write'],'scopes_assigned_to_only':['*']}"));
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
                    "{'scopes':['calendars.write','calendars/events.write'],"
                    "'scopesAssignedToOnly':['locations.create','contacts.write']}",
@@ -1012,10 +1018,10 @@ END_TEST
 
 START_TEST(test_policy_within_caller_scopes_on)
 {
-    struct gw_policies *ps = load1(POL(
-        "'*'", ",'grant':{'scopes':['contacts.*','conversations/*'],"
-               "'scopes_assigned_to_only':['contacts.write','conversations.write'],"
-               "'within_caller_scopes':true}"));
+    struct gw_policies *ps =
+        load1(POL("'*'", ",'grant':{'scopes':['contacts.*','conversations/*'],"
+                         "'scopes_assigned_to_only':['contacts.write','conversations.write'],"
+                         "'within_caller_scopes':true}"));
     const char *c = "{'sub':'bot','scope':'users.write contacts.write'}";
     ASSERT_DENIED(ps, "p", c, "PUT", "/users/u1",
                   "{'scopes':['contacts.write','conversations/message.readonly']}",
@@ -1070,12 +1076,13 @@ END_TEST
 START_TEST(test_policy_scopes_assigned_to_only)
 {
     struct gw_policies *ps = load1(POL("'*'", GRANT_STD));
-    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1",
-                  "{'scopesAssignedToOnly':['contacts.write','conversations.write',"
-                  "'contacts/bulkActions.write']}",
-                  ACCOUNT_IN("['L1']"),
-                  "policy p: scope conversations.write is not grantable as assigned-to-only",
-                  "policy p: scope contacts/bulkActions.write is not grantable as assigned-to-only");
+    ASSERT_DENIED(
+        ps, "p", BOT, "PUT", "/users/u1",
+        "{'scopesAssignedToOnly':['contacts.write','conversations.write',"
+        "'contacts/bulkActions.write']}",
+        ACCOUNT_IN("['L1']"),
+        "policy p: scope conversations.write is not grantable as assigned-to-only",
+        "policy p: scope contacts/bulkActions.write is not grantable as assigned-to-only");
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'scopesAssignedToOnly':['contacts.write']}",
                    ACCOUNT_IN("['L1']"));
     /* scopes before scopesAssignedToOnly, whatever the body's order */
@@ -1096,8 +1103,8 @@ START_TEST(test_policy_create_must_send_scope_lists)
     ASSERT_DENIED(ps, "p", BOT, "POST", "/users/", CREATE(",'scopesAssignedToOnly':[]"), NULL,
                   MUST_SCOPES);
     /* [] counts as sent */
-    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/", CREATE(",'scopes':[],'scopesAssignedToOnly':[]"),
-                   NULL);
+    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/",
+                   CREATE(",'scopes':[],'scopesAssignedToOnly':[]"), NULL);
     /* update-user need not send them */
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}", ACCOUNT_IN("['L1']"));
     gw_policies_free(ps);
@@ -1106,9 +1113,9 @@ END_TEST
 
 START_TEST(test_policy_create_need_not_send_scopes_under_star)
 {
-    struct gw_policies *ps = load1(POL(
-        "'*'", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
-               "'scopes_assigned_to_only':['*']}"));
+    struct gw_policies *ps =
+        load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
+                         "'scopes_assigned_to_only':['*']}"));
     ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/", CREATE(""), NULL);
     gw_policies_free(ps);
     /* only one of them "*" */
@@ -1124,8 +1131,8 @@ END_TEST
 START_TEST(test_policy_omitted_grant_lists_are_empty)
 {
     struct gw_policies *ps = load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user']}"));
-    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/", CREATE(",'scopes':[],'scopesAssignedToOnly':[]"),
-                   NULL);
+    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/",
+                   CREATE(",'scopes':[],'scopesAssignedToOnly':[]"), NULL);
     ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
                   CREATE(",'scopes':['contacts.write'],'scopesAssignedToOnly':['contacts.write']"),
                   NULL, "policy p: scope contacts.write is not grantable",
@@ -1176,7 +1183,9 @@ START_TEST(test_policy_without_grant_denies_each_granting_member)
 }
 END_TEST
 
-#define PIN_PAY ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],'scopes_assigned_to_only':['*'],'permissions':{'paymentsEnabled':false}}"
+#define PIN_PAY                                                                                    \
+    ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],'scopes_assigned_to_only':['*'" \
+    "],'permissions':{'paymentsEnabled':false}}"
 
 START_TEST(test_policy_denies_default_payments_flag)
 {
@@ -1185,8 +1194,8 @@ START_TEST(test_policy_denies_default_payments_flag)
                   "policy p: permissions.paymentsEnabled defaults to true but must be false; "
                   "send it explicitly");
     /* a permissions object without the flag: the default still applies */
-    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/", CREATE(",'permissions':{'contactsEnabled':true}"),
-                  NULL,
+    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
+                  CREATE(",'permissions':{'contactsEnabled':true}"), NULL,
                   "policy p: permissions.paymentsEnabled defaults to true but must be false; "
                   "send it explicitly");
     gw_policies_free(ps);
@@ -1196,20 +1205,21 @@ END_TEST
 START_TEST(test_policy_create_with_pinned_value_sent_allowed)
 {
     struct gw_policies *ps = load1(POL("'*'", PIN_PAY));
-    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/", CREATE(",'permissions':{'paymentsEnabled':false}"),
-                   NULL);
-    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/", CREATE(",'permissions':{'paymentsEnabled':true}"),
-                  NULL, "policy p: permissions.paymentsEnabled is true but must be false");
+    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/",
+                   CREATE(",'permissions':{'paymentsEnabled':false}"), NULL);
+    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
+                  CREATE(",'permissions':{'paymentsEnabled':true}"), NULL,
+                  "policy p: permissions.paymentsEnabled is true but must be false");
     gw_policies_free(ps);
 }
 END_TEST
 
 START_TEST(test_policy_pin_satisfied_by_default_allowed)
 {
-    struct gw_policies *ps = load1(POL(
-        "'*'", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
-               "'scopes_assigned_to_only':['*'],'permissions':{'contactsEnabled':true,"
-               "'websitesEnabled':false}}"));
+    struct gw_policies *ps =
+        load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
+                         "'scopes_assigned_to_only':['*'],'permissions':{'contactsEnabled':true,"
+                         "'websitesEnabled':false}}"));
     ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/", CREATE(""), NULL);
     ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
                   CREATE(",'permissions':{'websitesEnabled':true,'contactsEnabled':false}"), NULL,
@@ -1222,8 +1232,8 @@ END_TEST
 START_TEST(test_policy_update_without_permissions_not_pin_checked)
 {
     struct gw_policies *ps = load1(POL("'*'", PIN_PAY));
-    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X','scopes':['contacts.write']}",
-                   ACCOUNT_IN("['L1']"));
+    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
+                   "{'firstName':'X','scopes':['contacts.write']}", ACCOUNT_IN("['L1']"));
     gw_policies_free(ps);
 }
 END_TEST
@@ -1246,10 +1256,10 @@ START_TEST(test_policy_pins_in_document_flag_order)
 {
     /* written in the policy in another order; the document has assignedDataOnly, then
      * settingsEnabled, then paymentsEnabled */
-    struct gw_policies *ps = load1(POL(
-        "'*'", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
-               "'scopes_assigned_to_only':['*'],'permissions':{'paymentsEnabled':false,"
-               "'settingsEnabled':false,'assignedDataOnly':true}}"));
+    struct gw_policies *ps =
+        load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
+                         "'scopes_assigned_to_only':['*'],'permissions':{'paymentsEnabled':false,"
+                         "'settingsEnabled':false,'assignedDataOnly':true}}"));
     ASSERT_DENIED(ps, "p", BOT, "POST", "/users/", CREATE(""), NULL,
                   "policy p: permissions.assignedDataOnly defaults to false but must be true; "
                   "send it explicitly",
@@ -1324,8 +1334,9 @@ START_TEST(test_policy_several_violations_in_order)
                   "'role':'admin','type':'agency','locationIds':['L1','L9','L2'],"
                   "'companyId':'c9','firstName':'Ann','lastName':'Lee','email':'ann@example.com',"
                   "'password':'Secret-pass-123'}",
-                  NULL, "policy p: company c9 is not allowed", "policy p: location L9 is not allowed",
-                  "policy p: type agency is not grantable", "policy p: role admin is not grantable",
+                  NULL, "policy p: company c9 is not allowed",
+                  "policy p: location L9 is not allowed", "policy p: type agency is not grantable",
+                  "policy p: role admin is not grantable",
                   "policy p: scope calendars.write is not grantable",
                   "policy p: scope conversations.write is not grantable as assigned-to-only",
                   "policy p: permissions.paymentsEnabled is true but must be false",
@@ -1337,11 +1348,11 @@ END_TEST
 
 START_TEST(test_policy_several_violations_update_with_target)
 {
-    struct gw_policies *ps = load1(
-        "{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS
-        ",'companies':['c1'],'locations':['L1'],"
-        "'grant':{'types':['account'],'roles':['user'],'scopes':['contacts.*']},"
-        "'fields':{'forbid':['phone']}}");
+    struct gw_policies *ps =
+        load1("{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS
+              ",'companies':['c1'],'locations':['L1'],"
+              "'grant':{'types':['account'],'roles':['user'],'scopes':['contacts.*']},"
+              "'fields':{'forbid':['phone']}}");
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1",
                   "{'phone':'+1555','role':'admin','locationIds':['L5'],'companyId':'c2'}",
                   ACCOUNT_IN("['L1','L6']"), "policy p: company c2 is not allowed",
@@ -1411,7 +1422,7 @@ END_TEST
 /* ======================= 5. reads ======================= */
 
 #define RPOL(locations, rest)                                                                      \
-    "{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS                                 \
+    "{'name':'p','subjects':[{'sub':'bot'}],'operations':" ALLOPS                                  \
     ",'companies':'*','locations':" locations rest "}"
 
 static const struct gw_op *op(const char *id)
@@ -1489,19 +1500,23 @@ START_TEST(test_policy_get_user_outside_locations_refused)
     cJSON *c = js(BOT);
     cJSON *reply = js("{'id':'u9','name':'X','roles':{'type':'account','locationIds':['L9']}}");
     char why[256] = "";
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why), GW_FILTER_FORBIDDEN);
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why),
+                     GW_FILTER_FORBIDDEN);
     ck_assert_str_eq(why, "policy p: user u9 is outside this policy's locations");
     cJSON_Delete(reply);
     /* a user without roles.locationIds */
     reply = js("{'id':'u8','name':'Agency'}");
     why[0] = '\0';
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why), GW_FILTER_FORBIDDEN);
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why),
+                     GW_FILTER_FORBIDDEN);
     ck_assert_str_eq(why, "policy p: user u8 is outside this policy's locations");
     cJSON_Delete(reply);
     /* visible: passes unchanged */
     reply = js("{'id':'u1','phone':'+1','roles':{'type':'account','locationIds':['L1']}}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why), GW_FILTER_OK);
-    assert_json_eq(reply, "{'id':'u1','phone':'+1','roles':{'type':'account','locationIds':['L1']}}");
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why),
+                     GW_FILTER_OK);
+    assert_json_eq(reply,
+                   "{'id':'u1','phone':'+1','roles':{'type':'account','locationIds':['L1']}}");
     cJSON_Delete(reply);
     cJSON_Delete(c);
     gw_policies_free(ps);
@@ -1519,20 +1534,25 @@ START_TEST(test_policy_list_drops_invisible_and_lowers_count)
                       "{'id':'d'},"
                       "{'id':'e','roles':{'locationIds':['L8','L2']}}],'count':5}");
     char why[256] = "";
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why), GW_FILTER_OK);
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why),
+                     GW_FILTER_OK);
     assert_json_eq(reply, "{'users':[{'id':'a','roles':{'locationIds':['L1']}},"
                           "{'id':'e','roles':{'locationIds':['L8','L2']}}],'count':2}");
     cJSON_Delete(reply);
     /* count is the total of matches, not the page: lowered by the number dropped */
     reply = js("{'users':[{'id':'a','roles':{'locationIds':['L1']}},"
                "{'id':'b','roles':{'locationIds':['L9']}}],'count':40}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("filter-users-by-email"), c, reply, why, sizeof why), GW_FILTER_OK);
+    ck_assert_int_eq(
+        gw_policy_filter_reply(ps->p, op("filter-users-by-email"), c, reply, why, sizeof why),
+        GW_FILTER_OK);
     assert_json_eq(reply, "{'users':[{'id':'a','roles':{'locationIds':['L1']}}],'count':39}");
     cJSON_Delete(reply);
     /* get-user-by-location: no count in the answer, none added */
     reply = js("{'users':[{'id':'a','roles':{'locationIds':['L1']}},"
                "{'id':'b','roles':{'locationIds':['L9']}}]}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user-by-location"), c, reply, why, sizeof why), GW_FILTER_OK);
+    ck_assert_int_eq(
+        gw_policy_filter_reply(ps->p, op("get-user-by-location"), c, reply, why, sizeof why),
+        GW_FILTER_OK);
     assert_json_eq(reply, "{'users':[{'id':'a','roles':{'locationIds':['L1']}}]}");
     cJSON_Delete(reply);
     cJSON_Delete(c);
@@ -1547,13 +1567,15 @@ START_TEST(test_policy_redact_single_and_list)
     char why[256] = "";
     cJSON *reply = js("{'id':'u1','email':'a@b.co','phone':'+1','lcPhone':{'L1':1},"
                       "'roles':{'locationIds':['L1']}}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why), GW_FILTER_OK);
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why),
+                     GW_FILTER_OK);
     assert_json_eq(reply, "{'id':'u1','email':'a@b.co','roles':{'locationIds':['L1']}}");
     cJSON_Delete(reply);
     reply = js("{'users':[{'id':'a','phone':'+1','roles':{'locationIds':['L1']}},"
                "{'id':'b','lcPhone':{},'roles':{'locationIds':['L9']}},"
                "{'id':'c','lcPhone':{},'phone':'+2','roles':{'locationIds':['L1']}}],'count':3}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why), GW_FILTER_OK);
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why),
+                     GW_FILTER_OK);
     assert_json_eq(reply, "{'users':[{'id':'a','roles':{'locationIds':['L1']}},"
                           "{'id':'c','roles':{'locationIds':['L1']}}],'count':2}");
     cJSON_Delete(reply);
@@ -1568,12 +1590,15 @@ START_TEST(test_policy_redact_under_star_locations)
     cJSON *c = js(BOT);
     char why[256] = "";
     cJSON *reply = js("{'id':'u1','phone':'+1','email':'a@b.co'}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why), GW_FILTER_OK);
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why),
+                     GW_FILTER_OK);
     assert_json_eq(reply, "{'id':'u1','email':'a@b.co'}");
     cJSON_Delete(reply);
-    reply = js("{'users':[{'id':'a','phone':'+1'},{'id':'b','phone':'+2','roles':{'type':'agency'}}],"
-               "'count':7}");
-    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why), GW_FILTER_OK);
+    reply =
+        js("{'users':[{'id':'a','phone':'+1'},{'id':'b','phone':'+2','roles':{'type':'agency'}}],"
+           "'count':7}");
+    ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why),
+                     GW_FILTER_OK);
     assert_json_eq(reply, "{'users':[{'id':'a'},{'id':'b','roles':{'type':'agency'}}],'count':7}");
     cJSON_Delete(reply);
     cJSON_Delete(c);
@@ -1598,20 +1623,20 @@ START_TEST(test_policy_filter_by_op_not_shape)
         reply = js(not_user[i]);
         ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("get-user"), c, reply, why, sizeof why),
                          GW_FILTER_MALFORMED);
-        ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("create-user"), c, reply, why,
-                                                sizeof why),
-                         GW_FILTER_MALFORMED);
+        ck_assert_int_eq(
+            gw_policy_filter_reply(ps->p, op("create-user"), c, reply, why, sizeof why),
+            GW_FILTER_MALFORMED);
         cJSON_Delete(reply);
     }
-    static const char *const not_list[] = {
-        "{'id':'a','roles':{'locationIds':['L1']}}", "{'users':{'id':'a'}}", "{'users':['a']}",
-        "{'users':[],'count':'3'}", "[{'users':[]}]"};
+    static const char *const not_list[] = {"{'id':'a','roles':{'locationIds':['L1']}}",
+                                           "{'users':{'id':'a'}}", "{'users':['a']}",
+                                           "{'users':[],'count':'3'}", "[{'users':[]}]"};
     for (size_t i = 0; i < sizeof not_list / sizeof *not_list; i++) {
         reply = js(not_list[i]);
         why[0] = '\0';
-        ck_assert_int_eq(gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why,
-                                                sizeof why),
-                         GW_FILTER_MALFORMED);
+        ck_assert_int_eq(
+            gw_policy_filter_reply(ps->p, op("search-users"), c, reply, why, sizeof why),
+            GW_FILTER_MALFORMED);
         ck_assert_msg(strstr(why, "search-users") != NULL, "%s", why);
         cJSON_Delete(reply);
     }

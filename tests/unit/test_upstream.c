@@ -4,7 +4,7 @@
 #include <check.h>
 
 struct parsed {
-    int rc;          /* 1 complete, 0 needs more, -1 refused */
+    int rc; /* 1 complete, 0 needs more, -1 refused */
     char why[128];
     int status;
     char *body;
@@ -96,12 +96,13 @@ END_TEST
 
 START_TEST(test_upstream_bad_chunk_sizes_refused)
 {
-    static const char *const sizes[] = {"ffffffffffffffff", "0x10", " 5", "+5", "-1", "",
+    static const char *const sizes[] = {"ffffffffffffffff",  "0x10", " 5", "+5", "-1", "",
                                         "10000000000000000", "5 ;x", "g"};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
         char t[256];
         snprintf(t, sizeof t,
-                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n%s\r\nxx", sizes[i]);
+                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n%s\r\nxx",
+                 sizes[i]);
         struct parsed p = run_s(t);
         ck_assert_msg(p.rc == -1, "chunk size \"%s\" accepted", sizes[i]);
         free(p.body);

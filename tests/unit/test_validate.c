@@ -350,8 +350,7 @@ START_TEST(test_validate_body_size_cap)
     cJSON *b;
     enum gw_reply_kind k;
     char msg[128];
-    int rc = vbody("filter-users-by-email", "application/json", buf, 1024, &b, &k, msg,
-                   sizeof msg);
+    int rc = vbody("filter-users-by-email", "application/json", buf, 1024, &b, &k, msg, sizeof msg);
     ck_assert_msg(rc == 0, "%s", msg);
     cJSON_Delete(b);
     b = (cJSON *)1;
