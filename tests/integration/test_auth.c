@@ -331,9 +331,11 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
     pid_t srv = spawn_in(argv, log, dir);
     ck_assert_int_eq(wait_port(port, 5000), 0);
     char auth[1024];
+    /* 127.0.0.1, not localhost: the fetch uses the system resolver, and a minimal machine
+     * (a debootstrap chroot) has no /etc/hosts; the certificate names the address too */
     snprintf(auth, sizeof auth,
              "{ \"issuers\": [ { \"issuer\": \"https://rot.test\", \"jwks_url\": "
-             "\"https://localhost:%d/jwks.json\", \"jwks_ca_file\": \"%s/ca.crt\", "
+             "\"https://127.0.0.1:%d/jwks.json\", \"jwks_ca_file\": \"%s/ca.crt\", "
              "\"jwks_refetch_min_s\": 1 } ] }",
              port, GW_CERTS_DIR);
     env_start(&E, &(struct env_opts){.auth_json = auth});
