@@ -10,6 +10,7 @@
 #include <openssl/crypto.h>
 #include <openssl/ssl.h>
 
+#include "audit.h"
 #include "config.h"
 #include "explain.h"
 #include "jwks.h"
@@ -150,15 +151,6 @@ static int cmd_version(int argc, char **argv)
     return 0;
 }
 
-static int not_yet(const char *name, int argc, char **argv)
-{
-    if (argc > 0 && is_help(argv[0])) {
-        printf("usage: ghl-gateway %s\n\n(not available in this version yet)\n", find(name)->usage);
-        return 0;
-    }
-    fprintf(stderr, "ghl-gateway %s: not available in this version yet\n", name);
-    return 1;
-}
 
 /* Loads what the offline commands decide with (no key, certificate or credential file is
  * read); prints the problems when it does not load. */
@@ -310,7 +302,65 @@ static int cmd_policy_test(int argc, char **argv)
 
 static int cmd_audit_verify(int argc, char **argv)
 {
-    return not_yet("audit-verify", argc, argv);
+    const struct command *c = find("audit-verify");
+    const char *keyfile = NULL, *anchor = NULL;
+    bool cont = false;
+    const char **files = calloc((size_t)argc + 1, sizeof *files);
+    size_t nfiles = 0;
+    if (files == NULL)
+        return 2;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
+            free(files);
+            return 0;
+        }
+        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc && keyfile == NULL) {
+            keyfile = argv[++i];
+        } else if (strcmp(argv[i], "--anchor") == 0 && i + 1 < argc && anchor == NULL) {
+            anchor = argv[++i];
+        } else if (strcmp(argv[i], "--continue") == 0) {
+            cont = true;
+        } else if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) {
+            files[nfiles++] = argv[i];
+        } else {
+            free(files);
+            return usage_error(c, "unexpected argument");
+        }
+    }
+    unsigned long long aseq = 0;
+    char ahash[65] = "";
+    if (anchor) {
+        char *end;
+        errno = 0;
+        aseq = strtoull(anchor, &end, 10);
+        if (errno || end == anchor || *end != ':' || aseq == 0 || strlen(end + 1) != 64 ||
+            strspn(end + 1, "0123456789abcdef") != 64) {
+            free(files);
+            return usage_error(c, "--anchor is SEQ:HASH (the hash as 64 lowercase hex digits)");
+        }
+        memcpy(ahash, end + 1, 65);
+    }
+    if (nfiles == 0) {
+        free(files);
+        return usage_error(c, "no file to verify");
+    }
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    if (keyfile) {
+        char why[300];
+        key = (unsigned char *)gw_read_secret(keyfile, 4096, &keylen, why, sizeof why);
+        if (key == NULL) {
+            fprintf(stderr, "ghl-gateway audit-verify: --key %s: %s\n", keyfile, why);
+            free(files);
+            return 2;
+        }
+    }
+    int rc = gw_audit_verify(files, nfiles, key, keylen, aseq, ahash, cont, stdout, stderr);
+    if (key)
+        OPENSSL_clear_free(key, keylen + 1);
+    free(files);
+    return rc;
 }
 /* Reads the signing key: an HMAC secret (the file but one trailing newline) or a PEM private
  * key, as libjwt takes them. */
@@ -467,7 +517,13 @@ static const struct command commands[] = {
      "reason_contains}) through the same evaluation as explain. Prints one line per failing\n"
      "case and 'N passed, M failed'. Exit 0 only when none failed.",
      cmd_policy_test},
-    {"audit-verify", "audit-verify FILE... [--key FILE] [--anchor SEQ:HASH] [--continue]", "",
+    {"audit-verify", "audit-verify FILE... [--key FILE] [--anchor SEQ:HASH] [--continue]",
+     "Verify an audit log's hash chain across the files given in order (the oldest first).\n"
+     "Prints 'N records verified' and exits 0, or names the first bad line and exits 1 (2 when\n"
+     "a file cannot be read). --key: the HMAC key file of audit.hmac_key_file. --anchor: the\n"
+     "log must still reach this record (from ghl_gateway_audit_last_seq and the record's hash,\n"
+     "kept elsewhere): a truncated tail fails. --continue: the first file is a rotated one; its\n"
+     "first seq and prev are taken as given (and printed).",
      cmd_audit_verify},
     {"mint",
      "mint --key FILE --alg ALG [--kid KID] --iss ISS --sub SUB [--aud AUD] [--scope 'a b'] "

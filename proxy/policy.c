@@ -658,6 +658,11 @@ static bool op_grants(const struct gw_op *op)
            body_declares(op, "scopesAssignedToOnly") || body_declares(op, "locationIds");
 }
 
+bool gw_policy_op_changes_users(const struct gw_op *op)
+{
+    return gw_policy_needs_target(op) || (op->method == GW_M_POST && body_declares(op, "type"));
+}
+
 static void check_scopes(const struct gw_policy *p, const struct gw_decision_input *in,
                          const cJSON *arr, const struct strlist *ceiling, const char *suffix,
                          struct gw_msgs *out)

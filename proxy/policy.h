@@ -98,6 +98,10 @@ bool gw_policy_reads_one_user(const struct gw_op *op);
  * update-user, delete-user): the decision needs the target user as the upstream has it. */
 bool gw_policy_needs_target(const struct gw_op *op);
 
+/* Ops that change users (create-user, update-user, delete-user): audited with an intent
+ * record before they go upstream and an outcome record after (SPEC §9). */
+bool gw_policy_op_changes_users(const struct gw_op *op);
+
 /* True when the op's answers need the read filter under p (locations not "*", or redaction). */
 bool gw_policy_filters_reads(const struct gw_policy *p);
 

@@ -20,8 +20,10 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "admit.h"
+#include "audit.h"
 #include "conn.h"
 #include "jwks.h"
 #include "json.h"
@@ -45,6 +47,7 @@ struct gw_daemon {
     pthread_mutex_t snap_mu;
     uint64_t reloads_ok, reloads_failed;
     struct gw_log *access;
+    struct gw_audit *audit; /* for the daemon's life (audit.* changes need a restart) */
     struct gw_worker *workers;
     size_t nworkers;
     atomic_bool stopping;
@@ -77,6 +80,11 @@ struct gw_req {
     const char *version;              /* the Version header (lives in rq) */
     const struct gw_policy *policy;   /* the allowing policy, or the first that matched */
     bool allowed;                     /* a policy allowed the request */
+    cJSON *target;                    /* update/delete: the user as fetched (audit "before") */
+    struct gw_audit_item *intent;     /* a change's intent record, until the writer answers */
+    struct event *intent_done;
+    bool intent_written;              /* the change may go upstream: an outcome is owed */
+    char cert_sha256[65];             /* the client certificate's SHA-256 (mTLS), or "" */
 };
 
 static const char *status_reason(int code)
@@ -111,6 +119,13 @@ static const char *status_reason(int code)
 
 static void req_free(struct gw_req *r)
 {
+    if (r->intent) {
+        free(r->intent->members);
+        free(r->intent);
+    }
+    if (r->intent_done)
+        event_free(r->intent_done);
+    cJSON_Delete(r->target);
     if (r->routed)
         gw_route_free(&r->route);
     cJSON_Delete(r->body);
@@ -138,6 +153,130 @@ static bool valid_request_id(const char *s)
 
 #define MAX_REPLY_HEADERS (GW_UPSTREAM_MAX_HEADERS + 4)
 
+/* ---- audit records (SPEC §9) ---- */
+
+static cJSON *parse_answer(struct evbuffer *body);
+
+static cJSON *str_or_null(const char *s)
+{
+    return s ? cJSON_CreateString(s) : cJSON_CreateNull();
+}
+
+/* The members of r's record, in record order. reasons: denied; status < 0: none (intent,
+ * denied); created_id: create-user's new user. Never a token, a password or a credential. */
+static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struct gw_msgs *reasons,
+                           int status, const char *created_id)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o == NULL)
+        return NULL;
+    const struct gw_op *op = r->route.op;
+    const struct gw_principal *p = r->principal;
+    cJSON_AddItemToObject(o, "request_id", cJSON_CreateString(r->request_id));
+    cJSON_AddItemToObject(o, "event", cJSON_CreateString(gw_audit_event_name(ev)));
+    cJSON_AddItemToObject(o, "op", cJSON_CreateString(op->id));
+    cJSON_AddItemToObject(o, "method", cJSON_CreateString(r->method));
+    cJSON_AddItemToObject(o, "path", cJSON_CreateString(r->route.upstream_path));
+    cJSON *actor = cJSON_AddObjectToObject(o, "actor");
+    cJSON_AddItemToObject(actor, "iss", str_or_null(p ? p->iss : NULL));
+    cJSON_AddItemToObject(actor, "sub", str_or_null(p ? p->sub : NULL));
+    cJSON_AddItemToObject(actor, "client_id", str_or_null(p ? p->client_id : NULL));
+    cJSON_AddItemToObject(actor, "jti", str_or_null(p ? p->jti : NULL));
+    cJSON_AddItemToObject(actor, "ip", cJSON_CreateString(r->ip));
+    cJSON_AddItemToObject(actor, "cert_sha256",
+                          str_or_null(r->cert_sha256[0] ? r->cert_sha256 : NULL));
+    /* the user touched: its id, its company, its locations (as fetched, else as asked) */
+    cJSON *t = cJSON_AddObjectToObject(o, "target");
+    const char *uid = created_id;
+    for (size_t i = 0; uid == NULL && i < r->route.npath; i++)
+        if (strcmp(r->route.pname[i], "userId") == 0)
+            uid = r->route.pval[i];
+    cJSON_AddItemToObject(t, "user_id", str_or_null(uid));
+    const cJSON *company = cJSON_GetObjectItemCaseSensitive(r->body, "companyId");
+    const char *qcompany = gw_route_query(&r->route, "companyId");
+    cJSON_AddItemToObject(t, "company_id",
+                          str_or_null(cJSON_IsString(company) ? company->valuestring : qcompany));
+    const cJSON *roles = cJSON_GetObjectItemCaseSensitive(r->target, "roles");
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
+    if (!cJSON_IsArray(locs))
+        locs = cJSON_GetObjectItemCaseSensitive(r->body, "locationIds");
+    cJSON *tl = cJSON_IsArray(locs) ? cJSON_Duplicate(locs, true) : cJSON_CreateArray();
+    const char *qloc = gw_route_query(&r->route, "locationId");
+    if (!cJSON_IsArray(locs) && qloc && tl)
+        cJSON_AddItemToArray(tl, cJSON_CreateString(qloc));
+    cJSON_AddItemToObject(t, "location_ids", tl);
+    cJSON_AddItemToObject(o, "policy", str_or_null(gw_policy_name(r->policy)));
+    cJSON *rs = cJSON_AddArrayToObject(o, "reasons");
+    for (size_t i = 0; reasons && i < reasons->n; i++)
+        cJSON_AddItemToArray(rs, cJSON_CreateString(reasons->v[i]));
+    cJSON *change = r->body ? cJSON_Duplicate(r->body, true) : cJSON_CreateNull();
+    if (cJSON_GetObjectItemCaseSensitive(change, "password"))
+        cJSON_ReplaceItemInObjectCaseSensitive(change, "password",
+                                               cJSON_CreateString("[REDACTED]"));
+    cJSON_AddItemToObject(o, "change", change);
+    if (r->target) { /* what the change is made to: the members that grant */
+        cJSON *before = cJSON_AddObjectToObject(o, "before");
+        cJSON_AddItemToObject(before, "type",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(roles, "type"), 1));
+        cJSON_AddItemToObject(before, "role",
+                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(roles, "role"), 1));
+        static const char *const from_roles[] = {"locationIds"};
+        static const char *const from_user[] = {"scopes", "permissions"};
+        cJSON_AddItemToObject(
+            before, from_roles[0],
+            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(roles, from_roles[0]), 1));
+        for (size_t i = 0; i < 2; i++)
+            cJSON_AddItemToObject(
+                before, from_user[i],
+                cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(r->target, from_user[i]), 1));
+        /* a member the upstream left out stays out (cJSON_Duplicate(NULL) adds nothing) */
+    } else {
+        cJSON_AddNullToObject(o, "before");
+    }
+    if (status >= 0) {
+        cJSON_AddNumberToObject(o, "status", status);
+        cJSON_AddNumberToObject(o, "duration_ms", (double)(int64_t)(gw_mono_ms() - r->t0));
+    }
+    char *m = gw_audit_members(o);
+    cJSON_Delete(o);
+    return m;
+}
+
+static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
+{
+    struct gw_audit *a = r->w->d->audit;
+    if (gw_audit_enabled(a))
+        gw_audit_post(a, GW_AUDIT_DENIED, audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL));
+}
+
+/* finish: the outcome a written intent owes, or the read record of an allowed read. */
+static void audit_answer(struct gw_req *r, struct evbuffer *body)
+{
+    struct gw_audit *a = r->w->d->audit;
+    if (!gw_audit_enabled(a) || !r->routed || r->route.op == NULL)
+        return;
+    if (r->intent_written) {
+        char *created = NULL;
+        const struct gw_op *op = r->route.op;
+        if (op->method == GW_M_POST && body && r->upstream_status >= 200 &&
+            r->upstream_status < 300) {
+            cJSON *j = parse_answer(body); /* create-user: the new user's id */
+            const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
+            if (cJSON_IsString(id))
+                created = strdup(id->valuestring);
+            cJSON_Delete(j);
+        }
+        gw_audit_post(a, GW_AUDIT_OUTCOME,
+                      audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created));
+        free(created);
+        r->intent_written = false;
+    } else if (r->allowed && r->snap->cfg->audit.include_reads &&
+               !gw_policy_op_changes_users(r->route.op)) {
+        gw_audit_post(a, GW_AUDIT_READ,
+                      audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL));
+    }
+}
+
 /* Sends status + headers + body (drained from `body`), logs the request, frees r. */
 static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t nhdrs,
                    struct evbuffer *body, bool close)
@@ -159,7 +298,8 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
         .bytes_in = r->bytes_in,
     };
     /* the request's strings live in the connection until the reply is sent: log first */
-    a.bytes_out = evbuffer_get_length(body);
+    audit_answer(r, body);
+    a.bytes_out = body ? evbuffer_get_length(body) : 0;
     a.duration_ms = gw_mono_ms() - r->t0;
     gw_log_access(r->w->d->access, &a);
     gw_conn_reply(r->conn, status, status_reason(status), hdrs, nhdrs, body, close);
@@ -284,6 +424,7 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
 {
     const struct gw_config *cfg = r->snap->cfg;
     const char *method = target_only ? "GET" : r->method;
+    r->upstream_status = 0; /* the status logged and audited is this call's */
     char *query = target_only ? strdup("") : gw_route_query_string(&r->route);
     char *body = r->body && !target_only ? cJSON_PrintUnformatted(r->body) : NULL;
     if (query == NULL || (r->body && !target_only && body == NULL)) {
@@ -409,8 +550,13 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
     if (fr != GW_FILTER_OK) {
         cJSON_Delete(reply);
         r->allowed = false;
-        if (fr == GW_FILTER_FORBIDDEN)
+        if (fr == GW_FILTER_FORBIDDEN) {
             r->w->stats.policy_denials++;
+            struct gw_msgs m = {0};
+            gw_msgs_add(&m, "%s", why);
+            audit_denied(r, &m);
+            gw_msgs_free(&m);
+        }
         reply_error(r, fr == GW_FILTER_FORBIDDEN ? GW_R_FORBIDDEN : GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
@@ -431,6 +577,53 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
 
 static void on_target(struct gw_upstream_result *res, void *arg);
 
+/* The writer's answer about r's intent record (on r's worker). */
+static void on_intent(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_req *r = arg;
+    bool ok = r->intent->ok;
+    free(r->intent->members);
+    free(r->intent);
+    r->intent = NULL;
+    if (!ok) {
+        reply_error(r, GW_R_UNAVAILABLE, "the audit log cannot be written; the change was not sent",
+                    NULL, 0);
+        return;
+    }
+    r->intent_written = true;
+    send_upstream(r, false, on_upstream);
+}
+
+/* SPEC §9: a change goes upstream only after its intent record is written (and, with
+ * audit.fsync, on disk). The worker's loop keeps running meanwhile. */
+static void write_intent(struct gw_req *r)
+{
+    struct gw_audit_item *it = calloc(1, sizeof *it);
+    if (it)
+        it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL);
+    if (r->intent_done == NULL)
+        r->intent_done = event_new(r->w->base, -1, 0, on_intent, r);
+    if (it == NULL || it->members == NULL || r->intent_done == NULL) {
+        if (it)
+            free(it->members);
+        free(it);
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+        return;
+    }
+    it->event = GW_AUDIT_INTENT;
+    it->done = r->intent_done;
+    r->intent = it;
+    if (gw_audit_submit(r->w->d->audit, it) != 0) {
+        r->intent = NULL;
+        free(it->members);
+        free(it);
+        reply_error(r, GW_R_UNAVAILABLE,
+                    "the audit log cannot take more records; the change was not sent", NULL, 0);
+    }
+}
+
 /* The policy decision (SPEC 6.2) on what the request asks. update-user and delete-user are
  * decided twice: first on the request alone (target_pending: a caller the policies refuse
  * costs no upstream call and learns nothing about the user), then, with the target user
@@ -443,6 +636,7 @@ static void decide(struct gw_req *r, const cJSON *target, bool target_pending)
     r->allowed = d.allowed;
     if (!d.allowed) {
         r->w->stats.policy_denials++;
+        audit_denied(r, &d.reasons); /* every matching policy's reasons */
         reply_error(r, GW_R_FORBIDDEN, d.reasons.n ? d.reasons.v[0] : "denied by policy", NULL, 0);
         gw_decision_free(&d);
         return;
@@ -456,6 +650,8 @@ static void decide(struct gw_req *r, const cJSON *target, bool target_pending)
     }
     if (target_pending)
         send_upstream(r, true, on_target); /* GET the user, then decide again */
+    else if (gw_policy_op_changes_users(r->route.op) && gw_audit_enabled(r->w->d->audit))
+        write_intent(r); /* the change goes upstream once its intent is on disk */
     else
         send_upstream(r, false, on_upstream);
 }
@@ -486,8 +682,8 @@ static void on_target(struct gw_upstream_result *res, void *arg)
                     "the upstream's answer for the user to change is not a JSON object", NULL, 0);
         return;
     }
+    r->target = target; /* the audit records' "before" */
     decide(r, target, false);
-    cJSON_Delete(target);
 }
 
 static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
@@ -525,6 +721,13 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
         reply_error(r, rq->kind, rq->why, NULL, 0);
         return;
     }
+    SSL *ssl = r->snap->cfg->tls.client_ca ? gw_conn_ssl(conn) : NULL;
+    X509 *peer = ssl ? SSL_get0_peer_certificate(ssl) : NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (peer && X509_digest(peer, EVP_sha256(), md, &mdlen) == 1 && mdlen == 32)
+        for (unsigned int i = 0; i < mdlen; i++) /* the audit records' actor.cert_sha256 */
+            snprintf(r->cert_sha256 + 2 * i, 3, "%02x", md[i]);
 
     char why[160];
     enum gw_route_result rr =
@@ -785,6 +988,12 @@ static void warn_restart_needed(const struct gw_config *o, const struct gw_confi
         gw_log_error("SIGHUP: access_log.file changed; it takes effect on restart");
     if (o->auth.token_cache_entries != n->auth.token_cache_entries)
         gw_log_error("SIGHUP: auth.token_cache_entries changed; it takes effect on restart");
+    if ((o->audit.file == NULL) != (n->audit.file == NULL) ||
+        (o->audit.file && strcmp(o->audit.file, n->audit.file) != 0) ||
+        o->audit.to_stdout != n->audit.to_stdout || o->audit.fsync != n->audit.fsync ||
+        (o->audit.hmac_key_file == NULL) != (n->audit.hmac_key_file == NULL) ||
+        (o->audit.hmac_key_file && strcmp(o->audit.hmac_key_file, n->audit.hmac_key_file) != 0))
+        gw_log_error("SIGHUP: audit changed; the audit log keeps its settings until restart");
 }
 
 /* SIGHUP (SPEC §1.2): everything is loaded and validated first; only a complete new snapshot
@@ -849,6 +1058,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
             gw_log_error("SIGUSR1: cannot reopen the access log: %s", strerror(errno));
         else
             gw_log_info("SIGUSR1: access log reopened");
+        gw_audit_reopen(d->audit); /* the writer logs how it went */
     } else if (sig == SIGHUP) {
         reload(d);
     }
@@ -899,6 +1109,15 @@ int gw_server_run(const char *config_path)
         gw_snapshot_unref(snap);
         return 1;
     }
+    char why[400];
+    d.audit = gw_audit_open(snap->cfg, why, sizeof why);
+    if (d.audit == NULL || gw_audit_start(d.audit) != 0) {
+        gw_log_error("%s", d.audit ? "audit: cannot start the writer thread" : why);
+        gw_audit_free(d.audit);
+        gw_log_close(d.access);
+        gw_snapshot_unref(snap);
+        return 1;
+    }
     d.nworkers = (size_t)snap->cfg->listen.workers;
     d.workers = calloc(d.nworkers, sizeof *d.workers);
     d.main_base = event_base_new();
@@ -940,6 +1159,9 @@ out:
     }
     for (size_t i = 0; i < started; i++)
         pthread_join(d.workers[i].thread, NULL);
+    /* the writer answers the intents still queued on the workers' (stopped) loops, so it
+     * stops before they are torn down; the file is synced and the chain state saved */
+    gw_audit_stop(d.audit);
     for (size_t i = 0; i < set_up; i++)
         worker_teardown(&d.workers[i]);
     /* From here a late signal must not kill the process half way through its teardown: freeing
@@ -962,6 +1184,7 @@ out:
         event_base_free(d.main_base);
     free(d.workers);
     gw_log_close(d.access);
+    gw_audit_free(d.audit);
     gw_snapshot_unref(d.snap);
     pthread_mutex_destroy(&d.snap_mu);
     if (rc == 0)
