@@ -22,6 +22,7 @@
 #include <openssl/sha.h>
 #include <openssl/x509.h>
 
+#include "admin.h"
 #include "admit.h"
 #include "audit.h"
 #include "conn.h"
@@ -48,6 +49,7 @@ struct gw_daemon {
     uint64_t reloads_ok, reloads_failed;
     struct gw_log *access;
     struct gw_audit *audit; /* for the daemon's life (audit.* changes need a restart) */
+    struct gw_admin *admin;
     struct gw_worker *workers;
     size_t nworkers;
     atomic_bool stopping;
@@ -1064,6 +1066,74 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
 }
 
+/* ---- admin listener ---- */
+
+static bool admin_ready(void *arg, char *why, size_t whylen)
+{
+    struct gw_daemon *d = arg;
+    if (atomic_load(&d->stopping)) {
+        snprintf(why, whylen, "stopping");
+        return false;
+    }
+    char aw[250];
+    if (!gw_audit_ready(d->audit, aw, sizeof aw)) {
+        snprintf(why, whylen, "the audit log cannot be written: %s", aw);
+        return false;
+    }
+    return true; /* the snapshot (config, keys, policies) loaded whole, or we would not run */
+}
+
+static void admin_metrics(void *arg, struct evbuffer *out)
+{
+    struct gw_daemon *d = arg;
+    struct gw_audit_stats st;
+    gw_audit_get_stats(d->audit, &st);
+    evbuffer_add_printf(out, "# HELP ghl_gateway_audit_records_total Audit records written.\n"
+                             "# TYPE ghl_gateway_audit_records_total counter\n");
+    for (int e = 0; e < GW_AUDIT_EVENTS; e++)
+        evbuffer_add_printf(out, "ghl_gateway_audit_records_total{event=\"%s\"} %llu\n",
+                            gw_audit_event_name((enum gw_audit_event)e),
+                            (unsigned long long)st.records[e]);
+    evbuffer_add_printf(out,
+                        "# HELP ghl_gateway_audit_write_seconds Time to write and sync one batch "
+                        "of audit records.\n# TYPE ghl_gateway_audit_write_seconds histogram\n");
+    for (int i = 0; i < 8; i++)
+        evbuffer_add_printf(out, "ghl_gateway_audit_write_seconds_bucket{le=\"%g\"} %llu\n",
+                            gw_audit_write_buckets[i], (unsigned long long)st.write_le[i]);
+    evbuffer_add_printf(out,
+                        "ghl_gateway_audit_write_seconds_bucket{le=\"+Inf\"} %llu\n"
+                        "ghl_gateway_audit_write_seconds_sum %.6f\n"
+                        "ghl_gateway_audit_write_seconds_count %llu\n",
+                        (unsigned long long)st.batches, st.write_seconds_sum,
+                        (unsigned long long)st.batches);
+    evbuffer_add_printf(
+        out,
+        "# HELP ghl_gateway_audit_last_seq The seq of the last audit record written (an anchor "
+        "for audit-verify).\n# TYPE ghl_gateway_audit_last_seq gauge\n"
+        "ghl_gateway_audit_last_seq %llu\n"
+        "# HELP ghl_gateway_audit_fsyncs_total fdatasync calls on the audit file (group "
+        "commit: one per batch).\n# TYPE ghl_gateway_audit_fsyncs_total counter\n"
+        "ghl_gateway_audit_fsyncs_total %llu\n"
+        "# HELP ghl_gateway_audit_write_failures_total Failed audit writes.\n"
+        "# TYPE ghl_gateway_audit_write_failures_total counter\n"
+        "ghl_gateway_audit_write_failures_total %llu\n"
+        "# HELP ghl_gateway_audit_records_lost_total Audit records that could not be written.\n"
+        "# TYPE ghl_gateway_audit_records_lost_total counter\n"
+        "ghl_gateway_audit_records_lost_total %llu\n",
+        (unsigned long long)st.last_seq, (unsigned long long)st.fsyncs,
+        (unsigned long long)st.write_failures, (unsigned long long)st.lost);
+    evbuffer_add_printf(out,
+                        "# HELP ghl_gateway_reloads_total SIGHUP reloads.\n"
+                        "# TYPE ghl_gateway_reloads_total counter\n"
+                        "ghl_gateway_reloads_total{result=\"ok\"} %llu\n"
+                        "ghl_gateway_reloads_total{result=\"error\"} %llu\n"
+                        "# HELP ghl_gateway_config_generation The configuration in use.\n"
+                        "# TYPE ghl_gateway_config_generation gauge\n"
+                        "ghl_gateway_config_generation %lu\n",
+                        (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_failed,
+                        d->snap->generation);
+}
+
 static void on_workers_done(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1137,6 +1207,12 @@ int gw_server_run(const char *config_path)
     }
     if (port_is_free(snap->cfg) != 0)
         goto out;
+    struct gw_admin_ops aops = {admin_ready, admin_metrics, &d};
+    d.admin = gw_admin_start(d.main_base, snap->cfg, &aops, why, sizeof why);
+    if (d.admin == NULL) {
+        gw_log_error("%s", why);
+        goto out;
+    }
     for (; set_up < d.nworkers; set_up++)
         if (worker_setup(&d, &d.workers[set_up], (int)set_up) != 0) {
             set_up++;
@@ -1178,6 +1254,7 @@ out:
             event_free(sigs[i]);
     signal(SIGTERM, SIG_IGN);
     signal(SIGINT, SIG_IGN);
+    gw_admin_free(d.admin);
     if (d.worker_done)
         event_free(d.worker_done);
     if (d.main_base)

@@ -311,6 +311,8 @@ void env_start(struct env *e, const struct env_opts *o)
         upstream_port = e->sandbox.port;
     }
     e->gateway.port = free_port();
+    e->admin_port = free_port();
+    snprintf(e->audit_file, sizeof e->audit_file, "%s/audit/audit.jsonl", e->dir);
     char *jwk = NULL, jwks_path[700], pem[700];
     snprintf(pem, sizeof pem, "%s/jwt-rs256.pub.pem", e->certs);
     snprintf(jwks_path, sizeof jwks_path, "%s/jwks.json", e->dir);
@@ -348,7 +350,7 @@ void env_start(struct env *e, const struct env_opts *o)
         "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
         "}\n",
         e->gateway.port, o->workers ? o->workers : 2, e->certs, e->certs, o->tls_json ? ", " : "",
-        o->tls_json ? o->tls_json : "", free_port(), upstream_port, e->certs,
+        o->tls_json ? o->tls_json : "", e->admin_port, upstream_port, e->certs,
         o->upstream_json ? ", " : "", o->upstream_json ? o->upstream_json : "",
         o->credentials_json ? o->credentials_json
                             : "{ \"agency_token_file\": \"agency.token\", "

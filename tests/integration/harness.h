@@ -36,6 +36,8 @@ struct env {
     char config[600];
     struct proc sandbox;
     struct proc gateway;
+    int admin_port;      /* the gateway's plain-HTTP admin listener */
+    char audit_file[600];
     char token[4096];    /* RS256, users.readonly + users.write, minted at start */
     char token_ro[4096]; /* RS256, users.readonly only */
 };
