@@ -334,7 +334,12 @@ struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t wh
     }
     char *line = NULL;
     size_t len = 0;
-    int got = last_line(a->fd, &line, &len, err, sizeof err);
+    int rfd = open(a->path, O_RDONLY | O_CLOEXEC); /* the append descriptor cannot read */
+    int got = rfd >= 0 ? last_line(rfd, &line, &len, err, sizeof err) : -1;
+    if (rfd < 0)
+        snprintf(err, sizeof err, "cannot read: %s", strerror(errno));
+    else
+        close(rfd);
     if (got < 0) {
         snprintf(why, whylen, "audit.file %s: %s", a->path, err);
         goto bad;

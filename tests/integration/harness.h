@@ -79,11 +79,15 @@ char *raw_request(const struct env *e, const char *method, const char *path, con
 void env_start(struct env *e, const struct env_opts *o);
 /* Writes (or, with json NULL, removes) a file of the env's policies folder. */
 void env_write_policy(const struct env *e, const char *file, const char *json);
+/* Starts the gateway again with the same config (after env_stop_gateway). */
+void env_start_gateway(struct env *e);
+/* GET path on the admin listener (plain HTTP). Returns the status (-1 when it cannot connect)
+ * and the body in *body (malloc'd). */
+int admin_get(const struct env *e, const char *path, char **body);
 /* Sends SIGTERM to the gateway and waits (up to wait_ms). Returns its exit status, or -1. */
 int env_stop_gateway(struct env *e, int wait_ms);
 void env_stop(struct env *e);
 
-/* Starts the gateway again with the same config (e.g. after a failed start). */
 int free_port(void);
 int wait_port(int port, int timeout_ms);
 

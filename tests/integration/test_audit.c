@@ -1,0 +1,593 @@
+/* Integration: the audit log (SPEC §9) written by the live gateway: intent before a change
+ * goes upstream and outcome after, denied records with every policy's reasons, nothing secret
+ * in the file, audit-verify on the real log and on tampered copies, restarts and rotations,
+ * failing closed when the file cannot be written, and group commit under concurrency. */
+#include <check.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct env E;
+
+#define PASSWORD "Pl41n-Secret-Passw0rd"
+#define CREATE_BODY                                                                          \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Audit\",\"lastName\":\"Me\","             \
+    "\"email\":\"audit.me@example.com\",\"password\":\"" PASSWORD "\",\"type\":\"account\","   \
+    "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}"
+
+static void teardown(void)
+{
+    env_stop(&E);
+}
+
+/* The audit file's records, parsed, in order (a NULL-terminated array). */
+static cJSON **records(const char *path, int *n)
+{
+    char *text = slurp(path);
+    int cap = 16;
+    cJSON **v = calloc((size_t)cap, sizeof *v);
+    *n = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        if (*n + 2 > cap) {
+            cap *= 2;
+            v = realloc(v, (size_t)cap * sizeof *v);
+        }
+        v[*n] = cJSON_Parse(line);
+        ck_assert_msg(v[*n] != NULL, "not JSON: %s", line);
+        (*n)++;
+        v[*n] = NULL;
+    }
+    free(text);
+    return v;
+}
+
+static void records_free(cJSON **v)
+{
+    for (int i = 0; v && v[i]; i++)
+        cJSON_Delete(v[i]);
+    free(v);
+}
+
+static const char *sget(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItem(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The records of one request, in file order. */
+static int of_request(cJSON **v, int n, const char *rid, cJSON **out, int cap)
+{
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        const char *r = sget(v[i], "request_id");
+        if (r && strcmp(r, rid) == 0 && k < cap)
+            out[k++] = v[i];
+    }
+    return k;
+}
+
+static int verify(const char *args, char **out)
+{
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "%s audit-verify %s", bin_path("ghl-gateway"), args);
+    return run_cmd(cmd, out);
+}
+
+static void assert_verifies(const char *args)
+{
+    char *out;
+    int rc = verify(args, &out);
+    ck_assert_msg(rc == 0 && strstr(out, "records verified"), "audit-verify %s: %d %s", args, rc,
+                  out);
+    free(out);
+}
+
+static void send_ok(const char *method, const char *path, const char *body, char *rid, size_t cap,
+                    int want)
+{
+    struct response r;
+    ck_assert_int_eq(send_req(&E, method, path, NULL, body, &r), 0);
+    ck_assert_msg(r.status == want, "%s %s: %d %s", method, path, r.status, r.body);
+    if (rid)
+        snprintf(rid, cap, "%s", response_header(&r, "X-Request-Id"));
+    response_free(&r);
+}
+
+/* The writer is asynchronous for records nobody waits for (outcome, denied): poll. */
+static void wait_records(const char *path, int at_least)
+{
+    for (int i = 0; i < 100; i++) {
+        int n;
+        cJSON **v = records(path, &n);
+        records_free(v);
+        if (n >= at_least)
+            return;
+        usleep(50000);
+    }
+    ck_abort_msg("fewer than %d audit records in %s", at_least, path);
+}
+
+START_TEST(test_changes_write_intent_then_outcome_and_nothing_secret)
+{
+    env_start(&E, NULL);
+    char rc_[80], ru[80], rd[80];
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "POST", "/users/", NULL, CREATE_BODY, &r), 0);
+    ck_assert_int_eq(r.status, 201);
+    snprintf(rc_, sizeof rc_, "%s", response_header(&r, "X-Request-Id"));
+    cJSON *created = cJSON_Parse(r.body);
+    char new_id[80];
+    snprintf(new_id, sizeof new_id, "%s", sget(created, "id"));
+    cJSON_Delete(created);
+    response_free(&r);
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"Byron\"}", ru, sizeof ru, 200);
+    send_ok("DELETE", "/users/" SEED_USER, NULL, rd, sizeof rd, 200);
+    send_ok("GET", "/users/search?companyId=" COMPANY, NULL, NULL, 0, 200); /* not audited */
+    wait_records(E.audit_file, 6);
+
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    ck_assert_int_eq(n, 6); /* reads are not audited without include_reads */
+    for (int i = 0; i < n; i++) {
+        ck_assert_int_eq(cJSON_GetObjectItem(v[i], "seq")->valueint, i + 1);
+        ck_assert_int_eq(cJSON_GetObjectItem(v[i], "v")->valueint, 1);
+    }
+    const char *rids[] = {rc_, ru, rd};
+    const char *ops[] = {"create-user", "update-user", "delete-user"};
+    int statuses[] = {201, 200, 200};
+    for (int k = 0; k < 3; k++) {
+        cJSON *mine[4];
+        ck_assert_int_eq(of_request(v, n, rids[k], mine, 4), 2);
+        ck_assert_str_eq(sget(mine[0], "event"), "intent");
+        ck_assert_str_eq(sget(mine[1], "event"), "outcome");
+        ck_assert_str_eq(sget(mine[0], "op"), ops[k]);
+        ck_assert_str_eq(sget(mine[0], "policy"), "harness-all");
+        ck_assert_ptr_null(cJSON_GetObjectItem(mine[0], "status"));
+        ck_assert_int_eq(cJSON_GetObjectItem(mine[1], "status")->valueint, statuses[k]);
+        const cJSON *actor = cJSON_GetObjectItem(mine[0], "actor");
+        ck_assert_str_eq(sget(actor, "sub"), "svc-test");
+        ck_assert_str_eq(sget(actor, "iss"), ISSUER_RS);
+        ck_assert_str_eq(sget(actor, "ip"), "127.0.0.1");
+    }
+    /* create: the change as validated, password redacted; the new id in the outcome */
+    cJSON *c[2];
+    of_request(v, n, rc_, c, 2);
+    const cJSON *change = cJSON_GetObjectItem(c[0], "change");
+    ck_assert_str_eq(sget(change, "password"), "[REDACTED]");
+    ck_assert_str_eq(sget(change, "email"), "audit.me@example.com");
+    ck_assert(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetObjectItem(c[0], "target"), "user_id")));
+    ck_assert_str_eq(sget(cJSON_GetObjectItem(c[1], "target"), "user_id"), new_id);
+    ck_assert_str_eq(sget(cJSON_GetObjectItem(c[1], "target"), "company_id"), COMPANY);
+    /* update and delete: the target as fetched, before the change */
+    cJSON *u[2];
+    of_request(v, n, ru, u, 2);
+    const cJSON *before = cJSON_GetObjectItem(u[0], "before");
+    ck_assert_str_eq(sget(before, "type"), "account");
+    ck_assert_str_eq(sget(before, "role"), "user");
+    ck_assert_str_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(before, "locationIds"), 0)->valuestring,
+                     LOC1);
+    ck_assert_ptr_nonnull(cJSON_GetObjectItem(before, "permissions"));
+    ck_assert_str_eq(sget(cJSON_GetObjectItem(u[0], "target"), "user_id"), SEED_USER);
+    ck_assert_str_eq(sget(cJSON_GetObjectItem(u[0], "change"), "lastName"), "Byron");
+    /* the intent was written before the change went upstream, the outcome after: the
+     * sandbox's journal and the audit log stamp with this machine's clock, same format */
+    for (int i = 0; i < journal_count(&E); i++) {
+        cJSON *j = journal_entry(&E, i);
+        if (strcmp(sget(j, "method"), "PUT") == 0) {
+            ck_assert_str_le(sget(u[0], "ts"), sget(j, "ts"));
+            ck_assert_str_ge(sget(u[1], "ts"), sget(j, "ts"));
+        }
+        cJSON_Delete(j);
+    }
+    records_free(v);
+
+    /* nothing secret anywhere in the file */
+    char *file = slurp(E.audit_file);
+    ck_assert_ptr_null(strstr(file, PASSWORD));
+    ck_assert_ptr_null(strstr(file, E.token));
+    ck_assert_ptr_null(strstr(file, E.token_ro));
+    ck_assert_ptr_null(strstr(file, AGENCY_TOKEN));
+    ck_assert_ptr_null(strstr(file, LOC1_TOKEN));
+    /* not even a token's signature (its last segment) */
+    ck_assert_ptr_null(strstr(file, strrchr(E.token, '.') + 1));
+    free(file);
+    char args[700];
+    snprintf(args, sizeof args, "%s", E.audit_file);
+    assert_verifies(args);
+}
+END_TEST
+
+static const char pol_first[] =
+    "{ \"name\": \"a-first\", \"subjects\": [ { \"sub\": \"svc-bot\" } ],\n"
+    "  \"operations\": [\"get-user\"], \"companies\": \"*\", \"locations\": \"*\" }\n";
+static const char pol_second[] =
+    "{ \"name\": \"b-second\", \"subjects\": [ { \"sub\": \"svc-bot\" } ],\n"
+    "  \"operations\": [\"create-user\"], \"companies\": \"*\", \"locations\": [\"Elsewhere\"],\n"
+    "  \"grant\": { \"types\": [\"account\"], \"roles\": [\"user\"], \"scopes\": [\"*\"],\n"
+    "             \"scopes_assigned_to_only\": [\"*\"] } }\n";
+
+START_TEST(test_denied_record_carries_every_policy_reason)
+{
+    env_start(&E, &(struct env_opts){.policies = {{"a.json", pol_first}, {"b.json", pol_second}}});
+    char bot[4096];
+    ck_assert_int_eq(
+        mint("RS256", ISSUER_RS, "svc-bot", "users.readonly users.write", NULL, bot, sizeof bot),
+        0);
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", bot);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "POST", "/users/", auth, CREATE_BODY, &r), 0);
+    ck_assert_int_eq(r.status, 403);
+    char rid[80];
+    snprintf(rid, sizeof rid, "%s", response_header(&r, "X-Request-Id"));
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 0);
+    wait_records(E.audit_file, 1);
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(sget(v[0], "event"), "denied");
+    ck_assert_str_eq(sget(v[0], "request_id"), rid);
+    ck_assert_str_eq(sget(v[0], "policy"), "a-first");
+    const cJSON *reasons = cJSON_GetObjectItem(v[0], "reasons");
+    ck_assert_int_eq(cJSON_GetArraySize(reasons), 2);
+    ck_assert_str_eq(cJSON_GetArrayItem(reasons, 0)->valuestring,
+                     "policy a-first: operation create-user is not allowed");
+    ck_assert_str_eq(cJSON_GetArrayItem(reasons, 1)->valuestring,
+                     "policy b-second: location " LOC1 " is not allowed");
+    ck_assert_str_eq(sget(cJSON_GetObjectItem(v[0], "change"), "password"), "[REDACTED]");
+    ck_assert_str_eq(sget(cJSON_GetObjectItem(v[0], "actor"), "sub"), "svc-bot");
+    records_free(v);
+    char *file = slurp(E.audit_file);
+    ck_assert_ptr_null(strstr(file, PASSWORD));
+    ck_assert_ptr_null(strstr(file, bot));
+    free(file);
+}
+END_TEST
+
+/* Writes lines (an array of strings) to path, each with its newline. */
+static void write_lines(const char *path, char **lines, int n)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (int i = 0; i < n; i++)
+        fprintf(f, "%s\n", lines[i]);
+    fclose(f);
+}
+
+static int split_lines(char *text, char **lines, int cap)
+{
+    int n = 0;
+    for (char *l = strtok(text, "\n"); l && n < cap; l = strtok(NULL, "\n"))
+        lines[n++] = l;
+    return n;
+}
+
+/* audit-verify on a copy: expect exit 1 and the bad line named. */
+static void assert_refused(const char *path, const char *extra, const char *want)
+{
+    char args[1200], *out;
+    snprintf(args, sizeof args, "%s %s", path, extra ? extra : "");
+    int rc = verify(args, &out);
+    ck_assert_msg(rc == 1, "audit-verify %s: exit %d, expected 1: %s", args, rc, out);
+    ck_assert_msg(strstr(out, want) != NULL, "audit-verify %s: \"%s\" not in: %s", args, want,
+                  out);
+    free(out);
+}
+
+START_TEST(test_verify_detects_every_kind_of_tampering)
+{
+    env_start(&E, NULL);
+    for (int i = 0; i < 3; i++) {
+        char body[100];
+        snprintf(body, sizeof body, "{\"lastName\":\"V%d\"}", i);
+        send_ok("PUT", "/users/" SEED_USER, body, NULL, 0, 200);
+    }
+    wait_records(E.audit_file, 6);
+    assert_verifies(E.audit_file);
+    char *text = slurp(E.audit_file);
+    char *lines[16];
+    int n = split_lines(text, lines, 16);
+    ck_assert_int_eq(n, 6);
+    char copy[700];
+    snprintf(copy, sizeof copy, "%s/copy.jsonl", E.dir);
+
+    /* one changed byte: V1 -> W1 in the third record */
+    char *changed = strdup(lines[2]);
+    char *at = strstr(changed, "\"V1\"");
+    ck_assert_ptr_nonnull(at);
+    at[1] = 'W';
+    char *l2[16];
+    memcpy(l2, lines, sizeof lines);
+    l2[2] = changed;
+    write_lines(copy, l2, n);
+    assert_refused(copy, NULL, "copy.jsonl:3: the hash does not match");
+    free(changed);
+
+    /* one line deleted (not the last) */
+    memcpy(l2, lines, sizeof lines);
+    memmove(&l2[1], &l2[2], (size_t)(n - 2) * sizeof *l2);
+    write_lines(copy, l2, n - 1);
+    assert_refused(copy, NULL, "copy.jsonl:2: seq 3 follows seq 1");
+
+    /* two lines swapped */
+    memcpy(l2, lines, sizeof lines);
+    l2[2] = lines[3];
+    l2[3] = lines[2];
+    write_lines(copy, l2, n);
+    assert_refused(copy, NULL, "copy.jsonl:3: seq 4 follows seq 2");
+
+    /* a line inserted (a valid record, repeated) */
+    memcpy(l2, lines, sizeof lines);
+    memmove(&l2[3], &l2[2], (size_t)(n - 2) * sizeof *l2);
+    l2[2] = lines[1];
+    write_lines(copy, l2, n + 1);
+    assert_refused(copy, NULL, "copy.jsonl:3: seq 2 follows seq 2");
+
+    /* the tail cut off: the chain alone cannot tell, the anchor can */
+    write_lines(copy, lines, n - 1);
+    char args[900], *out;
+    snprintf(args, sizeof args, "%s", copy);
+    assert_verifies(args);
+    cJSON *last = cJSON_Parse(lines[n - 1]);
+    char anchor[200];
+    snprintf(anchor, sizeof anchor, "--anchor %d:%s", cJSON_GetObjectItem(last, "seq")->valueint,
+             sget(last, "hash"));
+    cJSON_Delete(last);
+    assert_refused(copy, anchor, "does not reach the anchor seq 6");
+    snprintf(args, sizeof args, "%s %s", E.audit_file, anchor);
+    assert_verifies(args);
+
+    /* a record forged whole: its own hash recomputed does not help without the chain */
+    memcpy(l2, lines, sizeof lines);
+    l2[0] = lines[1];
+    write_lines(copy, l2, 1);
+    assert_refused(copy, NULL, "copy.jsonl:1: seq 2 follows seq 0");
+    snprintf(args, sizeof args, "%s --continue", copy);
+    ck_assert_int_eq(verify(args, &out), 0);
+    ck_assert_ptr_nonnull(strstr(out, "continuing from seq 2"));
+    free(out);
+    free(text);
+}
+END_TEST
+
+START_TEST(test_hmac_chain_needs_the_key)
+{
+    char key[700];
+    /* the key file is written before the gateway starts: a temporary name in /tmp */
+    snprintf(key, sizeof key, "/tmp/ghl-audit-key-%d", (int)getpid());
+    FILE *f = fopen(key, "w");
+    fputs("0123456789abcdef0123456789abcdef-audit-key\n", f);
+    fclose(f);
+    char extra[900];
+    snprintf(extra, sizeof extra, "\"audit\": { \"file\": \"audit/audit.jsonl\", "
+                                  "\"hmac_key_file\": \"%s\" }",
+             key);
+    env_start(&E, &(struct env_opts){.gateway_json = extra});
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"H\"}", NULL, 0, 200);
+    wait_records(E.audit_file, 2);
+    char args[1500], *out;
+    snprintf(args, sizeof args, "%s --key %s", E.audit_file, key);
+    assert_verifies(args);
+    /* without the key, or with another, the chain does not verify */
+    assert_refused(E.audit_file, NULL, ":1: the hash does not match");
+    char wrong[700];
+    snprintf(wrong, sizeof wrong, "%s/wrong.key", E.dir);
+    f = fopen(wrong, "w");
+    fputs("0123456789abcdef0123456789abcdef-audit-kez\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "--key %s", wrong);
+    assert_refused(E.audit_file, args, "or the key is not the one it was written with");
+    (void)out;
+    unlink(key);
+}
+END_TEST
+
+START_TEST(test_restart_and_rotation_keep_the_chain)
+{
+    env_start(&E, NULL);
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"R1\"}", NULL, 0, 200);
+    wait_records(E.audit_file, 2);
+    ck_assert_int_eq(env_stop_gateway(&E, 10000), 0);
+    env_start_gateway(&E);
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"R2\"}", NULL, 0, 200);
+    wait_records(E.audit_file, 4);
+    assert_verifies(E.audit_file);
+
+    /* rotation: the file moved aside, SIGUSR1, the next record starts the new file */
+    char old[700], both[1500], *out;
+    snprintf(old, sizeof old, "%s.1", E.audit_file);
+    ck_assert_int_eq(rename(E.audit_file, old), 0);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGUSR1), 0);
+    char *log = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(log);
+        log = slurp(E.gateway.log);
+        if (strstr(log, "reopened at seq 4"))
+            break;
+        usleep(50000);
+    }
+    ck_assert_msg(strstr(log, "reopened at seq 4") != NULL, "%s", log);
+    free(log);
+    /* a restart before the new file has a record: the chain continues from the state file */
+    ck_assert_int_eq(env_stop_gateway(&E, 10000), 0);
+    env_start_gateway(&E);
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"R3\"}", NULL, 0, 200);
+    wait_records(E.audit_file, 2);
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    ck_assert_int_eq(cJSON_GetObjectItem(v[0], "seq")->valueint, 5);
+    records_free(v);
+    snprintf(both, sizeof both, "%s %s", old, E.audit_file);
+    assert_verifies(both);
+    /* the new file alone: its first record does not start a log... */
+    assert_refused(E.audit_file, NULL, ":1: seq 5 follows seq 0");
+    /* ...but verifies as a continuation */
+    snprintf(both, sizeof both, "%s --continue", E.audit_file);
+    ck_assert_int_eq(verify(both, &out), 0);
+    free(out);
+}
+END_TEST
+
+START_TEST(test_unwritable_audit_refuses_changes)
+{
+    /* audit.file is a symbolic link: pointed at /dev/full (every write fails with ENOSPC,
+     * even for root) and reopened with SIGUSR1 */
+    char real[700], link[700], cmd[2400];
+    env_start(&E, &(struct env_opts){.gateway_json =
+                                         "\"audit\": { \"file\": \"audit/link.jsonl\" }"});
+    snprintf(real, sizeof real, "%s/audit/real.jsonl", E.dir);
+    snprintf(link, sizeof link, "%s/audit/link.jsonl", E.dir);
+    /* the gateway created link.jsonl as a file: make it a link to real.jsonl, reopen */
+    snprintf(cmd, sizeof cmd, "mv '%s' '%s' && ln -s real.jsonl '%s'", link, real, link);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGUSR1), 0);
+    usleep(300000);
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"W1\"}", NULL, 0, 200);
+    char *body;
+    ck_assert_int_eq(admin_get(&E, "/readyz", &body), 200);
+    free(body);
+    int before = journal_count(&E);
+
+    snprintf(cmd, sizeof cmd, "ln -sfn /dev/full '%s'", link);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGUSR1), 0);
+    usleep(300000);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "POST", "/users/", NULL, CREATE_BODY, &r), 0);
+    ck_assert_int_eq(r.status, 503);
+    ck_assert_ptr_nonnull(strstr(r.body, "the audit log cannot be written"));
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), before); /* nothing went upstream */
+    ck_assert_int_eq(admin_get(&E, "/readyz", &body), 503);
+    ck_assert_msg(strstr(body, "audit") != NULL, "%s", body);
+    free(body);
+    char *metrics;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &metrics), 200);
+    ck_assert_ptr_null(strstr(metrics, "ghl_gateway_audit_write_failures_total 0\n"));
+    free(metrics);
+
+    /* back to a writable file: ready again after the next write */
+    snprintf(cmd, sizeof cmd, "ln -sfn real.jsonl '%s'", link);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGUSR1), 0);
+    usleep(300000);
+    send_ok("POST", "/users/", CREATE_BODY, NULL, 0, 201);
+    ck_assert_int_eq(admin_get(&E, "/readyz", &body), 200);
+    free(body);
+    wait_records(real, 4);
+    assert_verifies(real);
+}
+END_TEST
+
+struct worker_arg {
+    int i;
+    int status;
+};
+
+static void *update_one(void *p)
+{
+    struct worker_arg *a = p;
+    char body[100];
+    snprintf(body, sizeof body, "{\"lastName\":\"C%d\"}", a->i);
+    struct response r;
+    if (send_req(&E, "PUT", "/users/" SEED_USER, NULL, body, &r) == 0)
+        a->status = r.status;
+    response_free(&r);
+    return NULL;
+}
+
+static unsigned long long metric(const char *text, const char *name)
+{
+    const char *at = text;
+    size_t n = strlen(name);
+    while ((at = strstr(at, name)) != NULL) {
+        if ((at == text || at[-1] == '\n') && at[n] == ' ')
+            return strtoull(at + n + 1, NULL, 10);
+        at += n;
+    }
+    return 0;
+}
+
+START_TEST(test_group_commit_under_concurrency)
+{
+    env_start(&E, &(struct env_opts){.workers = 2});
+    enum { N = 200 };
+    static struct worker_arg args[N];
+    pthread_t t[N];
+    for (int i = 0; i < N; i++) {
+        args[i] = (struct worker_arg){.i = i};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, update_one, &args[i]), 0);
+    }
+    for (int i = 0; i < N; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i < N; i++)
+        ck_assert_msg(args[i].status == 200, "update %d: %d", i, args[i].status);
+    wait_records(E.audit_file, 2 * N);
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    ck_assert_int_eq(n, 2 * N);
+    int intents = 0, outcomes = 0;
+    for (int i = 0; i < n; i++) {
+        const char *ev = sget(v[i], "event");
+        intents += strcmp(ev, "intent") == 0;
+        outcomes += strcmp(ev, "outcome") == 0;
+    }
+    records_free(v);
+    ck_assert_int_eq(intents, N);
+    ck_assert_int_eq(outcomes, N);
+    assert_verifies(E.audit_file);
+    char *m;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    unsigned long long fsyncs = metric(m, "ghl_gateway_audit_fsyncs_total");
+    unsigned long long last = metric(m, "ghl_gateway_audit_last_seq");
+    free(m);
+    ck_assert_int_eq((int)last, 2 * N);
+    ck_assert_msg(fsyncs > 0 && fsyncs < 2 * N, "%llu fsyncs for %d records", fsyncs, 2 * N);
+    fprintf(stderr, "group commit: %d records, %llu fsyncs\n", 2 * N, fsyncs);
+}
+END_TEST
+
+START_TEST(test_reads_audited_when_asked)
+{
+    env_start(&E, &(struct env_opts){.gateway_json =
+                                         "\"audit\": { \"include_reads\": true }"});
+    char rid[80];
+    send_ok("GET", "/users/" SEED_USER, NULL, rid, sizeof rid, 200);
+    wait_records(E.audit_file, 1);
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    ck_assert_int_eq(n, 1);
+    ck_assert_str_eq(sget(v[0], "event"), "read");
+    ck_assert_str_eq(sget(v[0], "request_id"), rid);
+    ck_assert_int_eq(cJSON_GetObjectItem(v[0], "status")->valueint, 200);
+    records_free(v);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("audit");
+    TCase *t = tcase_create("audit");
+    tcase_add_checked_fixture(t, NULL, teardown);
+    tcase_set_timeout(t, 120);
+    tcase_add_test(t, test_changes_write_intent_then_outcome_and_nothing_secret);
+    tcase_add_test(t, test_denied_record_carries_every_policy_reason);
+    tcase_add_test(t, test_verify_detects_every_kind_of_tampering);
+    tcase_add_test(t, test_hmac_chain_needs_the_key);
+    tcase_add_test(t, test_restart_and_rotation_keep_the_chain);
+    tcase_add_test(t, test_unwritable_audit_refuses_changes);
+    tcase_add_test(t, test_group_commit_under_concurrency);
+    tcase_add_test(t, test_reads_audited_when_asked);
+    suite_add_tcase(s, t);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
