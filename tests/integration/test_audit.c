@@ -32,7 +32,8 @@ static cJSON **records(const char *path, int *n)
     int cap = 16;
     cJSON **v = calloc((size_t)cap, sizeof *v);
     *n = 0;
-    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+    char *save = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (*n + 2 > cap) {
             cap *= 2;
             v = realloc(v, (size_t)cap * sizeof *v);
@@ -263,7 +264,8 @@ static void write_lines(const char *path, char **lines, int n)
 static int split_lines(char *text, char **lines, int cap)
 {
     int n = 0;
-    for (char *l = strtok(text, "\n"); l && n < cap; l = strtok(NULL, "\n"))
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l && n < cap; l = strtok_r(NULL, "\n", &save))
         lines[n++] = l;
     return n;
 }
