@@ -97,7 +97,8 @@ ghl-sandbox (the stand-in for HighLevel) listens on https://localhost:$sb_port, 
 $u. The gateway holds the HighLevel credentials; your commands never do: they carry a JWT
 from the organisation's identity provider (here: minted with the development key, valid 1 h).
 The policies are policies/examples/: WRITER is the onboarding bot (onboarding-bot.json),
-READER a support agent (support-console.json). The audit log arrives with a later issue.
+READER a support agent (support-console.json). Every change and every denial is written to
+the audit log (deploy/demo-run/audit/audit.jsonl), hash-chained.
 
 First, in your shell (one line each):
 
@@ -136,6 +137,11 @@ Then try:
 
   # run the example policies' test cases
   build/ghl-gateway policy-test -c policies/tests/gateway.json policies/tests/onboarding-bot.cases.json
+
+  # the audit log: who changed which user, what it was before, what the upstream said
+  tail -n 4 $run/audit/audit.jsonl
+  build/ghl-gateway audit-verify $run/audit/audit.jsonl
+  curl -s http://127.0.0.1:9901/readyz; curl -s http://127.0.0.1:9901/metrics | grep audit_last_seq
 
 What reached the upstream:   tail -f $top/$run/journal.jsonl
 Access log:                  tail -f $top/$run/access.log
