@@ -488,7 +488,9 @@ static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, co
 {
     r->upstream_ms = res->ms;
     if (res->err == GW_UP_SHUTDOWN) {
-        /* the worker is being torn down: its connections are freed right after */
+        /* the worker is being torn down: its connections are freed right after. A change
+         * already sent still owes its outcome (status 0: no answer) */
+        audit_answer(r, NULL);
         req_free(r);
         return true;
     }
