@@ -572,6 +572,29 @@ START_TEST(test_reads_audited_when_asked)
 }
 END_TEST
 
+/* audit.stdout for containers: the same lines on stdout (here: the gateway's log) */
+START_TEST(test_stdout_sink)
+{
+    env_start(&E, &(struct env_opts){.gateway_json =
+                                         "\"audit\": { \"file\": null, \"stdout\": true }"});
+    char rid[80];
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"S\"}", rid, sizeof rid, 200);
+    char *log = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(log);
+        log = slurp(E.gateway.log);
+        if (strstr(log, "\"event\":\"outcome\""))
+            break;
+        usleep(50000);
+    }
+    ck_assert_msg(strstr(log, "{\"v\":1,\"seq\":1,") != NULL, "%s", log);
+    ck_assert_msg(strstr(log, "\"event\":\"outcome\"") != NULL, "%s", log);
+    ck_assert_ptr_nonnull(strstr(log, rid));
+    free(log);
+    ck_assert_int_eq(access(E.audit_file, F_OK), -1); /* no file sink */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("audit");
@@ -586,6 +609,7 @@ int main(void)
     tcase_add_test(t, test_unwritable_audit_refuses_changes);
     tcase_add_test(t, test_group_commit_under_concurrency);
     tcase_add_test(t, test_reads_audited_when_asked);
+    tcase_add_test(t, test_stdout_sink);
     suite_add_tcase(s, t);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
