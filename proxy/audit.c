@@ -286,7 +286,8 @@ static int open_file(const char *path)
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
-struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t whylen)
+/* A log with its settings and key, no descriptor open. NULL with why. */
+static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t whylen)
 {
     struct gw_audit *a = calloc(1, sizeof *a);
     if (a == NULL) {
@@ -315,34 +316,36 @@ struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t wh
             goto bad;
         }
     }
-    if (a->to_stdout && (a->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0) {
-        snprintf(why, whylen, "audit.stdout: %s", strerror(errno));
-        goto bad;
+    if (cfg->audit.file) {
+        a->path = strdup(cfg->audit.file);
+        if (a->path == NULL || asprintf(&a->state_path, "%s.chain", a->path) < 0) {
+            a->state_path = NULL;
+            snprintf(why, whylen, "out of memory");
+            goto bad;
+        }
     }
-    if (cfg->audit.file == NULL)
-        return a;
-    a->path = strdup(cfg->audit.file);
-    if (a->path == NULL || asprintf(&a->state_path, "%s.chain", a->path) < 0) {
-        a->state_path = NULL;
-        snprintf(why, whylen, "out of memory");
-        goto bad;
-    }
-    a->fd = open_file(a->path);
-    if (a->fd < 0) {
-        snprintf(why, whylen, "audit.file: cannot open %s: %s", a->path, strerror(errno));
-        goto bad;
-    }
+    return a;
+bad:
+    gw_audit_free(a);
+    return NULL;
+}
+
+/* Where the chain continues: the file's last record (which must verify), or the state file
+ * for an empty or absent file. Returns 0, or -1 with why. */
+static int continue_chain(struct gw_audit *a, char *why, size_t whylen)
+{
+    char err[300];
     char *line = NULL;
     size_t len = 0;
     int rfd = open(a->path, O_RDONLY | O_CLOEXEC); /* the append descriptor cannot read */
-    int got = rfd >= 0 ? last_line(rfd, &line, &len, err, sizeof err) : -1;
-    if (rfd < 0)
-        snprintf(err, sizeof err, "cannot read: %s", strerror(errno));
-    else
+    int got = rfd >= 0 ? last_line(rfd, &line, &len, err, sizeof err) : errno == ENOENT ? 0 : -1;
+    if (rfd >= 0)
         close(rfd);
+    else if (got < 0)
+        snprintf(err, sizeof err, "cannot read: %s", strerror(errno));
     if (got < 0) {
         snprintf(why, whylen, "audit.file %s: %s", a->path, err);
-        goto bad;
+        return -1;
     }
     uint64_t sseq = 0;
     char shash[HEX_LEN + 1];
@@ -351,7 +354,7 @@ struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t wh
         snprintf(why, whylen, "audit: the chain state %s is unreadable or malformed",
                  a->state_path);
         free(line);
-        goto bad;
+        return -1;
     }
     if (got == 1) {
         char prev[HEX_LEN + 1];
@@ -363,7 +366,7 @@ struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t wh
                      "audit.file %s: its last record does not verify (%s): check the file with "
                      "ghl-gateway audit-verify",
                      a->path, err);
-            goto bad;
+            return -1;
         }
         if (state == 1 && sseq > a->seq) {
             snprintf(why, whylen,
@@ -371,17 +374,50 @@ struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t wh
                      "records are missing",
                      a->path, (unsigned long long)a->seq, (unsigned long long)sseq,
                      a->state_path);
-            goto bad;
+            return -1;
         }
     } else if (state == 1) {
         a->seq = sseq; /* a new file after a rotation: continue the old one's chain */
         memcpy(a->prev, shash, sizeof a->prev);
     }
     a->st.last_seq = a->seq;
+    return 0;
+}
+
+struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t whylen)
+{
+    struct gw_audit *a = audit_new(cfg, why, whylen);
+    if (a == NULL)
+        return NULL;
+    if (a->to_stdout && (a->out_fd = fcntl(1, F_DUPFD_CLOEXEC, 3)) < 0) {
+        snprintf(why, whylen, "audit.stdout: %s", strerror(errno));
+        goto bad;
+    }
+    if (a->path == NULL)
+        return a;
+    a->fd = open_file(a->path);
+    if (a->fd < 0) {
+        snprintf(why, whylen, "audit.file: cannot open %s: %s", a->path, strerror(errno));
+        goto bad;
+    }
+    if (continue_chain(a, why, whylen) != 0)
+        goto bad;
     return a;
 bad:
     gw_audit_free(a);
     return NULL;
+}
+
+int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *why, size_t whylen)
+{
+    *seq = 0;
+    struct gw_audit *a = audit_new(cfg, why, whylen);
+    if (a == NULL)
+        return -1;
+    int rc = a->path ? continue_chain(a, why, whylen) : 0;
+    *seq = a->seq;
+    gw_audit_free(a);
+    return rc;
 }
 
 bool gw_audit_enabled(const struct gw_audit *a)

@@ -62,6 +62,9 @@ struct gw_audit;
  * the state file remembers (records were removed). cfg's audit.file NULL and stdout false: a
  * log that writes nothing (and never fails). */
 struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t whylen);
+/* check: what gw_audit_open would find, without creating or opening the file for writing.
+ * Returns 0 with the seq the chain would continue from, or -1 with why. */
+int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *why, size_t whylen);
 int gw_audit_start(struct gw_audit *a);
 /* Writes what is queued, syncs, saves the state file and joins the writer. */
 void gw_audit_stop(struct gw_audit *a);

@@ -125,10 +125,20 @@ static int cmd_check(int argc, char **argv)
     struct gw_snapshot *s = gw_snapshot_build(path, &errs);
     if (s)
         gw_jwks_check(s->auth, &errs);
+    uint64_t audit_seq = 0;
+    char why[400];
+    if (s && gw_audit_inspect(s->cfg, &audit_seq, why, sizeof why) != 0) {
+        gw_errs_add(&errs, "%s", why);
+        gw_snapshot_unref(s);
+        s = NULL;
+    }
     for (size_t i = 0; i < errs.n; i++)
         fprintf(stderr, "%s\n", errs.line[i]);
-    if (s)
+    if (s) {
         summary(s);
+        printf("  audit chain continues at seq %llu (%s)\n", (unsigned long long)audit_seq + 1,
+               s->cfg->audit.hmac_key_file ? "HMAC-SHA256" : "SHA-256");
+    }
     for (size_t i = 0; i < errs.nwarn; i++)
         fprintf(stderr, "%s\n", errs.warn[i]);
     if (s == NULL)

@@ -572,6 +572,49 @@ START_TEST(test_reads_audited_when_asked)
 }
 END_TEST
 
+/* A file whose last record is damaged (or torn) is not written after: check says why and run
+ * refuses to start, so an operator looks at the file first. */
+START_TEST(test_damaged_tail_refuses_start)
+{
+    env_start(&E, NULL);
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"T\"}", NULL, 0, 200);
+    wait_records(E.audit_file, 2);
+    ck_assert_int_eq(env_stop_gateway(&E, 10000), 0);
+    char cmd[1400], *out;
+    snprintf(cmd, sizeof cmd, "%s check -c %s", bin_path("ghl-gateway"), E.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "audit chain continues at seq 3") != NULL, "%s", out);
+    free(out);
+    FILE *f = fopen(E.audit_file, "a");
+    fputs("{\"v\":1,\"seq\":3", f); /* a torn write */
+    fclose(f);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "its last line is incomplete") != NULL, "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s run -c %s", bin_path("ghl-gateway"), E.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "its last line is incomplete") != NULL, "%s", out);
+    free(out);
+    /* a complete line that does not verify: the same */
+    char *text = slurp(E.audit_file);
+    char *cut = strrchr(text, '{');
+    *cut = '\0';
+    char *name = NULL; /* in the last record (the outcome) */
+    for (char *at = strstr(text, "\"T\""); at; at = strstr(at + 1, "\"T\""))
+        name = at;
+    ck_assert_ptr_nonnull(name);
+    name[1] = 'U';
+    f = fopen(E.audit_file, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s check -c %s", bin_path("ghl-gateway"), E.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "its last record does not verify") != NULL, "%s", out);
+    free(out);
+}
+END_TEST
+
 /* audit.stdout for containers: the same lines on stdout (here: the gateway's log) */
 START_TEST(test_stdout_sink)
 {
@@ -610,6 +653,7 @@ int main(void)
     tcase_add_test(t, test_group_commit_under_concurrency);
     tcase_add_test(t, test_reads_audited_when_asked);
     tcase_add_test(t, test_stdout_sink);
+    tcase_add_test(t, test_damaged_tail_refuses_start);
     suite_add_tcase(s, t);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,0 +1,118 @@
+/* audit-verify on any file: the input is written as a file in a private folder (made once) and
+ * gw_audit_verify reads it without a key, with an HMAC key, with --continue and an anchor, and
+ * with --continue alone; gw_audit_open reads its last record as a restart would. When the
+ * input is a JSON object, gw_audit_members turns it into record members. Checks: verify
+ * answers 0 or 1 for a readable file; what verifies also verifies with --continue, and a log
+ * that verifies can be continued by gw_audit_open; the members, put back in braces, are the
+ * same object. */
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "audit.h"
+#include "config.h"
+#include "json.h"
+
+static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
+static const char anchor_hash[] = "0000000000000000000000000000000000000000000000000000000000000000";
+
+static char dir[64], path[128];
+static FILE *devnull;
+
+static void cleanup(void)
+{
+    if (path[0])
+        unlink(path);
+    if (dir[0])
+        rmdir(dir);
+}
+
+static void init(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/fuzz_audit.XXXXXX");
+    if (mkdtemp(dir) == NULL)
+        abort();
+    snprintf(path, sizeof path, "%s/audit.jsonl", dir);
+    devnull = fopen("/dev/null", "w");
+    if (devnull == NULL)
+        abort();
+    atexit(cleanup);
+}
+
+static void write_input(const uint8_t *data, size_t size)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        abort();
+    for (size_t off = 0; off < size;) {
+        ssize_t w = write(fd, data + off, size - off);
+        if (w <= 0)
+            abort();
+        off += (size_t)w;
+    }
+    close(fd);
+}
+
+static void members(const uint8_t *data, size_t size)
+{
+    struct gw_json_error je;
+    struct gw_json_opts o = {.max_depth = 64};
+    cJSON *j = gw_json_parse((const char *)data, size, &o, &je);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return;
+    }
+    char *m = gw_audit_members(j);
+    if (m == NULL)
+        abort(); /* an object always has members (maybe none) */
+    size_t n = strlen(m);
+    char *wrapped = malloc(n + 3);
+    if (wrapped == NULL)
+        abort();
+    wrapped[0] = '{';
+    memcpy(wrapped + 1, m, n);
+    wrapped[n + 1] = '}';
+    wrapped[n + 2] = '\0';
+    cJSON *back = gw_json_parse(wrapped, n + 2, &o, &je);
+    if (back == NULL || !cJSON_Compare(j, back, true))
+        abort(); /* the members are not the object's */
+    cJSON_Delete(back);
+    free(wrapped);
+    free(m);
+    cJSON_Delete(j);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (devnull == NULL)
+        init();
+    write_input(data, size);
+    const char *files[] = {path};
+
+    int plain = gw_audit_verify(files, 1, NULL, 0, 0, NULL, false, devnull, devnull);
+    int keyed = gw_audit_verify(files, 1, key, sizeof key, 0, NULL, false, devnull, devnull);
+    uint64_t aseq = size ? 1 + data[0] % 4 : 1;
+    int anchored = gw_audit_verify(files, 1, NULL, 0, aseq, anchor_hash, true, devnull, devnull);
+    int cont = gw_audit_verify(files, 1, NULL, 0, 0, NULL, true, devnull, devnull);
+    if ((plain != 0 && plain != 1) || (keyed != 0 && keyed != 1) ||
+        (anchored != 0 && anchored != 1) || (cont != 0 && cont != 1))
+        abort(); /* the file is readable */
+    if (plain == 0 && cont != 0)
+        abort(); /* --continue only relaxes the first record */
+
+    /* a restart on this file: a log that verifies can be continued */
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = path;
+    char why[512];
+    struct gw_audit *a = gw_audit_open(&cfg, why, sizeof why);
+    if (plain == 0 && a == NULL)
+        abort();
+    gw_audit_free(a);
+
+    members(data, size);
+    return 0;
+}

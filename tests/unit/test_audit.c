@@ -1,0 +1,1604 @@
+/* Unit tests of the audit log (proxy/audit.c) through its public API: the line format and the
+ * byte rule of the hash chain (recomputed here with OpenSSL, independently of the module),
+ * HMAC keys, continuation across restarts and rotations (the last line, the state file
+ * <file>.chain) and the refusals of gw_audit_open, waited records acknowledged on their own
+ * event loop, failing writes (/dev/full, RLIMIT_FSIZE) that leave no partial line, and
+ * gw_audit_verify on hand-made files with every kind of tampering (with the exact FILE:LINE of
+ * its message).
+ *
+ * Each test works in a fresh folder (mkdtemp). Hand-made records are sealed by seal() below,
+ * which implements the documented rule: hash = hex(SHA-256(prev || body)) or HMAC-SHA256(key,
+ * prev || body), prev the 64 ASCII hex digits of the previous hash, body the line without its
+ * newline and without ,"hash":"..." (so it ends with "prev":"..."}). */
+#include <check.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <ftw.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "audit.h"
+#include "config.h"
+#include "json.h"
+
+#define ZEROS "0000000000000000000000000000000000000000000000000000000000000000"
+#define TS "2026-03-01T12:00:00.000Z"
+#define KEY_A "k3y-A-0123456789abcdefghijklmnopqrstuvwxyz" /* 42 bytes */
+#define KEY_B "k3y-B-0123456789abcdefghijklmnopqrstuvwxyz"
+
+static char g_dir[64]; /* this test's folder */
+
+/* ---- the folder ---- */
+
+static void make_dir(void)
+{
+    snprintf(g_dir, sizeof g_dir, "/tmp/gwaudit.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(g_dir));
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_dir(void)
+{
+    if (g_dir[0])
+        nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    g_dir[0] = '\0';
+}
+
+/* A path in the folder (one of a few rotating static buffers). */
+static const char *in_dir(const char *name)
+{
+    static char bufs[8][256];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof bufs[0], "%s/%s", g_dir, name);
+    return b;
+}
+
+static void put_file(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    ck_assert_uint_eq(fwrite(text, 1, len, f), len);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+static void put(const char *path, const char *text)
+{
+    put_file(path, text, strlen(text));
+}
+
+static char *slurp(const char *path, size_t *len)
+{
+    size_t n = 0;
+    char *t = gw_read_file(path, 1u << 24, &n);
+    ck_assert_msg(t != NULL, "cannot read %s", path);
+    if (len)
+        *len = n;
+    return t;
+}
+
+/* The lines of a file, without their newlines (a NULL-terminated array). */
+static char **lines_of(const char *path, size_t *n)
+{
+    size_t len;
+    char *t = slurp(path, &len);
+    char **v = calloc(len + 2, sizeof *v);
+    size_t k = 0;
+    for (size_t i = 0; i < len;) {
+        const char *nl = memchr(t + i, '\n', len - i);
+        size_t e = nl ? (size_t)(nl - t) : len;
+        v[k++] = strndup(t + i, e - i);
+        i = e + 1;
+    }
+    free(t);
+    *n = k;
+    return v;
+}
+
+static void free_lines(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+/* Writes lines (each without newline) back as a file, each with its newline. */
+static void put_lines(const char *path, char *const *v, size_t n)
+{
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "%s\n", v[i]);
+    ck_assert_int_eq(fclose(f), 0);
+}
+
+/* ---- the hash, independently of proxy/audit.c ---- */
+
+static void to_hex(const unsigned char *d, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", d[i]);
+}
+
+/* hex(SHA-256(prev || body)), or HMAC-SHA256 with key, over one concatenated buffer. */
+static void hash_of(const char *key, const char *prev, const char *body, size_t blen,
+                    char out[65])
+{
+    ck_assert_uint_eq(strlen(prev), 64);
+    unsigned char *msg = malloc(64 + blen);
+    memcpy(msg, prev, 64);
+    memcpy(msg + 64, body, blen);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    if (key)
+        ck_assert_ptr_nonnull(HMAC(EVP_sha256(), key, (int)strlen(key), msg, 64 + blen, md,
+                                   &mdlen));
+    else
+        ck_assert_int_eq(EVP_Digest(msg, 64 + blen, md, &mdlen, EVP_sha256(), NULL), 1);
+    free(msg);
+    ck_assert_uint_eq(mdlen, 32);
+    to_hex(md, 32, out);
+}
+
+/* A line from a body ending with '}': hashed with prev, the hash member put before the last
+ * brace. Returns the line without newline (malloc'd); the hash into hash (when not NULL). */
+static char *seal(const char *key, const char *prev, const char *body, char *hash)
+{
+    char h[65];
+    size_t blen = strlen(body);
+    ck_assert(blen > 0 && body[blen - 1] == '}');
+    hash_of(key, prev, body, blen, h);
+    char *line = malloc(blen + 80);
+    snprintf(line, blen + 80, "%.*s,\"hash\":\"%s\"}", (int)(blen - 1), body, h);
+    if (hash)
+        memcpy(hash, h, 65);
+    return line;
+}
+
+/* A well-formed record: seq, members and prev as given. */
+static char *rec(const char *key, unsigned long long seq, const char *members, const char *prev,
+                 char *hash)
+{
+    char *body = NULL;
+    ck_assert_int_ge(asprintf(&body, "{\"v\":1,\"seq\":%llu,\"ts\":\"" TS "\",%s,\"prev\":\"%s\"}",
+                              seq, members, prev),
+                     0);
+    char *line = seal(key, prev, body, hash);
+    free(body);
+    return line;
+}
+
+/* A valid hand-made chain of n records (n <= 16); hashes into h[1..n] (h[0] = zeros). */
+static char **chain(const char *key, size_t n, char h[][65])
+{
+    char **v = calloc(n + 1, sizeof *v);
+    memcpy(h[0], ZEROS, 65);
+    for (size_t i = 1; i <= n; i++) {
+        char m[128];
+        snprintf(m, sizeof m, "\"event\":\"outcome\",\"sub\":\"alice\",\"n\":%zu", i);
+        v[i - 1] = rec(key, i, m, h[i - 1], h[i]);
+    }
+    return v;
+}
+
+/* ---- gw_audit_verify into strings ---- */
+
+static int v_rc;
+static char v_out[4096], v_err[4096];
+
+static int verify_files(const char *const *files, size_t nfiles, const char *key,
+                        uint64_t anchor_seq, const char *anchor_hash, bool cont)
+{
+    char *o = NULL, *e = NULL;
+    size_t on = 0, en = 0;
+    FILE *out = open_memstream(&o, &on), *err = open_memstream(&e, &en);
+    ck_assert(out && err);
+    v_rc = gw_audit_verify(files, nfiles, (const unsigned char *)key, key ? strlen(key) : 0,
+                           anchor_seq, anchor_hash, cont, out, err);
+    fclose(out);
+    fclose(err);
+    snprintf(v_out, sizeof v_out, "%s", o);
+    snprintf(v_err, sizeof v_err, "%s", e);
+    free(o);
+    free(e);
+    return v_rc;
+}
+
+static int verify1(const char *file, const char *key)
+{
+    return verify_files(&file, 1, key, 0, NULL, false);
+}
+
+#define ck_verified(n)                                                                         \
+    do {                                                                                       \
+        char want_[64];                                                                        \
+        snprintf(want_, sizeof want_, "%d records verified\n", (int)(n));                      \
+        ck_assert_msg(v_rc == 0, "verify rc %d: %s", v_rc, v_err);                             \
+        ck_assert_str_eq(v_out, want_);                                                        \
+        ck_assert_str_eq(v_err, "");                                                           \
+    } while (0)
+
+/* The verification fails with exactly this message on err (rc 1, nothing on out). */
+#define ck_refused(msg)                                                                        \
+    do {                                                                                       \
+        ck_assert_int_eq(v_rc, 1);                                                             \
+        ck_assert_str_eq(v_err, msg);                                                          \
+        ck_assert_str_eq(v_out, "");                                                           \
+    } while (0)
+
+/* ---- writing through the API ---- */
+
+static struct gw_audit *open_log(const char *file, bool fsync, const char *keyfile, char *why,
+                                 size_t whylen)
+{
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)file;
+    cfg.audit.fsync = fsync;
+    cfg.audit.hmac_key_file = (char *)keyfile;
+    why[0] = '\0';
+    return gw_audit_open(&cfg, why, whylen);
+}
+
+static struct gw_audit *open_ok(const char *file, bool fsync, const char *keyfile)
+{
+    char why[512];
+    struct gw_audit *a = open_log(file, fsync, keyfile, why, sizeof why);
+    ck_assert_msg(a != NULL, "gw_audit_open refused %s: %s", file, why);
+    return a;
+}
+
+/* The refusal of gw_audit_open, in a static buffer. */
+static const char *open_refused(const char *file, const char *keyfile)
+{
+    static char why[512];
+    struct gw_audit *a = open_log(file, false, keyfile, why, sizeof why);
+    ck_assert_msg(a == NULL, "gw_audit_open accepted %s", file);
+    ck_assert_msg(why[0] != '\0', "a refusal without a reason");
+    return why;
+}
+
+static char *members_for(long i)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event", "outcome");
+    cJSON_AddStringToObject(o, "sub", "alice");
+    cJSON_AddNumberToObject(o, "i", (double)i);
+    char *m = gw_audit_members(o);
+    cJSON_Delete(o);
+    ck_assert_ptr_nonnull(m);
+    return m;
+}
+
+static void post_n(struct gw_audit *a, long first, long n)
+{
+    for (long i = first; i < first + n; i++)
+        gw_audit_post(a, GW_AUDIT_OUTCOME, members_for(i));
+}
+
+/* open, start, post n, stop, free. */
+static void write_records(const char *file, long n, bool fsync, const char *keyfile)
+{
+    struct gw_audit *a = open_ok(file, fsync, keyfile);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 1, n);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+}
+
+/* The members of one line, parsed (cJSON; the caller deletes). */
+static cJSON *parse_line(const char *line)
+{
+    cJSON *j = cJSON_Parse(line);
+    ck_assert_msg(cJSON_IsObject(j), "not a JSON object: %s", line);
+    return j;
+}
+
+static unsigned long long seq_of(const char *line)
+{
+    cJSON *j = parse_line(line);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "seq");
+    ck_assert(cJSON_IsNumber(s));
+    unsigned long long v = (unsigned long long)s->valuedouble;
+    cJSON_Delete(j);
+    return v;
+}
+
+/* "prev" or "hash" of a line, into out[65]. */
+static void member_of(const char *line, const char *name, char out[65])
+{
+    cJSON *j = parse_line(line);
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, name);
+    ck_assert_msg(cJSON_IsString(s) && strlen(s->valuestring) == 64, "%s of %s", name, line);
+    memcpy(out, s->valuestring, 65);
+    cJSON_Delete(j);
+}
+
+/* Every line of file: the exact shape, seq first..first+n-1, each prev the hash before (the
+ * first one's prev is first_prev), each hash recomputed here. */
+static void check_chain(const char *file, const char *key, unsigned long long first,
+                        const char *first_prev, size_t n)
+{
+    size_t got;
+    char **v = lines_of(file, &got);
+    ck_assert_uint_eq(got, n);
+    char prev[65];
+    memcpy(prev, first_prev, 65);
+    for (size_t i = 0; i < n; i++) {
+        const char *l = v[i];
+        size_t len = strlen(l);
+        char head[64];
+        snprintf(head, sizeof head, "{\"v\":1,\"seq\":%llu,\"ts\":\"", first + i);
+        ck_assert_msg(strncmp(l, head, strlen(head)) == 0, "line %zu: %s", i + 1, l);
+        /* ts: 2026-03-01T12:00:00.000Z */
+        const char *ts = l + strlen(head);
+        ck_assert_msg(strlen(ts) > 26 && ts[4] == '-' && ts[10] == 'T' && ts[19] == '.' &&
+                          ts[23] == 'Z' && ts[24] == '"' && ts[25] == ',',
+                      "ts of line %zu: %s", i + 1, l);
+        ck_assert_uint_eq(seq_of(l), first + i);
+        char p[65], h[65], want[65];
+        member_of(l, "prev", p);
+        member_of(l, "hash", h);
+        ck_assert_str_eq(p, prev);
+        /* the tail is exactly ,"prev":"<prev>","hash":"<hash>"} */
+        char tail[160];
+        snprintf(tail, sizeof tail, ",\"prev\":\"%s\",\"hash\":\"%s\"}", p, h);
+        ck_assert_uint_gt(len, strlen(tail));
+        ck_assert_str_eq(l + len - strlen(tail), tail);
+        /* the body: the line without ,"hash":"..." */
+        size_t blen = len - 75 + 1;
+        char *body = malloc(blen + 1);
+        memcpy(body, l, blen - 1);
+        body[blen - 1] = '}';
+        body[blen] = '\0';
+        hash_of(key, prev, body, blen, want);
+        free(body);
+        ck_assert_str_eq(h, want);
+        memcpy(prev, h, 65);
+    }
+    free_lines(v);
+}
+
+/* ---- waiting on an event base ---- */
+
+struct waiter {
+    struct event_base *base;
+    int fired;
+};
+
+static void done_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct waiter *w = arg;
+    w->fired++;
+    event_base_loopbreak(w->base);
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    event_base_loopbreak(arg);
+}
+
+/* Submits an intent record with members and runs a fresh event base until its event fires
+ * (at most 5 s). Returns the item (ok and seq set); the caller frees it and its members. */
+static struct gw_audit_item *submit_and_wait(struct gw_audit *a, char *members)
+{
+    struct event_base *base = event_base_new();
+    ck_assert_ptr_nonnull(base);
+    struct waiter w = {base, 0};
+    struct gw_audit_item *it = calloc(1, sizeof *it);
+    it->event = GW_AUDIT_INTENT;
+    it->members = members;
+    it->done = event_new(base, -1, 0, done_cb, &w);
+    it->seq = 0;
+    struct event *deadline = evtimer_new(base, deadline_cb, base);
+    struct timeval tv = {5, 0};
+    evtimer_add(deadline, &tv);
+    ck_assert_int_eq(gw_audit_submit(a, it), 0);
+    event_base_dispatch(base);
+    ck_assert_msg(w.fired == 1, "the item's event did not fire (fired %d)", w.fired);
+    event_free(it->done);
+    it->done = NULL;
+    event_free(deadline);
+    event_base_free(base);
+    return it;
+}
+
+static void free_item(struct gw_audit_item *it)
+{
+    free(it->members);
+    free(it);
+}
+
+/* ================= the chain written through the API ================= */
+
+START_TEST(test_written_log_has_seq_from_1_prev_chained_and_verifies)
+{
+    bool fsync = _i != 0;
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 5, fsync, NULL);
+    check_chain(f, NULL, 1, ZEROS, 5);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(5);
+}
+END_TEST
+
+START_TEST(test_record_is_v_seq_ts_then_members_in_order_then_prev_and_hash)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, false, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "event", "denied");
+    cJSON_AddStringToObject(o, "sub", "b\"o\\b\n\xc3\xa9");
+    cJSON_AddItemToObject(o, "reasons", cJSON_CreateStringArray((const char *[]){"x", "y"}, 2));
+    cJSON_AddNullToObject(o, "status");
+    char *m = gw_audit_members(o);
+    cJSON_Delete(o);
+    const char *want = "\"event\":\"denied\",\"sub\":\"b\\\"o\\\\b\\n\xc3\xa9\","
+                       "\"reasons\":[\"x\",\"y\"],\"status\":null";
+    ck_assert_str_eq(m, want);
+    gw_audit_post(a, GW_AUDIT_DENIED, m);
+    gw_audit_stop(a);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    gw_audit_free(a);
+
+    size_t n;
+    char **v = lines_of(f, &n);
+    ck_assert_uint_eq(n, 1);
+    /* {"v":1,"seq":1,"ts":"<24>",<members>,"prev":"<zeros>","hash":"<64>"} */
+    const char *l = v[0];
+    ck_assert_int_eq(strncmp(l, "{\"v\":1,\"seq\":1,\"ts\":\"", 21), 0);
+    ck_assert_int_eq(strncmp(l + 21 + 24, "\",", 2), 0);
+    ck_assert_int_eq(strncmp(l + 21 + 24 + 2, want, strlen(want)), 0);
+    ck_assert_int_eq(strncmp(l + 21 + 24 + 2 + strlen(want), ",\"prev\":\"" ZEROS "\",\"hash\":\"",
+                             9 + 64 + 10),
+                     0);
+    ck_assert_uint_eq(strlen(l), 21 + 24 + 2 + strlen(want) + 9 + 64 + 10 + 64 + 2);
+    free_lines(v);
+    check_chain(f, NULL, 1, ZEROS, 1);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(1);
+    ck_assert_uint_eq(st.records[GW_AUDIT_DENIED], 1);
+    ck_assert_uint_eq(st.last_seq, 1);
+}
+END_TEST
+
+START_TEST(test_hand_sealed_records_verify_byte_rule_matches)
+{
+    /* the other direction: records sealed by this file's reading of the rule verify */
+    make_dir();
+    const char *f = in_dir("hand.jsonl");
+    char h[8][65];
+    char **v = chain(NULL, 4, h);
+    put_lines(f, v, 4);
+    free_lines(v);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(4);
+    /* and one with an HMAC key */
+    v = chain(KEY_A, 3, h);
+    put_lines(f, v, 3);
+    free_lines(v);
+    ck_assert_int_eq(verify1(f, KEY_A), 0);
+    ck_verified(3);
+}
+END_TEST
+
+START_TEST(test_stats_count_records_batches_and_fsyncs)
+{
+    bool fsync = _i != 0;
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, fsync, NULL);
+    ck_assert(gw_audit_enabled(a));
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 1, 3);
+    gw_audit_post(a, GW_AUDIT_READ, members_for(9));
+    gw_audit_stop(a);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    char why[200];
+    ck_assert(gw_audit_ready(a, why, sizeof why));
+    gw_audit_free(a);
+    ck_assert_uint_eq(st.records[GW_AUDIT_OUTCOME], 3);
+    ck_assert_uint_eq(st.records[GW_AUDIT_READ], 1);
+    ck_assert_uint_eq(st.records[GW_AUDIT_INTENT], 0);
+    ck_assert_uint_eq(st.last_seq, 4);
+    ck_assert_uint_eq(st.lost, 0);
+    ck_assert_uint_eq(st.write_failures, 0);
+    ck_assert_uint_ge(st.batches, 1);
+    ck_assert_uint_le(st.batches, 4);
+    if (fsync)
+        ck_assert_uint_eq(st.fsyncs, st.batches);
+    else
+        ck_assert_uint_eq(st.fsyncs, 0);
+    ck_assert_uint_eq(st.write_le[7], st.batches); /* every batch took less than 1 s */
+}
+END_TEST
+
+struct poster {
+    struct gw_audit *a;
+    long first;
+};
+
+static void *poster_main(void *arg)
+{
+    struct poster *p = arg;
+    post_n(p->a, p->first, 200);
+    return NULL;
+}
+
+START_TEST(test_concurrent_posts_make_one_contiguous_chain)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, false, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    pthread_t t[4];
+    struct poster p[4];
+    for (int i = 0; i < 4; i++) {
+        p[i] = (struct poster){a, 1000L * i};
+        ck_assert_int_eq(pthread_create(&t[i], NULL, poster_main, &p[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    gw_audit_stop(a);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    gw_audit_free(a);
+    ck_assert_uint_eq(st.records[GW_AUDIT_OUTCOME], 800);
+    ck_assert_uint_eq(st.lost, 0);
+    check_chain(f, NULL, 1, ZEROS, 800);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(800);
+}
+END_TEST
+
+START_TEST(test_log_without_sink_is_disabled_and_takes_nothing)
+{
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    char why[200] = "";
+    struct gw_audit *a = gw_audit_open(&cfg, why, sizeof why);
+    ck_assert_ptr_nonnull(a);
+    ck_assert(!gw_audit_enabled(a));
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    gw_audit_post(a, GW_AUDIT_OUTCOME, members_for(1)); /* freed, not counted */
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.lost, 0);
+    ck_assert(gw_audit_ready(a, why, sizeof why));
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    ck_assert(!gw_audit_enabled(NULL));
+}
+END_TEST
+
+START_TEST(test_submit_before_start_is_refused_and_post_counts_lost)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, false, NULL);
+    struct gw_audit_item it = {.event = GW_AUDIT_INTENT};
+    ck_assert_int_eq(gw_audit_submit(a, &it), -1);
+    gw_audit_post(a, GW_AUDIT_OUTCOME, members_for(1));
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.lost, 1);
+    gw_audit_free(a);
+    size_t len;
+    free(slurp(f, &len));
+    ck_assert_uint_eq(len, 0);
+}
+END_TEST
+
+/* ================= HMAC ================= */
+
+START_TEST(test_hmac_log_verifies_only_with_its_key)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *kf = in_dir("key");
+    put(kf, KEY_A "\n"); /* one trailing newline is not part of the key */
+    write_records(f, 3, false, kf);
+    check_chain(f, KEY_A, 1, ZEROS, 3);
+    ck_assert_int_eq(verify1(f, KEY_A), 0);
+    ck_verified(3);
+    char want[512];
+    verify1(f, NULL);
+    snprintf(want, sizeof want, "%s:1: the hash does not match the record\n", f);
+    ck_refused(want);
+    verify1(f, KEY_B);
+    snprintf(want, sizeof want,
+             "%s:1: the hash does not match the record (or the key is not the one it was "
+             "written with)\n",
+             f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_hmac_key_of_31_bytes_is_refused_32_accepted)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *kf = in_dir("key");
+    put(kf, "0123456789012345678901234567890"); /* 31 */
+    const char *why = open_refused(f, kf);
+    ck_assert_str_eq(why, "audit.hmac_key_file: the key has 31 bytes; at least 32");
+    put(kf, "01234567890123456789012345678901\n"); /* 32 */
+    write_records(f, 1, false, kf);
+    ck_assert_int_eq(verify1(f, "01234567890123456789012345678901"), 0);
+    ck_verified(1);
+}
+END_TEST
+
+START_TEST(test_hmac_key_file_missing_or_with_spaces_is_refused)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *kf = in_dir("key");
+    const char *why = open_refused(f, kf);
+    ck_assert_msg(strstr(why, "audit.hmac_key_file: cannot read") != NULL, "%s", why);
+    put(kf, "0123456789 0123456789 0123456789 0123456789");
+    why = open_refused(f, kf);
+    ck_assert_msg(strstr(why, "audit.hmac_key_file: ") && strstr(why, "holds a space"), "%s",
+                  why);
+    ck_assert_msg(strstr(why, "0123456789") == NULL, "the key is echoed: %s", why);
+}
+END_TEST
+
+START_TEST(test_open_with_another_key_refuses_the_last_record)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *ka = in_dir("ka"), *kb = in_dir("kb");
+    put(ka, KEY_A);
+    put(kb, KEY_B);
+    write_records(f, 2, false, ka);
+    const char *why = open_refused(f, kb);
+    ck_assert_msg(strstr(why, "its last record does not verify (the hash does not match the "
+                              "record (or the key is not the one it was written with))") != NULL,
+                  "%s", why);
+    why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, "its last record does not verify") != NULL, "%s", why);
+}
+END_TEST
+
+/* ================= continuation ================= */
+
+START_TEST(test_reopened_log_continues_at_seq_4)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 3, true, NULL);
+    struct gw_audit *a = open_ok(f, true, NULL);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.last_seq, 3);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 4, 2);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 5);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(5);
+    /* the state file holds the chain's end */
+    size_t n;
+    char **v = lines_of(f, &n);
+    char h[65], want[128];
+    member_of(v[4], "hash", h);
+    free_lines(v);
+    snprintf(want, sizeof want, "5 %s\n", h);
+    char *state = slurp(in_dir("audit.jsonl.chain"), NULL);
+    ck_assert_str_eq(state, want);
+    free(state);
+}
+END_TEST
+
+START_TEST(test_long_last_line_is_found_for_continuation)
+{
+    /* a last line longer than the first 4096-byte window read from the end */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, false, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 1, 1);
+    char *big = malloc(30001);
+    memset(big, 'x', 30000);
+    big[30000] = '\0';
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "blob", big);
+    free(big);
+    gw_audit_post(a, GW_AUDIT_OUTCOME, gw_audit_members(o));
+    cJSON_Delete(o);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    write_records(f, 2, false, NULL); /* continues at 3 */
+    check_chain(f, NULL, 1, ZEROS, 4);
+    /* a file that is one long line */
+    const char *g = in_dir("one.jsonl");
+    char *m = malloc(20001);
+    memcpy(m, "\"blob\":\"", 8);
+    memset(m + 8, 'y', 19990);
+    memcpy(m + 19998, "\"", 2);
+    char *l = rec(NULL, 1, m, ZEROS, NULL);
+    free(m);
+    FILE *fp = fopen(g, "w");
+    fprintf(fp, "%s\n", l);
+    fclose(fp);
+    free(l);
+    write_records(g, 1, false, NULL);
+    check_chain(g, NULL, 1, ZEROS, 2);
+}
+END_TEST
+
+START_TEST(test_empty_file_continues_from_state_file)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h7[65], state[128];
+    memset(h7, 'a', 64);
+    h7[64] = '\0';
+    put(f, "");
+    snprintf(state, sizeof state, "7 %s\n", h7);
+    put(in_dir("audit.jsonl.chain"), state);
+    write_records(f, 2, false, NULL);
+    check_chain(f, NULL, 8, h7, 2);
+    verify1(f, NULL); /* a file that starts mid-chain needs --continue */
+    char want[512];
+    snprintf(want, sizeof want, "%s:1: seq 8 follows seq 0 (a record is missing, moved or "
+                                "inserted)\n", f);
+    ck_refused(want);
+    ck_assert_int_eq(verify_files(&f, 1, NULL, 0, NULL, true), 0);
+    snprintf(want, sizeof want, "continuing from seq 8, prev %s\n2 records verified\n", h7);
+    ck_assert_str_eq(v_out, want);
+}
+END_TEST
+
+START_TEST(test_state_file_without_newline_is_read)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char state[128];
+    snprintf(state, sizeof state, "41 %s", ZEROS);
+    put(in_dir("audit.jsonl.chain"), state);
+    write_records(f, 1, false, NULL);
+    check_chain(f, NULL, 42, ZEROS, 1);
+}
+END_TEST
+
+START_TEST(test_rotation_continues_the_chain_in_the_new_file)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *old = in_dir("audit.jsonl.1");
+    struct gw_audit *a = open_ok(f, false, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 1, 1);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(2)); /* 1 and 2 are on disk */
+    ck_assert(it->ok);
+    ck_assert_uint_eq(it->seq, 2);
+    free_item(it);
+    ck_assert_int_eq(rename(f, old), 0);
+    gw_audit_reopen(a);
+    post_n(a, 3, 2);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(old, NULL, 1, ZEROS, 2);
+    size_t n;
+    char **v = lines_of(old, &n);
+    char h2[65];
+    member_of(v[1], "hash", h2);
+    free_lines(v);
+    check_chain(f, NULL, 3, h2, 2);
+    const char *both[] = {old, f};
+    ck_assert_int_eq(verify_files(both, 2, NULL, 0, NULL, false), 0);
+    ck_verified(4);
+}
+END_TEST
+
+START_TEST(test_open_refuses_last_line_without_newline)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 2, false, NULL);
+    ck_assert_int_eq(truncate(f, 0), 0);
+    write_records(f, 2, false, NULL); /* empty file: continues at 3 from the state file */
+    size_t len;
+    free(slurp(f, &len));
+    ck_assert_int_eq(truncate(f, (off_t)len - 1), 0);
+    const char *why = open_refused(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "audit.file %s: its last line is incomplete (a crash during a write?): check it "
+             "with ghl-gateway audit-verify and move it aside",
+             f);
+    ck_assert_str_eq(why, want);
+}
+END_TEST
+
+START_TEST(test_open_refuses_last_record_with_altered_hash)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 2, false, NULL);
+    size_t n;
+    char **v = lines_of(f, &n);
+    char *h = strstr(v[1], "\"hash\":\"") + 8;
+    h[10] = h[10] == '0' ? '1' : '0';
+    put_lines(f, v, n);
+    free_lines(v);
+    const char *why = open_refused(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "audit.file %s: its last record does not verify (the hash does not match the "
+             "record): check the file with ghl-gateway audit-verify",
+             f);
+    ck_assert_str_eq(why, want);
+    /* a last line that is not a record at all */
+    put(f, "hello\n");
+    why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, "its last record does not verify (the line does not end with "
+                              ",\"hash\":\"<64 hex digits>\"})") != NULL,
+                  "%s", why);
+    /* an empty last line */
+    write_records(in_dir("b.jsonl"), 1, false, NULL);
+    FILE *fp = fopen(in_dir("b.jsonl"), "a");
+    fputc('\n', fp);
+    fclose(fp);
+    why = open_refused(in_dir("b.jsonl"), NULL);
+    ck_assert_msg(strstr(why, "its last record does not verify") != NULL, "%s", why);
+}
+END_TEST
+
+START_TEST(test_open_refuses_state_seq_beyond_the_file)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 3, false, NULL);
+    char state[128];
+    snprintf(state, sizeof state, "5 %s\n", ZEROS);
+    put(in_dir("audit.jsonl.chain"), state);
+    const char *why = open_refused(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "audit.file %s ends at seq 3 but the log had reached seq 5 (%s.chain): records "
+             "are missing",
+             f, f);
+    ck_assert_str_eq(why, want);
+    /* a state behind the file is fine (the state of an earlier reopen) */
+    snprintf(state, sizeof state, "2 %s\n", ZEROS);
+    put(in_dir("audit.jsonl.chain"), state);
+    write_records(f, 1, false, NULL);
+    check_chain(f, NULL, 1, ZEROS, 4);
+}
+END_TEST
+
+static const char *const bad_states[] = {
+    "",
+    "\n",
+    "abc\n",
+    "5\n",
+    "5 \n",
+    "5 0000000000000000000000000000000000000000000000000000000000000000x\n",
+    "5 000000000000000000000000000000000000000000000000000000000000000\n", /* 63 */
+    "5 000000000000000000000000000000000000000000000000000000000000000G\n",
+    "5 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n", /* uppercase */
+    "5  0000000000000000000000000000000000000000000000000000000000000000\n",
+    "5x 0000000000000000000000000000000000000000000000000000000000000000\n",
+    "99999999999999999999999 0000000000000000000000000000000000000000000000000000000000000000\n",
+};
+
+START_TEST(test_open_refuses_malformed_state_file)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    put(f, "");
+    put(in_dir("audit.jsonl.chain"), bad_states[_i]);
+    const char *why = open_refused(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "audit: the chain state %s.chain is unreadable or malformed", f);
+    ck_assert_str_eq(why, want);
+    /* also next to a file with records */
+    write_records(in_dir("b.jsonl"), 1, false, NULL);
+    put(in_dir("b.jsonl.chain"), bad_states[_i]);
+    why = open_refused(in_dir("b.jsonl"), NULL);
+    ck_assert_msg(strstr(why, "is unreadable or malformed") != NULL, "%s", why);
+}
+END_TEST
+
+START_TEST(test_open_refuses_unopenable_file)
+{
+    make_dir();
+    const char *why = open_refused(in_dir("no/such/dir/audit.jsonl"), NULL);
+    ck_assert_msg(strstr(why, "audit.file: cannot open ") && strstr(why, "No such file"), "%s",
+                  why);
+    why = open_refused(g_dir, NULL); /* a directory */
+    ck_assert_msg(strstr(why, "audit.file: cannot open ") != NULL, "%s", why);
+}
+END_TEST
+
+/* ================= waited records ================= */
+
+START_TEST(test_waited_item_fires_its_event_with_ok_and_seq)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 1, 2);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(3));
+    ck_assert(it->ok);
+    ck_assert_uint_eq(it->seq, 3);
+    /* durable when acknowledged: the file already holds it */
+    check_chain(f, NULL, 1, ZEROS, 3);
+    free_item(it);
+    it = submit_and_wait(a, members_for(4));
+    ck_assert(it->ok);
+    ck_assert_uint_eq(it->seq, 4);
+    free_item(it);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.records[GW_AUDIT_INTENT], 2);
+    ck_assert_uint_eq(st.records[GW_AUDIT_OUTCOME], 2);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(4);
+}
+END_TEST
+
+/* ================= failures ================= */
+
+START_TEST(test_dev_full_fails_waited_item_and_is_not_ready)
+{
+    /* audit.file is a symbolic link to /dev/full (so the state file stays in the folder) */
+    make_dir();
+    const char *f = in_dir("full");
+    ck_assert_int_eq(symlink("/dev/full", f), 0);
+    struct gw_audit *a = open_ok(f, true, NULL); /* a device has no last line */
+    char why[300] = "";
+    ck_assert(gw_audit_ready(a, why, sizeof why));
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    gw_audit_post(a, GW_AUDIT_OUTCOME, members_for(1)); /* nobody waits: kept, retried */
+    struct gw_audit_item *it = submit_and_wait(a, members_for(2));
+    ck_assert(!it->ok);
+    free_item(it);
+    ck_assert(!gw_audit_ready(a, why, sizeof why));
+    ck_assert_msg(strstr(why, "No space left") != NULL, "why: %s", why);
+    char want[400];
+    snprintf(want, sizeof want, "audit.file %s: No space left on device", f);
+    ck_assert_str_eq(why, want);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_gt(st.write_failures, 0);
+    ck_assert_uint_eq(st.records[GW_AUDIT_INTENT] + st.records[GW_AUDIT_OUTCOME], 0);
+    ck_assert_uint_eq(st.last_seq, 0);
+    gw_audit_stop(a);
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.lost, 1); /* the posted record, still failing at stop */
+    gw_audit_free(a);
+}
+END_TEST
+
+START_TEST(test_failed_write_is_cut_off_and_its_seq_reused)
+{
+    /* RLIMIT_FSIZE: the write stops part way (EFBIG): no partial line may stay */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, false, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(1));
+    ck_assert(it->ok);
+    free_item(it);
+    size_t before;
+    free(slurp(f, &before));
+
+    struct rlimit old, lim;
+    ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = before + 100; /* less than one record */
+    void (*oldsig)(int) = signal(SIGXFSZ, SIG_IGN);
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    it = submit_and_wait(a, members_for(2));
+    ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, oldsig);
+    ck_assert(!it->ok);
+    free_item(it);
+    char why[300];
+    ck_assert(!gw_audit_ready(a, why, sizeof why));
+    ck_assert_msg(strstr(why, "File too large") != NULL, "why: %s", why);
+    size_t after;
+    free(slurp(f, &after));
+    ck_assert_uint_eq(after, before); /* the part written was cut off */
+
+    it = submit_and_wait(a, members_for(3));
+    ck_assert(it->ok);
+    ck_assert_uint_eq(it->seq, 2); /* nothing of the failed record stayed: no gap */
+    free_item(it);
+    ck_assert(gw_audit_ready(a, why, sizeof why));
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 2);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(2);
+}
+END_TEST
+
+/* ================= gw_audit_verify on hand-made files ================= */
+
+static char hh[8][65]; /* hashes of the hand-made chain: hh[1..4] */
+
+/* Writes the 4-record hand-made chain to F, with edit applied to the lines. */
+static const char *hand_log(void)
+{
+    make_dir();
+    return in_dir("log.jsonl");
+}
+
+static char **hand_lines(void)
+{
+    return chain(NULL, 4, hh);
+}
+
+START_TEST(test_verify_changed_byte_names_its_line)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char *p = strstr(v[1], "alice");
+    p[4] = 'f'; /* alicf */
+    put_lines(f, v, 4);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: the hash does not match the record\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_deleted_middle_line)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char *w[3] = {v[0], v[2], v[3]};
+    put_lines(f, w, 3);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:2: seq 3 follows seq 1 (a record is missing, moved or inserted)\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_deleted_last_line_is_caught_by_the_anchor_only)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    put_lines(f, v, 3);
+    free_lines(v);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(3);
+    verify_files(&f, 1, NULL, 4, hh[4], false);
+    ck_refused("the log ends at seq 3 and does not reach the anchor seq 4 (its tail is "
+               "missing)\n");
+}
+END_TEST
+
+START_TEST(test_verify_swapped_lines)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char *w[4] = {v[0], v[2], v[1], v[3]};
+    put_lines(f, w, 4);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:2: seq 3 follows seq 1 (a record is missing, moved or inserted)\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_inserted_line)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    /* a forged record that chains correctly to line 2: the original seq 3 then comes second */
+    char *forged = rec(NULL, 3, "\"event\":\"outcome\",\"sub\":\"mallory\"", hh[2], NULL);
+    char *w[5] = {v[0], v[1], forged, v[2], v[3]};
+    put_lines(f, w, 5);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:4: seq 3 follows seq 3 (a record is missing, moved or inserted)\n", f);
+    ck_refused(want);
+    /* a copy of line 2 inserted after it */
+    char *w2[5] = {v[0], v[1], v[1], v[2], v[3]};
+    put_lines(f, w2, 5);
+    verify1(f, NULL);
+    snprintf(want, sizeof want,
+             "%s:3: seq 2 follows seq 2 (a record is missing, moved or inserted)\n", f);
+    ck_refused(want);
+    free(forged);
+    free_lines(v);
+}
+END_TEST
+
+START_TEST(test_verify_replaced_record_with_own_valid_hash_breaks_prev)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    free(v[2]);
+    v[2] = rec(NULL, 3, "\"event\":\"outcome\",\"sub\":\"mallory\"", hh[1], NULL);
+    put_lines(f, v, 4);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s:3: prev does not match the hash of the record before\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_first_record_must_chain_to_zeros)
+{
+    const char *f = hand_log();
+    char h[65];
+    char *l = rec(NULL, 1, "\"a\":1",
+                  "1111111111111111111111111111111111111111111111111111111111111111", h);
+    char *w[1] = {l};
+    put_lines(f, w, 1);
+    free(l);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:1: prev does not match the hash of the record before (a log starts with 64 "
+             "zeros)\n",
+             f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_empty_line)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char empty[] = "";
+    char *w[5] = {v[0], v[1], empty, v[2], v[3]};
+    put_lines(f, w, 5);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:3: the line does not end with ,\"hash\":\"<64 hex digits>\"}\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_last_line_without_newline)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    put_lines(f, v, 4);
+    free_lines(v);
+    size_t len;
+    free(slurp(f, &len));
+    ck_assert_int_eq(truncate(f, (off_t)len - 1), 0);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s:4: the last line is incomplete (no newline)\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_crlf_line_is_refused)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    size_t n = strlen(v[1]);
+    v[1] = realloc(v[1], n + 2);
+    memcpy(v[1] + n, "\r", 2);
+    put_lines(f, v, 4);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:2: the line does not end with ,\"hash\":\"<64 hex digits>\"}\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_non_json_line)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char junk[] = "this is not a record";
+    char *w[4] = {v[0], junk, v[2], v[3]};
+    put_lines(f, w, 4);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:2: the line does not end with ,\"hash\":\"<64 hex digits>\"}\n", f);
+    ck_refused(want);
+    /* the right tail, a body that is not JSON (and a hash that matches it) */
+    char body[256];
+    snprintf(body, sizeof body, "{\"v\":1,\"seq\":2,\"a\":tru,\"prev\":\"%s\"}", hh[1]);
+    char *bad = seal(NULL, hh[1], body, NULL);
+    w[1] = bad;
+    put_lines(f, w, 4);
+    verify1(f, NULL);
+    ck_assert_int_eq(v_rc, 1);
+    snprintf(want, sizeof want, "%s:2: not a JSON record: ", f);
+    ck_assert_msg(strncmp(v_err, want, strlen(want)) == 0, "%s", v_err);
+    free(bad);
+    free_lines(v);
+}
+END_TEST
+
+START_TEST(test_verify_last_member_before_hash_must_be_prev)
+{
+    const char *f = hand_log();
+    char body[256];
+    snprintf(body, sizeof body, "{\"v\":1,\"seq\":1,\"ts\":\"" TS "\",\"prev\":\"%s\",\"x\":1}",
+             ZEROS);
+    char *l = seal(NULL, ZEROS, body, NULL);
+    char *w[1] = {l};
+    put_lines(f, w, 1);
+    free(l);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s:1: the record's last member before hash is not \"prev\"\n",
+             f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_duplicate_member_is_refused)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char body[256];
+    snprintf(body, sizeof body,
+             "{\"v\":1,\"seq\":2,\"ts\":\"" TS "\",\"sub\":\"alice\",\"sub\":\"root\","
+             "\"prev\":\"%s\"}",
+             hh[1]);
+    free(v[1]);
+    v[1] = seal(NULL, hh[1], body, NULL);
+    put_lines(f, v, 2);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: not a JSON record: duplicate member \"sub\"", f);
+    ck_assert_int_eq(v_rc, 1);
+    ck_assert_msg(strncmp(v_err, want, strlen(want)) == 0, "%s", v_err);
+    /* a second "prev" (or a "hash" in the body) is refused the same way */
+    snprintf(body, sizeof body,
+             "{\"v\":1,\"seq\":1,\"ts\":\"" TS "\",\"prev\":\"%s\",\"prev\":\"%s\"}", ZEROS, ZEROS);
+    char *l = seal(NULL, ZEROS, body, NULL);
+    char *w[1] = {l};
+    put_lines(f, w, 1);
+    free(l);
+    verify1(f, NULL);
+    snprintf(want, sizeof want, "%s:1: not a JSON record: duplicate member \"prev\"", f);
+    ck_assert_msg(strncmp(v_err, want, strlen(want)) == 0, "%s", v_err);
+    snprintf(body, sizeof body,
+             "{\"v\":1,\"seq\":1,\"ts\":\"" TS "\",\"hash\":\"x\",\"prev\":\"%s\"}", ZEROS);
+    l = seal(NULL, ZEROS, body, NULL);
+    w[0] = l;
+    put_lines(f, w, 1);
+    free(l);
+    verify1(f, NULL);
+    snprintf(want, sizeof want, "%s:1: not a version 1 record with a seq\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+static const char *const not_v1_bodies[] = {
+    "{\"v\":2,\"seq\":1,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":\"1\",\"seq\":1,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"seq\":1,\"v\":1,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}", /* v not first */
+    "{\"seq\":1,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":1,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":1,\"seq\":0,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":1,\"seq\":-1,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":1,\"seq\":1.5,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":1,\"seq\":\"1\",\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+    "{\"v\":1,\"seq\":9007199254740992,\"ts\":\"" TS "\",\"prev\":\"" ZEROS "\"}",
+};
+
+START_TEST(test_verify_refuses_records_not_version_1_with_seq)
+{
+    const char *f = hand_log();
+    char *l = seal(NULL, ZEROS, not_v1_bodies[_i], NULL);
+    char *w[1] = {l};
+    put_lines(f, w, 1);
+    free(l);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want, "%s:1: not a version 1 record with a seq\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_uppercase_hash_is_refused)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    char *h = strstr(v[0], "\"hash\":\"") + 8;
+    for (int i = 0; i < 64; i++)
+        if (h[i] >= 'a' && h[i] <= 'f')
+            h[i] = (char)(h[i] - 'a' + 'A');
+    put_lines(f, v, 4);
+    free_lines(v);
+    verify1(f, NULL);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:1: the line does not end with ,\"hash\":\"<64 hex digits>\"}\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_anchor_matches_beyond_end_and_wrong_hash)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    put_lines(f, v, 4);
+    free_lines(v);
+    ck_assert_int_eq(verify_files(&f, 1, NULL, 2, hh[2], false), 0);
+    ck_verified(4);
+    ck_assert_int_eq(verify_files(&f, 1, NULL, 4, hh[4], false), 0);
+    ck_verified(4);
+    verify_files(&f, 1, NULL, 9, hh[4], false);
+    ck_refused("the log ends at seq 4 and does not reach the anchor seq 9 (its tail is "
+               "missing)\n");
+    verify_files(&f, 1, NULL, 2, hh[3], false);
+    char want[512];
+    snprintf(want, sizeof want, "%s:2: seq 2 does not have the anchor's hash\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_cont_starts_mid_chain)
+{
+    const char *f = hand_log();
+    char **v = hand_lines();
+    put_lines(f, v + 2, 2); /* seq 3 and 4 */
+    free_lines(v);
+    ck_assert_int_eq(verify_files(&f, 1, NULL, 0, NULL, true), 0);
+    char want[512];
+    snprintf(want, sizeof want, "continuing from seq 3, prev %s\n2 records verified\n", hh[2]);
+    ck_assert_str_eq(v_out, want);
+    ck_assert_str_eq(v_err, "");
+    /* the anchor still applies */
+    ck_assert_int_eq(verify_files(&f, 1, NULL, 4, hh[4], true), 0);
+    verify_files(&f, 1, NULL, 3, hh[4], true);
+    ck_assert_int_eq(v_rc, 1);
+    snprintf(want, sizeof want, "%s:1: seq 3 does not have the anchor's hash\n", f);
+    ck_assert_str_eq(v_err, want);
+    /* without cont */
+    verify1(f, NULL);
+    snprintf(want, sizeof want,
+             "%s:1: seq 3 follows seq 0 (a record is missing, moved or inserted)\n", f);
+    ck_refused(want);
+}
+END_TEST
+
+START_TEST(test_verify_across_files_counts_lines_per_file)
+{
+    make_dir();
+    const char *a = in_dir("a.jsonl"), *b = in_dir("b.jsonl");
+    char **v = chain(NULL, 4, hh);
+    put_lines(a, v, 2);
+    put_lines(b, v + 2, 2);
+    const char *both[] = {a, b};
+    ck_assert_int_eq(verify_files(both, 2, NULL, 0, NULL, false), 0);
+    ck_verified(4);
+    const char *wrong[] = {b, a};
+    verify_files(wrong, 2, NULL, 0, NULL, false);
+    char want[512];
+    snprintf(want, sizeof want,
+             "%s:1: seq 3 follows seq 0 (a record is missing, moved or inserted)\n", b);
+    ck_refused(want);
+    /* a bad line in the second file is named by that file's own line number */
+    free(v[3]);
+    v[3] = strdup("{}");
+    put_lines(b, v + 2, 2);
+    verify_files(both, 2, NULL, 0, NULL, false);
+    snprintf(want, sizeof want,
+             "%s:2: the line does not end with ,\"hash\":\"<64 hex digits>\"}\n", b);
+    ck_refused(want);
+    free_lines(v);
+}
+END_TEST
+
+START_TEST(test_verify_unreadable_file_returns_2)
+{
+    make_dir();
+    const char *f = in_dir("missing.jsonl");
+    verify1(f, NULL);
+    ck_assert_int_eq(v_rc, 2);
+    char want[512];
+    snprintf(want, sizeof want, "%s: cannot read: No such file or directory\n", f);
+    ck_assert_str_eq(v_err, want);
+    ck_assert_str_eq(v_out, "");
+    /* after a good file, too */
+    const char *g = in_dir("good.jsonl");
+    write_records(g, 1, false, NULL);
+    const char *two[] = {g, f};
+    ck_assert_int_eq(verify_files(two, 2, NULL, 0, NULL, false), 2);
+    ck_assert_str_eq(v_err, want);
+}
+END_TEST
+
+START_TEST(test_verify_empty_file_is_zero_records)
+{
+    make_dir();
+    const char *f = in_dir("empty.jsonl");
+    put(f, "");
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(0);
+}
+END_TEST
+
+/* ================= gw_audit_members ================= */
+
+START_TEST(test_members_are_the_object_without_braces_in_insertion_order)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "zeta", "1");
+    cJSON_AddNumberToObject(o, "alpha", 2);
+    cJSON *in = cJSON_CreateObject();
+    cJSON_AddBoolToObject(in, "b", true);
+    cJSON_AddItemToObject(o, "mid", in);
+    cJSON_AddItemToObject(o, "arr", cJSON_CreateIntArray((const int[]){3, 1, 2}, 3));
+    cJSON_AddNullToObject(o, "a");
+    char *m = gw_audit_members(o);
+    ck_assert_str_eq(m, "\"zeta\":\"1\",\"alpha\":2,\"mid\":{\"b\":true},\"arr\":[3,1,2],\"a\":null");
+    free(m);
+    cJSON_Delete(o);
+
+    o = cJSON_CreateObject();
+    m = gw_audit_members(o);
+    ck_assert_str_eq(m, "");
+    free(m);
+    cJSON_Delete(o);
+}
+END_TEST
+
+START_TEST(test_members_of_a_non_object_is_null)
+{
+    cJSON *x = cJSON_CreateArray();
+    ck_assert_ptr_null(gw_audit_members(x));
+    cJSON_Delete(x);
+    x = cJSON_CreateString("{a}");
+    ck_assert_ptr_null(gw_audit_members(x));
+    cJSON_Delete(x);
+    x = cJSON_CreateNumber(1);
+    ck_assert_ptr_null(gw_audit_members(x));
+    cJSON_Delete(x);
+}
+END_TEST
+
+START_TEST(test_event_names)
+{
+    ck_assert_str_eq(gw_audit_event_name(GW_AUDIT_INTENT), "intent");
+    ck_assert_str_eq(gw_audit_event_name(GW_AUDIT_OUTCOME), "outcome");
+    ck_assert_str_eq(gw_audit_event_name(GW_AUDIT_DENIED), "denied");
+    ck_assert_str_eq(gw_audit_event_name(GW_AUDIT_READ), "read");
+    ck_assert_str_eq(gw_audit_event_name((enum gw_audit_event)7), "?");
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("audit");
+    TCase *t;
+
+    t = tcase_create("write");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_loop_test(t, test_written_log_has_seq_from_1_prev_chained_and_verifies, 0, 2);
+    tcase_add_test(t, test_record_is_v_seq_ts_then_members_in_order_then_prev_and_hash);
+    tcase_add_test(t, test_hand_sealed_records_verify_byte_rule_matches);
+    tcase_add_loop_test(t, test_stats_count_records_batches_and_fsyncs, 0, 2);
+    tcase_add_test(t, test_concurrent_posts_make_one_contiguous_chain);
+    tcase_add_test(t, test_log_without_sink_is_disabled_and_takes_nothing);
+    tcase_add_test(t, test_submit_before_start_is_refused_and_post_counts_lost);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("hmac");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_hmac_log_verifies_only_with_its_key);
+    tcase_add_test(t, test_hmac_key_of_31_bytes_is_refused_32_accepted);
+    tcase_add_test(t, test_hmac_key_file_missing_or_with_spaces_is_refused);
+    tcase_add_test(t, test_open_with_another_key_refuses_the_last_record);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("continuation");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_reopened_log_continues_at_seq_4);
+    tcase_add_test(t, test_long_last_line_is_found_for_continuation);
+    tcase_add_test(t, test_empty_file_continues_from_state_file);
+    tcase_add_test(t, test_state_file_without_newline_is_read);
+    tcase_add_test(t, test_rotation_continues_the_chain_in_the_new_file);
+    tcase_add_test(t, test_open_refuses_last_line_without_newline);
+    tcase_add_test(t, test_open_refuses_last_record_with_altered_hash);
+    tcase_add_test(t, test_open_refuses_state_seq_beyond_the_file);
+    tcase_add_loop_test(t, test_open_refuses_malformed_state_file, 0,
+                        (int)(sizeof bad_states / sizeof bad_states[0]));
+    tcase_add_test(t, test_open_refuses_unopenable_file);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("waited");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_waited_item_fires_its_event_with_ok_and_seq);
+    tcase_add_test(t, test_dev_full_fails_waited_item_and_is_not_ready);
+    tcase_add_test(t, test_failed_write_is_cut_off_and_its_seq_reused);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("verify");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_verify_changed_byte_names_its_line);
+    tcase_add_test(t, test_verify_deleted_middle_line);
+    tcase_add_test(t, test_verify_deleted_last_line_is_caught_by_the_anchor_only);
+    tcase_add_test(t, test_verify_swapped_lines);
+    tcase_add_test(t, test_verify_inserted_line);
+    tcase_add_test(t, test_verify_replaced_record_with_own_valid_hash_breaks_prev);
+    tcase_add_test(t, test_verify_first_record_must_chain_to_zeros);
+    tcase_add_test(t, test_verify_empty_line);
+    tcase_add_test(t, test_verify_last_line_without_newline);
+    tcase_add_test(t, test_verify_crlf_line_is_refused);
+    tcase_add_test(t, test_verify_non_json_line);
+    tcase_add_test(t, test_verify_last_member_before_hash_must_be_prev);
+    tcase_add_test(t, test_verify_duplicate_member_is_refused);
+    tcase_add_loop_test(t, test_verify_refuses_records_not_version_1_with_seq, 0,
+                        (int)(sizeof not_v1_bodies / sizeof not_v1_bodies[0]));
+    tcase_add_test(t, test_verify_uppercase_hash_is_refused);
+    tcase_add_test(t, test_verify_anchor_matches_beyond_end_and_wrong_hash);
+    tcase_add_test(t, test_verify_cont_starts_mid_chain);
+    tcase_add_test(t, test_verify_across_files_counts_lines_per_file);
+    tcase_add_test(t, test_verify_unreadable_file_returns_2);
+    tcase_add_test(t, test_verify_empty_file_is_zero_records);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("members");
+    tcase_add_test(t, test_members_are_the_object_without_braces_in_insertion_order);
+    tcase_add_test(t, test_members_of_a_non_object_is_null);
+    tcase_add_test(t, test_event_names);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    evthread_use_pthreads(); /* as the server does: the writer activates events of our bases */
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    libevent_global_shutdown();
+    return failed ? 1 : 0;
+}
