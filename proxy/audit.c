@@ -21,7 +21,11 @@
 
 #define HEX_LEN 64
 #define MAX_QUEUE 100000             /* records waiting for the writer */
-#define MAX_LINE (8u << 20)          /* one record: a body of at most max_body_bytes, and more */
+/* One record: the body (limits.max_body_bytes, at most 16 MiB) and the target as fetched (the
+ * upstream's answers are capped at 16 MiB) fit; the writer refuses anything longer, so every
+ * line it writes can be read back by open and by audit-verify. */
+#define MAX_LINE (64u << 20)
+#define MAX_SEQ 9007199254740991ull /* 2^53 - 1: exact in every JSON reader */
 #define BATCH_BYTES (4u << 20)       /* one write() */
 #define MAX_KEY_FILE 4096            /* the HMAC key file */
 #define MIN_KEY_BYTES 32             /* HMAC-SHA256: at least the hash's length */
@@ -162,7 +166,7 @@ static int check_line(const char *line, size_t len, const unsigned char *key, si
         snprintf(why, whylen, "not a JSON record: %s", je.msg);
     } else if (!cJSON_IsObject(j) || !cJSON_IsNumber(v) || v->valuedouble != 1 ||
                j->child != v || !cJSON_IsNumber(s) || s->valuedouble < 1 ||
-               s->valuedouble > 9007199254740991.0 ||
+               s->valuedouble > (double)MAX_SEQ ||
                s->valuedouble != (double)(uint64_t)s->valuedouble ||
                cJSON_GetObjectItemCaseSensitive(j, "hash") != NULL) {
         snprintf(why, whylen, "not a version 1 record with a seq");
@@ -232,11 +236,11 @@ static int last_line(int fd, char **line, size_t *len, char *why, size_t whylen)
             return 1;
         }
         free(buf);
-        if (want >= MAX_LINE) {
+        if (want >= (size_t)MAX_LINE + 2) {
             snprintf(why, whylen, "its last line is longer than %u bytes", MAX_LINE);
             return -1;
         }
-        want *= 4;
+        want = want * 4 < (size_t)MAX_LINE + 2 ? want * 4 : (size_t)MAX_LINE + 2;
     }
 }
 
@@ -249,11 +253,11 @@ static int read_state(const char *path, uint64_t *seq, char hash[HEX_LEN + 1])
         return errno == ENOENT ? 0 : -1;
     char buf[128];
     int rc = -1;
-    if (fgets(buf, sizeof buf, f)) {
+    if (fgets(buf, sizeof buf, f) && buf[0] >= '0' && buf[0] <= '9') { /* no sign, no space */
         char *end;
         errno = 0;
         unsigned long long s = strtoull(buf, &end, 10);
-        if (errno == 0 && end != buf && *end == ' ' && strlen(end + 1) >= HEX_LEN &&
+        if (errno == 0 && end != buf && *end == ' ' && s < MAX_SEQ && strlen(end + 1) >= HEX_LEN &&
             is_hex64(end + 1) && (end[1 + HEX_LEN] == '\n' || end[1 + HEX_LEN] == '\0')) {
             *seq = s;
             memcpy(hash, end + 1, HEX_LEN);
@@ -366,6 +370,13 @@ static int continue_chain(struct gw_audit *a, char *why, size_t whylen)
                      "audit.file %s: its last record does not verify (%s): check the file with "
                      "ghl-gateway audit-verify",
                      a->path, err);
+            return -1;
+        }
+        if (state == 1 && sseq == a->seq && strcmp(shash, a->prev) != 0) {
+            snprintf(why, whylen,
+                     "audit.file %s: its last record (seq %llu) is not the one %s remembers: "
+                     "the file was replaced or altered",
+                     a->path, (unsigned long long)a->seq, a->state_path);
             return -1;
         }
         if (state == 1 && sseq > a->seq) {
@@ -561,6 +572,12 @@ static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_ite
     double t0 = now_s();
     off_t before = file_size(a->fd);
     for (struct gw_audit_item *it = list; it && ok; it = it->next) {
+        if (seq >= MAX_SEQ) {
+            snprintf(why, sizeof why, "seq %llu is the last a chain can hold",
+                     (unsigned long long)seq);
+            ok = false;
+            break;
+        }
         if (compose(a, it, seq + 1, prev, &b) != 0) {
             snprintf(why, sizeof why, "out of memory composing a record");
             ok = false;
@@ -577,6 +594,8 @@ static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_ite
     }
     if (ok)
         ok = flush_batch(a, &b, a->fsync, before, why, sizeof why) == 0;
+    else if (before >= 0 && ftruncate(a->fd, before) != 0) /* a part may have been written */
+        gw_log_error("audit: cannot cut a failed write off %s: %s", a->path, strerror(errno));
     free(b.p);
     double dt = now_s() - t0;
     pthread_mutex_lock(&a->mu);
@@ -734,6 +753,11 @@ void gw_audit_reopen(struct gw_audit *a)
 
 int gw_audit_submit(struct gw_audit *a, struct gw_audit_item *it)
 {
+    if (it->members == NULL || strlen(it->members) > MAX_LINE - 1024) {
+        gw_log_error("audit: a %s record of more than %u bytes is refused",
+                     gw_audit_event_name(it->event), MAX_LINE - 1024);
+        return -1;
+    }
     pthread_mutex_lock(&a->mu);
     if (a->qlen >= MAX_QUEUE || a->stop || !a->started) {
         pthread_mutex_unlock(&a->mu);
@@ -815,7 +839,7 @@ int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char
                     size_t keylen, uint64_t anchor_seq, const char *anchor_hash, bool cont,
                     FILE *out, FILE *err)
 {
-    uint64_t last = 0, count = 0;
+    uint64_t last = 0, count = 0, first_seq = 1;
     char prev[HEX_LEN + 1];
     memcpy(prev, zeros, sizeof prev);
     bool first = true, anchored = false;
@@ -849,6 +873,7 @@ int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char
                 rc = 1;
             } else if (first && cont) {
                 fprintf(out, "continuing from seq %llu, prev %s\n", (unsigned long long)seq, p);
+                first_seq = seq;
             } else if (seq != last + 1) {
                 fprintf(err,
                         "%s:%zu: seq %llu follows seq %llu (a record is missing, moved or "
@@ -875,11 +900,20 @@ int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char
                 anchored = true;
             }
         }
+        if (rc == 0 && ferror(in)) {
+            fprintf(err, "%s: cannot read: %s\n", files[f], strerror(errno));
+            rc = 2;
+        }
         fclose(in);
     }
     free(line);
     if (rc != 0)
         return rc;
+    if (anchor_seq && !anchored && first_seq > anchor_seq) {
+        fprintf(err, "the log starts at seq %llu, after the anchor seq %llu\n",
+                (unsigned long long)first_seq, (unsigned long long)anchor_seq);
+        return 1;
+    }
     if (anchor_seq && !anchored) {
         fprintf(err,
                 "the log ends at seq %llu and does not reach the anchor seq %llu (its tail is "

@@ -906,6 +906,11 @@ static const char *const bad_states[] = {
     "5  0000000000000000000000000000000000000000000000000000000000000000\n",
     "5x 0000000000000000000000000000000000000000000000000000000000000000\n",
     "99999999999999999999999 0000000000000000000000000000000000000000000000000000000000000000\n",
+    /* found by review: a seq the chain cannot continue from (wraps, or past 2^53 - 1) */
+    "-1 0000000000000000000000000000000000000000000000000000000000000000\n",
+    "18446744073709551615 0000000000000000000000000000000000000000000000000000000000000000\n",
+    "9007199254740991 0000000000000000000000000000000000000000000000000000000000000000\n",
+    " +5 0000000000000000000000000000000000000000000000000000000000000000\n",
 };
 
 START_TEST(test_open_refuses_malformed_state_file)
@@ -1446,6 +1451,25 @@ START_TEST(test_verify_unreadable_file_returns_2)
     const char *two[] = {g, f};
     ck_assert_int_eq(verify_files(two, 2, NULL, 0, NULL, false), 2);
     ck_assert_str_eq(v_err, want);
+    /* found by review: a read error is not "0 records verified" */
+    verify1(g_dir, NULL);
+    ck_assert_int_eq(v_rc, 2);
+    ck_assert_msg(strstr(v_err, "cannot read: Is a directory") != NULL, "%s", v_err);
+    ck_assert_str_eq(v_out, "");
+}
+END_TEST
+
+/* found by review: a state file naming the file's last seq with another hash means the file
+ * is not the one the gateway wrote */
+START_TEST(test_open_refuses_state_with_the_same_seq_and_another_hash)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 2, false, NULL);
+    put(in_dir("audit.jsonl.chain"),
+        "2 1111111111111111111111111111111111111111111111111111111111111111\n");
+    const char *why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, "is not the one") != NULL, "%s", why);
 }
 END_TEST
 
@@ -1548,6 +1572,7 @@ static Suite *suite(void)
     tcase_add_loop_test(t, test_open_refuses_malformed_state_file, 0,
                         (int)(sizeof bad_states / sizeof bad_states[0]));
     tcase_add_test(t, test_open_refuses_unopenable_file);
+    tcase_add_test(t, test_open_refuses_state_with_the_same_seq_and_another_hash);
     suite_add_tcase(s, t);
 
     t = tcase_create("waited");
