@@ -18,8 +18,8 @@ struct gw_admin {
     struct gw_admin_ops ops;
 };
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       const char *type, struct evbuffer *body)
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *type,
+                       struct evbuffer *body)
 {
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", type);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Cache-Control", "no-store");

@@ -20,16 +20,16 @@
 #include "snapshot.h"
 
 #define HEX_LEN 64
-#define MAX_QUEUE 100000             /* records waiting for the writer */
+#define MAX_QUEUE 100000 /* records waiting for the writer */
 /* One record: the body (limits.max_body_bytes, at most 16 MiB) and the target as fetched (the
  * upstream's answers are capped at 16 MiB) fit; the writer refuses anything longer, so every
  * line it writes can be read back by open and by audit-verify. */
 #define MAX_LINE (64u << 20)
-#define MAX_SEQ 9007199254740991ull /* 2^53 - 1: exact in every JSON reader */
-#define BATCH_BYTES (4u << 20)       /* one write() */
-#define MAX_KEY_FILE 4096            /* the HMAC key file */
-#define MIN_KEY_BYTES 32             /* HMAC-SHA256: at least the hash's length */
-#define RETRY_MS 1000                /* after a failed write */
+#define MAX_SEQ 9007199254740991ull       /* 2^53 - 1: exact in every JSON reader */
+#define BATCH_BYTES (4u << 20)            /* one write() */
+#define MAX_KEY_FILE 4096                 /* the HMAC key file */
+#define MIN_KEY_BYTES 32                  /* HMAC-SHA256: at least the hash's length */
+#define RETRY_MS 1000                     /* after a failed write */
 #define HASH_SUFFIX_LEN (9 + HEX_LEN + 2) /* ,"hash":"<64 hex>"} */
 
 static const char zeros[HEX_LEN + 1] =
@@ -101,9 +101,9 @@ static int chain_hash(const unsigned char *key, size_t keylen, const char *prev,
     } else {
         EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
         EVP_MAC_CTX *c = mac ? EVP_MAC_CTX_new(mac) : NULL;
-        OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
-                                                                (char *)"SHA256", 0),
-                               OSSL_PARAM_construct_end()};
+        OSSL_PARAM params[] = {
+            OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+            OSSL_PARAM_construct_end()};
         if (c && EVP_MAC_init(c, key, keylen, params) == 1 &&
             EVP_MAC_update(c, (const unsigned char *)prev, HEX_LEN) == 1 &&
             EVP_MAC_update(c, (const unsigned char *)body, len) == 1 &&
@@ -164,9 +164,8 @@ static int check_line(const char *line, size_t len, const unsigned char *key, si
     const cJSON *s = cJSON_GetObjectItemCaseSensitive(j, "seq");
     if (j == NULL) {
         snprintf(why, whylen, "not a JSON record: %s", je.msg);
-    } else if (!cJSON_IsObject(j) || !cJSON_IsNumber(v) || v->valuedouble != 1 ||
-               j->child != v || !cJSON_IsNumber(s) || s->valuedouble < 1 ||
-               s->valuedouble > (double)MAX_SEQ ||
+    } else if (!cJSON_IsObject(j) || !cJSON_IsNumber(v) || v->valuedouble != 1 || j->child != v ||
+               !cJSON_IsNumber(s) || s->valuedouble < 1 || s->valuedouble > (double)MAX_SEQ ||
                s->valuedouble != (double)(uint64_t)s->valuedouble ||
                cJSON_GetObjectItemCaseSensitive(j, "hash") != NULL) {
         snprintf(why, whylen, "not a version 1 record with a seq");
@@ -308,8 +307,8 @@ static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t
     a->fsync = cfg->audit.fsync;
     char err[300];
     if (cfg->audit.hmac_key_file) {
-        a->key = (unsigned char *)gw_read_secret(cfg->audit.hmac_key_file, MAX_KEY_FILE,
-                                                 &a->keylen, err, sizeof err);
+        a->key = (unsigned char *)gw_read_secret(cfg->audit.hmac_key_file, MAX_KEY_FILE, &a->keylen,
+                                                 err, sizeof err);
         if (a->key == NULL) {
             snprintf(why, whylen, "audit.hmac_key_file: %s", err);
             goto bad;
@@ -362,8 +361,7 @@ static int continue_chain(struct gw_audit *a, char *why, size_t whylen)
     }
     if (got == 1) {
         char prev[HEX_LEN + 1];
-        int rc = check_line(line, len, a->key, a->keylen, &a->seq, prev, a->prev, err,
-                            sizeof err);
+        int rc = check_line(line, len, a->key, a->keylen, &a->seq, prev, a->prev, err, sizeof err);
         free(line);
         if (rc != 0) {
             snprintf(why, whylen,
@@ -383,8 +381,7 @@ static int continue_chain(struct gw_audit *a, char *why, size_t whylen)
             snprintf(why, whylen,
                      "audit.file %s ends at seq %llu but the log had reached seq %llu (%s): "
                      "records are missing",
-                     a->path, (unsigned long long)a->seq, (unsigned long long)sseq,
-                     a->state_path);
+                     a->path, (unsigned long long)a->seq, (unsigned long long)sseq, a->state_path);
             return -1;
         }
     } else if (state == 1) {
@@ -512,8 +509,8 @@ static off_t file_size(int fd)
 
 /* Writes b to the sinks; with sync, syncs the file. Returns 0, or -1 with why, the file cut
  * back to `before` (its size before the records being written: no partial line stays). */
-static int flush_batch(struct gw_audit *a, const struct buf *b, bool sync, off_t before,
-                       char *why, size_t whylen)
+static int flush_batch(struct gw_audit *a, const struct buf *b, bool sync, off_t before, char *why,
+                       size_t whylen)
 {
     if (a->fd >= 0) {
         if (write_all(a->fd, b->p, b->n) != 0 ||
@@ -547,8 +544,8 @@ static void reopen_file(struct gw_audit *a)
         return;
     int fd = open_file(a->path);
     if (fd < 0) {
-        gw_log_error("audit: SIGUSR1: cannot reopen %s: %s; still writing the old file",
-                     a->path, strerror(errno));
+        gw_log_error("audit: SIGUSR1: cannot reopen %s: %s; still writing the old file", a->path,
+                     strerror(errno));
         return;
     }
     close(a->fd);

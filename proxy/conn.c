@@ -93,6 +93,7 @@ static void conn_free(struct gw_conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->nconns--;
+    atomic_store_explicit(&w->m.connections, w->nconns, memory_order_relaxed);
     if (w->listener_paused && !w->draining &&
         w->nconns < (size_t)w->snap->cfg->limits.max_connections) {
         evconnlistener_enable(w->listener);
@@ -329,6 +330,7 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
         w->conns->prev = c;
     w->conns = c;
     w->nconns++;
+    atomic_store_explicit(&w->m.connections, w->nconns, memory_order_relaxed);
     if (w->nconns >= (size_t)cf->limits.max_connections && !w->listener_paused) {
         evconnlistener_disable(w->listener);
         w->listener_paused = true;

@@ -25,6 +25,8 @@
 #include "admin.h"
 #include "admit.h"
 #include "audit.h"
+#include "metrics.h"
+#include "ratelimit.h"
 #include "conn.h"
 #include "jwks.h"
 #include "json.h"
@@ -50,6 +52,7 @@ struct gw_daemon {
     struct gw_log *access;
     struct gw_audit *audit; /* for the daemon's life (audit.* changes need a restart) */
     struct gw_admin *admin;
+    struct gw_rl *rl; /* rate limits: state shared by the workers, limits from the snapshot */
     struct gw_worker *workers;
     size_t nworkers;
     atomic_bool stopping;
@@ -85,8 +88,8 @@ struct gw_req {
     cJSON *target;                    /* update/delete: the user as fetched (audit "before") */
     struct gw_audit_item *intent;     /* a change's intent record, until the writer answers */
     struct event *intent_done;
-    bool intent_written;              /* the change may go upstream: an outcome is owed */
-    char cert_sha256[65];             /* the client certificate's SHA-256 (mTLS), or "" */
+    bool intent_written;  /* the change may go upstream: an outcome is owed */
+    char cert_sha256[65]; /* the client certificate's SHA-256 (mTLS), or "" */
 };
 
 static const char *status_reason(int code)
@@ -303,30 +306,62 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
     audit_answer(r, body);
     a.bytes_out = body ? evbuffer_get_length(body) : 0;
     a.duration_ms = gw_mono_ms() - r->t0;
+    gw_m_request(&r->w->m, a.op, status, a.duration_ms / 1000);
     gw_log_access(r->w->d->access, &a);
     gw_conn_reply(r->conn, status, status_reason(status), hdrs, nhdrs, body, close);
     req_free(r);
 }
 
 /* One of the gateway's own replies (SPEC §8); extra: one more header, or NULL. */
-static void reply_with(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
-                       const char *const *msgs, size_t nmsgs, const struct gw_header *extra)
+static void reply_extra(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
+                        const char *const *msgs, size_t nmsgs, const struct gw_header *extra,
+                        size_t nextra)
 {
     struct evbuffer *b = evbuffer_new();
-    struct gw_header h[3] = {{"Content-Type", "application/json; charset=utf-8"}};
+    struct gw_header h[8] = {{"Content-Type", "application/json; charset=utf-8"}};
     size_t nh = 1;
-    if (extra)
-        h[nh++] = *extra;
+    for (size_t i = 0; i < nextra && nh + 1 < sizeof h / sizeof *h; i++)
+        h[nh++] = extra[i];
     if (b == NULL || gw_reply_body(b, kind, msg, msgs, nmsgs) != 0) {
         if (b)
             evbuffer_drain(b, evbuffer_get_length(b));
-        finish(r, 500, h, 1, b, true);
+        finish(r, 500, h, 1, b, true); /* b may be NULL: finish sends no body then */
         if (b)
             evbuffer_free(b);
         return;
     }
     finish(r, gw_reply_status(kind), h, nh, b, gw_reply_closes(kind));
     evbuffer_free(b);
+}
+
+static void reply_with(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
+                       const char *const *msgs, size_t nmsgs, const struct gw_header *extra)
+{
+    reply_extra(r, kind, msg, msgs, nmsgs, extra, extra ? 1 : 0);
+}
+
+/* 429 (SPEC §11): Retry-After and HighLevel's X-RateLimit-* headers of the limit that
+ * refused. */
+static void reply_limited(struct gw_req *r, const struct gw_rl_verdict *v, enum gw_rl_scope scope)
+{
+    gw_m_inc(&r->w->m.rate_limited[scope]);
+    char ra[24], max[24], rem[24], iv[24];
+    snprintf(ra, sizeof ra, "%ld", v->retry_after_s);
+    snprintf(max, sizeof max, "%ld", v->max);
+    snprintf(rem, sizeof rem, "%ld", v->remaining);
+    snprintf(iv, sizeof iv, "%ld", v->interval_ms);
+    struct gw_header h[4] = {{"Retry-After", ra},
+                             {"X-RateLimit-Max", max},
+                             {"X-RateLimit-Remaining", rem},
+                             {"X-RateLimit-Interval-Milliseconds", iv}};
+    reply_extra(r, GW_R_RATE_LIMITED, NULL, NULL, 0, h, 4);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
 static void reply_error(struct gw_req *r, enum gw_reply_kind kind, const char *msg,
@@ -370,10 +405,10 @@ static enum gw_auth_reason authenticate(struct gw_req *r)
     struct gw_worker *w = r->w;
     r->principal = gw_token_cache_get(w->cache, key, now);
     if (r->principal) {
-        w->stats.cache_hits++;
+        gw_m_inc(&w->m.cache_hits);
         return GW_AUTH_OK;
     }
-    w->stats.cache_misses++;
+    gw_m_inc(&w->m.cache_misses);
     why = gw_jwt_verify(r->snap->auth, token, len, now, &r->principal);
     if (why == GW_AUTH_OK && r->principal->exp > now) /* a token in its leeway is not kept */
         gw_token_cache_put(w->cache, key, r->principal, r->principal->exp);
@@ -427,6 +462,15 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
     const struct gw_config *cfg = r->snap->cfg;
     const char *method = target_only ? "GET" : r->method;
     r->upstream_status = 0; /* the status logged and audited is this call's */
+    /* HighLevel's own limits, for every caller together: refused here, not upstream */
+    const struct gw_config *rc = r->snap->cfg;
+    struct gw_rl_verdict v;
+    gw_rl_upstream(r->w->d->rl, rc->rate_limit.upstream.burst, rc->rate_limit.upstream.per_seconds,
+                   rc->rate_limit.upstream.daily, mono_ns(), (int64_t)time(NULL), &v);
+    if (!v.allowed) {
+        reply_limited(r, &v, GW_RL_UPSTREAM);
+        return;
+    }
     char *query = target_only ? strdup("") : gw_route_query_string(&r->route);
     char *body = r->body && !target_only ? cJSON_PrintUnformatted(r->body) : NULL;
     if (query == NULL || (r->body && !target_only && body == NULL)) {
@@ -494,8 +538,14 @@ static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, co
         req_free(r);
         return true;
     }
-    if (res->err == GW_UP_OK)
+    if (res->err == GW_UP_OK) {
+        gw_m_upstream(&r->w->m, r->route.op->id, res->status, res->ms / 1000);
         return false;
+    }
+    gw_m_inc(&r->w->m.up_errors[res->err == GW_UP_CONNECT   ? GW_UPE_CONNECT
+                                : res->err == GW_UP_TLS     ? GW_UPE_TLS
+                                : res->err == GW_UP_TIMEOUT ? GW_UPE_TIMEOUT
+                                                            : GW_UPE_PROTOCOL]);
     gw_log_error("request %s: %s %s: %s", r->request_id, method, r->route.upstream_path, res->why);
     if (res->err == GW_UP_TIMEOUT)
         reply_error(r, GW_R_TIMEOUT, NULL, NULL, 0);
@@ -555,7 +605,7 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         cJSON_Delete(reply);
         r->allowed = false;
         if (fr == GW_FILTER_FORBIDDEN) {
-            r->w->stats.policy_denials++;
+            gw_m_denial(&r->w->m, gw_policy_name(r->policy), r->route.op->id);
             struct gw_msgs m = {0};
             gw_msgs_add(&m, "%s", why);
             audit_denied(r, &m);
@@ -639,7 +689,7 @@ static void decide(struct gw_req *r, const cJSON *target, bool target_pending)
     r->policy = d.policy;
     r->allowed = d.allowed;
     if (!d.allowed) {
-        r->w->stats.policy_denials++;
+        gw_m_denial(&r->w->m, gw_policy_name(r->policy), r->route.op->id);
         audit_denied(r, &d.reasons); /* every matching policy's reasons */
         reply_error(r, GW_R_FORBIDDEN, d.reasons.n ? d.reasons.v[0] : "denied by policy", NULL, 0);
         gw_decision_free(&d);
@@ -751,9 +801,17 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     const struct gw_op *op = r->route.op;
     enum gw_auth_reason ar = authenticate(r);
     if (ar != GW_AUTH_OK) {
-        w->stats.auth_failures[ar]++;
+        gw_m_inc(&w->m.auth_failures[ar]);
         r->auth_failure = gw_auth_reason_name(ar);
         reply_unauthenticated(r, ar);
+        return;
+    }
+    const struct gw_config *lc = r->snap->cfg;
+    struct gw_rl_verdict rv;
+    gw_rl_subject(w->d->rl, r->principal->iss, r->principal->sub, lc->rate_limit.per_subject.burst,
+                  lc->rate_limit.per_subject.per_seconds, mono_ns(), &rv);
+    if (!rv.allowed) {
+        reply_limited(r, &rv, GW_RL_SUBJECT);
         return;
     }
     const char *version = gw_http_header(rq, "Version", &repeated);
@@ -1088,6 +1146,32 @@ static bool admin_ready(void *arg, char *why, size_t whylen)
 static void admin_metrics(void *arg, struct evbuffer *out)
 {
     struct gw_daemon *d = arg;
+    struct gw_metrics *shards[256];
+    size_t n = d->nworkers < 256 ? d->nworkers : 256;
+    for (size_t i = 0; i < n; i++)
+        shards[i] = &d->workers[i].m;
+    const char *reasons[GW_AUTH_REASONS];
+    for (int i = 0; i < GW_AUTH_REASONS; i++)
+        reasons[i] = gw_auth_reason_name((enum gw_auth_reason)i);
+    gw_metrics_render(out, shards, n, reasons, GW_AUTH_REASONS);
+    /* JWKS fetches of the current configuration's issuers (counted from its start) */
+    const struct gw_auth *au = d->snap->auth;
+    evbuffer_add_printf(out, "# HELP ghl_gateway_jwks_fetches_total JWKS URL fetches, by issuer "
+                             "and result (since the configuration was loaded).\n"
+                             "# TYPE ghl_gateway_jwks_fetches_total counter\n");
+    for (size_t i = 0; i < au->nissuers; i++) {
+        if (au->issuers[i].cfg->jwks_url == NULL)
+            continue;
+        uint64_t ok = 0, fail = 0;
+        gw_jwks_counts(au->fetcher, i, &ok, &fail);
+        for (int k = 0; k < 2; k++) {
+            evbuffer_add_printf(out, "ghl_gateway_jwks_fetches_total{issuer=\"");
+            for (const char *c = au->issuers[i].cfg->issuer; *c; c++)
+                evbuffer_add_printf(out, *c == '"' || *c == '\\' ? "\\%c" : "%c", *c);
+            evbuffer_add_printf(out, "\",result=\"%s\"} %llu\n", k ? "error" : "ok",
+                                (unsigned long long)(k ? fail : ok));
+        }
+    }
     struct gw_audit_stats st;
     gw_audit_get_stats(d->audit, &st);
     evbuffer_add_printf(out, "# HELP ghl_gateway_audit_records_total Audit records written.\n"
@@ -1182,10 +1266,14 @@ int gw_server_run(const char *config_path)
         return 1;
     }
     char why[400];
-    d.audit = gw_audit_open(snap->cfg, why, sizeof why);
+    d.rl = gw_rl_new();
+    d.audit = d.rl ? gw_audit_open(snap->cfg, why, sizeof why) : NULL;
+    if (d.rl == NULL)
+        snprintf(why, sizeof why, "out of memory");
     if (d.audit == NULL || gw_audit_start(d.audit) != 0) {
         gw_log_error("%s", d.audit ? "audit: cannot start the writer thread" : why);
         gw_audit_free(d.audit);
+        gw_rl_free(d.rl);
         gw_log_close(d.access);
         gw_snapshot_unref(snap);
         return 1;
@@ -1264,6 +1352,7 @@ out:
     free(d.workers);
     gw_log_close(d.access);
     gw_audit_free(d.audit);
+    gw_rl_free(d.rl);
     gw_snapshot_unref(d.snap);
     pthread_mutex_destroy(&d.snap_mu);
     if (rc == 0)

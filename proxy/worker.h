@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "conn.h"
+#include "metrics.h"
 
 struct event_base;
 struct evconnlistener;
@@ -46,11 +47,7 @@ struct gw_worker {
     /* Verified tokens. Its principals point into w->snap's issuers: a new snapshot must clear
      * it (reload). */
     struct gw_token_cache *cache;
-    struct {
-        uint64_t auth_failures[16]; /* by enum gw_auth_reason */
-        uint64_t cache_hits, cache_misses;
-        uint64_t policy_denials;
-    } stats; /* per worker, summed when scraped (metrics) */
+    struct gw_metrics m; /* this worker's shard, summed when scraped */
 };
 
 /* Ends the worker's loop once it is draining and holds no connection and no request. */

@@ -347,6 +347,7 @@ void env_start(struct env *e, const struct env_opts *o)
         "  \"credentials\": %s,\n"
         "  \"auth\": %s,\n"
         "  \"policies\": { \"dir\": \"policies\" },\n"
+        "  \"rate_limit\": %s,\n"
         "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
         "}\n",
         e->gateway.port, o->workers ? o->workers : 2, e->certs, e->certs, o->tls_json ? ", " : "",
@@ -355,8 +356,12 @@ void env_start(struct env *e, const struct env_opts *o)
         o->credentials_json ? o->credentials_json
                             : "{ \"agency_token_file\": \"agency.token\", "
                               "\"location_token_files\": { \"" LOC1 "\": \"loc1.token\" } }",
-        o->auth_json ? o->auth_json : auth, o->gateway_json ? ",\n  " : "",
-        o->gateway_json ? o->gateway_json : "");
+        o->auth_json ? o->auth_json : auth,
+        o->rate_limit_json ? o->rate_limit_json
+                           : "{ \"per_subject\": { \"burst\": 1000000, \"per_seconds\": 1 }, "
+                             "\"upstream\": { \"burst\": 1000000, \"per_seconds\": 1, "
+                             "\"daily\": 1000000000 } }",
+        o->gateway_json ? ",\n  " : "", o->gateway_json ? o->gateway_json : "");
     write_file(e->config, cfg);
     ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-test", "users.readonly users.write", NULL,
                           e->token, sizeof e->token),
@@ -487,8 +492,8 @@ int admin_get(const struct env *e, const char *path, char **body)
         return -1;
     }
     char req[300];
-    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                     path);
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
     if (write(fd, req, (size_t)n) != n) {
         close(fd);
         return -1;

@@ -54,6 +54,8 @@ struct env_opts {
     int workers;                  /* default 2 */
     int extra_users;              /* seed this many more users (UserMany000000000001...) */
     const char *seed_users;       /* more seed entries: JSON objects joined by commas */
+    const char *rate_limit_json;  /* replaces the "rate_limit" object (default: limits so high
+                                     that no test meets them) */
     const char *auth_json;        /* replaces the "auth" object (default: ISSUER_RS + ISSUER_HS) */
     /* policy files written to the policies folder; none given: one policy, "harness-all",
      * lets every subject of the three test issuers do everything */
