@@ -350,9 +350,10 @@ void env_start(struct env *e, const struct env_opts *o)
         "  \"rate_limit\": %s,\n"
         "  \"access_log\": { \"file\": \"access.log\" }%s%s\n"
         "}\n",
-        e->gateway.port, o->workers ? o->workers : 2, e->certs, e->certs, o->tls_json ? ", " : "",
-        o->tls_json ? o->tls_json : "", e->admin_port, upstream_port, e->certs,
-        o->upstream_json ? ", " : "", o->upstream_json ? o->upstream_json : "",
+        e->gateway.port, o->workers ? o->workers : 2, o->tls_dir ? o->tls_dir : e->certs,
+        o->tls_dir ? o->tls_dir : e->certs, o->tls_json ? ", " : "", o->tls_json ? o->tls_json : "",
+        e->admin_port, upstream_port, e->certs, o->upstream_json ? ", " : "",
+        o->upstream_json ? o->upstream_json : "",
         o->credentials_json ? o->credentials_json
                             : "{ \"agency_token_file\": \"agency.token\", "
                               "\"location_token_files\": { \"" LOC1 "\": \"loc1.token\" } }",

@@ -36,7 +36,7 @@ struct env {
     char config[600];
     struct proc sandbox;
     struct proc gateway;
-    int admin_port;      /* the gateway's plain-HTTP admin listener */
+    int admin_port; /* the gateway's plain-HTTP admin listener */
     char audit_file[600];
     char token[4096];    /* RS256, users.readonly + users.write, minted at start */
     char token_ro[4096]; /* RS256, users.readonly only */
@@ -50,6 +50,8 @@ struct env_opts {
     const char *gateway_json;     /* extra top-level config members, e.g. "\"limits\":{...}" */
     const char *upstream_json;    /* extra members of "upstream" */
     const char *tls_json;         /* extra members of "tls" */
+    const char *tls_dir;          /* the folder of the gateway's gateway.crt and gateway.key
+                                     (default: the test certificates) */
     const char *credentials_json; /* replaces the "credentials" object */
     int workers;                  /* default 2 */
     int extra_users;              /* seed this many more users (UserMany000000000001...) */

@@ -1,0 +1,371 @@
+/* Integration: operations (SPEC §1.2, §10, §11): the metrics on /metrics and their counters
+ * moving, rate limits per subject and for the upstream (429 with Retry-After and the
+ * X-RateLimit-* headers, nothing sent upstream), and SIGHUP: a policy and the certificate
+ * swapped while a request is in flight, a broken configuration kept out. */
+#include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "harness.h"
+
+static struct env E;
+
+static void teardown(void)
+{
+    env_stop(&E);
+}
+
+/* The value of a sample line "name{labels} value" (labels as written), or -1. */
+static long long sample(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *at = strstr(text, series); at; at = strstr(at + 1, series))
+        if ((at == text || at[-1] == '\n') && at[n] == ' ')
+            return strtoll(at + n + 1, NULL, 10);
+    return -1;
+}
+
+static char *scrape(void)
+{
+    char *m;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    return m;
+}
+
+static int get_as(const char *token, const char *path, struct response *r)
+{
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    return send_req(&E, "GET", path, auth, NULL, r);
+}
+
+static const char admin_only_get[] =
+    "{ \"name\": \"tester\", \"subjects\": [ { \"sub\": [\"svc-test\", \"svc-other\"] } ],\n"
+    "  \"operations\": [\"get-user\", \"search-users\", \"update-user\"],\n"
+    "  \"companies\": \"*\", \"locations\": \"*\" }\n";
+
+START_TEST(test_metrics_present_and_moving)
+{
+    env_start(&E, &(struct env_opts){.policies = {{"tester.json", admin_only_get}}});
+    char *m = scrape();
+    static const char *const names[] = {
+        "ghl_gateway_requests_total",          "ghl_gateway_request_duration_seconds",
+        "ghl_gateway_auth_failures_total",     "ghl_gateway_policy_denials_total",
+        "ghl_gateway_upstream_requests_total", "ghl_gateway_upstream_duration_seconds",
+        "ghl_gateway_upstream_errors_total",   "ghl_gateway_audit_records_total",
+        "ghl_gateway_audit_write_seconds",     "ghl_gateway_rate_limited_total",
+        "ghl_gateway_token_cache_hits_total",  "ghl_gateway_token_cache_misses_total",
+        "ghl_gateway_jwks_fetches_total",      "ghl_gateway_reloads_total",
+        "ghl_gateway_audit_last_seq",          "ghl_gateway_connections_active",
+        "ghl_gateway_config_generation",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char want[200];
+        snprintf(want, sizeof want, "# TYPE %s ", names[i]);
+        ck_assert_msg(strstr(m, want) != NULL, "%s missing:\n%s", names[i], m);
+    }
+    ck_assert_int_eq(sample(m, "ghl_gateway_config_generation"), 1);
+    free(m);
+
+    struct response r;
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        response_free(&r);
+    }
+    ck_assert_int_eq(
+        send_req(&E, "GET", "/users/" SEED_USER, "Authorization: Bearer x.y.z\r\n", NULL, &r), 0);
+    ck_assert_int_eq(r.status, 401);
+    response_free(&r);
+    char nobody[4096];
+    ck_assert_int_eq(
+        mint("RS256", ISSUER_RS, "svc-nobody", "users.readonly", NULL, nobody, sizeof nobody), 0);
+    ck_assert_int_eq(get_as(nobody, "/users/" SEED_USER, &r), 0);
+    ck_assert_int_eq(r.status, 403);
+    response_free(&r);
+    ck_assert_int_eq(send_req(&E, "GET", "/nowhere", NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 404);
+    response_free(&r);
+
+    m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_requests_total{op=\"get-user\",status=\"200\"}"), 3);
+    ck_assert_int_eq(sample(m, "ghl_gateway_requests_total{op=\"get-user\",status=\"401\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_requests_total{op=\"get-user\",status=\"403\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_requests_total{op=\"none\",status=\"404\"}"), 1);
+    ck_assert_int_eq(
+        sample(m, "ghl_gateway_upstream_requests_total{op=\"get-user\",status=\"200\"}"), 3);
+    ck_assert_int_eq(sample(m, "ghl_gateway_auth_failures_total{reason=\"malformed\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_policy_denials_total{policy=\"none\",op=\"get-user\"}"),
+                     1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_request_duration_seconds_count{op=\"get-user\"}"), 5);
+    ck_assert_int_eq(sample(m, "ghl_gateway_upstream_duration_seconds_count"), 3);
+    /* the same token three times: verified once per worker at most, then from the cache */
+    long long hits = sample(m, "ghl_gateway_token_cache_hits_total");
+    long long misses = sample(m, "ghl_gateway_token_cache_misses_total");
+    ck_assert_msg(hits >= 1 && misses >= 2 && hits + misses == 5, "hits %lld misses %lld", hits,
+                  misses);
+    ck_assert_msg(sample(m, "ghl_gateway_connections_active") >= 0, "%s", m);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_per_subject_limit)
+{
+    env_start(&E,
+              &(struct env_opts){
+                  .rate_limit_json = "{ \"per_subject\": { \"burst\": 3, \"per_seconds\": 60 }, "
+                                     "\"upstream\": { \"burst\": 1000, \"per_seconds\": 1 } }",
+              });
+    struct response r;
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        response_free(&r);
+    }
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 429);
+    ck_assert_str_eq(r.body,
+                     "{\"statusCode\":429,\"message\":\"Too many requests\",\"error\":\"Too Many "
+                     "Requests\"}");
+    long ra = strtol(response_header(&r, "Retry-After"), NULL, 10);
+    ck_assert_msg(ra >= 1 && ra <= 20, "Retry-After %ld", ra); /* one token per 20 s */
+    ck_assert_str_eq(response_header(&r, "X-RateLimit-Max"), "3");
+    ck_assert_str_eq(response_header(&r, "X-RateLimit-Remaining"), "0");
+    ck_assert_str_eq(response_header(&r, "X-RateLimit-Interval-Milliseconds"), "60000");
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 3); /* the refused one never went upstream */
+    /* another subject has its own bucket */
+    ck_assert_int_eq(get_as(E.token_ro, "/users/" SEED_USER, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    char *m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_rate_limited_total{scope=\"subject\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_rate_limited_total{scope=\"upstream\"}"), 0);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_upstream_budget_shared_by_callers)
+{
+    env_start(&E,
+              &(struct env_opts){
+                  .rate_limit_json = "{ \"per_subject\": { \"burst\": 100, \"per_seconds\": 1 }, "
+                                     "\"upstream\": { \"burst\": 4, \"per_seconds\": 60 } }",
+              });
+    struct response r;
+    int ok = 0, limited = 0;
+    for (int i = 0; i < 6; i++) { /* two callers, three requests each, interleaved */
+        ck_assert_int_eq(get_as(i % 2 ? E.token_ro : E.token, "/users/" SEED_USER, &r), 0);
+        if (r.status == 200)
+            ok++;
+        else if (r.status == 429) {
+            limited++;
+            ck_assert_str_eq(response_header(&r, "X-RateLimit-Max"), "4");
+            ck_assert_ptr_nonnull(response_header(&r, "Retry-After"));
+        }
+        response_free(&r);
+    }
+    ck_assert_int_eq(ok, 4);
+    ck_assert_int_eq(limited, 2);
+    ck_assert_int_eq(journal_count(&E), 4);
+    char *m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_rate_limited_total{scope=\"upstream\"}"), 2);
+    ck_assert_int_eq(sample(m, "ghl_gateway_rate_limited_total{scope=\"subject\"}"), 0);
+    free(m);
+}
+END_TEST
+
+START_TEST(test_upstream_daily_budget)
+{
+    env_start(&E,
+              &(struct env_opts){
+                  .rate_limit_json = "{ \"per_subject\": { \"burst\": 100, \"per_seconds\": 1 }, "
+                                     "\"upstream\": { \"burst\": 100, \"per_seconds\": 1, "
+                                     "\"daily\": 2 } }",
+              });
+    struct response r;
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        response_free(&r);
+    }
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 429);
+    ck_assert_str_eq(response_header(&r, "X-RateLimit-Max"), "2");
+    ck_assert_str_eq(response_header(&r, "X-RateLimit-Interval-Milliseconds"), "86400000");
+    long ra = strtol(response_header(&r, "Retry-After"), NULL, 10);
+    ck_assert_msg(ra >= 1 && ra <= 86400, "Retry-After %ld", ra); /* until 00:00 UTC */
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 2);
+}
+END_TEST
+
+static void copy_file(const char *from, const char *to)
+{
+    char cmd[1500];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s.tmp' && mv '%s.tmp' '%s'", from, to, to, to);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+}
+
+/* The certificate a new connection is shown equals the one in pem_path. */
+static bool server_shows(const char *pem_path)
+{
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    struct tls_client c;
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+    X509 *peer = SSL_get1_peer_certificate(c.ssl);
+    FILE *f = fopen(pem_path, "r");
+    X509 *want = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    bool same = peer && want && X509_cmp(peer, want) == 0;
+    X509_free(peer);
+    X509_free(want);
+    tls_close(&c);
+    return same;
+}
+
+static const char deny_get[] =
+    "{ \"name\": \"harness-all\", \"subjects\": [ { \"sub\": \"svc-test\" } ],\n"
+    "  \"operations\": [\"search-users\"], \"companies\": \"*\", \"locations\": \"*\" }\n";
+
+START_TEST(test_sighup_swaps_policy_and_certificate_in_flight)
+{
+    char dir[] = "/tmp/ghl-tls-XXXXXX", path[700], certs[600];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(certs, sizeof certs, "%s", GW_CERTS_DIR);
+    char src[700], dst[700];
+    snprintf(src, sizeof src, "%s/gateway.crt", certs);
+    snprintf(dst, sizeof dst, "%s/gateway.crt", dir);
+    copy_file(src, dst);
+    snprintf(src, sizeof src, "%s/gateway.key", certs);
+    snprintf(dst, sizeof dst, "%s/gateway.key", dir);
+    copy_file(src, dst);
+    env_start(&E, &(struct env_opts){.tls_dir = dir, .sandbox_args = "--delay-ms 1500"});
+    snprintf(path, sizeof path, "%s/gateway.crt", certs);
+    ck_assert(server_shows(path));
+
+    /* a request in flight on the old configuration */
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    struct tls_client c;
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
+    ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
+    free(raw);
+    usleep(300000);
+
+    /* meanwhile: another certificate (the sandbox's, same CA and names), and a policy that no
+     * longer lets svc-test read a user */
+    snprintf(src, sizeof src, "%s/sandbox.crt", certs);
+    snprintf(dst, sizeof dst, "%s/gateway.crt", dir);
+    copy_file(src, dst);
+    snprintf(src, sizeof src, "%s/sandbox.key", certs);
+    snprintf(dst, sizeof dst, "%s/gateway.key", dir);
+    copy_file(src, dst);
+    env_write_policy(&E, "harness-all.json", deny_get);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
+    usleep(300000);
+
+    /* the request in flight completes on its own snapshot */
+    struct response r;
+    ck_assert_int_eq(tls_read_response(&c, &r, 5000, 0), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    tls_close(&c);
+    /* new connections see the new certificate, new requests the new policy */
+    snprintf(path, sizeof path, "%s/sandbox.crt", certs);
+    ck_assert(server_shows(path));
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 403);
+    ck_assert_ptr_nonnull(strstr(r.body, "operation get-user is not allowed"));
+    response_free(&r);
+    char *m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_config_generation"), 2);
+    ck_assert_int_eq(sample(m, "ghl_gateway_reloads_total{result=\"ok\"}"), 1);
+    free(m);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+END_TEST
+
+START_TEST(test_sighup_with_a_broken_config_keeps_the_old_one)
+{
+    env_start(&E, NULL);
+    char *good = slurp(E.config);
+    FILE *f = fopen(E.config, "w");
+    fprintf(f, "%s", good);
+    fputs("{ trailing junk", f);
+    fclose(f);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
+    char *log = NULL;
+    for (int i = 0; i < 50; i++) {
+        free(log);
+        log = slurp(E.gateway.log);
+        if (strstr(log, "reload failed"))
+            break;
+        usleep(50000);
+    }
+    ck_assert_msg(strstr(log, "reload failed") != NULL, "%s", log);
+    free(log);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    char *m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_reloads_total{result=\"error\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_reloads_total{result=\"ok\"}"), 0);
+    ck_assert_int_eq(sample(m, "ghl_gateway_config_generation"), 1);
+    free(m);
+    char *body;
+    ck_assert_int_eq(admin_get(&E, "/readyz", &body), 200);
+    free(body);
+    ck_assert_int_eq(admin_get(&E, "/healthz", &body), 200);
+    free(body);
+    /* fixed: the next SIGHUP takes it */
+    f = fopen(E.config, "w");
+    fputs(good, f);
+    fclose(f);
+    free(good);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
+    for (int i = 0; i < 50; i++) {
+        m = scrape();
+        long long g = sample(m, "ghl_gateway_config_generation");
+        free(m);
+        if (g == 2)
+            break;
+        usleep(50000);
+    }
+    m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_config_generation"), 2);
+    free(m);
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("ops");
+    TCase *t = tcase_create("ops");
+    tcase_add_checked_fixture(t, NULL, teardown);
+    tcase_set_timeout(t, 60);
+    tcase_add_test(t, test_metrics_present_and_moving);
+    tcase_add_test(t, test_per_subject_limit);
+    tcase_add_test(t, test_upstream_budget_shared_by_callers);
+    tcase_add_test(t, test_upstream_daily_budget);
+    tcase_add_test(t, test_sighup_swaps_policy_and_certificate_in_flight);
+    tcase_add_test(t, test_sighup_with_a_broken_config_keeps_the_old_one);
+    suite_add_tcase(s, t);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
