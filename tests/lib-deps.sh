@@ -1,7 +1,8 @@
 # Sourced by tests/run.sh and deploy/demo.sh: installs the Debian packages the project needs,
 # when they are missing. Needs root or sudo the first time.
 gw_packages=(build-essential cmake pkg-config libevent-dev libssl-dev libjwt-dev libcjson-dev
-             check openssl curl ca-certificates clang libclang-rt-dev)
+             check openssl curl ca-certificates clang libclang-rt-dev
+             python3-yaml systemd)
 
 gw_install_missing() {
   local missing=() p
