@@ -289,8 +289,14 @@ def check_container():
     pkgs = set(w for w in installs.split() if re.fullmatch(r"[a-z0-9][a-z0-9.+-]+", w)) - {
         "apt-get", "install", "update", "rm", "noninteractive"}
     check(not any(p.endswith("-dev") for p in pkgs), "Dockerfile: -dev packages in the runtime image")
+    # the libraries the binary names (DT_NEEDED) where ldd finds them; what those need in
+    # turn comes with their packages' dependencies
+    needed = set(re.findall(r"\(NEEDED\)\s+Shared library: \[([^]]+)\]",
+                            subprocess.run(["readelf", "-d", GATEWAY], capture_output=True,
+                                           text=True).stdout))
+    check(len(needed) > 0, "readelf found no DT_NEEDED entry in %s" % GATEWAY)
     ldd = subprocess.run(["ldd", GATEWAY], capture_output=True, text=True).stdout
-    libs = re.findall(r"=>\s+(/\S+)", ldd)
+    libs = [path for name, path in re.findall(r"(\S+)\s+=>\s+(/\S+)", ldd) if name in needed]
     base = {"libc6", "libgcc-s1", "zlib1g", "libzstd1", "liblzma5"}   # in bookworm-slim already
     for lib in libs:
         real = os.path.realpath(lib)
