@@ -1,6 +1,9 @@
 #include "upstream.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -493,6 +496,9 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     struct gw_upstream_call *call = c->call;
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = true;
+        /* requests go out as soon as they are complete: no Nagle delay behind a delayed ACK */
+        int one = 1;
+        (void)setsockopt(bufferevent_getfd(c->bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         if (call == NULL) {
             conn_free(c);
             return;
