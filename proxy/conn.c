@@ -22,8 +22,9 @@
 #include "snapshot.h"
 #include "worker.h"
 
-#define WRITE_TIMEOUT_S 30  /* backstop: no byte of a reply accepted for this long */
-#define OUT_CAP (64u << 10) /* replies queued past this: read no further request until sent */
+#define REPLY_COALESCE_MAX 16384 /* one TLS record's worth of plaintext */
+#define WRITE_TIMEOUT_S 30       /* backstop: no byte of a reply accepted for this long */
+#define OUT_CAP (64u << 10)      /* replies queued past this: read no further request until sent */
 
 enum conn_state {
     ST_IDLE,    /* no byte of the next request yet (or the TLS handshake) */
@@ -370,7 +371,8 @@ SSL *gw_conn_ssl(const struct gw_conn *c)
     return c->ssl;
 }
 
-static void http_date(char *buf, size_t len)
+/* The Date header's value for this second (formatted once per second and thread). */
+static const char *http_date(void)
 {
     static _Thread_local time_t last;
     static _Thread_local char cached[40];
@@ -381,7 +383,20 @@ static void http_date(char *buf, size_t len)
         strftime(cached, sizeof cached, "%a, %d %b %Y %H:%M:%S GMT", &tm);
         last = now;
     }
-    snprintf(buf, len, "%s", cached);
+    return cached;
+}
+
+/* v in decimal at buf (at least 21 bytes, not terminated); returns the length. */
+static size_t fmt_uint(char *buf, unsigned long long v)
+{
+    char tmp[24];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    memcpy(buf, tmp + i, sizeof tmp - i);
+    return sizeof tmp - i;
 }
 
 size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
@@ -396,15 +411,55 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
     bool head_only = c->rq.head.method && strcmp(c->rq.head.method, "HEAD") == 0;
     size_t blen = body ? evbuffer_get_length(body) : 0;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    char date[40];
-    http_date(date, sizeof date);
-    evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason, date);
-    for (size_t i = 0; i < nhdrs; i++)
-        evbuffer_add_printf(out, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
-    evbuffer_add_printf(out, "Content-Length: %zu\r\n%s\r\n", blen,
-                        close ? "Connection: close\r\n" : "");
+    /* the head in one buffer, without printf: this runs for every reply */
+    char head[2048];
+    size_t n = 0;
+    bool fits = true;
+#define HEAD_ADD(p, l)                                                                             \
+    do {                                                                                           \
+        size_t l_ = (l);                                                                           \
+        if (fits && n + l_ <= sizeof head) {                                                       \
+            memcpy(head + n, (p), l_);                                                             \
+            n += l_;                                                                               \
+        } else {                                                                                   \
+            fits = false;                                                                          \
+        }                                                                                          \
+    } while (0)
+#define HEAD_STR(str) HEAD_ADD((str), strlen(str))
+    char num[24];
+    HEAD_STR("HTTP/1.1 ");
+    HEAD_ADD(num, fmt_uint(num, (unsigned long long)(status > 0 ? status : 0)));
+    HEAD_STR(" ");
+    HEAD_STR(reason);
+    HEAD_STR("\r\nDate: ");
+    HEAD_STR(http_date());
+    HEAD_STR("\r\n");
+    for (size_t i = 0; i < nhdrs; i++) {
+        HEAD_STR(hdrs[i].name);
+        HEAD_STR(": ");
+        HEAD_STR(hdrs[i].value);
+        HEAD_STR("\r\n");
+    }
+    HEAD_STR("Content-Length: ");
+    HEAD_ADD(num, fmt_uint(num, blen));
+    HEAD_STR(close ? "\r\nConnection: close\r\n\r\n" : "\r\n\r\n");
+#undef HEAD_STR
+#undef HEAD_ADD
+    if (fits) {
+        evbuffer_add(out, head, n);
+    } else { /* an unusually long head (long header values): the general way */
+        evbuffer_add_printf(out, "HTTP/1.1 %d %s\r\nDate: %s\r\n", status, reason, http_date());
+        for (size_t i = 0; i < nhdrs; i++)
+            evbuffer_add_printf(out, "%s: %s\r\n", hdrs[i].name, hdrs[i].value);
+        evbuffer_add_printf(out, "Content-Length: %zu\r\n%s\r\n", blen,
+                            close ? "Connection: close\r\n" : "");
+    }
     if (blen && !head_only)
         evbuffer_add_buffer(out, body);
+    /* One contiguous chunk: the TLS layer writes each chunk as its own record (and write(2)),
+     * so head and body together cost one record, one system call and one segment. */
+    if (evbuffer_get_length(out) <= REPLY_COALESCE_MAX)
+        evbuffer_pullup(out, -1);
     reset_request(c);
     /* The client has body_timeout_ms to take the reply; the keep-alive deadline starts once
      * it is out (on_write). */

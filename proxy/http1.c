@@ -1,5 +1,6 @@
 #include "http1.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -13,31 +14,59 @@ static long fail(struct gw_http1_error *err, enum gw_reply_kind kind, const char
     return -1;
 }
 
+/* Line by line with memchr (vectorised in libc) instead of byte by byte: each line up to its
+ * LF must hold no NUL and no CR but the one right before the LF. A CR that ends the bytes
+ * seen so far is scanned again with the next bytes (it must turn out to precede an LF). */
 long gw_http1_scan(const unsigned char *h, size_t len, size_t *scanned, size_t cap,
                    struct gw_http1_error *err)
 {
     size_t want = len < cap ? len : cap;
-    for (size_t i = *scanned; i < want; i++) {
-        unsigned char b = h[i];
-        if (b == 0)
+    size_t i = *scanned;
+    while (i < want) {
+        const unsigned char *lf = memchr(h + i, '\n', want - i);
+        size_t stop = lf ? (size_t)(lf - h) : want; /* the line's bytes: [i, stop) */
+        const unsigned char *nul = memchr(h + i, 0, stop - i);
+        const unsigned char *cr = memchr(h + i, '\r', stop - i);
+        /* a CR is allowed only right before the LF (or as the last byte seen so far); a bad
+         * one shows at the byte after it, a NUL at itself: the first of the two is reported */
+        bool bad_cr = cr != NULL && (size_t)(cr - h) != stop - 1;
+        if (nul != NULL && (!bad_cr || nul <= cr + 1))
             return fail(err, GW_R_BAD_FRAMING, "NUL byte in request head");
-        if (b == '\n' && (i == 0 || h[i - 1] != '\r'))
-            return fail(err, GW_R_BAD_FRAMING, "bare LF in request head");
-        if (i > 0 && h[i - 1] == '\r' && b != '\n')
+        if (bad_cr)
             return fail(err, GW_R_BAD_FRAMING, "bare CR in request head");
-        if (b == '\n' && i >= 3 && h[i - 2] == '\n' && h[i - 3] == '\r')
-            return (long)(i + 1);
+        if (lf == NULL) {
+            i = cr != NULL ? want - 1 : want;
+            break;
+        }
+        if (stop == 0 || h[stop - 1] != '\r')
+            return fail(err, GW_R_BAD_FRAMING, "bare LF in request head");
+        if (stop >= 3 && h[stop - 2] == '\n' && h[stop - 3] == '\r')
+            return (long)(stop + 1);
+        i = stop + 1;
     }
-    *scanned = want;
+    *scanned = i;
     if (len >= cap)
         return fail(err, GW_R_HEADERS_TOO_LARGE, NULL);
     return 0;
 }
 
+/* RFC 9110 tchar: ALPHA / DIGIT / one of !#$%&'*+-.^_`|~ */
+static const bool tchar[256] = {
+    ['!'] = 1, ['#'] = 1, ['$'] = 1, ['%'] = 1, ['&'] = 1, ['\''] = 1, ['*'] = 1, ['+'] = 1,
+    ['-'] = 1, ['.'] = 1, ['^'] = 1, ['_'] = 1, ['`'] = 1, ['|'] = 1,  ['~'] = 1, ['0'] = 1,
+    ['1'] = 1, ['2'] = 1, ['3'] = 1, ['4'] = 1, ['5'] = 1, ['6'] = 1,  ['7'] = 1, ['8'] = 1,
+    ['9'] = 1, ['A'] = 1, ['B'] = 1, ['C'] = 1, ['D'] = 1, ['E'] = 1,  ['F'] = 1, ['G'] = 1,
+    ['H'] = 1, ['I'] = 1, ['J'] = 1, ['K'] = 1, ['L'] = 1, ['M'] = 1,  ['N'] = 1, ['O'] = 1,
+    ['P'] = 1, ['Q'] = 1, ['R'] = 1, ['S'] = 1, ['T'] = 1, ['U'] = 1,  ['V'] = 1, ['W'] = 1,
+    ['X'] = 1, ['Y'] = 1, ['Z'] = 1, ['a'] = 1, ['b'] = 1, ['c'] = 1,  ['d'] = 1, ['e'] = 1,
+    ['f'] = 1, ['g'] = 1, ['h'] = 1, ['i'] = 1, ['j'] = 1, ['k'] = 1,  ['l'] = 1, ['m'] = 1,
+    ['n'] = 1, ['o'] = 1, ['p'] = 1, ['q'] = 1, ['r'] = 1, ['s'] = 1,  ['t'] = 1, ['u'] = 1,
+    ['v'] = 1, ['w'] = 1, ['x'] = 1, ['y'] = 1, ['z'] = 1,
+};
+
 static bool is_tchar(unsigned char ch)
 {
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL);
+    return tchar[ch];
 }
 
 /* Does a comma-separated header value list the token? */

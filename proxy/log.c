@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,14 +30,46 @@ double gw_mono_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* n as exactly `width` decimal digits (zero-padded) at p. */
+static void digits(char *p, long n, int width)
+{
+    for (int i = width - 1; i >= 0; i--, n /= 10)
+        p[i] = (char)('0' + n % 10);
+}
+
 void gw_log_iso8601(int64_t ms, char *buf, size_t len)
 {
-    time_t s = (time_t)(ms / 1000);
-    struct tm tm;
-    gmtime_r(&s, &tm);
-    char base[32];
-    strftime(base, sizeof base, "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf, len, "%s.%03dZ", base, (int)(ms % 1000));
+    /* the date and time of the second are formatted once per second and thread */
+    static _Thread_local int64_t last_s = INT64_MIN;
+    static _Thread_local char base[20]; /* 2026-11-26T19:32:11 */
+    int64_t s = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+    if (s != last_s) {
+        time_t t = (time_t)s;
+        struct tm tm;
+        if (gmtime_r(&t, &tm) == NULL || tm.tm_year + 1900 > 9999 || tm.tm_year + 1900 < 0) {
+            snprintf(buf, len, "%s", "0000-00-00T00:00:00.000Z");
+            return;
+        }
+        digits(base, tm.tm_year + 1900, 4);
+        base[4] = '-';
+        digits(base + 5, tm.tm_mon + 1, 2);
+        base[7] = '-';
+        digits(base + 8, tm.tm_mday, 2);
+        base[10] = 'T';
+        digits(base + 11, tm.tm_hour, 2);
+        base[13] = ':';
+        digits(base + 14, tm.tm_min, 2);
+        base[16] = ':';
+        digits(base + 17, tm.tm_sec, 2);
+        last_s = s;
+    }
+    char out[25];
+    memcpy(out, base, 19);
+    out[19] = '.';
+    digits(out + 20, (long)(ms - s * 1000), 3);
+    out[23] = 'Z';
+    out[24] = '\0';
+    snprintf(buf, len, "%s", out);
 }
 
 static int open_append(const char *path)
@@ -87,13 +120,120 @@ void gw_log_close(struct gw_log *l)
     free(l);
 }
 
+static void add_lit(struct evbuffer *b, const char *lit)
+{
+    evbuffer_add(b, lit, strlen(lit));
+}
+
+/* ,"name": and the value as a JSON string, or null */
 static void add_str(struct evbuffer *b, const char *name, const char *v)
 {
-    evbuffer_add_printf(b, ",\"%s\":", name);
+    char key[40];
+    size_t n = strlen(name);
+    if (n + 4 > sizeof key)
+        n = sizeof key - 4;
+    key[0] = ',';
+    key[1] = '"';
+    memcpy(key + 2, name, n);
+    key[n + 2] = '"';
+    key[n + 3] = ':';
+    evbuffer_add(b, key, n + 4);
     if (v)
         gw_json_append_string(b, v);
     else
         evbuffer_add(b, "null", 4);
+}
+
+/* ,"name": and an integer */
+static void add_int(struct evbuffer *b, const char *name, unsigned long long v)
+{
+    char num[24];
+    size_t i = sizeof num;
+    do {
+        num[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    add_lit(b, name);
+    evbuffer_add(b, num + i, sizeof num - i);
+}
+
+/* ,"name": and milliseconds with three decimals (microseconds), or null when negative */
+static void add_ms(struct evbuffer *b, const char *name, double ms)
+{
+    add_lit(b, name);
+    if (!(ms >= 0) || ms > 1e12) {
+        evbuffer_add(b, ms >= 0 ? "1e12" : "null", 4);
+        return;
+    }
+    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
+    char num[32];
+    size_t i = sizeof num;
+    for (int k = 0; k < 3; k++, us /= 10)
+        num[--i] = (char)('0' + us % 10);
+    num[--i] = '.';
+    do {
+        num[--i] = (char)('0' + us % 10);
+        us /= 10;
+    } while (us);
+    evbuffer_add(b, num + i, sizeof num - i);
+}
+
+void gw_log_access_format(struct evbuffer *b, const struct gw_access *a)
+{
+    size_t start = evbuffer_get_length(b);
+    char ts[40];
+    gw_log_iso8601(a->ts_ms, ts, sizeof ts);
+    add_lit(b, "{\"ts\":\"");
+    add_lit(b, ts);
+    add_lit(b, "\"");
+    add_str(b, "request_id", a->request_id);
+    add_str(b, "ip", a->ip);
+    add_str(b, "method", a->method);
+    add_str(b, "path", a->path);
+    add_str(b, "op", a->op);
+    add_int(b, ",\"status\":", (unsigned long long)(a->status > 0 ? a->status : 0));
+    add_ms(b, ",\"duration_ms\":", a->duration_ms);
+    add_str(b, "sub", a->sub);
+    add_str(b, "policy", a->policy);
+    add_str(b, "auth_failure", a->auth_failure);
+    if (a->upstream_status > 0)
+        add_int(b, ",\"upstream_status\":", (unsigned long long)a->upstream_status);
+    else
+        add_lit(b, ",\"upstream_status\":null");
+    add_ms(b, ",\"upstream_ms\":", a->upstream_ms);
+    add_int(b, ",\"bytes_in\":", (unsigned long long)a->bytes_in);
+    add_int(b, ",\"bytes_out\":", (unsigned long long)a->bytes_out);
+    add_lit(b, "}\n");
+    size_t n = evbuffer_get_length(b) - start;
+    if (n > MAX_LINE) { /* too long to be one line of the log: dropped whole */
+        struct evbuffer *keep = evbuffer_new();
+        if (keep && evbuffer_remove_buffer(b, keep, start) == (int)start) {
+            evbuffer_drain(b, evbuffer_get_length(b));
+            evbuffer_add_buffer(b, keep);
+        } else {
+            evbuffer_drain(b, evbuffer_get_length(b));
+        }
+        if (keep)
+            evbuffer_free(keep);
+    }
+}
+
+void gw_log_write(struct gw_log *l, struct evbuffer *out)
+{
+    size_t n = evbuffer_get_length(out);
+    if (n == 0)
+        return;
+    const char *p = (const char *)evbuffer_pullup(out, -1);
+    size_t off = 0;
+    while (p && off < n) {
+        ssize_t w = write(l->fd, p + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break; /* nowhere better to report a failing log */
+        off += (size_t)w;
+    }
+    evbuffer_drain(out, n);
 }
 
 void gw_log_access(struct gw_log *l, const struct gw_access *a)
@@ -101,34 +241,8 @@ void gw_log_access(struct gw_log *l, const struct gw_access *a)
     struct evbuffer *b = evbuffer_new();
     if (b == NULL)
         return;
-    char ts[40];
-    gw_log_iso8601(a->ts_ms, ts, sizeof ts);
-    evbuffer_add_printf(b, "{\"ts\":\"%s\"", ts);
-    add_str(b, "request_id", a->request_id);
-    add_str(b, "ip", a->ip);
-    add_str(b, "method", a->method);
-    add_str(b, "path", a->path);
-    add_str(b, "op", a->op);
-    evbuffer_add_printf(b, ",\"status\":%d,\"duration_ms\":%.3f", a->status, a->duration_ms);
-    add_str(b, "sub", a->sub);
-    add_str(b, "policy", a->policy);
-    add_str(b, "auth_failure", a->auth_failure);
-    if (a->upstream_status > 0)
-        evbuffer_add_printf(b, ",\"upstream_status\":%d", a->upstream_status);
-    else
-        evbuffer_add_printf(b, ",\"upstream_status\":null");
-    if (a->upstream_ms >= 0)
-        evbuffer_add_printf(b, ",\"upstream_ms\":%.3f", a->upstream_ms);
-    else
-        evbuffer_add_printf(b, ",\"upstream_ms\":null");
-    evbuffer_add_printf(b, ",\"bytes_in\":%llu,\"bytes_out\":%llu}\n",
-                        (unsigned long long)a->bytes_in, (unsigned long long)a->bytes_out);
-    size_t n = evbuffer_get_length(b);
-    if (n <= MAX_LINE) {
-        const char *p = (const char *)evbuffer_pullup(b, -1);
-        ssize_t w = write(l->fd, p, n);
-        (void)w; /* nowhere better to report a failing log */
-    }
+    gw_log_access_format(b, a);
+    gw_log_write(l, b);
     evbuffer_free(b);
 }
 

@@ -2,7 +2,8 @@
  *
  * Owns: the access log file descriptor (stderr unless access_log.file), line formatting, and
  * reopening on SIGUSR1 (dup2 onto the same descriptor number, so a worker writing at that
- * moment finishes on the old file and nothing is misplaced). Each line is one write(2) to an
+ * moment finishes on the old file and nothing is misplaced). Workers format lines into their
+ * own buffer (gw_log_access_format) and write whole lines with gw_log_write: writes to an
  * O_APPEND descriptor, so workers never interleave within a line and need no lock.
  * Memory: struct gw_log is created by gw_log_open and freed by gw_log_close.
  * Threads: gw_log_access and gw_log_error from any thread; gw_log_reopen from the main thread.
@@ -34,6 +35,13 @@ struct gw_log *gw_log_open(const char *path);
 int gw_log_reopen(struct gw_log *l);
 void gw_log_close(struct gw_log *l);
 
+struct evbuffer;
+/* Appends a's line (JSON and a newline) to out. */
+void gw_log_access_format(struct evbuffer *out, const struct gw_access *a);
+/* Writes out's whole lines to the access log and empties out (a failing log drops them:
+ * there is nowhere better to report it). */
+void gw_log_write(struct gw_log *l, struct evbuffer *out);
+/* One line at once (format + write). */
 void gw_log_access(struct gw_log *l, const struct gw_access *a);
 
 /* "ghl-gateway: <time> error: ..." on stderr. Never give it a token or a secret. */

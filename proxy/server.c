@@ -41,6 +41,7 @@
 #include "worker.h"
 
 #define REQUEST_ID_MAX 64
+#define ACCESS_FLUSH_BYTES 65536 /* a worker's access log lines written at once from here on */
 
 struct gw_daemon {
     const char *config_path;
@@ -282,6 +283,35 @@ static void audit_answer(struct gw_req *r, struct evbuffer *body)
     }
 }
 
+/* A new request id: 32 hex digits of 16 random bytes. The worker draws them from
+ * RAND_bytes a pool at a time (one call per 256 ids instead of one per request). */
+static void new_request_id(struct gw_worker *w, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    if (w->rid_used == 0 || w->rid_used + 16 > sizeof w->rid_pool) {
+        if (RAND_bytes(w->rid_pool, sizeof w->rid_pool) != 1)
+            memset(w->rid_pool, 0, sizeof w->rid_pool);
+        w->rid_used = 0;
+    }
+    const unsigned char *rnd = w->rid_pool + w->rid_used;
+    w->rid_used += 16;
+    if (w->rid_used == sizeof w->rid_pool)
+        w->rid_used = 0; /* the next call refills */
+    for (size_t i = 0; i < 16; i++) {
+        out[2 * i] = hex[rnd[i] >> 4];
+        out[2 * i + 1] = hex[rnd[i] & 15];
+    }
+    out[32] = '\0';
+}
+
+static void on_access_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_worker *w = arg;
+    gw_log_write(w->d->access, w->access_buf);
+}
+
 /* Sends status + headers + body (drained from `body`), logs the request, frees r. */
 static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t nhdrs,
                    struct evbuffer *body, bool close)
@@ -307,7 +337,16 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
     a.bytes_out = body ? evbuffer_get_length(body) : 0;
     a.duration_ms = gw_mono_ms() - r->t0;
     gw_m_request(&r->w->m, a.op, status, a.duration_ms / 1000);
-    gw_log_access(r->w->d->access, &a);
+    struct gw_worker *w = r->w;
+    if (w->access_buf) {
+        gw_log_access_format(w->access_buf, &a);
+        if (evbuffer_get_length(w->access_buf) >= ACCESS_FLUSH_BYTES)
+            gw_log_write(w->d->access, w->access_buf);
+        else /* behind the events of this pass, before the reply can leave (next pass) */
+            event_active(w->access_flush, EV_TIMEOUT, 0);
+    } else {
+        gw_log_access(w->d->access, &a);
+    }
     gw_conn_reply(r->conn, status, status_reason(status), hdrs, nhdrs, body, close);
     req_free(r);
 }
@@ -765,11 +804,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     if (valid_request_id(rid)) {
         snprintf(r->request_id, sizeof r->request_id, "%s", rid);
     } else {
-        unsigned char rnd[16];
-        if (RAND_bytes(rnd, sizeof rnd) != 1)
-            memset(rnd, 0, sizeof rnd);
-        for (size_t i = 0; i < sizeof rnd; i++)
-            snprintf(r->request_id + 2 * i, 3, "%02x", rnd[i]);
+        new_request_id(r->w, r->request_id);
     }
     if (rq->rejected) {
         reply_error(r, rq->kind, rq->why, NULL, 0);
@@ -989,12 +1024,15 @@ static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
     w->wake = event_new(w->base, -1, 0, on_wake, w);
     w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
     w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
+    w->access_buf = evbuffer_new();
+    w->access_flush = event_new(w->base, -1, 0, on_access_flush, w);
     w->handler = handle;
     long entries = cfg->auth.token_cache_entries;
     w->cache =
         gw_token_cache_new(entries ? (size_t)(entries + (long)d->nworkers - 1) / d->nworkers : 0);
     if (w->dns == NULL || w->pool == NULL || w->wake == NULL || w->drain_timer == NULL ||
-        w->accept_resume == NULL || w->cache == NULL)
+        w->accept_resume == NULL || w->cache == NULL || w->access_buf == NULL ||
+        w->access_flush == NULL)
         return -1;
 
     struct sockaddr_storage ss;
@@ -1029,6 +1067,13 @@ static void worker_teardown(struct gw_worker *w)
         event_free(w->drain_timer);
     if (w->accept_resume)
         event_free(w->accept_resume);
+    if (w->access_buf) { /* the lines of the last pass */
+        gw_log_write(w->d->access, w->access_buf);
+        evbuffer_free(w->access_buf);
+        w->access_buf = NULL;
+    }
+    if (w->access_flush)
+        event_free(w->access_flush);
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)

@@ -103,7 +103,9 @@ SSL_CTX *gw_tls_upstream_ctx(const struct gw_config *c, char *err, size_t errlen
      * a missing close_notify loses nothing. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
                                  SSL_OP_IGNORE_UNEXPECTED_EOF);
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    /* No SSL_MODE_RELEASE_BUFFERS here: upstream connections are few (upstream.
+     * max_idle_connections per worker) and busy, and releasing their buffers after every
+     * record costs an allocation and a free per record; client connections release theirs. */
     int ok = c->upstream.ca_file ? SSL_CTX_load_verify_locations(ctx, c->upstream.ca_file, NULL)
                                  : SSL_CTX_set_default_verify_paths(ctx);
     if (ok != 1) {

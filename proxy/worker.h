@@ -48,6 +48,13 @@ struct gw_worker {
      * it (reload). */
     struct gw_token_cache *cache;
     struct gw_metrics m; /* this worker's shard, summed when scraped */
+    /* Access log lines of this loop pass, written by one write(2) when the pass has handled
+     * what was ready (access_flush is made active behind them) or when they grow large. */
+    struct evbuffer *access_buf;
+    struct event *access_flush;
+    /* Random bytes for new request ids, drawn from RAND_bytes a pool at a time. */
+    unsigned char rid_pool[4096];
+    size_t rid_used;
 };
 
 /* Ends the worker's loop once it is draining and holds no connection and no request. */
