@@ -1,12 +1,14 @@
 /* Integration: operations (SPEC §1.2, §10, §11): the metrics on /metrics and their counters
  * moving, rate limits per subject and for the upstream (429 with Retry-After and the
  * X-RateLimit-* headers, nothing sent upstream), and SIGHUP: a policy and the certificate
- * swapped while a request is in flight, a broken configuration kept out. */
+ * swapped while a request is in flight, a broken configuration kept out; and the verified-token
+ * cache: never past a token's exp, emptied by a reload that withdraws a key. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/pem.h>
@@ -350,6 +352,97 @@ START_TEST(test_sighup_with_a_broken_config_keeps_the_old_one)
 }
 END_TEST
 
+/* Waits (up to 2.5 s) for the configuration generation to reach g. */
+static void wait_generation(long long g)
+{
+    long long now = -1;
+    for (int i = 0; i < 50 && now != g; i++) {
+        char *m = scrape();
+        now = sample(m, "ghl_gateway_config_generation");
+        free(m);
+        if (now != g)
+            usleep(50000);
+    }
+    ck_assert_int_eq(now, g);
+}
+
+/* A token served from the cache stops working at its exp: the cache is no way around expiry
+ * (leeway 0 here, so exp is the exact end). */
+START_TEST(test_cached_token_not_served_past_exp)
+{
+    struct env_opts o = {
+        .workers = 1, /* one token cache, so the later requests are hits */
+        .auth_json =
+            "{ \"issuers\": [ { \"issuer\": \"" ISSUER_HS "\", \"audiences\": [], "
+            "\"leeway_s\": 0, \"keys\": [ { \"alg\": \"HS256\", \"secret_file\": \"" GW_CERTS_DIR
+            "/jwt-hs256.secret\" } ] } ] }"};
+    env_start(&E, &o);
+    char tok[4096];
+    ck_assert_int_eq(
+        mint("HS256", ISSUER_HS, "svc-test", "users.readonly", "--ttl 3", tok, sizeof tok), 0);
+    time_t minted = time(NULL);
+    struct response r;
+    for (int i = 0; i < 3; i++) { /* verified once, then from the cache */
+        ck_assert_int_eq(get_as(tok, "/users/" SEED_USER, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        response_free(&r);
+    }
+    char *m = scrape();
+    long long hits = sample(m, "ghl_gateway_token_cache_hits_total");
+    long long misses = sample(m, "ghl_gateway_token_cache_misses_total");
+    free(m);
+    ck_assert_int_ge(hits, 1);
+    while (time(NULL) < minted + 4) /* past exp (minted + 3, or + 4 if the second turned) */
+        usleep(100000);
+    ck_assert_int_eq(get_as(tok, "/users/" SEED_USER, &r), 0);
+    ck_assert_int_eq(r.status, 401);
+    response_free(&r);
+    m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_auth_failures_total{reason=\"expired\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_token_cache_hits_total"), hits); /* not a hit */
+    ck_assert_int_eq(sample(m, "ghl_gateway_token_cache_misses_total"), misses + 1);
+    free(m);
+}
+END_TEST
+
+/* A reload that withdraws a key empties the cache: a token signed with that key, verified and
+ * cached before, is refused at once; tokens of the keys still configured keep working. */
+START_TEST(test_reload_withdrawing_a_key_drops_its_cached_tokens)
+{
+    struct env_opts o = {.workers = 1}; /* one token cache, so the second request is a hit */
+    env_start(&E, &o);
+    char es[4096];
+    ck_assert_int_eq(mint("ES256", ISSUER_RS, "svc-test", "users.readonly", NULL, es, sizeof es),
+                     0);
+    struct response r;
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(get_as(es, "/users/" SEED_USER, &r), 0);
+        ck_assert_int_eq(r.status, 200);
+        response_free(&r);
+    }
+    char *m = scrape();
+    ck_assert_int_ge(sample(m, "ghl_gateway_token_cache_hits_total"), 1);
+    free(m);
+    /* the ES256 key e1 is withdrawn: its entry now names kid e2 */
+    char *cfg = slurp(E.config);
+    char *at = strstr(cfg, "\"kid\": \"e1\"");
+    ck_assert_ptr_nonnull(at);
+    at[9] = '2';
+    FILE *f = fopen(E.config, "w");
+    fputs(cfg, f);
+    fclose(f);
+    free(cfg);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
+    wait_generation(2);
+    ck_assert_int_eq(get_as(es, "/users/" SEED_USER, &r), 0);
+    ck_assert_int_eq(r.status, 401);
+    response_free(&r);
+    ck_assert_int_eq(get_as(E.token, "/users/" SEED_USER, &r), 0); /* RS256 kid k1: kept */
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ops");
@@ -358,6 +451,8 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_metrics_present_and_moving);
     tcase_add_test(t, test_per_subject_limit);
+    tcase_add_test(t, test_cached_token_not_served_past_exp);
+    tcase_add_test(t, test_reload_withdrawing_a_key_drops_its_cached_tokens);
     tcase_add_test(t, test_upstream_budget_shared_by_callers);
     tcase_add_test(t, test_upstream_daily_budget);
     tcase_add_test(t, test_sighup_swaps_policy_and_certificate_in_flight);
