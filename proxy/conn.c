@@ -49,7 +49,11 @@ struct gw_conn {
     size_t scanned;  /* bytes of the current head already checked */
     uint64_t body_left;
     char peer[INET6_ADDRSTRLEN];
-    struct gw_http_req rq;
+    /* The request being read or served; NULL between requests, so an idle keep-alive
+     * connection does not hold a head's worth of header slots (SPEC §15, idle memory). */
+    struct gw_http_req *rq;
+    int64_t accepted_ms; /* the first request starts with the connection (its deadline too) */
+    double accepted_mono;
     char *head; /* the current head, split in place into rq's strings */
     size_t head_len;
 };
@@ -67,16 +71,36 @@ static void arm(struct gw_conn *c, long ms)
 
 static void reset_request(struct gw_conn *c)
 {
-    if (c->rq.body)
-        evbuffer_drain(c->rq.body, evbuffer_get_length(c->rq.body));
-    struct evbuffer *keep = c->rq.body;
-    memset(&c->rq, 0, sizeof c->rq);
-    c->rq.body = keep;
+    if (c->rq) {
+        if (c->rq->body)
+            evbuffer_free(c->rq->body);
+        free(c->rq);
+        c->rq = NULL;
+    }
     if (c->head) /* it held the caller's Authorization header */
         OPENSSL_clear_free(c->head, c->head_len + 1);
     c->head = NULL;
     c->scanned = 0;
     c->body_left = 0;
+}
+
+/* A new request begins with its first byte. Returns -1 when out of memory. */
+static int new_request(struct gw_conn *c)
+{
+    c->rq = calloc(1, sizeof *c->rq);
+    if (c->rq == NULL || (c->rq->body = evbuffer_new()) == NULL) {
+        free(c->rq);
+        c->rq = NULL;
+        return -1;
+    }
+    if (c->served_one) {
+        c->rq->started_ms = gw_now_ms();
+        c->rq->started_mono = gw_mono_ms();
+    } else {
+        c->rq->started_ms = c->accepted_ms;
+        c->rq->started_mono = c->accepted_mono;
+    }
+    return 0;
 }
 
 static void conn_free(struct gw_conn *c)
@@ -87,8 +111,6 @@ static void conn_free(struct gw_conn *c)
     if (c->bev)
         bufferevent_free(c->bev);
     reset_request(c);
-    if (c->rq.body)
-        evbuffer_free(c->rq.body);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -169,7 +191,7 @@ static void dispatch(struct gw_conn *c)
 {
     c->st = ST_BUSY;
     evtimer_del(c->timer);
-    c->w->handler(c, &c->rq, c->w);
+    c->w->handler(c, c->rq, c->w);
 }
 
 /* The request is refused: nothing more is read, and the handler answers it and closes. */
@@ -178,9 +200,9 @@ static void reject(struct gw_conn *c, const struct gw_http1_error *err)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
     bufferevent_disable(c->bev, EV_READ);
-    c->rq.rejected = true;
-    c->rq.kind = err->kind;
-    c->rq.why = err->why;
+    c->rq->rejected = true;
+    c->rq->kind = err->kind;
+    c->rq->why = err->why;
     dispatch(c);
 }
 
@@ -205,9 +227,12 @@ static void process(struct gw_conn *c)
             size_t len = evbuffer_get_length(in);
             if (len == 0 || (len == 1 && evbuffer_pullup(in, 1)[0] == '\r'))
                 break;
+            if (new_request(c) != 0) {
+                gw_log_error("worker %d: cannot read a request (out of memory)", c->w->id);
+                conn_free(c);
+                return;
+            }
             c->st = ST_HEAD;
-            c->rq.started_ms = gw_now_ms();
-            c->rq.started_mono = gw_mono_ms();
             if (c->served_one)
                 arm(c, cfg(c)->limits.header_timeout_ms);
         }
@@ -230,12 +255,12 @@ static void process(struct gw_conn *c)
             }
             evbuffer_remove(in, c->head, (size_t)hl);
             if (gw_http1_parse(c->head, (size_t)hl, (uint64_t)cf->limits.max_body_bytes,
-                               &c->rq.head, &err) != 0) {
+                               &c->rq->head, &err) != 0) {
                 reject(c, &err);
                 break;
             }
-            uint64_t cl = c->rq.head.content_length;
-            c->rq.bytes_in = (uint64_t)hl + cl;
+            uint64_t cl = c->rq->head.content_length;
+            c->rq->bytes_in = (uint64_t)hl + cl;
             c->body_left = cl;
             if (cl == 0) {
                 dispatch(c);
@@ -243,7 +268,7 @@ static void process(struct gw_conn *c)
                     break;
                 continue;
             }
-            if (c->rq.head.expect_continue && !c->rq.head.http10 && evbuffer_get_length(in) < cl)
+            if (c->rq->head.expect_continue && !c->rq->head.http10 && evbuffer_get_length(in) < cl)
                 bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             c->st = ST_BODY;
             arm(c, cf->limits.body_timeout_ms);
@@ -253,7 +278,7 @@ static void process(struct gw_conn *c)
             size_t take = have < c->body_left ? have : (size_t)c->body_left;
             if (take == 0)
                 break;
-            evbuffer_remove_buffer(in, c->rq.body, take);
+            evbuffer_remove_buffer(in, c->rq->body, take);
             c->body_left -= take;
             if (c->body_left > 0)
                 break;
@@ -312,8 +337,7 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     c->ssl = bufferevent_openssl_get_ssl(c->bev);
     c->timer = evtimer_new(w->base, on_timer, c);
     c->kick = event_new(w->base, -1, 0, on_kick, c);
-    c->rq.body = evbuffer_new();
-    if (c->timer == NULL || c->kick == NULL || c->rq.body == NULL)
+    if (c->timer == NULL || c->kick == NULL)
         goto fail;
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
@@ -329,8 +353,8 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     bufferevent_set_timeouts(c->bev, NULL, &wt);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
     c->st = ST_IDLE;
-    c->rq.started_ms = gw_now_ms();
-    c->rq.started_mono = gw_mono_ms();
+    c->accepted_ms = gw_now_ms();
+    c->accepted_mono = gw_mono_ms();
     arm(c, cf->limits.header_timeout_ms); /* TLS handshake + first head */
     c->next = w->conns;
     if (w->conns)
@@ -352,8 +376,6 @@ fail:
             event_free(c->timer);
         if (c->kick)
             event_free(c->kick);
-        if (c->rq.body)
-            evbuffer_free(c->rq.body);
         free(c);
     }
     SSL_free(ssl);
@@ -406,9 +428,9 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
         conn_free(c);
         return 0;
     }
-    close = close || c->rq.head.wants_close || c->rq.rejected || c->w->draining ||
+    close = close || c->rq->head.wants_close || c->rq->rejected || c->w->draining ||
             cfg(c)->limits.keepalive_timeout_ms == 0;
-    bool head_only = c->rq.head.method && strcmp(c->rq.head.method, "HEAD") == 0;
+    bool head_only = c->rq->head.method && strcmp(c->rq->head.method, "HEAD") == 0;
     size_t blen = body ? evbuffer_get_length(body) : 0;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     /* the head in one buffer, without printf: this runs for every reply */
