@@ -15,8 +15,10 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <event2/event_struct.h> /* struct event embedded in a connection (ABI of libevent 2.1) */
 #include <event2/listener.h>
 #include <openssl/crypto.h>
+#include <openssl/ssl.h>
 
 #include "log.h"
 #include "snapshot.h"
@@ -40,8 +42,9 @@ struct gw_conn {
     struct gw_conn *next, *prev;
     struct bufferevent *bev;
     SSL *ssl;
-    struct event *timer; /* the current deadline */
-    struct event *kick;  /* deferred: read what was pipelined after an asynchronous reply */
+    struct event timer; /* the current deadline (assigned in place: no allocation) */
+    struct event *kick; /* deferred: read what was pipelined after an asynchronous reply;
+                           made on first use (few connections pipeline) */
     enum conn_state st;
     bool served_one; /* keep-alive: later heads get their deadline from their first byte */
     bool in_read;    /* inside on_read: replies there need no kick */
@@ -66,7 +69,7 @@ static const struct gw_config *cfg(const struct gw_conn *c)
 static void arm(struct gw_conn *c, long ms)
 {
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(c->timer, &tv);
+    evtimer_add(&c->timer, &tv);
 }
 
 static void reset_request(struct gw_conn *c)
@@ -106,8 +109,9 @@ static int new_request(struct gw_conn *c)
 static void conn_free(struct gw_conn *c)
 {
     struct gw_worker *w = c->w;
-    event_free(c->timer);
-    event_free(c->kick);
+    event_del(&c->timer);
+    if (c->kick)
+        event_free(c->kick);
     if (c->bev)
         bufferevent_free(c->bev);
     reset_request(c);
@@ -135,7 +139,7 @@ static void conn_drop(struct gw_conn *c)
         bufferevent_free(c->bev);
         c->bev = NULL;
         c->ssl = NULL; /* freed with the bufferevent */
-        evtimer_del(c->timer);
+        evtimer_del(&c->timer);
         c->st = ST_DEAD;
         return;
     }
@@ -162,6 +166,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     conn_drop(c);
 }
 
+/* Between requests a connection holds no TLS record buffers: SSL_MODE_RELEASE_BUFFERS frees
+ * them when a record is consumed, but the TLS bufferevent reads once more (to an empty socket)
+ * and that read sets up a fresh 16 KB buffer again. SSL_free_buffers keeps anything pending. */
+static void idle_buffers(struct gw_conn *c)
+{
+    (void)SSL_free_buffers(c->ssl);
+}
+
 static void process(struct gw_conn *c);
 
 /* Everything queued has left. */
@@ -180,6 +192,8 @@ static void on_write(struct bufferevent *bev, void *arg)
     if (c->st != ST_IDLE)
         return;
     arm(c, cfg(c)->limits.keepalive_timeout_ms); /* the reply is out: now the idle deadline */
+    if (!c->paused && c->ssl && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+        idle_buffers(c);
     if (c->paused) {
         c->paused = false;
         bufferevent_enable(c->bev, EV_READ);
@@ -190,7 +204,7 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void dispatch(struct gw_conn *c)
 {
     c->st = ST_BUSY;
-    evtimer_del(c->timer);
+    evtimer_del(&c->timer);
     c->w->handler(c, c->rq, c->w);
 }
 
@@ -289,6 +303,8 @@ static void process(struct gw_conn *c)
         }
         break; /* BUSY, CLOSING: pipelined bytes wait */
     }
+    if (c->st == ST_IDLE && c->ssl && evbuffer_get_length(in) == 0)
+        idle_buffers(c);
     c->in_read = false;
 }
 
@@ -308,6 +324,16 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
     struct gw_conn *c = arg;
     if (c->st == ST_IDLE)
         process(c);
+}
+
+/* Reads the pipelined bytes after this callback returns (not from inside the reply). */
+static void kick(struct gw_conn *c)
+{
+    if (c->kick == NULL && (c->kick = event_new(c->w->base, -1, 0, on_kick, c)) == NULL) {
+        gw_log_error("worker %d: cannot schedule a pipelined request (out of memory)", c->w->id);
+        return; /* read again when more bytes arrive */
+    }
+    event_active(c->kick, EV_TIMEOUT, 0);
 }
 
 void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int salen, void *arg)
@@ -335,10 +361,7 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     if (c->bev == NULL)
         goto fail;
     c->ssl = bufferevent_openssl_get_ssl(c->bev);
-    c->timer = evtimer_new(w->base, on_timer, c);
-    c->kick = event_new(w->base, -1, 0, on_kick, c);
-    if (c->timer == NULL || c->kick == NULL)
-        goto fail;
+    evtimer_assign(&c->timer, w->base, on_timer, c);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
     else if (sa->sa_family == AF_INET6)
@@ -372,10 +395,6 @@ fail:
     if (c) {
         if (c->bev)
             bufferevent_free(c->bev);
-        if (c->timer)
-            event_free(c->timer);
-        if (c->kick)
-            event_free(c->kick);
         free(c);
     }
     SSL_free(ssl);
@@ -494,7 +513,7 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
     c->st = ST_IDLE;
     c->served_one = true;
     if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
-        event_active(c->kick, EV_TIMEOUT, 0);
+        kick(c);
     return blen;
 }
 

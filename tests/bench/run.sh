@@ -103,6 +103,7 @@ cleanup() {
 trap cleanup EXIT
 wait_port() { for _ in $(seq 100); do ss -Hltn "sport = :$1" | grep -q . && return 0; sleep 0.1; done; return 1; }
 start_gw() { # start_gw NAME PORT -> pid in $gw_pid
+  if ss -Hltn "sport = :$2" | grep -q .; then log "port $2 is in use: stop what listens there"; exit 1; fi
   rm -f "$GW/audit/"*.jsonl "$GW/audit/"*.chain
   (cd "$GW" && exec "$BIN" run -c "$1.json" 2>>"$GW/gateway-$1.log") &
   gw_pid=$!
