@@ -25,11 +25,12 @@
  * upstream's answers are capped at 16 MiB) fit; the writer refuses anything longer, so every
  * line it writes can be read back by open and by audit-verify. */
 #define MAX_LINE (64u << 20)
-#define MAX_SEQ 9007199254740991ull       /* 2^53 - 1: exact in every JSON reader */
-#define BATCH_BYTES (4u << 20)            /* one write() */
-#define MAX_KEY_FILE 4096                 /* the HMAC key file */
-#define MIN_KEY_BYTES 32                  /* HMAC-SHA256: at least the hash's length */
-#define RETRY_MS 1000                     /* after a failed write */
+#define MAX_SEQ 9007199254740991ull /* 2^53 - 1: exact in every JSON reader */
+#define BATCH_BYTES (4u << 20)      /* one write() */
+#define MAX_KEY_FILE 4096           /* the HMAC key file */
+#define MIN_KEY_BYTES 32            /* HMAC-SHA256: at least the hash's length */
+#define RETRY_MS 1000               /* after a failed write */
+#define SYNC_LAG_S 0.1 /* records nobody waits for are on disk within this, or when idle */
 #define HASH_SUFFIX_LEN (9 + HEX_LEN + 2) /* ,"hash":"<64 hex>"} */
 
 static const char zeros[HEX_LEN + 1] =
@@ -52,10 +53,15 @@ struct gw_audit {
     struct gw_audit_item *head, *tail; /* the queue */
     size_t qlen;
     bool stop, reopen;
+    bool waiting; /* the writer sleeps on cv: a submitter wakes it (otherwise it will look) */
 
     /* the chain: written by the writer only (and read under mu for the stats) */
     uint64_t seq;
     char prev[HEX_LEN + 1];
+    /* the writer's: records written but not yet synced (none waits for them), and when the
+     * last sync was */
+    bool unsynced;
+    double last_sync;
 
     /* under mu */
     struct gw_audit_stats st;
@@ -538,6 +544,31 @@ static int flush_batch(struct gw_audit *a, const struct buf *b, bool sync, off_t
     return 0;
 }
 
+/* Syncs records written without a sync (see write_items). A failure is a write failure:
+ * not ready until a write succeeds. */
+static void sync_file(struct gw_audit *a)
+{
+    a->unsynced = false;
+    a->last_sync = now_s();
+    if (a->fd < 0)
+        return;
+    if (fdatasync(a->fd) != 0 && errno != EINVAL && errno != EROFS) {
+        int e = errno;
+        pthread_mutex_lock(&a->mu);
+        a->st.write_failures++;
+        if (a->ready)
+            gw_log_error("audit: sync %s: %s; changes are refused (503) until a write succeeds",
+                         a->path, strerror(e));
+        a->ready = false;
+        snprintf(a->why, sizeof a->why, "audit.file %s: %s", a->path, strerror(e));
+        pthread_mutex_unlock(&a->mu);
+        return;
+    }
+    pthread_mutex_lock(&a->mu);
+    a->st.fsyncs++;
+    pthread_mutex_unlock(&a->mu);
+}
+
 static void reopen_file(struct gw_audit *a)
 {
     if (a->path == NULL)
@@ -548,6 +579,8 @@ static void reopen_file(struct gw_audit *a)
                      strerror(errno));
         return;
     }
+    if (a->unsynced) /* the renamed file keeps every record it was given */
+        sync_file(a);
     close(a->fd);
     a->fd = fd;
     write_state(a); /* a new empty file continues this chain, even across a restart */
@@ -589,10 +622,24 @@ static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_ite
             b.n = 0;
         }
     }
-    if (ok)
-        ok = flush_batch(a, &b, a->fsync, before, why, sizeof why) == 0;
-    else if (before >= 0 && ftruncate(a->fd, before) != 0) /* a part may have been written */
-        gw_log_error("audit: cannot cut a failed write off %s: %s", a->path, strerror(errno));
+    /* Group commit: a batch is synced when a request waits for one of its records (an intent:
+     * the change goes upstream only once it is on disk), or when the last sync is SYNC_LAG_S
+     * old. Other batches (outcomes, denials, reads) are written now and synced with the next
+     * synced batch, or when the writer goes idle: so concurrent changes do not queue behind
+     * syncs nobody waits for. */
+    bool waited = false;
+    for (struct gw_audit_item *it = list; it && !waited; it = it->next)
+        waited = it->done != NULL;
+    bool sync = a->fsync && (waited || t0 - a->last_sync >= SYNC_LAG_S);
+    if (!ok) {
+        if (before >= 0 && ftruncate(a->fd, before) != 0) /* a part may have been written */
+            gw_log_error("audit: cannot cut a failed write off %s: %s", a->path, strerror(errno));
+    } else if ((ok = flush_batch(a, &b, sync, before, why, sizeof why) == 0) && a->fsync &&
+               a->fd >= 0) {
+        a->unsynced = !sync;
+        if (sync)
+            a->last_sync = t0;
+    }
     free(b.p);
     double dt = now_s() - t0;
     pthread_mutex_lock(&a->mu);
@@ -643,14 +690,24 @@ static void *writer_main(void *arg)
     struct gw_audit_item *retry = NULL;
     for (;;) {
         pthread_mutex_lock(&a->mu);
-        while (a->head == NULL && retry == NULL && !a->stop && !a->reopen)
+        if (a->unsynced && a->head == NULL && retry == NULL && !a->stop && !a->reopen) {
+            pthread_mutex_unlock(&a->mu); /* idle: put what was written on disk */
+            sync_file(a);
+            continue;
+        }
+        while (a->head == NULL && retry == NULL && !a->stop && !a->reopen) {
+            a->waiting = true;
             pthread_cond_wait(&a->cv, &a->mu);
+            a->waiting = false;
+        }
         if (retry && a->head == NULL && !a->stop && !a->reopen) {
             /* after a failure: try again in a while, or as soon as more arrives */
             struct timespec t;
             clock_gettime(CLOCK_REALTIME, &t);
             t.tv_sec += RETRY_MS / 1000;
+            a->waiting = true;
             pthread_cond_timedwait(&a->cv, &a->mu, &t);
+            a->waiting = false;
         }
         bool reopen = a->reopen, stop = a->stop;
         a->reopen = false;
@@ -748,28 +805,69 @@ void gw_audit_reopen(struct gw_audit *a)
     pthread_mutex_unlock(&a->mu);
 }
 
-int gw_audit_submit(struct gw_audit *a, struct gw_audit_item *it)
+bool gw_audit_fits(const struct gw_audit_item *it)
 {
-    if (it->members == NULL || strlen(it->members) > MAX_LINE - 1024) {
-        gw_log_error("audit: a %s record of more than %u bytes is refused",
-                     gw_audit_event_name(it->event), MAX_LINE - 1024);
-        return -1;
+    return it->members != NULL && strlen(it->members) <= MAX_LINE - 1024;
+}
+
+int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t n)
+{
+    struct gw_audit_item *tail = NULL;
+    for (struct gw_audit_item *it = head; it; it = it->next) {
+        if (!gw_audit_fits(it)) {
+            gw_log_error("audit: a %s record of more than %u bytes is refused",
+                         gw_audit_event_name(it->event), MAX_LINE - 1024);
+            return -1;
+        }
+        tail = it;
     }
+    if (tail == NULL)
+        return 0;
     pthread_mutex_lock(&a->mu);
-    if (a->qlen >= MAX_QUEUE || a->stop || !a->started) {
+    if (a->qlen + n > MAX_QUEUE || a->stop || !a->started) {
         pthread_mutex_unlock(&a->mu);
         return -1;
     }
-    it->next = NULL;
     if (a->tail)
-        a->tail->next = it;
+        a->tail->next = head;
     else
-        a->head = it;
-    a->tail = it;
-    a->qlen++;
-    pthread_cond_signal(&a->cv);
+        a->head = head;
+    a->tail = tail;
+    a->qlen += n;
+    if (a->waiting)
+        pthread_cond_signal(&a->cv);
     pthread_mutex_unlock(&a->mu);
     return 0;
+}
+
+int gw_audit_submit(struct gw_audit *a, struct gw_audit_item *it)
+{
+    it->next = NULL;
+    return gw_audit_submit_list(a, it, 1);
+}
+
+struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members)
+{
+    struct gw_audit_item *it = members ? calloc(1, sizeof *it) : NULL;
+    if (it == NULL) {
+        free(members);
+        return NULL;
+    }
+    it->event = e;
+    it->members = members;
+    return it;
+}
+
+void gw_audit_lost(struct gw_audit *a, struct gw_audit_item *it)
+{
+    enum gw_audit_event e = it->event;
+    free(it->members);
+    free(it);
+    pthread_mutex_lock(&a->mu);
+    a->st.lost++;
+    pthread_mutex_unlock(&a->mu);
+    gw_log_error("audit: a %s record was lost (the queue is full or the log is stopping)",
+                 gw_audit_event_name(e));
 }
 
 void gw_audit_post(struct gw_audit *a, enum gw_audit_event e, char *members)
@@ -778,20 +876,16 @@ void gw_audit_post(struct gw_audit *a, enum gw_audit_event e, char *members)
         free(members);
         return;
     }
-    struct gw_audit_item *it = calloc(1, sizeof *it);
-    if (it) {
-        it->event = e;
-        it->members = members;
-        if (gw_audit_submit(a, it) == 0)
-            return;
+    struct gw_audit_item *it = gw_audit_item_new(e, members);
+    if (it == NULL) {
+        pthread_mutex_lock(&a->mu);
+        a->st.lost++;
+        pthread_mutex_unlock(&a->mu);
+        gw_log_error("audit: a %s record was lost (out of memory)", gw_audit_event_name(e));
+        return;
     }
-    free(members);
-    free(it);
-    pthread_mutex_lock(&a->mu);
-    a->st.lost++;
-    pthread_mutex_unlock(&a->mu);
-    gw_log_error("audit: a %s record was lost (the queue is full or the log is stopping)",
-                 gw_audit_event_name(e));
+    if (gw_audit_submit(a, it) != 0)
+        gw_audit_lost(a, it);
 }
 
 void gw_audit_get_stats(struct gw_audit *a, struct gw_audit_stats *out)

@@ -74,6 +74,17 @@ void gw_audit_reopen(struct gw_audit *a);
 
 /* Hands an item over. Returns 0, or -1 when the queue is full (the item is not taken). */
 int gw_audit_submit(struct gw_audit *a, struct gw_audit_item *it);
+/* Hands over a list of n items (linked by next, in order) at once: one lock, one wake-up of
+ * the writer. All or none: returns 0, or -1 (none taken) when they do not fit the queue, one
+ * is too large, or the log is stopping. */
+int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t n);
+/* Builds a record nobody waits for from members (taken). NULL when out of memory (members
+ * freed). */
+struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members);
+/* Is the record small enough to be written (gw_audit_submit refuses larger ones)? */
+bool gw_audit_fits(const struct gw_audit_item *it);
+/* A record that could not be handed over: freed and counted as lost. */
+void gw_audit_lost(struct gw_audit *a, struct gw_audit_item *it);
 /* A record nobody waits for: builds the item from members (taken) and submits it; on failure
  * frees members and counts the record as lost. */
 void gw_audit_post(struct gw_audit *a, enum gw_audit_event e, char *members);

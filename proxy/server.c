@@ -248,11 +248,69 @@ static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struc
     return m;
 }
 
+/* Hands the pass's records to the writer (see struct gw_worker). Refused (the queue is full,
+ * the log is stopping): waiting requests learn it (503), the other records count as lost. */
+static void on_audit_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_worker *w = arg;
+    struct gw_audit_item *list = w->audit_head;
+    size_t n = w->audit_n;
+    w->audit_head = w->audit_tail = NULL;
+    w->audit_n = 0;
+    if (list == NULL || gw_audit_submit_list(w->d->audit, list, n) == 0)
+        return;
+    for (struct gw_audit_item *it = list, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (it->done) {
+            it->ok = false;
+            event_active(it->done, EV_TIMEOUT, 0);
+        } else {
+            gw_audit_lost(w->d->audit, it);
+        }
+    }
+}
+
+/* Queues a record for this pass's hand-over. One too large to write is refused here. */
+static void audit_enqueue(struct gw_worker *w, struct gw_audit_item *it)
+{
+    if (!gw_audit_fits(it)) {
+        gw_log_error("audit: a %s record is too large to write", gw_audit_event_name(it->event));
+        if (it->done) {
+            it->ok = false;
+            event_active(it->done, EV_TIMEOUT, 0);
+        } else {
+            gw_audit_lost(w->d->audit, it);
+        }
+        return;
+    }
+    it->next = NULL;
+    if (w->audit_tail)
+        w->audit_tail->next = it;
+    else
+        w->audit_head = it;
+    w->audit_tail = it;
+    w->audit_n++;
+    event_active(w->audit_flush, EV_TIMEOUT, 0);
+}
+
+/* A record nobody waits for (members taken). */
+static void audit_post(struct gw_worker *w, enum gw_audit_event e, char *members)
+{
+    struct gw_audit_item *it = gw_audit_item_new(e, members);
+    if (it)
+        audit_enqueue(w, it);
+    else
+        gw_log_error("audit: a %s record was lost (out of memory)", gw_audit_event_name(e));
+}
+
 static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
 {
     struct gw_audit *a = r->w->d->audit;
     if (gw_audit_enabled(a))
-        gw_audit_post(a, GW_AUDIT_DENIED, audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL));
+        audit_post(r->w, GW_AUDIT_DENIED, audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL));
 }
 
 /* finish: the outcome a written intent owes, or the read record of an allowed read. */
@@ -272,14 +330,14 @@ static void audit_answer(struct gw_req *r, struct evbuffer *body)
                 created = strdup(id->valuestring);
             cJSON_Delete(j);
         }
-        gw_audit_post(a, GW_AUDIT_OUTCOME,
-                      audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created));
+        audit_post(r->w, GW_AUDIT_OUTCOME,
+                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created));
         free(created);
         r->intent_written = false;
     } else if (r->allowed && r->snap->cfg->audit.include_reads &&
                !gw_policy_op_changes_users(r->route.op)) {
-        gw_audit_post(a, GW_AUDIT_READ,
-                      audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL));
+        audit_post(r->w, GW_AUDIT_READ,
+                   audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL));
     }
 }
 
@@ -708,13 +766,7 @@ static void write_intent(struct gw_req *r)
     it->event = GW_AUDIT_INTENT;
     it->done = r->intent_done;
     r->intent = it;
-    if (gw_audit_submit(r->w->d->audit, it) != 0) {
-        r->intent = NULL;
-        free(it->members);
-        free(it);
-        reply_error(r, GW_R_UNAVAILABLE,
-                    "the audit log cannot take more records; the change was not sent", NULL, 0);
-    }
+    audit_enqueue(r->w, it); /* on_intent follows: written, or refused (503) */
 }
 
 /* The policy decision (SPEC 6.2) on what the request asks. update-user and delete-user are
@@ -1026,13 +1078,14 @@ static int worker_setup(struct gw_daemon *d, struct gw_worker *w, int id)
     w->accept_resume = evtimer_new(w->base, on_accept_resume, w);
     w->access_buf = evbuffer_new();
     w->access_flush = event_new(w->base, -1, 0, on_access_flush, w);
+    w->audit_flush = event_new(w->base, -1, 0, on_audit_flush, w);
     w->handler = handle;
     long entries = cfg->auth.token_cache_entries;
     w->cache =
         gw_token_cache_new(entries ? (size_t)(entries + (long)d->nworkers - 1) / d->nworkers : 0);
     if (w->dns == NULL || w->pool == NULL || w->wake == NULL || w->drain_timer == NULL ||
         w->accept_resume == NULL || w->cache == NULL || w->access_buf == NULL ||
-        w->access_flush == NULL)
+        w->access_flush == NULL || w->audit_flush == NULL)
         return -1;
 
     struct sockaddr_storage ss;
@@ -1074,6 +1127,10 @@ static void worker_teardown(struct gw_worker *w)
     }
     if (w->access_flush)
         event_free(w->access_flush);
+    if (w->audit_flush) { /* the records of the last pass */
+        on_audit_flush(-1, 0, w);
+        event_free(w->audit_flush);
+    }
     if (w->dns)
         evdns_base_free(w->dns, 0);
     if (w->base)
@@ -1370,6 +1427,9 @@ out:
     }
     for (size_t i = 0; i < started; i++)
         pthread_join(d.workers[i].thread, NULL);
+    for (size_t i = 0; i < set_up; i++) /* records a worker's last pass had not handed over */
+        if (d.workers[i].audit_flush)
+            on_audit_flush(-1, 0, &d.workers[i]);
     /* the writer answers the intents still queued on the workers' (stopped) loops, so it
      * stops before they are torn down; the file is synced and the chain state saved */
     gw_audit_stop(d.audit);

@@ -52,6 +52,11 @@ struct gw_worker {
      * what was ready (access_flush is made active behind them) or when they grow large. */
     struct evbuffer *access_buf;
     struct event *access_flush;
+    /* Audit records of this loop pass, handed to the writer together by audit_flush (made
+     * active behind them): one lock and one wake-up of the writer per pass, not per record. */
+    struct gw_audit_item *audit_head, *audit_tail;
+    size_t audit_n;
+    struct event *audit_flush;
     /* Random bytes for new request ids, drawn from RAND_bytes a pool at a time. */
     unsigned char rid_pool[4096];
     size_t rid_used;
