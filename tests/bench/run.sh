@@ -48,19 +48,7 @@ mkdir -p "$GW/policies" "$GW/audit"
 results=$GW/results-$(date +%Y%m%d-%H%M%S).txt
 
 # ---- the gateway's configurations ----------------------------------------------------------
-cat >"$GW/policies/bench.json" <<'EOF'
-{
-  "name": "bench",
-  "description": "The peer benchmark's subject: every operation, every company and location",
-  "subjects": [ { "iss": "proxy-bench", "sub": "bench-user-1" } ],
-  "operations": ["create-user", "search-users", "filter-users-by-email", "get-user",
-                 "update-user", "delete-user", "get-user-by-location"],
-  "companies": "*",
-  "locations": "*",
-  "grant": { "types": ["account", "agency"], "roles": ["admin", "user"], "scopes": ["*"],
-             "scopes_assigned_to_only": ["*"] }
-}
-EOF
+cp "$top/tests/bench/bench-policy.json" "$GW/policies/bench.json"
 echo "bench-agency-token" >"$GW/agency.token"
 # config NAME PORT ADMIN_PORT KEY_JSON AUDIT_JSON
 config() {

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Instructions per request through the real gateway, counted by callgrind: repeatable on a
+# noisy machine (the same binary, inputs and environment give the same count), so a change's
+# cost shows as a figure to compare with the one in README.md.
+#
+#   tests/bench/callgrind.sh [N]      N requests (default 2000), keep-alive GET /users/{id}, RS256
+#
+# Runs the gateway twice under callgrind (N/10 and N + N/10 requests, one connection, the
+# verified-token cache warm after the first) and prints (Ir of the second - Ir of the first) / N:
+# start-up and shutdown cancel out. Uses the peer benchmark's certificates and nginx upstream
+# (../shared/bench, see run.sh); needs valgrind.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+BENCH=${BENCH:-$(cd "$top/../shared/bench" 2>/dev/null && pwd)} ||
+  { echo "the peer benchmark is not at ../shared/bench: set BENCH" >&2; exit 2; }
+export BENCH_DIR=${BENCH_DIR:-/tmp/bench}
+N=${1:-2000}
+PY=/usr/bin/python3
+GW=$BENCH_DIR/gateway
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
+cmake -S "$top" -B "$top/build-bench" -DCMAKE_BUILD_TYPE=Release -DGW_TESTS=OFF >/dev/null
+cmake --build "$top/build-bench" -j"$(nproc)" --target ghl-gateway >/dev/null
+"$BENCH/certs.sh" >/dev/null
+CERTS=$BENCH_DIR/certs
+mkdir -p "$GW/policies" "$GW/audit"
+cp "$top/tests/bench/bench-policy.json" "$GW/policies/bench.json"
+echo "bench-agency-token" >"$GW/agency.token"
+cat >"$GW/callgrind.json" <<EOF
+{
+  "listen": { "address": "127.0.0.1", "port": 28449, "workers": 1 },
+  "tls": { "cert": "$CERTS/proxy.crt", "key": "$CERTS/proxy.key" },
+  "admin": { "address": "127.0.0.1", "port": 29909 },
+  "upstream": { "url": "https://127.0.0.1:19443", "ca_file": "$CERTS/ca.crt" },
+  "credentials": { "agency_token_file": "agency.token" },
+  "auth": { "issuers": [ { "issuer": "proxy-bench", "audiences": [],
+    "keys": [ { "alg": "RS256", "pem_file": "$CERTS/jwt-rs256.pub.pem" } ] } ] },
+  "policies": { "dir": "policies" },
+  "audit": { "file": "audit/callgrind.jsonl" },
+  "access_log": { "file": "access-callgrind.log" },
+  "rate_limit": { "per_subject": { "burst": 1000000000, "per_seconds": 1 },
+                  "upstream": { "burst": 1000000000, "per_seconds": 1, "daily": 1000000000 } }
+}
+EOF
+started_upstream=0
+if ! ss -Hltn "sport = :19443" | grep -q .; then "$BENCH/upstream.sh" start >/dev/null; started_upstream=1; fi
+trap '[ $started_upstream = 1 ] && "$BENCH/upstream.sh" stop >/dev/null 2>&1 || true' EXIT
+TOKEN=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope users.readonly --exp-in 7200)
+
+count() { # count REQUESTS -> total Ir of a gateway run serving them
+  local out=$GW/callgrind.$1 pid
+  rm -f "$out"
+  (cd "$GW" && exec valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$top/build-bench/ghl-gateway" run -c callgrind.json 2>>"$GW/gateway-callgrind.log") &
+  pid=$!
+  for _ in $(seq 100); do ss -Hltn "sport = :28449" | grep -q . && break; sleep 0.2; done
+  "$PY" - "$1" "$TOKEN" "$CERTS/ca.crt" <<'EOF'
+import http.client, ssl, sys
+n, token, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+c = http.client.HTTPSConnection("127.0.0.1", 28449, context=ssl.create_default_context(cafile=ca))
+for _ in range(n):
+    c.request("GET", "/users/abc", headers={"Authorization": "Bearer " + token, "Version": "2021-07-28"})
+    r = c.getresponse()
+    r.read()
+    if r.status != 200:
+        sys.exit("status %d" % r.status)
+EOF
+  kill -TERM "$pid"
+  wait "$pid" || true
+  awk '/^summary:/ {print $2}' "$out"
+}
+small=$(count $((N / 10)))
+big=$(count $((N + N / 10)))
+echo "instructions per request (keep-alive GET /users/{id}, RS256, cache warm): $(( (big - small) / N ))"
