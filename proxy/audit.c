@@ -700,6 +700,11 @@ static void *writer_main(void *arg)
             pthread_cond_wait(&a->cv, &a->mu);
             a->waiting = false;
         }
+        if (retry && a->head == NULL && !a->stop && !a->reopen && a->unsynced) {
+            pthread_mutex_unlock(&a->mu); /* what was written before the failure: on disk */
+            sync_file(a);
+            continue;
+        }
         if (retry && a->head == NULL && !a->stop && !a->reopen) {
             /* after a failure: try again in a while, or as soon as more arrives */
             struct timespec t;
@@ -726,6 +731,8 @@ static void *writer_main(void *arg)
         }
         retry = list ? write_items(a, list) : NULL;
         if (stop) { /* submit refuses from now on: one pass wrote what was queued */
+            if (a->unsynced)
+                sync_file(a);
             size_t lost = 0;
             for (struct gw_audit_item *it = retry, *next; it; it = next) {
                 next = it->next;
@@ -860,14 +867,16 @@ struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members)
 
 void gw_audit_lost(struct gw_audit *a, struct gw_audit_item *it)
 {
-    enum gw_audit_event e = it->event;
-    free(it->members);
-    free(it);
+    const char *e = it ? gw_audit_event_name(it->event) : "";
+    if (it) {
+        free(it->members);
+        free(it);
+    }
     pthread_mutex_lock(&a->mu);
     a->st.lost++;
     pthread_mutex_unlock(&a->mu);
-    gw_log_error("audit: a %s record was lost (the queue is full or the log is stopping)",
-                 gw_audit_event_name(e));
+    gw_log_error("audit: a %s%srecord was lost (%s)", e, *e ? " " : "",
+                 *e ? "the queue is full or the log is stopping" : "out of memory");
 }
 
 void gw_audit_post(struct gw_audit *a, enum gw_audit_event e, char *members)

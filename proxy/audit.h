@@ -2,11 +2,14 @@
  *
  * Owns: the audit file (and the stdout sink), the hash chain (SHA-256, or HMAC-SHA256 with
  * audit.hmac_key_file), seq, and one writer thread with group commit: workers hand records
- * over without blocking their event loop; the writer takes every record queued, writes them
- * with one write(), syncs them with one fdatasync() (audit.fsync), and only then tells the
- * requests waiting on an intent record that it is durable. A failed write is cut back off the
- * file (ftruncate to the size before it), so the file never holds a partial line; the records
- * nobody waits for are kept and retried, intent records fail (the change is not forwarded:
+ * over without blocking their event loop (a worker hands over a loop pass's records at once);
+ * the writer takes every record queued and writes them with one write(). With audit.fsync it
+ * syncs with one fdatasync() every batch a request waits for (an intent record), and only
+ * then tells those requests that it is durable; batches nobody waits for are synced with the
+ * next such batch, when the last sync is 100 ms old, when the writer is idle, before a reopen
+ * and at stop (so the fsync count can be lower than the batch count). A failed write is cut back
+ * off the file (ftruncate to the size before it), so the file never holds a partial line; the
+ * records nobody waits for are kept and retried, intent records fail (the change is not forwarded:
  * 503), and the log is not ready (/readyz) until a write succeeds again.
  *
  * The line format, which audit-verify checks and README.md documents for other verifiers:
@@ -83,7 +86,8 @@ int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t 
 struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members);
 /* Is the record small enough to be written (gw_audit_submit refuses larger ones)? */
 bool gw_audit_fits(const struct gw_audit_item *it);
-/* A record that could not be handed over: freed and counted as lost. */
+/* A record that could not be handed over: freed (it may be NULL: one that could not even be
+ * built) and counted as lost. */
 void gw_audit_lost(struct gw_audit *a, struct gw_audit_item *it);
 /* A record nobody waits for: builds the item from members (taken) and submits it; on failure
  * frees members and counts the record as lost. */

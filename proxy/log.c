@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 #include <event2/buffer.h>
 
@@ -95,6 +97,8 @@ struct gw_log *gw_log_open(const char *path)
         }
     }
     l->fd = fd;
+    struct stat st;
+    l->pipe = fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
     return l;
 }
 
@@ -218,20 +222,53 @@ void gw_log_access_format(struct evbuffer *b, const struct gw_access *a)
     }
 }
 
+static void write_span(int fd, const char *p, size_t n)
+{
+    size_t off = 0;
+    while (off < n) {
+        ssize_t w = write(fd, p + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return; /* nowhere better to report a failing log */
+        off += (size_t)w;
+    }
+}
+
 void gw_log_write(struct gw_log *l, struct evbuffer *out)
 {
     size_t n = evbuffer_get_length(out);
     if (n == 0)
         return;
     const char *p = (const char *)evbuffer_pullup(out, -1);
+    if (p == NULL) {
+        evbuffer_drain(out, n);
+        return;
+    }
+    if (!l->pipe) { /* a regular O_APPEND file: one write, lines stay whole */
+        write_span(l->fd, p, n);
+        evbuffer_drain(out, n);
+        return;
+    }
+    /* a pipe keeps a write whole only up to PIPE_BUF bytes: whole lines, at most that many
+     * (a single longer line goes alone, as it did before batching) */
     size_t off = 0;
-    while (p && off < n) {
-        ssize_t w = write(l->fd, p + off, n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break; /* nowhere better to report a failing log */
-        off += (size_t)w;
+    while (off < n) {
+        size_t len = n - off;
+        if (len > PIPE_BUF) {
+            const char *cut = NULL;
+            for (size_t i = PIPE_BUF; i > 0 && cut == NULL; i--)
+                if (p[off + i - 1] == '\n')
+                    cut = p + off + i;
+            if (cut) {
+                len = (size_t)(cut - (p + off));
+            } else {
+                const char *nl = memchr(p + off, '\n', n - off);
+                len = nl ? (size_t)(nl - (p + off)) + 1 : n - off;
+            }
+        }
+        write_span(l->fd, p + off, len);
+        off += len;
     }
     evbuffer_drain(out, n);
 }

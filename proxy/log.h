@@ -4,19 +4,22 @@
  * reopening on SIGUSR1 (dup2 onto the same descriptor number, so a worker writing at that
  * moment finishes on the old file and nothing is misplaced). Workers format lines into their
  * own buffer (gw_log_access_format) and write whole lines with gw_log_write: writes to an
- * O_APPEND descriptor, so workers never interleave within a line and need no lock.
+ * O_APPEND file, or of at most PIPE_BUF bytes of whole lines to a pipe (atomic there), so
+ * workers never interleave within a line and need no lock.
  * Memory: struct gw_log is created by gw_log_open and freed by gw_log_close.
  * Threads: gw_log_access and gw_log_error from any thread; gw_log_reopen from the main thread.
  */
 #ifndef GW_LOG_H
 #define GW_LOG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct gw_log {
     char *path; /* NULL: stderr */
     int fd;
+    bool pipe; /* not a regular file (stderr to a pipe): writes of whole lines <= PIPE_BUF */
 };
 
 /* One request as the access log records it. Strings may be NULL (written as null). */

@@ -303,7 +303,7 @@ static void audit_post(struct gw_worker *w, enum gw_audit_event e, char *members
     if (it)
         audit_enqueue(w, it);
     else
-        gw_log_error("audit: a %s record was lost (out of memory)", gw_audit_event_name(e));
+        gw_audit_lost(w->d->audit, NULL);
 }
 
 static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
@@ -347,8 +347,13 @@ static void new_request_id(struct gw_worker *w, char out[33])
 {
     static const char hex[] = "0123456789abcdef";
     if (w->rid_used == 0 || w->rid_used + 16 > sizeof w->rid_pool) {
-        if (RAND_bytes(w->rid_pool, sizeof w->rid_pool) != 1)
-            memset(w->rid_pool, 0, sizeof w->rid_pool);
+        if (RAND_bytes(w->rid_pool, sizeof w->rid_pool) != 1) {
+            /* no randomness now: this id alone is zeros, the next one tries again */
+            memset(out, '0', 32);
+            out[32] = '\0';
+            w->rid_used = 0;
+            return;
+        }
         w->rid_used = 0;
     }
     const unsigned char *rnd = w->rid_pool + w->rid_used;
