@@ -554,7 +554,7 @@ static cJSON *parse_value(struct parser *ps)
 cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opts,
                      struct gw_json_error *err)
 {
-    struct gw_json_error scratch;
+    struct gw_json_error scratch = {0};
     struct parser ps = {
         .p = (const unsigned char *)buf,
         .end = (const unsigned char *)buf + len,

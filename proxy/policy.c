@@ -530,7 +530,7 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
         free(ps);
         return NULL;
     }
-    char *names[MAX_POLICY_FILES];
+    char *names[MAX_POLICY_FILES] = {0};
     size_t n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
