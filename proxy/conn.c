@@ -12,21 +12,19 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h> /* struct event embedded in a connection (ABI of libevent 2.1) */
 #include <event2/listener.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
 #include "snapshot.h"
 #include "worker.h"
 
-#define REPLY_COALESCE_MAX 16384 /* one TLS record's worth of plaintext */
-#define WRITE_TIMEOUT_S 30       /* backstop: no byte of a reply accepted for this long */
-#define OUT_CAP (64u << 10)      /* replies queued past this: read no further request until sent */
+#define RECORD_MAX 16384    /* one TLS record's worth of plaintext: the unit of reads and writes */
+#define OUT_CAP (64u << 10) /* replies queued past this: read no further request until sent */
 
 enum conn_state {
     ST_IDLE,    /* no byte of the next request yet (or the TLS handshake) */
@@ -37,17 +35,29 @@ enum conn_state {
     ST_DEAD,    /* socket closed while the handler had the request */
 };
 
+/* The connection does its own TLS I/O on the non-blocking socket (SSL_read/SSL_write), not
+ * through libevent's TLS bufferevent: a reply is written at once and the write event is
+ * subscribed only when the socket is full (the bufferevent subscribed and unsubscribed for
+ * every write: two epoll_ctl calls each), reads take every record OpenSSL has (so read-ahead
+ * is safe: one read(2) per segment instead of two per record), and an idle connection holds
+ * two small buffers instead of a bufferevent. */
 struct gw_conn {
     struct gw_worker *w;
     struct gw_conn *next, *prev;
-    struct bufferevent *bev;
+    int fd; /* -1 once closed (ST_DEAD) */
     SSL *ssl;
-    struct event timer; /* the current deadline (assigned in place: no allocation) */
-    struct event *kick; /* deferred: read what was pipelined after an asynchronous reply;
-                           made on first use (few connections pipeline) */
+    struct event rd, wr; /* read and write interest on fd (assigned in place) */
+    struct event timer;  /* the current deadline (assigned in place: no allocation) */
+    struct event *kick;  /* deferred: read what was pipelined after an asynchronous reply;
+                            made on first use (few connections pipeline) */
+    struct evbuffer *in, *out;
+    bool reading, writing; /* rd / wr added */
+    bool handshaken;
+    bool read_wants_write, write_wants_read; /* TLS needs the other direction first */
+    size_t retry_len; /* an SSL_write that must be repeated with this length (0: none) */
     enum conn_state st;
     bool served_one; /* keep-alive: later heads get their deadline from their first byte */
-    bool in_read;    /* inside on_read: replies there need no kick */
+    bool in_read;    /* inside process(): replies there need no kick */
     bool paused;     /* reading stopped until queued replies have left (OUT_CAP) */
     size_t scanned;  /* bytes of the current head already checked */
     uint64_t body_left;
@@ -106,14 +116,124 @@ static int new_request(struct gw_conn *c)
     return 0;
 }
 
+/* Closes the socket and frees the TLS state (the connection object stays). */
+static void close_socket(struct gw_conn *c)
+{
+    event_del(&c->rd);
+    event_del(&c->wr);
+    c->reading = c->writing = false;
+    if (c->ssl)
+        SSL_free(c->ssl);
+    c->ssl = NULL;
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+}
+
+static void set_read(struct gw_conn *c, bool on)
+{
+    if (on == c->reading || c->fd < 0)
+        return;
+    if (on)
+        event_add(&c->rd, NULL);
+    else
+        event_del(&c->rd);
+    c->reading = on;
+}
+
+static void set_write(struct gw_conn *c, bool on)
+{
+    if (on == c->writing || c->fd < 0)
+        return;
+    if (on)
+        event_add(&c->wr, NULL);
+    else
+        event_del(&c->wr);
+    c->writing = on;
+}
+
+/* Reading pauses once a whole request plus a little is buffered (pipelined requests wait for
+ * the reply to the one before them), while replies pile up (OUT_CAP), after a refused request
+ * and once the connection is closing. */
+static void update_read(struct gw_conn *c)
+{
+    size_t cap = (size_t)(cfg(c)->limits.max_header_bytes + cfg(c)->limits.max_body_bytes) + 4096;
+    set_read(c, c->st != ST_CLOSING && c->st != ST_DEAD && !c->paused &&
+                    !(c->rq && c->rq->rejected) && evbuffer_get_length(c->in) < cap);
+}
+
+/* Takes every record the TLS layer has (the socket's and what read-ahead buffered) into c->in,
+ * up to the reading cap. Returns -1 when the peer is gone or TLS failed. */
+static int tls_read(struct gw_conn *c)
+{
+    size_t cap = (size_t)(cfg(c)->limits.max_header_bytes + cfg(c)->limits.max_body_bytes) + 4096;
+    unsigned char buf[RECORD_MAX];
+    while (evbuffer_get_length(c->in) < cap) {
+        ERR_clear_error();
+        int r = SSL_read(c->ssl, buf, sizeof buf);
+        if (r > 0) {
+            if (evbuffer_add(c->in, buf, (size_t)r) != 0)
+                return -1;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_READ)
+            break;
+        if (e == SSL_ERROR_WANT_WRITE) { /* a TLS message to send before reading on */
+            c->read_wants_write = true;
+            set_write(c, true);
+            break;
+        }
+        return -1; /* close_notify, EOF, reset or a TLS error */
+    }
+    OPENSSL_cleanse(buf, sizeof buf); /* it held the caller's Authorization header */
+    return 0;
+}
+
+/* Writes c->out. Returns 0 (all written, or waiting for the socket) or -1 (failed). */
+static int tls_write(struct gw_conn *c)
+{
+    while (evbuffer_get_length(c->out) > 0) {
+        size_t n = c->retry_len;
+        if (n == 0) {
+            n = evbuffer_get_length(c->out);
+            if (n > RECORD_MAX)
+                n = RECORD_MAX;
+        }
+        const unsigned char *p = evbuffer_pullup(c->out, (ev_ssize_t)n);
+        if (p == NULL)
+            return -1;
+        ERR_clear_error();
+        int r = SSL_write(c->ssl, p, (int)n);
+        if (r > 0) {
+            evbuffer_drain(c->out, (size_t)r);
+            c->retry_len = 0;
+            continue;
+        }
+        int e = SSL_get_error(c->ssl, r);
+        if (e == SSL_ERROR_WANT_WRITE || e == SSL_ERROR_WANT_READ) {
+            c->retry_len = n; /* OpenSSL wants the same write again */
+            if (e == SSL_ERROR_WANT_WRITE)
+                set_write(c, true);
+            else
+                c->write_wants_read = true;
+            return 0;
+        }
+        return -1;
+    }
+    set_write(c, false);
+    return 0;
+}
+
 static void conn_free(struct gw_conn *c)
 {
     struct gw_worker *w = c->w;
     event_del(&c->timer);
     if (c->kick)
         event_free(c->kick);
-    if (c->bev)
-        bufferevent_free(c->bev);
+    close_socket(c);
+    evbuffer_free(c->in);
+    evbuffer_free(c->out);
     reset_request(c);
     if (c->prev)
         c->prev->next = c->next;
@@ -136,9 +256,7 @@ static void conn_free(struct gw_conn *c)
 static void conn_drop(struct gw_conn *c)
 {
     if (c->st == ST_BUSY) {
-        bufferevent_free(c->bev);
-        c->bev = NULL;
-        c->ssl = NULL; /* freed with the bufferevent */
+        close_socket(c);
         evtimer_del(&c->timer);
         c->st = ST_DEAD;
         return;
@@ -157,46 +275,35 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
         conn_free(c);
 }
 
-static void on_event(struct bufferevent *bev, short what, void *arg)
-{
-    (void)bev;
-    struct gw_conn *c = arg;
-    if (what & BEV_EVENT_CONNECTED)
-        return; /* TLS handshake done */
-    conn_drop(c);
-}
-
 /* Between requests a connection holds no TLS record buffers: SSL_MODE_RELEASE_BUFFERS frees
- * them when a record is consumed, but the TLS bufferevent reads once more (to an empty socket)
- * and that read sets up a fresh 16 KB buffer again. SSL_free_buffers keeps anything pending. */
+ * them when a record is consumed, but the last read (to an empty socket) sets up a fresh 16 KB
+ * buffer again. SSL_free_buffers keeps anything pending. */
 static void idle_buffers(struct gw_conn *c)
 {
     (void)SSL_free_buffers(c->ssl);
 }
 
 static void process(struct gw_conn *c);
+static void queue_out(struct gw_conn *c, const void *data, size_t n);
 
 /* Everything queued has left. */
-static void on_write(struct bufferevent *bev, void *arg)
+static void sent(struct gw_conn *c)
 {
-    struct gw_conn *c = arg;
     if (c->st == ST_CLOSING) {
-        /* say goodbye at the TLS level, then close: the output buffer is empty, so the
-         * close_notify written directly cannot interleave with queued records */
-        SSL *ssl = bufferevent_openssl_get_ssl(bev);
-        if (ssl && SSL_is_init_finished(ssl))
-            SSL_shutdown(ssl);
+        /* say goodbye at the TLS level, then close: nothing else is queued */
+        if (c->ssl && c->handshaken)
+            SSL_shutdown(c->ssl);
         conn_free(c);
         return;
     }
     if (c->st != ST_IDLE)
         return;
     arm(c, cfg(c)->limits.keepalive_timeout_ms); /* the reply is out: now the idle deadline */
-    if (!c->paused && c->ssl && evbuffer_get_length(bufferevent_get_input(c->bev)) == 0)
+    if (!c->paused && c->ssl && evbuffer_get_length(c->in) == 0)
         idle_buffers(c);
     if (c->paused) {
         c->paused = false;
-        bufferevent_enable(c->bev, EV_READ);
+        update_read(c);
         process(c);
     }
 }
@@ -211,26 +318,25 @@ static void dispatch(struct gw_conn *c)
 /* The request is refused: nothing more is read, and the handler answers it and closes. */
 static void reject(struct gw_conn *c, const struct gw_http1_error *err)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
-    evbuffer_drain(in, evbuffer_get_length(in));
-    bufferevent_disable(c->bev, EV_READ);
+    evbuffer_drain(c->in, evbuffer_get_length(c->in));
     c->rq->rejected = true;
     c->rq->kind = err->kind;
     c->rq->why = err->why;
+    update_read(c);
     dispatch(c);
 }
 
 /* Reads requests until one is handed to the handler or more bytes are needed. */
 static void process(struct gw_conn *c)
 {
-    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *in = c->in;
     c->in_read = true;
     for (;;) {
-        if (c->st == ST_IDLE && evbuffer_get_length(bufferevent_get_output(c->bev)) > OUT_CAP) {
+        if (c->st == ST_IDLE && evbuffer_get_length(c->out) > OUT_CAP) {
             /* a client that pipelines and does not read its replies: stop reading until
-             * they have left (on_write resumes), so the output cannot grow without bound */
+             * they have left (sent() resumes), so the output cannot grow without bound */
             c->paused = true;
-            bufferevent_disable(c->bev, EV_READ);
+            update_read(c);
             break;
         }
         if (c->st == ST_IDLE) {
@@ -283,7 +389,7 @@ static void process(struct gw_conn *c)
                 continue;
             }
             if (c->rq->head.expect_continue && !c->rq->head.http10 && evbuffer_get_length(in) < cl)
-                bufferevent_write(c->bev, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+                queue_out(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
             c->st = ST_BODY;
             arm(c, cf->limits.body_timeout_ms);
         }
@@ -306,15 +412,96 @@ static void process(struct gw_conn *c)
     if (c->st == ST_IDLE && c->ssl && evbuffer_get_length(in) == 0)
         idle_buffers(c);
     c->in_read = false;
+    update_read(c); /* the buffer may have room again, or the connection is closing */
 }
 
-static void on_read(struct bufferevent *bev, void *arg)
+static void on_readable(evutil_socket_t fd, short what, void *arg);
+
+/* The TLS handshake, driven by either direction's readiness (the header deadline, armed at
+ * accept, covers it). A failed handshake closes the connection without a reply. */
+static void handshake(struct gw_conn *c)
 {
-    (void)bev;
+    ERR_clear_error();
+    int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+        c->handshaken = true;
+        set_write(c, false);
+        set_read(c, true);
+        on_readable(c->fd, EV_READ, c); /* the client may have sent its request already */
+        return;
+    }
+    int e = SSL_get_error(c->ssl, r);
+    if (e == SSL_ERROR_WANT_READ) {
+        set_write(c, false);
+        set_read(c, true);
+    } else if (e == SSL_ERROR_WANT_WRITE) {
+        set_write(c, true);
+    } else {
+        conn_free(c);
+    }
+}
+
+static void on_readable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
     struct gw_conn *c = arg;
-    if (c->st == ST_BUSY || c->st == ST_CLOSING)
-        return; /* stays buffered; the read high-water mark stops reading */
+    if (!c->handshaken) {
+        handshake(c);
+        return;
+    }
+    if (c->write_wants_read) { /* a write waited for this */
+        c->write_wants_read = false;
+        if (tls_write(c) != 0) {
+            conn_drop(c);
+            return;
+        }
+        if (evbuffer_get_length(c->out) == 0) {
+            sent(c);
+            return; /* sent() reads on (or freed c) */
+        }
+    }
+    if (tls_read(c) != 0) {
+        conn_drop(c);
+        return;
+    }
+    if (c->st == ST_BUSY || c->st == ST_CLOSING) {
+        update_read(c); /* buffered until the reply; stop at the cap */
+        return;
+    }
     process(c);
+}
+
+static void on_writable(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_conn *c = arg;
+    if (c->fd < 0)
+        return;
+    if (!c->handshaken) {
+        handshake(c);
+        return;
+    }
+    if (c->read_wants_write) {
+        c->read_wants_write = false;
+        set_write(c, false);
+        on_readable(c->fd, EV_READ, c);
+        return;
+    }
+    if (evbuffer_get_length(c->out) > 0 && tls_write(c) != 0) {
+        conn_drop(c);
+        return;
+    }
+    if (evbuffer_get_length(c->out) == 0)
+        sent(c);
+}
+
+/* Queues bytes for the client and writes them in this loop pass (no wait for writability). */
+static void queue_out(struct gw_conn *c, const void *data, size_t n)
+{
+    evbuffer_add(c->out, data, n);
+    event_active(&c->wr, EV_WRITE, 0);
 }
 
 static void on_kick(evutil_socket_t fd, short what, void *arg)
@@ -347,34 +534,29 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     struct gw_conn *c = calloc(1, sizeof *c);
-    SSL *ssl = c ? SSL_new(w->snap->server_ctx) : NULL;
-    if (ssl == NULL)
+    if (c == NULL)
         goto fail;
     c->w = w;
-    c->bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-                                            BEV_OPT_CLOSE_ON_FREE);
-    /* Owned by the bufferevent from here, even when it failed: libevent 2.1's error path may
-     * already have freed the SSL and closed the socket, and a second close could hit another
-     * thread's new descriptor. */
-    fd = -1;
-    ssl = NULL;
-    if (c->bev == NULL)
+    c->fd = fd;
+    c->ssl = SSL_new(w->snap->server_ctx);
+    c->in = evbuffer_new();
+    c->out = evbuffer_new();
+    /* the listener made fd non-blocking (accept4 with SOCK_NONBLOCK) */
+    if (c->ssl == NULL || c->in == NULL || c->out == NULL || SSL_set_fd(c->ssl, fd) != 1)
         goto fail;
-    c->ssl = bufferevent_openssl_get_ssl(c->bev);
+    /* read-ahead: one read(2) takes what the socket has, not a record header then its body
+     * (tls_read always reads until OpenSSL has nothing buffered); pullups move the buffer */
+    SSL_set_read_ahead(c->ssl, 1);
+    SSL_set_mode(c->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_set_accept_state(c->ssl);
+    event_assign(&c->rd, w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    event_assign(&c->wr, w->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
     evtimer_assign(&c->timer, w->base, on_timer, c);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer, sizeof c->peer);
-    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
-    /* Reading pauses once a whole request plus a little is buffered: pipelined requests wait
-     * for the reply to the one before them without growing the buffer. */
-    bufferevent_setwatermark(c->bev, EV_READ, 0,
-                             (size_t)(cf->limits.max_header_bytes + cf->limits.max_body_bytes) +
-                                 4096);
-    struct timeval wt = {WRITE_TIMEOUT_S, 0};
-    bufferevent_set_timeouts(c->bev, NULL, &wt);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    set_read(c, true); /* the handshake starts with the client's hello */
     c->st = ST_IDLE;
     c->accepted_ms = gw_now_ms();
     c->accepted_mono = gw_mono_ms();
@@ -393,13 +575,15 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
 fail:
     gw_log_error("worker %d: cannot set up a connection (out of memory)", w->id);
     if (c) {
-        if (c->bev)
-            bufferevent_free(c->bev);
+        if (c->ssl)
+            SSL_free(c->ssl);
+        if (c->in)
+            evbuffer_free(c->in);
+        if (c->out)
+            evbuffer_free(c->out);
         free(c);
     }
-    SSL_free(ssl);
-    if (fd >= 0)
-        close(fd);
+    close(fd);
 }
 
 const char *gw_conn_peer(const struct gw_conn *c)
@@ -451,7 +635,7 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
             cfg(c)->limits.keepalive_timeout_ms == 0;
     bool head_only = c->rq->head.method && strcmp(c->rq->head.method, "HEAD") == 0;
     size_t blen = body ? evbuffer_get_length(body) : 0;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    struct evbuffer *out = c->out;
     /* the head in one buffer, without printf: this runs for every reply */
     char head[2048];
     size_t n = 0;
@@ -497,22 +681,22 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
     }
     if (blen && !head_only)
         evbuffer_add_buffer(out, body);
-    /* One contiguous chunk: the TLS layer writes each chunk as its own record (and write(2)),
-     * so head and body together cost one record, one system call and one segment. */
-    if (evbuffer_get_length(out) <= REPLY_COALESCE_MAX)
-        evbuffer_pullup(out, -1);
+    /* written in this loop pass, up to RECORD_MAX bytes per record: head and body together
+     * cost one record, one system call and one segment */
+    event_active(&c->wr, EV_WRITE, 0);
     reset_request(c);
     /* The client has body_timeout_ms to take the reply; the keep-alive deadline starts once
-     * it is out (on_write). */
+     * it is out (sent()). */
     arm(c, cfg(c)->limits.body_timeout_ms);
     if (close) {
         c->st = ST_CLOSING;
-        bufferevent_disable(c->bev, EV_READ);
+        update_read(c);
         return blen;
     }
     c->st = ST_IDLE;
     c->served_one = true;
-    if (!c->in_read && evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+    update_read(c);
+    if (!c->in_read && evbuffer_get_length(c->in) > 0)
         kick(c);
     return blen;
 }
@@ -524,11 +708,11 @@ void gw_conn_close_idle(struct gw_worker *w)
         next = c->next;
         if (c->st != ST_IDLE)
             continue;
-        if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        if (evbuffer_get_length(c->out) == 0) {
             conn_free(c);
-        } else { /* a reply is still leaving: close once it has (on_write) */
+        } else { /* a reply is still leaving: close once it has (sent()) */
             c->st = ST_CLOSING;
-            bufferevent_disable(c->bev, EV_READ);
+            update_read(c);
         }
     }
 }
