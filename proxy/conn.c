@@ -162,8 +162,9 @@ static void update_read(struct gw_conn *c)
                     !(c->rq && c->rq->rejected) && evbuffer_get_length(c->in) < cap);
 }
 
-/* Takes every record the TLS layer has (the socket's and what read-ahead buffered) into c->in,
- * up to the reading cap. Returns -1 when the peer is gone or TLS failed. */
+/* Takes every record the TLS layer has buffered (read-ahead) into c->in, up to the reading
+ * cap; what is still in the socket is read when epoll reports it again. Returns -1 when the
+ * peer is gone or TLS failed. */
 static int tls_read(struct gw_conn *c)
 {
     size_t cap = (size_t)(cfg(c)->limits.max_header_bytes + cfg(c)->limits.max_body_bytes) + 4096;
@@ -174,6 +175,8 @@ static int tls_read(struct gw_conn *c)
         if (r > 0) {
             if (evbuffer_add(c->in, buf, (size_t)r) != 0)
                 return -1;
+            if (!SSL_has_pending(c->ssl))
+                break; /* the socket is likely empty: epoll (level-triggered) says if not */
             continue;
         }
         int e = SSL_get_error(c->ssl, r);
