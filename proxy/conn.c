@@ -169,12 +169,18 @@ static int tls_read(struct gw_conn *c)
 {
     size_t cap = (size_t)(cfg(c)->limits.max_header_bytes + cfg(c)->limits.max_body_bytes) + 4096;
     unsigned char buf[RECORD_MAX];
+    size_t used = 0; /* of buf: what must be wiped */
+    int rc = 0;
     while (evbuffer_get_length(c->in) < cap) {
         ERR_clear_error();
         int r = SSL_read(c->ssl, buf, sizeof buf);
         if (r > 0) {
-            if (evbuffer_add(c->in, buf, (size_t)r) != 0)
-                return -1;
+            if ((size_t)r > used)
+                used = (size_t)r;
+            if (evbuffer_add(c->in, buf, (size_t)r) != 0) {
+                rc = -1;
+                break;
+            }
             if (!SSL_has_pending(c->ssl))
                 break; /* the socket is likely empty: epoll (level-triggered) says if not */
             continue;
@@ -187,10 +193,11 @@ static int tls_read(struct gw_conn *c)
             set_write(c, true);
             break;
         }
-        return -1; /* close_notify, EOF, reset or a TLS error */
+        rc = -1; /* close_notify, EOF, reset or a TLS error */
+        break;
     }
-    OPENSSL_cleanse(buf, sizeof buf); /* it held the caller's Authorization header */
-    return 0;
+    OPENSSL_cleanse(buf, used); /* it held the caller's Authorization header */
+    return rc;
 }
 
 /* Writes c->out. Returns 0 (all written, or waiting for the socket) or -1 (failed). */

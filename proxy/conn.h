@@ -9,7 +9,9 @@
  * (header_timeout_ms from accept), each later head (header_timeout_ms from its first byte),
  * body (body_timeout_ms from the end of the head), keep-alive idle (keepalive_timeout_ms).
  * Replies are written with Content-Length; a closing reply is followed by a TLS close_notify
- * once its last byte has left, then the socket is closed.
+ * once its last byte has left, then the socket is closed. TLS I/O is done here on the
+ * non-blocking socket (SSL_read with read-ahead, SSL_write in the loop pass that queues the
+ * reply, write interest only while the socket is full), not through a TLS bufferevent.
  *
  * Memory: a gw_conn is created by the listener callback and freed when it closes; a request
  * handed to the handler stays valid until gw_conn_reply is called for it. If the client goes
