@@ -457,10 +457,27 @@ static int parse(struct up_conn *c, struct gw_upstream_call *call, struct evbuff
     }
 }
 
+/* libevent 2.1's TLS bufferevent reads while SSL_pending() says a record's bytes are left, so
+ * whole records that read-ahead buffered behind the first would wait for the next socket
+ * event, which may never come: take them here. (The callback is deferred, so the bufferevent
+ * is not inside an SSL call; a WANT_READ leaves the rest to the socket's next event.) */
+static void take_buffered(struct bufferevent *bev, struct evbuffer *in)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    unsigned char buf[4096];
+    while (ssl && SSL_has_pending(ssl)) {
+        ERR_clear_error();
+        int r = SSL_read(ssl, buf, sizeof buf);
+        if (r <= 0 || evbuffer_add(in, buf, (size_t)r) != 0)
+            break;
+    }
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct up_conn *c = arg;
     struct evbuffer *in = bufferevent_get_input(bev);
+    take_buffered(bev, in);
     struct gw_upstream_call *call = c->call;
     if (call == NULL) {
         /* bytes on an idle connection: nothing is pending, so the connection is unusable */
@@ -591,6 +608,9 @@ static struct up_conn *conn_new(struct gw_upstream_pool *p, const struct gw_snap
         free(c);
         return NULL;
     }
+    /* one read(2) per segment, not a record header then its body; on_read takes the records
+     * read ahead that the TLS bufferevent does not look for (take_buffered) */
+    SSL_set_read_ahead(ssl, 1);
     c->bev = bufferevent_openssl_socket_new(p->w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
     c->idle_timer = evtimer_new(p->w->base, idle_timeout, c);
