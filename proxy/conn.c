@@ -139,6 +139,10 @@ static void set_read(struct gw_conn *c, bool on)
     else
         event_del(&c->rd);
     c->reading = on;
+    /* reading resumes (after the input cap): records read ahead before the pause are in
+     * OpenSSL's buffer, not the socket, so epoll would not report them */
+    if (on && c->handshaken && c->ssl && SSL_has_pending(c->ssl))
+        event_active(&c->rd, EV_READ, 0);
 }
 
 static void set_write(struct gw_conn *c, bool on)
