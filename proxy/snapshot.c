@@ -80,29 +80,44 @@ static void warn_unservable_ops(struct gw_snapshot *s, struct gw_errs *errs)
     }
 }
 
-struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
+/* What both builds share: the configuration (NULL with its errors when it does not load),
+ * then the OpenAPI document and the policies (their problems added to errs, the snapshot
+ * still returned, so that the caller reports every problem at once). */
+static struct gw_snapshot *snapshot_start(const char *path, bool offline, struct gw_errs *errs)
 {
     size_t before = errs->n;
     struct gw_snapshot *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        gw_errs_add(errs, "out of memory");
+    if (s != NULL) {
+        atomic_init(&s->refs, 1);
+        s->offline = offline;
+        s->cfg = gw_config_load(path, !offline, errs);
+    }
+    if (s == NULL || s->cfg == NULL) {
+        if (errs->n == before)
+            gw_errs_add(errs, "out of memory");
+        gw_snapshot_unref(s);
         return NULL;
     }
-    atomic_init(&s->refs, 1);
-    s->cfg = gw_config_load(path, true, errs);
-    if (s->cfg == NULL)
-        goto bad;
     char err[512];
     if (gw_openapi_load(s->cfg->upstream.openapi, &s->api, err, sizeof err) != 0)
         gw_errs_add(errs, "upstream.openapi: %s", err);
     else if ((s->policies = gw_policies_load(s->cfg->policies.dir, s->api, errs)) == NULL)
         gw_errs_add(errs, "policies.dir: the policy set is not valid");
-    else if (s->policies->n == 0)
+    return s;
+}
+
+struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
+{
+    size_t before = errs->n;
+    struct gw_snapshot *s = snapshot_start(path, false, errs);
+    if (s == NULL)
+        return NULL;
+    if (s->policies && s->policies->n == 0)
         gw_errs_warn(errs,
                      "warning: %s holds no policy file: every request under /users will "
                      "answer 403",
                      s->cfg->policies.dir);
-
+    char err[512];
     const struct gw_config *c = s->cfg;
     if (c->credentials.agency_token_file) {
         s->agency.token = gw_read_secret(c->credentials.agency_token_file, MAX_TOKEN_FILE,
@@ -153,21 +168,9 @@ bad:
 struct gw_snapshot *gw_snapshot_build_offline(const char *path, struct gw_errs *errs)
 {
     size_t before = errs->n;
-    struct gw_snapshot *s = calloc(1, sizeof *s);
-    if (s == NULL) {
-        gw_errs_add(errs, "out of memory");
+    struct gw_snapshot *s = snapshot_start(path, true, errs);
+    if (s == NULL)
         return NULL;
-    }
-    atomic_init(&s->refs, 1);
-    s->offline = true;
-    s->cfg = gw_config_load(path, false, errs);
-    if (s->cfg == NULL)
-        goto bad;
-    char err[512];
-    if (gw_openapi_load(s->cfg->upstream.openapi, &s->api, err, sizeof err) != 0)
-        gw_errs_add(errs, "upstream.openapi: %s", err);
-    else if ((s->policies = gw_policies_load(s->cfg->policies.dir, s->api, errs)) == NULL)
-        gw_errs_add(errs, "policies.dir: the policy set is not valid");
     const struct gw_config *c = s->cfg;
     s->locations = calloc(c->credentials.nlocation + 1, sizeof *s->locations);
     s->auth = gw_auth_build_rules(c);
