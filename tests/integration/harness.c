@@ -67,6 +67,17 @@ char *slurp(const char *path)
     return b;
 }
 
+char *wait_for_text(const char *path, const char *needle, int timeout_ms)
+{
+    for (int waited = 0;; waited += 50) {
+        char *text = slurp(path);
+        if (strstr(text, needle) || waited >= timeout_ms)
+            return text;
+        free(text);
+        usleep(50000);
+    }
+}
+
 static void write_file(const char *path, const char *content)
 {
     FILE *f = fopen(path, "w");

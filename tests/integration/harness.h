@@ -147,6 +147,8 @@ bool journal_headers_are(const cJSON *entry, const char *const *names, size_t n)
 
 /* Reads a whole file into a malloc'd string ("" when absent). */
 char *slurp(const char *path);
+/* path's contents (malloc'd) once they hold needle, or after timeout_ms as they are then. */
+char *wait_for_text(const char *path, const char *needle, int timeout_ms);
 /* Runs a command line, captures stdout+stderr into *out (malloc'd), returns the exit status. */
 int run_cmd(const char *cmd, char **out);
 

@@ -15,9 +15,9 @@
 static struct env E;
 
 #define PASSWORD "Pl41n-Secret-Passw0rd"
-#define CREATE_BODY                                                                          \
-    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Audit\",\"lastName\":\"Me\","             \
-    "\"email\":\"audit.me@example.com\",\"password\":\"" PASSWORD "\",\"type\":\"account\","   \
+#define CREATE_BODY                                                                                \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Audit\",\"lastName\":\"Me\","                  \
+    "\"email\":\"audit.me@example.com\",\"password\":\"" PASSWORD "\",\"type\":\"account\","       \
     "\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}"
 
 static void teardown(void)
@@ -277,8 +277,7 @@ static void assert_refused(const char *path, const char *extra, const char *want
     snprintf(args, sizeof args, "%s %s", path, extra ? extra : "");
     int rc = verify(args, &out);
     ck_assert_msg(rc == 1, "audit-verify %s: exit %d, expected 1: %s", args, rc, out);
-    ck_assert_msg(strstr(out, want) != NULL, "audit-verify %s: \"%s\" not in: %s", args, want,
-                  out);
+    ck_assert_msg(strstr(out, want) != NULL, "audit-verify %s: \"%s\" not in: %s", args, want, out);
     free(out);
 }
 
@@ -367,8 +366,9 @@ START_TEST(test_hmac_chain_needs_the_key)
     fputs("0123456789abcdef0123456789abcdef-audit-key\n", f);
     fclose(f);
     char extra[900];
-    snprintf(extra, sizeof extra, "\"audit\": { \"file\": \"audit/audit.jsonl\", "
-                                  "\"hmac_key_file\": \"%s\" }",
+    snprintf(extra, sizeof extra,
+             "\"audit\": { \"file\": \"audit/audit.jsonl\", "
+             "\"hmac_key_file\": \"%s\" }",
              key);
     env_start(&E, &(struct env_opts){.gateway_json = extra});
     send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"H\"}", NULL, 0, 200);
@@ -406,14 +406,7 @@ START_TEST(test_restart_and_rotation_keep_the_chain)
     snprintf(old, sizeof old, "%s.1", E.audit_file);
     ck_assert_int_eq(rename(E.audit_file, old), 0);
     ck_assert_int_eq(kill(E.gateway.pid, SIGUSR1), 0);
-    char *log = NULL;
-    for (int i = 0; i < 50; i++) {
-        free(log);
-        log = slurp(E.gateway.log);
-        if (strstr(log, "reopened at seq 4"))
-            break;
-        usleep(50000);
-    }
+    char *log = wait_for_text(E.gateway.log, "reopened at seq 4", 2500);
     ck_assert_msg(strstr(log, "reopened at seq 4") != NULL, "%s", log);
     free(log);
     /* a restart before the new file has a record: the chain continues from the state file */
@@ -441,8 +434,8 @@ START_TEST(test_unwritable_audit_refuses_changes)
     /* audit.file is a symbolic link: pointed at /dev/full (every write fails with ENOSPC,
      * even for root) and reopened with SIGUSR1 */
     char real[700], link[700], cmd[2400];
-    env_start(&E, &(struct env_opts){.gateway_json =
-                                         "\"audit\": { \"file\": \"audit/link.jsonl\" }"});
+    env_start(&E,
+              &(struct env_opts){.gateway_json = "\"audit\": { \"file\": \"audit/link.jsonl\" }"});
     snprintf(real, sizeof real, "%s/audit/real.jsonl", E.dir);
     snprintf(link, sizeof link, "%s/audit/link.jsonl", E.dir);
     /* the gateway created link.jsonl as a file: make it a link to real.jsonl, reopen */
@@ -557,8 +550,7 @@ END_TEST
 
 START_TEST(test_reads_audited_when_asked)
 {
-    env_start(&E, &(struct env_opts){.gateway_json =
-                                         "\"audit\": { \"include_reads\": true }"});
+    env_start(&E, &(struct env_opts){.gateway_json = "\"audit\": { \"include_reads\": true }"});
     char rid[80];
     send_ok("GET", "/users/" SEED_USER, NULL, rid, sizeof rid, 200);
     wait_records(E.audit_file, 1);
@@ -618,18 +610,11 @@ END_TEST
 /* audit.stdout for containers: the same lines on stdout (here: the gateway's log) */
 START_TEST(test_stdout_sink)
 {
-    env_start(&E, &(struct env_opts){.gateway_json =
-                                         "\"audit\": { \"file\": null, \"stdout\": true }"});
+    env_start(
+        &E, &(struct env_opts){.gateway_json = "\"audit\": { \"file\": null, \"stdout\": true }"});
     char rid[80];
     send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"S\"}", rid, sizeof rid, 200);
-    char *log = NULL;
-    for (int i = 0; i < 50; i++) {
-        free(log);
-        log = slurp(E.gateway.log);
-        if (strstr(log, "\"event\":\"outcome\""))
-            break;
-        usleep(50000);
-    }
+    char *log = wait_for_text(E.gateway.log, "\"event\":\"outcome\"", 2500);
     ck_assert_msg(strstr(log, "{\"v\":1,\"seq\":1,") != NULL, "%s", log);
     ck_assert_msg(strstr(log, "\"event\":\"outcome\"") != NULL, "%s", log);
     ck_assert_ptr_nonnull(strstr(log, rid));

@@ -385,13 +385,8 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
 
     /* a reload while the JWKS is gone: the new configuration starts from the last good keys */
     ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
-    for (int i = 0; i < 50; i++) {
-        usleep(100000);
-        free(glog);
-        glog = slurp(E.gateway.log);
-        if (strstr(glog, "SIGHUP: reloaded"))
-            break;
-    }
+    free(glog);
+    glog = wait_for_text(E.gateway.log, "SIGHUP: reloaded", 5000);
     ck_assert_msg(strstr(glog, "SIGHUP: reloaded") != NULL, "%s", glog);
     ck_assert_msg(strstr(glog, "the last good keys stay in use") != NULL, "%s", glog);
     free(glog);

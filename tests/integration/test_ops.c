@@ -299,6 +299,20 @@ START_TEST(test_sighup_swaps_policy_and_certificate_in_flight)
 }
 END_TEST
 
+/* Waits (up to 2.5 s) for the configuration generation to reach g. */
+static void wait_generation(long long g)
+{
+    long long now = -1;
+    for (int i = 0; i < 50 && now != g; i++) {
+        char *m = scrape();
+        now = sample(m, "ghl_gateway_config_generation");
+        free(m);
+        if (now != g)
+            usleep(50000);
+    }
+    ck_assert_int_eq(now, g);
+}
+
 START_TEST(test_sighup_with_a_broken_config_keeps_the_old_one)
 {
     env_start(&E, NULL);
@@ -308,14 +322,7 @@ START_TEST(test_sighup_with_a_broken_config_keeps_the_old_one)
     fputs("{ trailing junk", f);
     fclose(f);
     ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
-    char *log = NULL;
-    for (int i = 0; i < 50; i++) {
-        free(log);
-        log = slurp(E.gateway.log);
-        if (strstr(log, "reload failed"))
-            break;
-        usleep(50000);
-    }
+    char *log = wait_for_text(E.gateway.log, "reload failed", 2500);
     ck_assert_msg(strstr(log, "reload failed") != NULL, "%s", log);
     free(log);
     struct response r;
@@ -338,33 +345,9 @@ START_TEST(test_sighup_with_a_broken_config_keeps_the_old_one)
     fclose(f);
     free(good);
     ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
-    for (int i = 0; i < 50; i++) {
-        m = scrape();
-        long long g = sample(m, "ghl_gateway_config_generation");
-        free(m);
-        if (g == 2)
-            break;
-        usleep(50000);
-    }
-    m = scrape();
-    ck_assert_int_eq(sample(m, "ghl_gateway_config_generation"), 2);
-    free(m);
+    wait_generation(2);
 }
 END_TEST
-
-/* Waits (up to 2.5 s) for the configuration generation to reach g. */
-static void wait_generation(long long g)
-{
-    long long now = -1;
-    for (int i = 0; i < 50 && now != g; i++) {
-        char *m = scrape();
-        now = sample(m, "ghl_gateway_config_generation");
-        free(m);
-        if (now != g)
-            usleep(50000);
-    }
-    ck_assert_int_eq(now, g);
-}
 
 /* A token served from the cache stops working at its exp: the cache is no way around expiry
  * (leeway 0 here, so exp is the exact end). */

@@ -484,14 +484,7 @@ START_TEST(test_sighup_reload_keeps_the_old_set_on_error)
         "  \"operations\": [\"get-user\"], \"companies\": \"*\", \"locations\": \"*\",\n"
         "  \"grnat\": {} }\n");
     ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
-    char *log = NULL;
-    for (int i = 0; i < 50; i++) {
-        free(log);
-        log = slurp(E.gateway.log);
-        if (strstr(log, "reload failed"))
-            break;
-        usleep(100000);
-    }
+    char *log = wait_for_text(E.gateway.log, "reload failed", 5000);
     ck_assert_msg(strstr(log, "reload failed") != NULL, "no reload failure logged: %s", log);
     ck_assert_msg(strstr(log, "zz-broken.json:3: grnat: unknown key") != NULL,
                   "the problem is not named: %s", log);
