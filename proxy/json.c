@@ -266,6 +266,16 @@ static char *parse_string(struct parser *ps)
             }
             continue;
         }
+        if (c >= 0x20 && c < 0x80) {
+            /* a run of plain ASCII in one copy (the closing quote, found above, ends it) */
+            const unsigned char *r = ps->p + 1;
+            while (*r >= 0x20 && *r < 0x80 && *r != '"' && *r != '\\')
+                r++;
+            memcpy(out + n, ps->p, (size_t)(r - ps->p));
+            n += (size_t)(r - ps->p);
+            ps->p = r;
+            continue;
+        }
         size_t l = utf8_len(ps->p, ps->end);
         if (l == 0) {
             fail(ps, ps->p, "invalid UTF-8 in string");
@@ -289,7 +299,16 @@ struct member {
     const char *name;
     size_t index;
     const unsigned char *at; /* where the name starts, for the message */
+    uint32_t hash;           /* FNV-1a of name: the pairwise check compares these first */
 };
+
+static uint32_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
 
 static int cmp_members(const void *a, const void *b)
 {
@@ -298,17 +317,31 @@ static int cmp_members(const void *a, const void *b)
     return c ? c : (x->index < y->index ? -1 : 1);
 }
 
-/* Duplicate names are found by sorting the members' names: O(n log n) whatever the input.
- * The message points at the second occurrence. */
+/* Objects of up to PAIRWISE_MAX members are checked pair by pair on the names' hashes (no
+ * sort, no string compare unless two hashes are equal); larger ones by sorting the names:
+ * O(n log n) whatever the input. Either way the message points at the earliest member whose
+ * name came before. */
+#define PAIRWISE_MAX 48
 static int check_duplicates(struct parser *ps, struct member *m, size_t count)
 {
     if (count < 2)
         return 0;
-    qsort(m, count, sizeof *m, cmp_members);
     const struct member *dup = NULL;
-    for (size_t i = 1; i < count; i++)
-        if (strcmp(m[i - 1].name, m[i].name) == 0 && (dup == NULL || m[i].index < dup->index))
-            dup = &m[i];
+    if (count <= PAIRWISE_MAX) {
+        for (size_t j = 1; j < count && dup == NULL; j++) {
+            for (size_t i = 0; i < j; i++)
+                if (m[i].hash == m[j].hash && strcmp(m[i].name, m[j].name) == 0) {
+                    dup = &m[j];
+                    break;
+                }
+        }
+    } else {
+        qsort(m, count, sizeof *m, cmp_members);
+        for (size_t i = 1; i < count; i++)
+            if (strcmp(m[i - 1].name, m[i].name) == 0 &&
+                (dup == NULL || m[i].index < dup->index))
+                dup = &m[i];
+    }
     if (dup == NULL)
         return 0;
     fail(ps, dup->at, "duplicate member \"%.64s\"", dup->name);
@@ -399,7 +432,7 @@ static cJSON *parse_container(struct parser *ps, bool is_object)
                 members = nm;
                 mcap *= 2;
             }
-            members[count] = (struct member){name, count, start};
+            members[count] = (struct member){name, count, start, name_hash(name)};
         }
         count++;
         if (record_line(ps, v, line) != 0) {
@@ -685,45 +718,162 @@ char *gw_read_file(const char *path, size_t max_bytes, size_t *len)
     return buf;
 }
 
-int gw_json_append_string(struct evbuffer *out, const char *s)
+/* Writes the escaped form of the character at *p (advanced past it) into o (room for 6
+ * bytes); returns the bytes written. Bytes from outside (headers, paths) may not be UTF-8:
+ * an invalid sequence becomes U+FFFD, so the output stays valid JSON. */
+static size_t escape_char(const unsigned char **p, const unsigned char *end, char *o)
 {
     static const char hex[] = "0123456789abcdef";
+    unsigned char c = **p;
+    if (c == '"' || c == '\\') {
+        o[0] = '\\';
+        o[1] = (char)c;
+        (*p)++;
+        return 2;
+    }
+    if (c < 0x20 || c == 0x7F) {
+        memcpy(o, "\\u00", 4);
+        o[4] = hex[c >> 4];
+        o[5] = hex[c & 15];
+        (*p)++;
+        return 6;
+    }
+    if (c < 0x80) {
+        o[0] = (char)c;
+        (*p)++;
+        return 1;
+    }
+    size_t l = utf8_len(*p, end);
+    if (l == 0) {
+        memcpy(o, "\\ufffd", 6);
+        (*p)++;
+        return 6;
+    }
+    memcpy(o, *p, l);
+    *p += l;
+    return l;
+}
+
+int gw_json_append_string(struct evbuffer *out, const char *s)
+{
     char buf[256];
     size_t n = 0;
     buf[n++] = '"';
-    const unsigned char *end = (const unsigned char *)s + strlen(s);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+    while (p < end) {
         if (n + 8 > sizeof buf) {
             if (evbuffer_add(out, buf, n) != 0)
                 return -1;
             n = 0;
         }
-        unsigned char c = *p;
-        if (c == '"' || c == '\\') {
-            buf[n++] = '\\';
-            buf[n++] = (char)c;
-        } else if (c < 0x20 || c == 0x7F) {
-            buf[n++] = '\\';
-            buf[n++] = 'u';
-            buf[n++] = '0';
-            buf[n++] = '0';
-            buf[n++] = hex[c >> 4];
-            buf[n++] = hex[c & 15];
-        } else if (c < 0x80) {
-            buf[n++] = (char)c;
-        } else {
-            /* Bytes from outside (headers, paths) may not be UTF-8: keep the output valid JSON. */
-            size_t l = utf8_len(p, end);
-            if (l == 0) {
-                memcpy(buf + n, "\\ufffd", 6);
-                n += 6;
-            } else {
-                memcpy(buf + n, p, l);
-                n += l;
-                p += l - 1;
-            }
-        }
+        n += escape_char(&p, end, buf + n);
     }
     buf[n++] = '"';
     return evbuffer_add(out, buf, n);
+}
+
+/* ---- the JSON text writer ---- */
+
+static bool jbuf_room(struct gw_jbuf *b, size_t more)
+{
+    if (b->oom)
+        return false;
+    if (b->cap - b->n >= more)
+        return true;
+    size_t cap = b->cap ? b->cap : 1024;
+    while (cap - b->n < more) {
+        if (cap > SIZE_MAX / 2) {
+            b->oom = true;
+            return false;
+        }
+        cap *= 2;
+    }
+    char *np = realloc(b->p, cap);
+    if (np == NULL) {
+        b->oom = true;
+        return false;
+    }
+    b->p = np;
+    b->cap = cap;
+    return true;
+}
+
+void gw_jbuf_raw(struct gw_jbuf *b, const char *s, size_t n)
+{
+    if (jbuf_room(b, n + 1)) { /* + 1: the NUL gw_jbuf_take adds */
+        memcpy(b->p + b->n, s, n);
+        b->n += n;
+    }
+}
+
+void gw_jbuf_string(struct gw_jbuf *b, const char *s)
+{
+    if (s == NULL) {
+        GW_JBUF_LIT(b, "null");
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+    /* at most 6 bytes out per byte in, the quotes and the NUL */
+    if ((size_t)(end - p) > (SIZE_MAX - 3) / 6) {
+        b->oom = true;
+        return;
+    }
+    if (!jbuf_room(b, (size_t)(end - p) * 6 + 3))
+        return;
+    b->p[b->n++] = '"';
+    while (p < end)
+        b->n += escape_char(&p, end, b->p + b->n);
+    b->p[b->n++] = '"';
+}
+
+void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v)
+{
+    if (v == NULL || cJSON_IsNull(v)) {
+        GW_JBUF_LIT(b, "null");
+    } else if (cJSON_IsTrue(v)) {
+        GW_JBUF_LIT(b, "true");
+    } else if (cJSON_IsFalse(v)) {
+        GW_JBUF_LIT(b, "false");
+    } else if (cJSON_IsString(v)) {
+        gw_jbuf_string(b, v->valuestring);
+    } else if (cJSON_IsNumber(v)) {
+        double d = v->valuedouble;
+        char num[40];
+        int n;
+        if (!isfinite(d))
+            n = snprintf(num, sizeof num, "null");
+        else if (d == floor(d) && fabs(d) < 9007199254740992.0) /* 2^53: exact integers */
+            n = snprintf(num, sizeof num, "%.0f", d);
+        else if ((n = snprintf(num, sizeof num, "%.15g", d)) < 0 || strtod(num, NULL) != d)
+            n = snprintf(num, sizeof num, "%.17g", d); /* 15 digits did not read back */
+        gw_jbuf_raw(b, num, (size_t)n);
+    } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
+        bool obj = cJSON_IsObject(v);
+        gw_jbuf_raw(b, obj ? "{" : "[", 1);
+        for (const cJSON *c = v->child; c; c = c->next) {
+            if (c != v->child)
+                GW_JBUF_LIT(b, ",");
+            if (obj) {
+                gw_jbuf_string(b, c->string ? c->string : "");
+                GW_JBUF_LIT(b, ":");
+            }
+            gw_jbuf_value(b, c);
+        }
+        gw_jbuf_raw(b, obj ? "}" : "]", 1);
+    } else {
+        GW_JBUF_LIT(b, "null"); /* raw or invalid nodes: never built by the parser */
+    }
+}
+
+char *gw_jbuf_take(struct gw_jbuf *b)
+{
+    char *p = NULL;
+    if (!b->oom && jbuf_room(b, 1)) {
+        b->p[b->n] = '\0';
+        p = b->p;
+    } else {
+        free(b->p);
+    }
+    *b = (struct gw_jbuf){0};
+    return p;
 }

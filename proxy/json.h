@@ -58,4 +58,24 @@ char *gw_read_file(const char *path, size_t max_bytes, size_t *len);
 struct evbuffer;
 int gw_json_append_string(struct evbuffer *out, const char *s);
 
+/* A growing text buffer that JSON is written into (audit records: no cJSON tree, no
+ * copy). After an allocation fails every call does nothing and gw_jbuf_take returns NULL, so
+ * the writer checks once, at the end. */
+struct gw_jbuf {
+    char *p;
+    size_t n, cap;
+    bool oom;
+};
+void gw_jbuf_raw(struct gw_jbuf *b, const char *s, size_t n);
+#define GW_JBUF_LIT(b, lit) gw_jbuf_raw((b), "" lit, sizeof(lit) - 1)
+/* s as a JSON string literal, as gw_json_append_string writes it; NULL: null. */
+void gw_jbuf_string(struct gw_jbuf *b, const char *s);
+/* v as JSON text. Numbers as cJSON prints them: integers below 2^53 without a fraction, others
+ * with 15 significant digits, or 17 when 15 do not read back the same; not finite: null.
+ * NULL: null. */
+void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v);
+/* The text written (NUL-terminated, the caller frees), or NULL if an allocation failed;
+ * either way b is empty again. */
+char *gw_jbuf_take(struct gw_jbuf *b);
+
 #endif

@@ -161,7 +161,7 @@ END_TEST
 
 START_TEST(test_json_refuses_duplicate_among_many_members)
 {
-    /* more than 8 members takes the sorting path */
+    /* a dozen members: the pairwise path */
     REFUSED("{\"m1\":1,\"m2\":1,\"m3\":1,\"m4\":1,\"m5\":1,\"m6\":1,\"m7\":1,\"m8\":1,\"m9\":1,"
             "\"m10\":1,\"m5\":2,\"m11\":1}",
             "duplicate member \"m5\"");
@@ -170,6 +170,153 @@ START_TEST(test_json_refuses_duplicate_among_many_members)
     /* names that differ only in case, or by an escape spelling, are different / the same */
     ACCEPTED("{\"a\":1,\"A\":2}");
     REFUSED("{\"a\":1,\"\\u0061\":2}", "duplicate member \"a\"");
+}
+END_TEST
+
+/* Builds {"k0":0,...,"k<n-1>":0} with the names at the given positions replaced. */
+static char *object_of(size_t n, size_t at1, const char *name1, size_t at2, const char *name2)
+{
+    size_t cap = n * 40 + 3;
+    char *s = malloc(cap), *o = s;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        char k[24];
+        snprintf(k, sizeof k, "k%zu", i);
+        const char *name = i == at1 ? name1 : i == at2 ? name2 : k;
+        o += snprintf(o, cap - (size_t)(o - s), "%s\"%s\":0", i ? "," : "", name);
+    }
+    *o++ = '}';
+    *o = '\0';
+    return s;
+}
+
+START_TEST(test_json_duplicates_on_both_paths)
+{
+    /* up to 48 members are compared pairwise on FNV-1a hashes, more are sorted: the same
+     * answers either way, at the same member */
+    static const size_t sizes[] = {2, 3, 16, 17, 47, 48, 49, 50, 200};
+    for (size_t s = 0; s < sizeof sizes / sizeof *sizes; s++) {
+        size_t n = sizes[s];
+        char *ok = object_of(n, n, NULL, n, NULL);
+        ACCEPTED(ok);
+        free(ok);
+        char *dup = object_of(n, 0, "same", n - 1, "same");
+        REFUSED(dup, "duplicate member \"same\"");
+        free(dup);
+        /* two duplicated names: the message names the one whose repeat comes first */
+        if (n >= 4) {
+            char *two = object_of(n, 1, "k0", n - 1, "k2");
+            struct gw_json_error e;
+            cJSON *v = parse(two, &e);
+            ck_assert_ptr_null(v);
+            ck_assert_str_eq(e.msg, "duplicate member \"k0\"");
+            ck_assert_uint_eq(e.offset, (size_t)(strstr(two, ",\"k0\"") + 1 - two));
+            free(two);
+        }
+    }
+    /* "costarring" and "liquid" have the same 32-bit FNV-1a hash: equal hashes are not
+     * duplicates until the names compare equal */
+    ACCEPTED("{\"costarring\":1,\"liquid\":2}");
+    REFUSED("{\"costarring\":1,\"liquid\":2,\"costarring\":3}",
+            "duplicate member \"costarring\"");
+    char *big = object_of(60, 10, "costarring", 50, "liquid");
+    ACCEPTED(big);
+    free(big);
+}
+END_TEST
+
+/* Plain ASCII is copied a run at a time: runs broken by escapes, multi-byte UTF-8 and the
+ * closing quote decode exactly. */
+START_TEST(test_json_string_runs_between_escapes_and_utf8)
+{
+    struct gw_json_error e;
+    cJSON *v = parse("[\"abc\\ndef\\\"g\xc3\xa9h\\u00e9ij\", \"\", \"x\", \"\\t\", \"\xe2\x82\xac\"]", &e);
+    ck_assert_msg(v != NULL, "%s", e.msg);
+    ck_assert_str_eq(cJSON_GetArrayItem(v, 0)->valuestring, "abc\ndef\"g\xc3\xa9h\xc3\xa9ij");
+    ck_assert_str_eq(cJSON_GetArrayItem(v, 1)->valuestring, "");
+    ck_assert_str_eq(cJSON_GetArrayItem(v, 2)->valuestring, "x");
+    ck_assert_str_eq(cJSON_GetArrayItem(v, 3)->valuestring, "\t");
+    ck_assert_str_eq(cJSON_GetArrayItem(v, 4)->valuestring, "\xe2\x82\xac");
+    cJSON_Delete(v);
+    /* a control character or DEL-adjacent bytes inside a run */
+    REFUSED("\"abcdef\x01ghi\"", "control character in string");
+    ACCEPTED("\"abc\x7f def\"");
+    REFUSED("\"abcdef\xffghi\"", "invalid UTF-8 in string");
+}
+END_TEST
+
+/* ---- the JSON text writer ---- */
+
+/* What gw_jbuf_value writes of text, parsed back and compared with the parse of text. */
+static void jbuf_round_trip(const char *text)
+{
+    struct gw_json_error e;
+    cJSON *v = parse(text, &e);
+    ck_assert_msg(v != NULL, "%s: %s", text, e.msg);
+    struct gw_jbuf b = {0};
+    gw_jbuf_value(&b, v);
+    char *out = gw_jbuf_take(&b);
+    ck_assert_ptr_nonnull(out);
+    ck_assert_ptr_null(b.p);
+    cJSON *w = parse(out, &e);
+    ck_assert_msg(w != NULL, "wrote %s: %s", out, e.msg);
+    ck_assert_msg(cJSON_Compare(v, w, true), "%s -> %s", text, out);
+    cJSON_Delete(v);
+    cJSON_Delete(w);
+    free(out);
+}
+
+START_TEST(test_json_writer_round_trips)
+{
+    jbuf_round_trip("{}");
+    jbuf_round_trip("[]");
+    jbuf_round_trip("null");
+    jbuf_round_trip("[true,false,null,\"\",0,-0,1,-1,2147483648,9007199254740991,1e300,"
+                    "0.1,-2.5e-8,3.141592653589793,1.0000000000000002]");
+    jbuf_round_trip("{\"a\":{\"b\":[{\"c\":\"d\"}],\"e\":{}},\"f\":[[],[[]]]}");
+    jbuf_round_trip("{\"q\\\"uote\":\"back\\\\slash \\u0001 \\u001f \\u007f tab\\t nl\\n "
+                    "\xc3\xa9 \xf0\x9f\x98\x80 \\ud83d\\ude00\"}");
+}
+END_TEST
+
+START_TEST(test_json_writer_text)
+{
+    struct gw_jbuf b = {0};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "n", 42);
+    cJSON_AddNumberToObject(o, "x", 0.1);
+    cJSON_AddNumberToObject(o, "big", 1e300);
+    cJSON_AddNumberToObject(o, "nan", NAN);
+    cJSON_AddStringToObject(o, "s", "a\"b\x01\x7f\xff");
+    cJSON_AddNullToObject(o, "z");
+    GW_JBUF_LIT(&b, "<");
+    gw_jbuf_value(&b, o);
+    gw_jbuf_string(&b, NULL);
+    gw_jbuf_value(&b, NULL);
+    GW_JBUF_LIT(&b, ">");
+    char *t = gw_jbuf_take(&b);
+    /* the same escapes as gw_json_append_string: control and DEL as \u00xx, a byte that is
+     * not UTF-8 as U+FFFD; 15 significant digits when they read back the same */
+    ck_assert_str_eq(t, "<{\"n\":42,\"x\":0.1,\"big\":1e+300,\"nan\":null,"
+                        "\"s\":\"a\\\"b\\u0001\\u007f\\ufffd\",\"z\":null}nullnull>");
+    free(t);
+    struct evbuffer *ev = evbuffer_new();
+    gw_json_append_string(ev, "a\"b\x01\x7f\xff");
+    evbuffer_add(ev, "", 1);
+    ck_assert_str_eq((const char *)evbuffer_pullup(ev, -1), "\"a\\\"b\\u0001\\u007f\\ufffd\"");
+    evbuffer_free(ev);
+    cJSON_Delete(o);
+    /* a long string grows the buffer past its first size */
+    char *big = malloc(100001);
+    memset(big, 'q', 100000);
+    big[100000] = '\0';
+    big[500] = '\n';
+    gw_jbuf_string(&b, big);
+    t = gw_jbuf_take(&b);
+    ck_assert_uint_eq(strlen(t), 100000 - 1 + 6 + 2);
+    ck_assert_int_eq(memcmp(t + 501, "\\u000a", 6), 0);
+    free(t);
+    free(big);
 }
 END_TEST
 
@@ -678,6 +825,10 @@ static Suite *json_suite(void)
     Suite *s = suite_create("json");
     TCase *tc = tcase_create("parse");
     tcase_add_test(tc, test_json_parses_every_value_type);
+    tcase_add_test(tc, test_json_duplicates_on_both_paths);
+    tcase_add_test(tc, test_json_writer_round_trips);
+    tcase_add_test(tc, test_json_writer_text);
+    tcase_add_test(tc, test_json_string_runs_between_escapes_and_utf8);
     tcase_add_test(tc, test_json_parses_scalars_at_top_level);
     tcase_add_test(tc, test_json_decodes_every_simple_escape);
     tcase_add_test(tc, test_json_accepts_surrounding_whitespace);
