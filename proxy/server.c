@@ -163,89 +163,140 @@ static bool valid_request_id(const char *s)
 
 static cJSON *parse_answer(struct evbuffer *body);
 
-static cJSON *str_or_null(const char *s)
-{
-    return s ? cJSON_CreateString(s) : cJSON_CreateNull();
-}
+/* "name": */
+#define KEY(b, name) GW_JBUF_LIT((b), "\"" name "\":")
 
-/* The members of r's record, in record order. reasons: denied; status < 0: none (intent,
- * denied); created_id: create-user's new user. Never a token, a password or a credential. */
+/* The members of r's record, in record order, written as JSON text (no tree: this runs for
+ * every change and every denial). reasons: denied; status < 0: none (intent, denied);
+ * created_id: create-user's new user. Never a token, a password or a credential. */
 static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struct gw_msgs *reasons,
                            int status, const char *created_id)
 {
-    cJSON *o = cJSON_CreateObject();
-    if (o == NULL)
-        return NULL;
+    struct gw_jbuf b = {0};
     const struct gw_op *op = r->route.op;
     const struct gw_principal *p = r->principal;
-    cJSON_AddItemToObject(o, "request_id", cJSON_CreateString(r->request_id));
-    cJSON_AddItemToObject(o, "event", cJSON_CreateString(gw_audit_event_name(ev)));
-    cJSON_AddItemToObject(o, "op", cJSON_CreateString(op->id));
-    cJSON_AddItemToObject(o, "method", cJSON_CreateString(r->method));
-    cJSON_AddItemToObject(o, "path", cJSON_CreateString(r->route.upstream_path));
-    cJSON *actor = cJSON_AddObjectToObject(o, "actor");
-    cJSON_AddItemToObject(actor, "iss", str_or_null(p ? p->iss : NULL));
-    cJSON_AddItemToObject(actor, "sub", str_or_null(p ? p->sub : NULL));
-    cJSON_AddItemToObject(actor, "client_id", str_or_null(p ? p->client_id : NULL));
-    cJSON_AddItemToObject(actor, "jti", str_or_null(p ? p->jti : NULL));
-    cJSON_AddItemToObject(actor, "ip", cJSON_CreateString(r->ip));
-    cJSON_AddItemToObject(actor, "cert_sha256",
-                          str_or_null(r->cert_sha256[0] ? r->cert_sha256 : NULL));
+    KEY(&b, "request_id");
+    gw_jbuf_string(&b, r->request_id);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "event");
+    gw_jbuf_string(&b, gw_audit_event_name(ev));
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "op");
+    gw_jbuf_string(&b, op->id);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "method");
+    gw_jbuf_string(&b, r->method);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "path");
+    gw_jbuf_string(&b, r->route.upstream_path);
+    GW_JBUF_LIT(&b, ",\"actor\":{");
+    KEY(&b, "iss");
+    gw_jbuf_string(&b, p ? p->iss : NULL);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "sub");
+    gw_jbuf_string(&b, p ? p->sub : NULL);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "client_id");
+    gw_jbuf_string(&b, p ? p->client_id : NULL);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "jti");
+    gw_jbuf_string(&b, p ? p->jti : NULL);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "ip");
+    gw_jbuf_string(&b, r->ip);
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "cert_sha256");
+    gw_jbuf_string(&b, r->cert_sha256[0] ? r->cert_sha256 : NULL);
     /* the user touched: its id, its company, its locations (as fetched, else as asked) */
-    cJSON *t = cJSON_AddObjectToObject(o, "target");
+    GW_JBUF_LIT(&b, "},\"target\":{");
     const char *uid = created_id;
     for (size_t i = 0; uid == NULL && i < r->route.npath; i++)
         if (strcmp(r->route.pname[i], "userId") == 0)
             uid = r->route.pval[i];
-    cJSON_AddItemToObject(t, "user_id", str_or_null(uid));
+    KEY(&b, "user_id");
+    gw_jbuf_string(&b, uid);
+    GW_JBUF_LIT(&b, ",");
     const cJSON *company = cJSON_GetObjectItemCaseSensitive(r->body, "companyId");
-    const char *qcompany = gw_route_query(&r->route, "companyId");
-    cJSON_AddItemToObject(t, "company_id",
-                          str_or_null(cJSON_IsString(company) ? company->valuestring : qcompany));
+    KEY(&b, "company_id");
+    gw_jbuf_string(&b, cJSON_IsString(company) ? company->valuestring
+                                               : gw_route_query(&r->route, "companyId"));
+    GW_JBUF_LIT(&b, ",");
     const cJSON *roles = cJSON_GetObjectItemCaseSensitive(r->target, "roles");
     const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
     if (!cJSON_IsArray(locs))
         locs = cJSON_GetObjectItemCaseSensitive(r->body, "locationIds");
-    cJSON *tl = cJSON_IsArray(locs) ? cJSON_Duplicate(locs, true) : cJSON_CreateArray();
-    const char *qloc = gw_route_query(&r->route, "locationId");
-    if (!cJSON_IsArray(locs) && qloc && tl)
-        cJSON_AddItemToArray(tl, cJSON_CreateString(qloc));
-    cJSON_AddItemToObject(t, "location_ids", tl);
-    cJSON_AddItemToObject(o, "policy", str_or_null(gw_policy_name(r->policy)));
-    cJSON *rs = cJSON_AddArrayToObject(o, "reasons");
-    for (size_t i = 0; reasons && i < reasons->n; i++)
-        cJSON_AddItemToArray(rs, cJSON_CreateString(reasons->v[i]));
-    cJSON *change = r->body ? cJSON_Duplicate(r->body, true) : cJSON_CreateNull();
-    if (cJSON_GetObjectItemCaseSensitive(change, "password"))
-        cJSON_ReplaceItemInObjectCaseSensitive(change, "password",
-                                               cJSON_CreateString("[REDACTED]"));
-    cJSON_AddItemToObject(o, "change", change);
-    if (r->target) { /* what the change is made to: the members that grant */
-        cJSON *before = cJSON_AddObjectToObject(o, "before");
-        cJSON_AddItemToObject(before, "type",
-                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(roles, "type"), 1));
-        cJSON_AddItemToObject(before, "role",
-                              cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(roles, "role"), 1));
-        static const char *const from_roles[] = {"locationIds"};
-        static const char *const from_user[] = {"scopes", "permissions"};
-        cJSON_AddItemToObject(
-            before, from_roles[0],
-            cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(roles, from_roles[0]), 1));
-        for (size_t i = 0; i < 2; i++)
-            cJSON_AddItemToObject(
-                before, from_user[i],
-                cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(r->target, from_user[i]), 1));
-        /* a member the upstream left out stays out (cJSON_Duplicate(NULL) adds nothing) */
+    KEY(&b, "location_ids");
+    if (cJSON_IsArray(locs)) {
+        gw_jbuf_value(&b, locs);
     } else {
-        cJSON_AddNullToObject(o, "before");
+        const char *qloc = gw_route_query(&r->route, "locationId");
+        GW_JBUF_LIT(&b, "[");
+        if (qloc)
+            gw_jbuf_string(&b, qloc);
+        GW_JBUF_LIT(&b, "]");
+    }
+    GW_JBUF_LIT(&b, "},");
+    KEY(&b, "policy");
+    gw_jbuf_string(&b, gw_policy_name(r->policy));
+    GW_JBUF_LIT(&b, ",\"reasons\":[");
+    for (size_t i = 0; reasons && i < reasons->n; i++) {
+        if (i)
+            GW_JBUF_LIT(&b, ",");
+        gw_jbuf_string(&b, reasons->v[i]);
+    }
+    GW_JBUF_LIT(&b, "],");
+    KEY(&b, "change"); /* the body as sent, its password (a top-level member) redacted */
+    if (cJSON_IsObject(r->body)) {
+        GW_JBUF_LIT(&b, "{");
+        for (const cJSON *m = r->body->child; m; m = m->next) {
+            if (m != r->body->child)
+                GW_JBUF_LIT(&b, ",");
+            gw_jbuf_string(&b, m->string);
+            GW_JBUF_LIT(&b, ":");
+            if (strcmp(m->string, "password") == 0)
+                GW_JBUF_LIT(&b, "\"[REDACTED]\"");
+            else
+                gw_jbuf_value(&b, m);
+        }
+        GW_JBUF_LIT(&b, "}");
+    } else {
+        gw_jbuf_value(&b, r->body);
+    }
+    GW_JBUF_LIT(&b, ",");
+    KEY(&b, "before");
+    if (r->target) { /* what the change is made to: the members that grant */
+        const struct {
+            const cJSON *from;
+            const char *name;
+        } granting[] = {{roles, "type"},
+                        {roles, "role"},
+                        {roles, "locationIds"},
+                        {r->target, "scopes"},
+                        {r->target, "permissions"}};
+        bool first = true;
+        GW_JBUF_LIT(&b, "{");
+        for (size_t i = 0; i < sizeof granting / sizeof *granting; i++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(granting[i].from, granting[i].name);
+            if (v == NULL)
+                continue; /* a member the upstream left out stays out */
+            if (!first)
+                GW_JBUF_LIT(&b, ",");
+            first = false;
+            gw_jbuf_string(&b, granting[i].name);
+            GW_JBUF_LIT(&b, ":");
+            gw_jbuf_value(&b, v);
+        }
+        GW_JBUF_LIT(&b, "}");
+    } else {
+        GW_JBUF_LIT(&b, "null");
     }
     if (status >= 0) {
-        cJSON_AddNumberToObject(o, "status", status);
-        cJSON_AddNumberToObject(o, "duration_ms", (double)(int64_t)(gw_mono_ms() - r->t0));
+        char num[64];
+        int n = snprintf(num, sizeof num, ",\"status\":%d,\"duration_ms\":%lld", status,
+                         (long long)(gw_mono_ms() - r->t0));
+        gw_jbuf_raw(&b, num, (size_t)n);
     }
-    char *m = gw_audit_members(o);
-    cJSON_Delete(o);
-    return m;
+    return gw_jbuf_take(&b);
 }
 
 /* Hands the pass's records to the writer (see struct gw_worker). Refused (the queue is full,

@@ -3,7 +3,10 @@
 # noisy machine (the same binary, inputs and environment give the same count), so a change's
 # cost shows as a figure to compare with the one in README.md.
 #
-#   tests/bench/callgrind.sh [N]      N requests (default 2000), keep-alive GET /users/{id}, RS256
+#   tests/bench/callgrind.sh [N] [get|create|create-noaudit]
+#       N requests (default 2000) on one keep-alive connection, RS256: GET /users/{id} (default);
+#       create-user with the audit file on (fsync true); create-user with the audit file off.
+#       create minus create-noaudit is what the audit records of a change cost.
 #
 # Runs the gateway twice under callgrind (N/10 and N + N/10 requests, one connection, the
 # verified-token cache warm after the first) and prints (Ir of the second - Ir of the first) / N:
@@ -15,6 +18,13 @@ BENCH=${BENCH:-$(cd "$top/../shared/bench" 2>/dev/null && pwd)} ||
   { echo "the peer benchmark is not at ../shared/bench: set BENCH" >&2; exit 2; }
 export BENCH_DIR=${BENCH_DIR:-/tmp/bench}
 N=${1:-2000}
+MODE=${2:-get}
+case $MODE in
+  get) AUDIT='{ "file": "audit/callgrind.jsonl" }'; SCOPE=users.readonly ;;
+  create) AUDIT='{ "file": "audit/callgrind.jsonl", "fsync": true }'; SCOPE=users.write ;;
+  create-noaudit) AUDIT='{ "file": null }'; SCOPE=users.write ;;
+  *) echo "mode: get, create or create-noaudit" >&2; exit 2 ;;
+esac
 PY=/usr/bin/python3
 GW=$BENCH_DIR/gateway
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
@@ -35,7 +45,7 @@ cat >"$GW/callgrind.json" <<EOF
   "auth": { "issuers": [ { "issuer": "proxy-bench", "audiences": [],
     "keys": [ { "alg": "RS256", "pem_file": "$CERTS/jwt-rs256.pub.pem" } ] } ] },
   "policies": { "dir": "policies" },
-  "audit": { "file": "audit/callgrind.jsonl" },
+  "audit": $AUDIT,
   "access_log": { "file": "access-callgrind.log" },
   "rate_limit": { "per_subject": { "burst": 1000000000, "per_seconds": 1 },
                   "upstream": { "burst": 1000000000, "per_seconds": 1, "daily": 1000000000 } }
@@ -44,21 +54,30 @@ EOF
 started_upstream=0
 if ! ss -Hltn "sport = :19443" | grep -q .; then "$BENCH/upstream.sh" start >/dev/null; started_upstream=1; fi
 trap '[ $started_upstream = 1 ] && "$BENCH/upstream.sh" stop >/dev/null 2>&1 || true' EXIT
-TOKEN=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope users.readonly --exp-in 7200)
+TOKEN=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope $SCOPE --exp-in 7200)
 
 count() { # count REQUESTS -> total Ir of a gateway run serving them
   local out=$GW/callgrind.$1 pid
-  rm -f "$out"
+  rm -f "$out" "$GW/audit/callgrind."*
   (cd "$GW" && exec valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$top/build-bench/ghl-gateway" run -c callgrind.json 2>>"$GW/gateway-callgrind.log") &
   pid=$!
   for _ in $(seq 100); do ss -Hltn "sport = :28449" | grep -q . && break; sleep 0.2; done
-  "$PY" - "$1" "$TOKEN" "$CERTS/ca.crt" <<'EOF'
+  "$PY" - "$1" "$TOKEN" "$CERTS/ca.crt" "$MODE" <<'EOF'
 import http.client, ssl, sys
-n, token, ca = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+n, token, ca, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
 c = http.client.HTTPSConnection("127.0.0.1", 28449, context=ssl.create_default_context(cafile=ca))
+h = {"Authorization": "Bearer " + token, "Version": "2021-07-28"}
+# the body of tests/bench/wrk-create.lua
+body = ('{"companyId":"ve9EPM428h8vShlRW1KT","firstName":"Ada","lastName":"Lovelace",'
+        '"email":"ada@example.com","password":"Str0ng!Passw0rd","type":"account","role":"user",'
+        '"locationIds":["C2QujeCh8ZnC7al2InWR"],"scopes":["contacts.write"],'
+        '"scopesAssignedToOnly":["contacts.write"]}')
 for _ in range(n):
-    c.request("GET", "/users/abc", headers={"Authorization": "Bearer " + token, "Version": "2021-07-28"})
+    if mode == "get":
+        c.request("GET", "/users/abc", headers=h)
+    else:
+        c.request("POST", "/users/", body=body, headers=dict(h, **{"Content-Type": "application/json"}))
     r = c.getresponse()
     r.read()
     if r.status != 200:
@@ -70,4 +89,9 @@ EOF
 }
 small=$(count $((N / 10)))
 big=$(count $((N + N / 10)))
-echo "instructions per request (keep-alive GET /users/{id}, RS256, cache warm): $(( (big - small) / N ))"
+case $MODE in
+  get) what="keep-alive GET /users/{id}, RS256, cache warm" ;;
+  create) what="keep-alive create-user, audit file on (fsync), RS256, cache warm" ;;
+  create-noaudit) what="keep-alive create-user, audit file off, RS256, cache warm" ;;
+esac
+echo "instructions per request ($what): $(( (big - small) / N ))"
