@@ -116,6 +116,9 @@ SSL_CTX *gw_tls_upstream_ctx(const struct gw_config *c, char *err, size_t errlen
         return NULL;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    /* upstream.c writes a request itself and, when it cannot finish, lets the bufferevent
+     * retry the same bytes from the bufferevent's own buffer */
+    SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_CTX_set_alpn_protos(ctx, alpn_http11, sizeof alpn_http11 - 1);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT);
     return ctx;

@@ -473,6 +473,31 @@ static void take_buffered(struct bufferevent *bev, struct evbuffer *in)
     }
 }
 
+/* A request that fits one TLS record goes out at once: SSL_write on the connection's SSL
+ * when nothing is queued in the bufferevent. Through bufferevent_write it waits for a write
+ * event: two epoll_ctl calls and a loop pass per request. When SSL_write cannot finish now
+ * (WANT_WRITE/WANT_READ) or fails, the bufferevent takes the same bytes: libevent retries
+ * them in one SSL_write of the same length (the request is one evbuffer chain of at most
+ * 16 KB, the bufferevent's write size), which SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets come
+ * from its own buffer; an error shows there as the connection's error event. */
+#define DIRECT_WRITE_MAX 16384
+static void send_request(struct up_conn *c, const struct gw_upstream_call *call)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+    if (ssl && call->len > 0 && call->len <= DIRECT_WRITE_MAX &&
+        evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+        ERR_clear_error();
+        int r = SSL_write(ssl, call->req, (int)call->len);
+        if (r > 0) { /* all of it, or (in partial-write mode) a part: the rest is queued */
+            if ((size_t)r < call->len)
+                bufferevent_write(c->bev, call->req + r, call->len - (size_t)r);
+            return;
+        }
+        ERR_clear_error();
+    }
+    bufferevent_write(c->bev, call->req, call->len);
+}
+
 static void on_read(struct bufferevent *bev, void *arg)
 {
     struct up_conn *c = arg;
@@ -691,7 +716,7 @@ static void start_attempt(struct gw_upstream_call *call)
         long ms = cfg->upstream.timeout_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         evtimer_add(call->deadline, &tv);
-        bufferevent_write(c->bev, call->req, call->len);
+        send_request(c, call);
         return;
     }
     c = conn_new(p, call->snap);
