@@ -100,6 +100,26 @@ static int skip_ws(struct parser *ps)
     return 0;
 }
 
+/* Bytes a string literal copies as they are: printable ASCII and DEL, not '"' or '\\'. */
+static const unsigned char plain[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 /* Decodes one UTF-8 sequence at s (< end). Returns its length, or 0 if it is not well formed
  * (overlong, surrogate, past U+10FFFF, truncated). */
 static size_t utf8_len(const unsigned char *s, const unsigned char *end)
@@ -269,7 +289,7 @@ static char *parse_string(struct parser *ps)
         if (c >= 0x20 && c < 0x80) {
             /* a run of plain ASCII in one copy (the closing quote, found above, ends it) */
             const unsigned char *r = ps->p + 1;
-            while (*r >= 0x20 && *r < 0x80 && *r != '"' && *r != '\\')
+            while (plain[*r])
                 r++;
             memcpy(out + n, ps->p, (size_t)(r - ps->p));
             n += (size_t)(r - ps->p);
@@ -627,6 +647,217 @@ cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opt
         return NULL;
     }
     return root;
+}
+
+/* ---- checking without building ---- */
+
+static bool check_value(struct parser *ps);
+
+static bool check_string(struct parser *ps)
+{
+    const unsigned char *open = ps->p++;
+    for (;;) {
+        while (ps->p < ps->end && plain[*ps->p])
+            ps->p++;
+        if (ps->p >= ps->end) {
+            fail(ps, open, "unterminated string");
+            return false;
+        }
+        unsigned char c = *ps->p;
+        if (c == '"') {
+            ps->p++;
+            return true;
+        }
+        if (c < 0x20) {
+            fail(ps, ps->p, c == 0 ? "NUL byte in string" : "control character in string");
+            return false;
+        }
+        if (c == '\\') {
+            if (ps->end - ps->p < 2) {
+                fail(ps, open, "unterminated string");
+                return false;
+            }
+            unsigned char e = ps->p[1];
+            if (e != 'u') {
+                if (strchr("\"\\/bfnrt", e) == NULL || e == '\0') {
+                    fail(ps, ps->p, "bad escape in string");
+                    return false;
+                }
+                ps->p += 2;
+                continue;
+            }
+            uint32_t cp, lo;
+            if (ps->end - ps->p < 6 || hex4(ps->p + 2, &cp) != 0) {
+                fail(ps, ps->p, "bad \\u escape");
+                return false;
+            }
+            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                fail(ps, ps->p, "lone surrogate \\u%04X", (unsigned)cp);
+                return false;
+            }
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (ps->end - ps->p < 12 || ps->p[6] != '\\' || ps->p[7] != 'u' ||
+                    hex4(ps->p + 8, &lo) != 0 || lo < 0xDC00 || lo > 0xDFFF) {
+                    fail(ps, ps->p, "lone surrogate \\u%04X", (unsigned)cp);
+                    return false;
+                }
+                ps->p += 6;
+            }
+            if (cp == 0) {
+                fail(ps, ps->p, "NUL (\\u0000) in string");
+                return false;
+            }
+            ps->p += 6;
+            continue;
+        }
+        size_t l = utf8_len(ps->p, ps->end);
+        if (l == 0) {
+            fail(ps, ps->p, "invalid UTF-8 in string");
+            return false;
+        }
+        ps->p += l;
+    }
+}
+
+static bool digits(struct parser *ps)
+{
+    const unsigned char *s = ps->p;
+    while (ps->p < ps->end && *ps->p >= '0' && *ps->p <= '9')
+        ps->p++;
+    return ps->p > s;
+}
+
+static bool check_number(struct parser *ps)
+{
+    const unsigned char *s = ps->p;
+    if (*ps->p == '-')
+        ps->p++;
+    if (ps->p < ps->end && *ps->p == '0')
+        ps->p++;
+    else if (!digits(ps))
+        goto bad;
+    if (ps->p < ps->end && *ps->p == '.') {
+        ps->p++;
+        if (!digits(ps))
+            goto bad;
+    }
+    if (ps->p < ps->end && (*ps->p == 'e' || *ps->p == 'E')) {
+        ps->p++;
+        if (ps->p < ps->end && (*ps->p == '+' || *ps->p == '-'))
+            ps->p++;
+        if (!digits(ps))
+            goto bad;
+    }
+    if (ps->p - s > 64) {
+        fail(ps, s, "number too long");
+        return false;
+    }
+    return true;
+bad:
+    fail(ps, s, "invalid number");
+    return false;
+}
+
+static bool check_container(struct parser *ps, bool is_object)
+{
+    const unsigned char *open = ps->p;
+    if (++ps->depth > ps->max_depth) {
+        fail(ps, open, "nesting deeper than %d", ps->max_depth);
+        return false;
+    }
+    ps->p++;
+    unsigned char close = is_object ? '}' : ']';
+    if (skip_ws(ps) != 0)
+        return false;
+    if (ps->p < ps->end && *ps->p == close) {
+        ps->p++;
+        ps->depth--;
+        return true;
+    }
+    for (;;) {
+        if (is_object) {
+            if (ps->p >= ps->end || *ps->p != '"') {
+                fail(ps, ps->p, "expected a member name");
+                return false;
+            }
+            if (!check_string(ps))
+                return false;
+            if (skip_ws(ps) != 0 || ps->p >= ps->end || *ps->p != ':') {
+                fail(ps, ps->p, "expected ':'");
+                return false;
+            }
+            ps->p++;
+            if (skip_ws(ps) != 0)
+                return false;
+        }
+        if (!check_value(ps) || skip_ws(ps) != 0)
+            return false;
+        if (ps->p < ps->end && *ps->p == ',') {
+            ps->p++;
+            if (skip_ws(ps) != 0)
+                return false;
+            continue;
+        }
+        if (ps->p < ps->end && *ps->p == close) {
+            ps->p++;
+            ps->depth--;
+            return true;
+        }
+        fail(ps, ps->p, is_object ? "expected ',' or '}'" : "expected ',' or ']'");
+        return false;
+    }
+}
+
+static bool check_value(struct parser *ps)
+{
+    if (ps->p >= ps->end) {
+        fail(ps, ps->p, "unexpected end of input");
+        return false;
+    }
+    switch (*ps->p) {
+    case '{':
+        return check_container(ps, true);
+    case '[':
+        return check_container(ps, false);
+    case '"':
+        return check_string(ps);
+    case 't':
+    case 'f':
+    case 'n':
+        if (literal(ps, *ps->p == 't' ? "true" : *ps->p == 'f' ? "false" : "null"))
+            return true;
+        break;
+    default:
+        if (*ps->p == '-' || (*ps->p >= '0' && *ps->p <= '9'))
+            return check_number(ps);
+        break;
+    }
+    fail(ps, ps->p, *ps->p == 0 ? "NUL byte" : "invalid value");
+    return false;
+}
+
+bool gw_json_check(const char *buf, size_t len, int max_depth, struct gw_json_error *err)
+{
+    struct gw_json_error dummy;
+    if (err == NULL)
+        err = &dummy;
+    memset(err, 0, sizeof *err);
+    struct parser ps = {.p = (const unsigned char *)buf,
+                        .end = (const unsigned char *)buf + len,
+                        .start = (const unsigned char *)buf,
+                        .max_depth = max_depth > 0 && max_depth <= 512 ? max_depth
+                                     : max_depth > 512                 ? 512
+                                                                       : DEFAULT_MAX_DEPTH,
+                        .err = err,
+                        .line = 1,
+                        .line_at = (const unsigned char *)buf};
+    if (skip_ws(&ps) != 0 || !check_value(&ps) || skip_ws(&ps) != 0)
+        return false;
+    if (ps.p != ps.end) {
+        fail(&ps, ps.p, "unexpected bytes after the value");
+        return false;
+    }
+    return true;
 }
 
 int gw_json_line(const struct gw_json_lines *lines, const cJSON *node)

@@ -46,6 +46,13 @@ struct gw_json_error {
 cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opts,
                      struct gw_json_error *err);
 
+/* Checks that buf[0..len) is one JSON text without building it (no allocation): the parser's
+ * rules for syntax, UTF-8, escapes, NUL, nesting past max_depth (0: 64) and bytes after the
+ * value, numbers of at most 64 characters; not its duplicate-name and number-range checks,
+ * which need the values. For bodies
+ * passed through unread (upstream answers). Returns true, or false with *err filled. */
+bool gw_json_check(const char *buf, size_t len, int max_depth, struct gw_json_error *err);
+
 /* Line of a node recorded by the parser, or 0 when unknown. */
 int gw_json_line(const struct gw_json_lines *lines, const cJSON *node);
 void gw_json_lines_free(struct gw_json_lines *lines);

@@ -730,12 +730,52 @@ static cJSON *parse_answer(struct evbuffer *body)
     return gw_json_parse(data, len, &o, &je);
 }
 
+/* An answer with a body must be JSON, by its Content-Type (application/json, parameters
+ * allowed) and by its bytes: callers are promised the upstream's JSON, and an HTML error page
+ * or a cut document from a misbehaving hop is the gateway's 502, not the caller's problem.
+ * Checked without building the document (gw_json_check). Returns false with why filled. */
+static bool answer_is_json(const struct gw_upstream_result *res, char *why, size_t whylen)
+{
+    size_t len = evbuffer_get_length(res->body);
+    if (len == 0)
+        return true;
+    const char *ct = NULL;
+    for (size_t i = 0; i < res->nheaders && ct == NULL; i++)
+        if (strcasecmp(res->hname[i], "Content-Type") == 0)
+            ct = res->hvalue[i];
+    size_t tl = ct ? strcspn(ct, "; \t") : 0;
+    if (ct == NULL) {
+        snprintf(why, whylen, "the upstream's answer (status %d) has no Content-Type, not JSON",
+                 res->status);
+        return false;
+    }
+    if (tl != 16 || strncasecmp(ct, "application/json", 16) != 0) {
+        snprintf(why, whylen, "the upstream's answer (status %d) has Content-Type %.60s, not JSON",
+                 res->status, ct);
+        return false;
+    }
+    struct gw_json_error je;
+    if (!gw_json_check((const char *)evbuffer_pullup(res->body, -1), len, 32, &je)) {
+        snprintf(why, whylen, "the upstream's answer (status %d) is not JSON: %s at byte %zu",
+                 res->status, je.msg, je.offset);
+        return false;
+    }
+    return true;
+}
+
 static void on_upstream(struct gw_upstream_result *res, void *arg)
 {
     struct gw_req *r = arg;
     if (upstream_failed(r, res, r->method))
         return;
     r->upstream_status = res->status;
+    char why[300];
+    if (!answer_is_json(res, why, sizeof why)) {
+        gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
+                     why);
+        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
+        return;
+    }
     if (res->status < 200 || res->status > 299 || !gw_policy_filters_reads(r->policy) ||
         evbuffer_get_length(res->body) == 0) {
         pass_answer(r, res, NULL);
@@ -743,7 +783,6 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
     }
     /* the read rules of the allowing policy: visibility by location, redaction */
     cJSON *reply = parse_answer(res->body);
-    char why[300];
     if (reply == NULL) {
         snprintf(why, sizeof why,
                  "the upstream's answer is not JSON, so policy %s's read rules cannot be applied",

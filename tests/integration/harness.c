@@ -315,7 +315,7 @@ void env_start(struct env *e, const struct env_opts *o)
 
     int upstream_port;
     if (o->no_sandbox) {
-        upstream_port = free_port();
+        upstream_port = o->upstream_port > 0 ? o->upstream_port : free_port();
         snprintf(e->journal, sizeof e->journal, "%s/journal.jsonl", e->dir);
     } else {
         start_sandbox(e, o);

@@ -47,6 +47,7 @@ struct env_opts {
     const char *sandbox_args;     /* extra ghl-sandbox arguments, e.g. "--delay-ms 1500" */
     const char *sandbox_cert;     /* base name in the certs folder (default "sandbox") */
     bool no_sandbox;              /* point the gateway at a port nobody listens on */
+    int upstream_port;            /* with no_sandbox: the port of an upstream the test runs */
     const char *gateway_json;     /* extra top-level config members, e.g. "\"limits\":{...}" */
     const char *upstream_json;    /* extra members of "upstream" */
     const char *tls_json;         /* extra members of "tls" */

@@ -25,6 +25,27 @@ static cJSON *parse(const char *s, struct gw_json_error *e)
     return parse_n(s, strlen(s), NULL, e);
 }
 
+/* gw_json_check (no tree) must agree with the parser on every case of this suite: the same
+ * verdict and message, except for what only the parser checks (duplicate names, numbers out of
+ * range, the size cap) and comments, which only the parser reads. */
+static void check_agrees(const char *buf, size_t len, const struct gw_json_opts *o, bool parsed,
+                         const char *why)
+{
+    if (o && (o->allow_comments || o->max_bytes))
+        return;
+    struct gw_json_error e;
+    memset(&e, 0x5a, sizeof e);
+    bool ok = gw_json_check(buf, len, o ? o->max_depth : 0, &e);
+    if (parsed || strstr(why, "duplicate") || strstr(why, "out of range")) {
+        ck_assert_msg(ok, "gw_json_check refused what the parser %s: %.80s: %s",
+                      parsed ? "accepted" : "refuses only for its own checks", buf, e.msg);
+        ck_assert_str_eq(e.msg, "");
+    } else {
+        ck_assert_msg(!ok, "gw_json_check accepted what the parser refused (%s): %.80s", why,
+                      buf);
+    }
+}
+
 /* Asserts that buf[0..len) is refused with a message equal to want. */
 #define REFUSED_N(buf, len, opts, want)                                                            \
     do {                                                                                           \
@@ -32,6 +53,7 @@ static cJSON *parse(const char *s, struct gw_json_error *e)
         cJSON *v_ = parse_n((buf), (len), (opts), &e_);                                            \
         ck_assert_msg(v_ == NULL, "accepted: %s", (buf));                                          \
         ck_assert_str_eq(e_.msg, (want));                                                          \
+        check_agrees((buf), (len), (opts), false, e_.msg);                                         \
     } while (0)
 #define REFUSED(s, want) REFUSED_N((s), strlen(s), NULL, (want))
 
@@ -41,6 +63,7 @@ static cJSON *parse(const char *s, struct gw_json_error *e)
         cJSON *v_ = parse((s), &e_);                                                               \
         ck_assert_msg(v_ != NULL, "refused %s: %s", (s), e_.msg);                                  \
         ck_assert_str_eq(e_.msg, "");                                                              \
+        check_agrees((s), strlen(s), NULL, true, "");                                              \
         cJSON_Delete(v_);                                                                          \
     } while (0)
 

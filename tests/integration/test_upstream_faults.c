@@ -1,0 +1,453 @@
+/* A misbehaving upstream: the gateway in front of a scripted TLS server (this file's, on
+ * loopback, with the sandbox's certificate) that answers each request with fixed bytes: cut
+ * mid-body, oversized, not JSON, the wrong content type, broken chunking, ambiguous framing,
+ * too slow, bytes past the answer. Each must give the caller a clean 502/504 in the upstream's
+ * error shape and leave the gateway sound: the next request is served, and the gateway stops
+ * cleanly (under the sanitizer build, a leak or an invalid access fails the test there). */
+#include <arpa/inet.h>
+#include <check.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "harness.h"
+
+/* ---- the scripted upstream ---- */
+
+struct script {
+    const char *answer; /* sent after each request */
+    size_t split;       /* > 0: answer[0..split) first, then pause_ms, then the rest */
+    int pause_ms;
+    bool close_after; /* close (without close_notify) after the answer */
+};
+
+#define MAX_CONNS 16
+static struct {
+    int lfd, port;
+    SSL_CTX *ctx;
+    struct script sc;
+    pthread_t acceptor, conn[MAX_CONNS];
+    atomic_int nconns, requests;
+    atomic_bool stop;
+} U;
+
+static struct env E;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Reads one request (head and Content-Length body). Returns false when the peer is gone. */
+static bool read_request(SSL *ssl)
+{
+    char buf[16384];
+    size_t n = 0;
+    char *end = NULL;
+    buf[0] = '\0';
+    while ((end = strstr(buf, "\r\n\r\n")) == NULL) {
+        if (n >= sizeof buf - 1)
+            return false;
+        int r = SSL_read(ssl, buf + n, (int)(sizeof buf - 1 - n));
+        if (r <= 0)
+            return false;
+        n += (size_t)r;
+        buf[n] = '\0';
+    }
+    size_t want = 0;
+    for (char *p = buf; p < end; p = strstr(p, "\r\n") + 2)
+        if (strncasecmp(p, "Content-Length:", 15) == 0)
+            want = strtoul(p + 15, NULL, 10);
+    size_t have = n - (size_t)(end + 4 - buf);
+    while (have < want) {
+        int r = SSL_read(ssl, buf, (int)sizeof buf);
+        if (r <= 0)
+            return false;
+        have += (size_t)r;
+    }
+    return true;
+}
+
+static void *serve(void *arg)
+{
+    int fd = (int)(intptr_t)arg;
+    struct timeval tv = {5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    SSL *ssl = SSL_new(U.ctx);
+    SSL_set_fd(ssl, fd);
+    if (SSL_accept(ssl) == 1) {
+        while (!U.stop && read_request(ssl)) {
+            U.requests++;
+            const char *a = U.sc.answer;
+            size_t len = strlen(a), first = U.sc.split ? U.sc.split : len;
+            if (SSL_write(ssl, a, (int)first) <= 0)
+                break;
+            if (first < len) {
+                sleep_ms(U.sc.pause_ms);
+                if (SSL_write(ssl, a + first, (int)(len - first)) <= 0)
+                    break;
+            }
+            if (U.sc.close_after)
+                break;
+        }
+    }
+    SSL_free(ssl); /* no SSL_shutdown: an abrupt close, as a crashed upstream would */
+    close(fd);
+    return NULL;
+}
+
+static void *acceptor(void *arg)
+{
+    (void)arg;
+    while (!U.stop) {
+        struct pollfd p = {.fd = U.lfd, .events = POLLIN};
+        if (poll(&p, 1, 50) != 1)
+            continue;
+        int fd = accept(U.lfd, NULL, NULL);
+        if (fd < 0)
+            continue;
+        int i = U.nconns;
+        if (i >= MAX_CONNS) {
+            close(fd);
+            continue;
+        }
+        if (pthread_create(&U.conn[i], NULL, serve, (void *)(intptr_t)fd) != 0) {
+            close(fd);
+            continue;
+        }
+        U.nconns = i + 1;
+    }
+    return NULL;
+}
+
+static void upstream_start(void)
+{
+    U.stop = false;
+    U.nconns = U.requests = 0;
+    U.ctx = SSL_CTX_new(TLS_server_method());
+    ck_assert_ptr_nonnull(U.ctx);
+    ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(U.ctx, GW_CERTS_DIR "/sandbox.crt"), 1);
+    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(U.ctx, GW_CERTS_DIR "/sandbox.key",
+                                                 SSL_FILETYPE_PEM),
+                     1);
+    U.lfd = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(U.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(bind(U.lfd, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    ck_assert_int_eq(getsockname(U.lfd, (struct sockaddr *)&a, &al), 0);
+    U.port = ntohs(a.sin_port);
+    ck_assert_int_eq(listen(U.lfd, 64), 0);
+    ck_assert_int_eq(pthread_create(&U.acceptor, NULL, acceptor, NULL), 0);
+}
+
+static void upstream_stop(void)
+{
+    U.stop = true;
+    pthread_join(U.acceptor, NULL);
+    for (int i = 0; i < U.nconns; i++)
+        pthread_join(U.conn[i], NULL);
+    close(U.lfd);
+    SSL_CTX_free(U.ctx);
+}
+
+static void setup(void)
+{
+    upstream_start();
+    /* one worker: the pool the second request of a test reuses is the first one's */
+    env_start(&E, &(struct env_opts){.no_sandbox = true,
+                                     .upstream_port = U.port,
+                                     .workers = 1,
+                                     .upstream_json = "\"timeout_ms\": 1500"});
+}
+
+static void teardown(void)
+{
+    env_stop(&E);
+    upstream_stop();
+}
+
+#define JSON_HEAD "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+#define USER_BODY "{\"id\":\"" SEED_USER "\",\"name\":\"Ada\"}"
+#define GOOD_ANSWER JSON_HEAD "Content-Length: 42\r\n\r\n" USER_BODY
+
+/* The caller's GET gets status with message in the body, in the upstream's error shape. */
+static void expect_get(int status, const char *message)
+{
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_msg(r.status == status, "got %d, want %d: %s", r.status, status, r.body);
+    if (message) {
+        ck_assert_msg(strstr(r.body, message) != NULL, "body %s lacks \"%s\"", r.body, message);
+        char want[64];
+        snprintf(want, sizeof want, "{\"statusCode\":%d,", status);
+        ck_assert_msg(strncmp(r.body, want, strlen(want)) == 0, "not the error shape: %s",
+                      r.body);
+        const char *ct = response_header(&r, "Content-Type");
+        ck_assert_msg(ct && strncmp(ct, "application/json", 16) == 0, "Content-Type %s", ct);
+    }
+    response_free(&r);
+}
+
+/* After the fault, the same gateway serves a good answer. */
+static void then_served(void)
+{
+    U.sc = (struct script){.answer = GOOD_ANSWER};
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_msg(r.status == 200, "after the fault: %d %s", r.status, r.body);
+    ck_assert_str_eq(r.body, USER_BODY);
+    response_free(&r);
+}
+
+START_TEST(test_good_answer_passed_back)
+{
+    /* the scripted upstream itself: a well-formed answer goes through unchanged */
+    U.sc = (struct script){.answer = GOOD_ANSWER};
+    then_served();
+    ck_assert_int_eq(U.requests, 1);
+}
+END_TEST
+
+START_TEST(test_answer_cut_mid_body_is_502)
+{
+    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 100\r\n\r\n{\"id\":\"abc",
+                           .close_after = true};
+    expect_get(502, "before the answer was complete");
+    ck_assert_int_eq(U.requests, 1); /* bytes arrived: not retried */
+    then_served();
+}
+END_TEST
+
+START_TEST(test_answer_cut_in_the_head_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Ty", .close_after = true};
+    expect_get(502, "before the answer was complete");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_oversized_content_length_is_502)
+{
+    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 17000000\r\n\r\n{\"id\":"};
+    expect_get(502, "oversized");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_oversized_chunk_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     "Transfer-Encoding: chunked\r\n\r\n1000001\r\n{\"id\":"};
+    expect_get(502, "oversized upstream chunk");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_invalid_json_is_502)
+{
+    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 8\r\n\r\n{\"id\":\"x"};
+    expect_get(502, "not JSON");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_json_with_bytes_after_the_value_is_502)
+{
+    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 4\r\n\r\n{}{}"};
+    expect_get(502, "not JSON");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_wrong_content_type_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n"
+                                     "Content-Length: 13\r\n\r\n<html></html>"};
+    expect_get(502, "text/html");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_missing_content_type_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"};
+    expect_get(502, "Content-Type");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_json_error_answer_passed_back)
+{
+    /* an upstream error in JSON is the upstream's answer: passed back as it is */
+    U.sc = (struct script){.answer = "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json; "
+                                     "charset=utf-8\r\nContent-Length: 42\r\n\r\n"
+                                     "{\"statusCode\":400,\"message\":\"Bad Request\"}"};
+    expect_get(400, NULL);
+    then_served();
+}
+END_TEST
+
+START_TEST(test_html_error_page_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
+                                     "Content-Length: 22\r\n\r\n<h1>maintenance</h1>\r\n"};
+    expect_get(502, "text/html");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_bad_chunk_size_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     "Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"};
+    expect_get(502, "chunk");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_chunk_without_crlf_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     "Transfer-Encoding: chunked\r\n\r\n2\r\n{}XX0\r\n\r\n"};
+    expect_get(502, NULL);
+    then_served();
+}
+END_TEST
+
+START_TEST(test_content_length_and_chunked_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                     "Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                     "2\r\n{}\r\n0\r\n\r\n"};
+    expect_get(502, NULL);
+    then_served();
+}
+END_TEST
+
+START_TEST(test_two_content_lengths_is_502)
+{
+    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 2\r\nContent-Length: 4\r\n\r\n{}{}"};
+    expect_get(502, NULL);
+    then_served();
+}
+END_TEST
+
+START_TEST(test_answer_without_length_is_502)
+{
+    U.sc = (struct script){.answer = JSON_HEAD "\r\n{}", .close_after = true};
+    expect_get(502, NULL);
+    then_served();
+}
+END_TEST
+
+START_TEST(test_garbage_status_line_is_502)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 2x0 OK\r\nContent-Type: application/json\r\n"
+                                     "Content-Length: 2\r\n\r\n{}"};
+    expect_get(502, NULL);
+    then_served();
+}
+END_TEST
+
+START_TEST(test_slow_body_is_504)
+{
+    /* the head at once, the body after the deadline (1.5 s) */
+    U.sc = (struct script){.answer = GOOD_ANSWER, .split = strlen(JSON_HEAD) + 10, .pause_ms = 3000};
+    expect_get(504, "upstream timed out");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_slow_but_in_time_is_served)
+{
+    U.sc = (struct script){.answer = GOOD_ANSWER, .split = strlen(JSON_HEAD) + 10, .pause_ms = 300};
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, USER_BODY);
+    response_free(&r);
+}
+END_TEST
+
+START_TEST(test_bytes_after_the_answer_are_not_a_second_answer)
+{
+    /* a second, different answer queued behind the first: the connection must not go back to
+     * the pool, or the next caller would get "Eve" */
+    U.sc = (struct script){.answer = GOOD_ANSWER JSON_HEAD "Content-Length: 14\r\n\r\n"
+                                                           "{\"name\":\"Eve\"}"};
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    ck_assert_str_eq(r.body, USER_BODY);
+    response_free(&r);
+    then_served();
+    ck_assert_int_eq(U.requests, 2);
+    ck_assert_int_eq(U.nconns, 2); /* the second request on a new connection */
+}
+END_TEST
+
+START_TEST(test_pooled_connection_reused_after_a_good_answer)
+{
+    /* the counterpart of the test above: with nothing after the answer, the connection is
+     * reused */
+    U.sc = (struct script){.answer = GOOD_ANSWER};
+    then_served();
+    then_served();
+    ck_assert_int_eq(U.requests, 2);
+    ck_assert_int_eq(U.nconns, 1);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("upstream_faults");
+    TCase *t = tcase_create("faults");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 30);
+    tcase_add_test(t, test_good_answer_passed_back);
+    tcase_add_test(t, test_answer_cut_mid_body_is_502);
+    tcase_add_test(t, test_answer_cut_in_the_head_is_502);
+    tcase_add_test(t, test_oversized_content_length_is_502);
+    tcase_add_test(t, test_oversized_chunk_is_502);
+    tcase_add_test(t, test_invalid_json_is_502);
+    tcase_add_test(t, test_json_with_bytes_after_the_value_is_502);
+    tcase_add_test(t, test_wrong_content_type_is_502);
+    tcase_add_test(t, test_missing_content_type_is_502);
+    tcase_add_test(t, test_json_error_answer_passed_back);
+    tcase_add_test(t, test_html_error_page_is_502);
+    tcase_add_test(t, test_bad_chunk_size_is_502);
+    tcase_add_test(t, test_chunk_without_crlf_is_502);
+    tcase_add_test(t, test_content_length_and_chunked_is_502);
+    tcase_add_test(t, test_two_content_lengths_is_502);
+    tcase_add_test(t, test_answer_without_length_is_502);
+    tcase_add_test(t, test_garbage_status_line_is_502);
+    tcase_add_test(t, test_slow_body_is_504);
+    tcase_add_test(t, test_slow_but_in_time_is_served);
+    tcase_add_test(t, test_bytes_after_the_answer_are_not_a_second_answer);
+    tcase_add_test(t, test_pooled_connection_reused_after_a_good_answer);
+    suite_add_tcase(s, t);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}
