@@ -76,6 +76,8 @@ static int record_line(struct parser *ps, const cJSON *node, int line)
 
 static int skip_ws(struct parser *ps)
 {
+    if (ps->p < ps->end && *ps->p > ' ' && *ps->p != '/')
+        return 0; /* the common case: no whitespace at all */
     while (ps->p < ps->end) {
         unsigned char c = *ps->p;
         if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
@@ -119,6 +121,26 @@ static const unsigned char plain[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
+
+/* The end of the run of plain bytes at q (< end): eight at a time while eight are left (a word
+ * with a control byte, a byte >= 0x80, '"' or '\\' is left to the byte loop), then one by one. */
+static const unsigned char *plain_run(const unsigned char *q, const unsigned char *end)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    while (end - q >= 8) {
+        uint64_t v;
+        memcpy(&v, q, 8);
+        uint64_t quote = v ^ (ones * '"'), bslash = v ^ (ones * '\\');
+        uint64_t special = ((v - ones * 0x20) & ~v) | v | ((quote - ones) & ~quote) |
+                           ((bslash - ones) & ~bslash);
+        if (special & highs)
+            break;
+        q += 8;
+    }
+    while (q < end && plain[*q])
+        q++;
+    return q;
+}
 
 /* Decodes one UTF-8 sequence at s (< end). Returns its length, or 0 if it is not well formed
  * (overlong, surrogate, past U+10FFFF, truncated). */
@@ -288,9 +310,7 @@ static char *parse_string(struct parser *ps)
         }
         if (c >= 0x20 && c < 0x80) {
             /* a run of plain ASCII in one copy (the closing quote, found above, ends it) */
-            const unsigned char *r = ps->p + 1;
-            while (plain[*r])
-                r++;
+            const unsigned char *r = plain_run(ps->p + 1, ps->end);
             memcpy(out + n, ps->p, (size_t)(r - ps->p));
             n += (size_t)(r - ps->p);
             ps->p = r;
@@ -550,7 +570,7 @@ static cJSON *parse_number(struct parser *ps)
 
 static bool literal(struct parser *ps, const char *word)
 {
-    size_t l = strlen(word);
+    size_t l = word[0] == 'f' ? 5 : 4; /* true, null; false */
     if ((size_t)(ps->end - ps->p) < l || memcmp(ps->p, word, l) != 0)
         return false;
     ps->p += l;
@@ -657,8 +677,7 @@ static bool check_string(struct parser *ps)
 {
     const unsigned char *open = ps->p++;
     for (;;) {
-        while (ps->p < ps->end && plain[*ps->p])
-            ps->p++;
+        ps->p = plain_run(ps->p, ps->end);
         if (ps->p >= ps->end) {
             fail(ps, open, "unterminated string");
             return false;
