@@ -233,11 +233,31 @@ static void start_sandbox(struct env *e, const struct env_opts *o)
                   slurp(e->sandbox.log));
 }
 
+/* GW_VALGRIND set (ctest label "valgrind"): the gateway runs under memcheck, and a definite
+ * leak or any invalid access makes its exit status 99, which env_stop reports. */
+static bool under_valgrind(void)
+{
+    const char *v = getenv("GW_VALGRIND");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 static void start_gateway(struct env *e, const struct env_opts *o)
 {
     char *argv[] = {(char *)bin_path("ghl-gateway"), "run", "-c", e->config, NULL};
-    e->gateway.pid = spawn(argv, e->gateway.log);
-    if (wait_port(e->gateway.port, 5000) != 0) {
+    char *vg[] = {"/usr/bin/valgrind",
+                  "--quiet",
+                  "--leak-check=full",
+                  "--show-leak-kinds=definite",
+                  "--errors-for-leak-kinds=definite",
+                  "--error-exitcode=99",
+                  (char *)bin_path("ghl-gateway"),
+                  "run",
+                  "-c",
+                  e->config,
+                  NULL};
+    bool vgr = under_valgrind();
+    e->gateway.pid = spawn(vgr ? vg : argv, e->gateway.log);
+    if (wait_port(e->gateway.port, vgr ? 60000 : 5000) != 0) {
         char *log = slurp(e->gateway.log);
         ck_abort_msg("ghl-gateway did not start: %s", log);
     }
@@ -554,7 +574,7 @@ int env_stop_gateway(struct env *e, int wait_ms)
  * access makes the exit status nonzero, and the test fails here. */
 void env_stop(struct env *e)
 {
-    int gw = e->gateway.pid > 0 ? env_stop_gateway(e, 10000) : 0;
+    int gw = e->gateway.pid > 0 ? env_stop_gateway(e, under_valgrind() ? 60000 : 10000) : 0;
     int sb = 0;
     if (e->sandbox.pid > 0) {
         kill(e->sandbox.pid, SIGTERM);

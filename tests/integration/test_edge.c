@@ -266,6 +266,92 @@ START_TEST(test_idle_keep_alive_connection_closed)
 }
 END_TEST
 
+/* A raw TCP connection to the gateway (no TLS), connected. */
+static int tcp_connect(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)E.gateway.port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* Milliseconds until the gateway closes fd (reads skipped), or -1 after limit_ms. */
+static long ms_until_closed(int fd, int limit_ms)
+{
+    long t0 = now_ms();
+    char buf[4096];
+    for (;;) {
+        long left = limit_ms - (now_ms() - t0);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) != 1)
+            return -1;
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0)
+            return now_ms() - t0;
+    }
+}
+
+START_TEST(test_stalled_tls_handshake_cut_off_at_the_header_deadline)
+{
+    /* no ClientHello at all */
+    int fd = tcp_connect();
+    long cut = ms_until_closed(fd, 6000);
+    close(fd);
+    ck_assert_msg(cut >= 1300 && cut <= 3500, "a silent connection closed after %ld ms", cut);
+    /* a ClientHello record header promising 512 bytes, ten of them, then nothing */
+    fd = tcp_connect();
+    static const unsigned char part[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01,
+                                         0xfc, 0x03, 0x03, 0, 0, 0, 0};
+    ck_assert_int_eq((int)write(fd, part, sizeof part), (int)sizeof part);
+    cut = ms_until_closed(fd, 6000);
+    close(fd);
+    ck_assert_msg(cut >= 1300 && cut <= 3500, "a stalled handshake closed after %ld ms", cut);
+    /* the gateway serves the next caller */
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+}
+END_TEST
+
+/* A client that goes away in the middle of its head or its body: nothing reaches the upstream,
+ * nothing is left behind (the teardown's clean stop, under the sanitizers or valgrind), and
+ * the next caller is served. */
+START_TEST(test_client_gone_mid_head_and_mid_body)
+{
+    char ca[600];
+    ca_path(ca, sizeof ca);
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
+    struct tls_client c;
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+    ck_assert_int_eq(tls_send(&c, raw, strlen(raw) / 2), 0);
+    usleep(100000);
+    tls_close(&c);
+    const char *body = "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Half\"";
+    char head[256];
+    snprintf(head, sizeof head,
+             "POST /users/ HTTP/1.1\r\nHost: l\r\nVersion: 2021-07-28\r\n"
+             "Content-Type: application/json\r\nContent-Length: 400\r\n");
+    char *post = NULL;
+    ck_assert_int_ge(asprintf(&post, "%sAuthorization: Bearer %s\r\n\r\n%s", head, E.token, body),
+                     0);
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, NULL, NULL, ca), 0);
+    ck_assert_int_eq(tls_send(&c, post, strlen(post)), 0);
+    usleep(100000);
+    tls_close(&c);
+    usleep(200000);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 1); /* only the last request */
+    free(post);
+    free(raw);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("edge");
@@ -288,6 +374,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_slow_head_cut_off_at_the_header_deadline);
     tcase_add_test(t, test_slow_body_cut_off_at_the_body_deadline);
     tcase_add_test(t, test_idle_keep_alive_connection_closed);
+    tcase_add_test(t, test_stalled_tls_handshake_cut_off_at_the_header_deadline);
+    tcase_add_test(t, test_client_gone_mid_head_and_mid_body);
     suite_add_tcase(s, t);
     return s;
 }

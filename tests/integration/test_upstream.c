@@ -2,10 +2,12 @@
  * GET retry, mutual TLS at the edge, and a graceful SIGTERM. */
 #include <arpa/inet.h>
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +263,75 @@ START_TEST(test_max_connections_holds_new_connections)
 }
 END_TEST
 
+/* Thousands of idle connections past limits.max_connections: the gateway takes no more than
+ * its limit (the rest wait in the kernel's backlog, or are refused by it), and the caller it
+ * already serves goes on being served meanwhile; when the flood leaves, a new caller is
+ * served. The admin listener answers throughout. */
+START_TEST(test_thousands_of_idle_connections_past_max_connections)
+{
+    struct rlimit rl;
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = rl.rlim_max;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    enum { FLOOD = 3000 };
+    ck_assert_msg(rl.rlim_cur > FLOOD + 200, "descriptor limit %lu", (unsigned long)rl.rlim_cur);
+    env_start(&E, &(struct env_opts){.workers = 1,
+                                     .gateway_json = "\"limits\": { \"max_connections\": 100, "
+                                                     "\"header_timeout_ms\": 30000 }"});
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    char *raw = raw_request(&E, "GET", "/users/" SEED_USER, NULL);
+    struct tls_client a;
+    ck_assert_int_eq(tls_connect(&a, E.gateway.port, 0, NULL, NULL, ca), 0);
+    struct response r;
+    ck_assert_int_eq(tls_send(&a, raw, strlen(raw)), 0);
+    ck_assert_int_eq(tls_read_response(&a, &r, 5000, 0), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    static int flood[FLOOD];
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)E.gateway.port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int opened = 0;
+    for (int i = 0; i < FLOOD; i++) {
+        flood[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        ck_assert_int_ge(flood[i], 0);
+        if (connect(flood[i], (struct sockaddr *)&sa, sizeof sa) == 0 || errno == EINPROGRESS)
+            opened++;
+    }
+    ck_assert_int_gt(opened, 1000);
+    usleep(500000);
+    /* the served caller: three more requests on its connection, each answered */
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(tls_send(&a, raw, strlen(raw)), 0);
+        ck_assert_int_eq(tls_read_response(&a, &r, 5000, 0), 0);
+        ck_assert_int_eq(r.status, 200);
+        response_free(&r);
+    }
+    char *metrics = NULL;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &metrics), 200);
+    /* open connections never pass the limit */
+    const char *m = strstr(metrics, "\nghl_gateway_connections_active ");
+    ck_assert_ptr_nonnull(m);
+    long open_now = strtol(m + strlen("\nghl_gateway_connections_active "), NULL, 10);
+    ck_assert_msg(open_now >= 1 && open_now <= 100, "%ld connections open", open_now);
+    free(metrics);
+    for (int i = 0; i < FLOOD; i++)
+        close(flood[i]);
+    tls_close(&a);
+    /* a new caller after the flood */
+    for (int i = 0; i < 50; i++) {
+        if (send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r) == 0 && r.status == 200)
+            break;
+        response_free(&r);
+        usleep(100000);
+    }
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    free(raw);
+}
+END_TEST
+
 /* A reply still leaving when SIGTERM arrives is sent whole before the connection closes. */
 START_TEST(test_sigterm_does_not_cut_a_reply_being_sent)
 {
@@ -391,6 +462,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_mtls_requires_a_trusted_client_certificate);
     tcase_add_test(t, test_client_gone_while_the_upstream_answers);
     tcase_add_test(t, test_max_connections_holds_new_connections);
+    tcase_add_test(t, test_thousands_of_idle_connections_past_max_connections);
     tcase_add_test(t, test_sigterm_does_not_cut_a_reply_being_sent);
     tcase_add_test(t, test_pipelining_without_reading_is_bounded);
     tcase_add_test(t, test_second_instance_on_the_same_port_refused);
