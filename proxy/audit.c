@@ -448,6 +448,8 @@ struct buf {
 
 static int buf_add(struct buf *b, const char *s, size_t n)
 {
+    if (n == 0) /* b->p may still be NULL, and memcpy() must not see it even for 0 bytes */
+        return 0;
     if (b->n + n > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
         while (cap < b->n + n)
@@ -471,6 +473,8 @@ static int compose(const struct gw_audit *a, const struct gw_audit_item *it, uin
     gw_log_iso8601(gw_now_ms(), ts, sizeof ts);
     int hn = snprintf(head, sizeof head, "{\"v\":1,\"seq\":%llu,\"ts\":\"%s\",",
                       (unsigned long long)seq, ts);
+    if (hn < 0 || (size_t)hn >= sizeof head) /* a cut head would be signed into the chain */
+        return -1;
     size_t start = out->n;
     if (buf_add(out, head, (size_t)hn) != 0 || buf_add(out, it->members, strlen(it->members)) ||
         buf_add(out, ",\"prev\":\"", 9) || buf_add(out, prev, HEX_LEN) || buf_add(out, "\"}", 2))

@@ -310,7 +310,7 @@ static enum gw_auth_reason parse_parts(const char *token, size_t len, cJSON **he
         struct gw_json_opts ho = {.max_depth = HEADER_DEPTH}, po = {.max_depth = CLAIMS_DEPTH};
         *header = gw_json_parse((const char *)h, (size_t)hn, &ho, NULL);
         *payload = *header ? gw_json_parse((const char *)p, (size_t)pn, &po, NULL) : NULL;
-        if (cJSON_IsObject(*header) && cJSON_IsObject(*payload))
+        if (*payload && cJSON_IsObject(*header) && cJSON_IsObject(*payload))
             r = GW_AUTH_OK;
     }
     OPENSSL_clear_free(buf, GW_B64URL_DECODED_MAX(hl) + GW_B64URL_DECODED_MAX(pl));

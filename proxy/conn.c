@@ -733,6 +733,10 @@ void gw_conn_close_idle(struct gw_worker *w)
 
 void gw_conn_free_all(struct gw_worker *w)
 {
-    while (w->conns)
-        conn_free(w->conns);
+    struct gw_conn *c = w->conns;
+    while (c) {
+        struct gw_conn *next = c->next;
+        conn_free(c);
+        c = next;
+    }
 }

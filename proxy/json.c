@@ -58,6 +58,7 @@ static int record_line(struct parser *ps, const cJSON *node, int line)
         return 0;
     if (l->n == l->cap) {
         size_t ncap = l->cap ? l->cap * 2 : 64;
+        /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of node pointers */
         const cJSON **nn = realloc(l->node, ncap * sizeof *nn);
         if (nn == NULL)
             return -1;
@@ -968,12 +969,22 @@ char *gw_read_file(const char *path, size_t max_bytes, size_t *len)
     return buf;
 }
 
+/* Writes \uXXXX for the UTF-16 code unit u into o (6 bytes, not NUL-terminated). */
+static size_t escape_u(unsigned u, char *o)
+{
+    static const char hex[] = "0123456789abcdef";
+    o[0] = '\\';
+    o[1] = 'u';
+    for (int i = 0; i < 4; i++)
+        o[2 + i] = hex[(u >> (12 - 4 * i)) & 15];
+    return 6;
+}
+
 /* Writes the escaped form of the character at *p (advanced past it) into o (room for 6
  * bytes); returns the bytes written. Bytes from outside (headers, paths) may not be UTF-8:
  * an invalid sequence becomes U+FFFD, so the output stays valid JSON. */
 static size_t escape_char(const unsigned char **p, const unsigned char *end, char *o)
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char c = **p;
     if (c == '"' || c == '\\') {
         o[0] = '\\';
@@ -982,11 +993,8 @@ static size_t escape_char(const unsigned char **p, const unsigned char *end, cha
         return 2;
     }
     if (c < 0x20 || c == 0x7F) {
-        memcpy(o, "\\u00", 4);
-        o[4] = hex[c >> 4];
-        o[5] = hex[c & 15];
         (*p)++;
-        return 6;
+        return escape_u(c, o);
     }
     if (c < 0x80) {
         o[0] = (char)c;
@@ -995,9 +1003,8 @@ static size_t escape_char(const unsigned char **p, const unsigned char *end, cha
     }
     size_t l = utf8_len(*p, end);
     if (l == 0) {
-        memcpy(o, "\\ufffd", 6);
         (*p)++;
-        return 6;
+        return escape_u(0xFFFD, o);
     }
     memcpy(o, *p, l);
     *p += l;
@@ -1078,9 +1085,7 @@ void gw_jbuf_string(struct gw_jbuf *b, const char *s)
 
 void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v)
 {
-    if (v == NULL || cJSON_IsNull(v)) {
-        GW_JBUF_LIT(b, "null");
-    } else if (cJSON_IsTrue(v)) {
+    if (cJSON_IsTrue(v)) {
         GW_JBUF_LIT(b, "true");
     } else if (cJSON_IsFalse(v)) {
         GW_JBUF_LIT(b, "false");
@@ -1110,8 +1115,8 @@ void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v)
             gw_jbuf_value(b, c);
         }
         gw_jbuf_raw(b, obj ? "}" : "]", 1);
-    } else {
-        GW_JBUF_LIT(b, "null"); /* raw or invalid nodes: never built by the parser */
+    } else { /* NULL, null, and raw or invalid nodes (never built by the parser) */
+        GW_JBUF_LIT(b, "null");
     }
 }
 

@@ -175,6 +175,21 @@ static long dechunk(char *b, size_t n)
     }
 }
 
+/* The status of "HTTP/1.x NNN" ending in a space or the line's end, or -1: exactly three
+ * digits, as the upstream reader wants (a scanf %3d would take "2000" for 200). */
+static int status_code(const char *line)
+{
+    if (strncmp(line, "HTTP/1.", 7) != 0 || (line[7] != '0' && line[7] != '1') || line[8] != ' ')
+        return -1;
+    int st = 0;
+    for (int i = 9; i < 12; i++) {
+        if (line[i] < '0' || line[i] > '9')
+            return -1;
+        st = st * 10 + (line[i] - '0');
+    }
+    return line[12] == ' ' || line[12] == '\r' ? st : -1;
+}
+
 int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t max_bytes,
                  char **body, size_t *len, char *why, size_t whylen)
 {
@@ -248,8 +263,8 @@ int gw_https_get(const char *url, const char *ca_file, int timeout_ms, size_t ma
     }
     buf[n] = '\0';
     char *hend = strstr(buf, "\r\n\r\n");
-    int status = 0;
-    if (hend == NULL || sscanf(buf, "HTTP/1.%*1[01] %3d", &status) != 1) {
+    int status = hend ? status_code(buf) : -1;
+    if (status < 0) {
         snprintf(why, whylen, "malformed answer from %s", host);
         goto out;
     }

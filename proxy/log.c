@@ -132,16 +132,7 @@ static void add_lit(struct evbuffer *b, const char *lit)
 /* ,"name": and the value as a JSON string, or null */
 static void add_str(struct evbuffer *b, const char *name, const char *v)
 {
-    char key[40];
-    size_t n = strlen(name);
-    if (n + 4 > sizeof key)
-        n = sizeof key - 4;
-    key[0] = ',';
-    key[1] = '"';
-    memcpy(key + 2, name, n);
-    key[n + 2] = '"';
-    key[n + 3] = ':';
-    evbuffer_add(b, key, n + 4);
+    add_lit(b, name);
     if (v)
         gw_json_append_string(b, v);
     else
@@ -190,16 +181,16 @@ void gw_log_access_format(struct evbuffer *b, const struct gw_access *a)
     add_lit(b, "{\"ts\":\"");
     add_lit(b, ts);
     add_lit(b, "\"");
-    add_str(b, "request_id", a->request_id);
-    add_str(b, "ip", a->ip);
-    add_str(b, "method", a->method);
-    add_str(b, "path", a->path);
-    add_str(b, "op", a->op);
+    add_str(b, ",\"request_id\":", a->request_id);
+    add_str(b, ",\"ip\":", a->ip);
+    add_str(b, ",\"method\":", a->method);
+    add_str(b, ",\"path\":", a->path);
+    add_str(b, ",\"op\":", a->op);
     add_int(b, ",\"status\":", (unsigned long long)(a->status > 0 ? a->status : 0));
     add_ms(b, ",\"duration_ms\":", a->duration_ms);
-    add_str(b, "sub", a->sub);
-    add_str(b, "policy", a->policy);
-    add_str(b, "auth_failure", a->auth_failure);
+    add_str(b, ",\"sub\":", a->sub);
+    add_str(b, ",\"policy\":", a->policy);
+    add_str(b, ",\"auth_failure\":", a->auth_failure);
     if (a->upstream_status > 0)
         add_int(b, ",\"upstream_status\":", (unsigned long long)a->upstream_status);
     else

@@ -27,7 +27,7 @@ struct doc {
 };
 
 struct loader {
-    char dir[PATH_MAX];
+    const char *dir; /* the main document's folder */
     struct doc docs[MAX_DOCS];
     size_t ndocs;
     char *err;
@@ -345,18 +345,13 @@ static int build_security(struct loader *l, struct gw_op *op, const cJSON *sec)
 static int build_op(struct loader *l, struct gw_openapi *m, const char *path, enum gw_method meth,
                     const cJSON *oj, const cJSON *path_params)
 {
-    struct gw_op *op = &m->ops[m->nops];
-    memset(op, 0, sizeof *op);
-    m->nops++;
-    op->method = meth;
-    op->path = path;
-    op->id = str_member(oj, "operationId");
-    if (op->id == NULL)
+    const char *id = str_member(oj, "operationId");
+    if (id == NULL)
         return lfail(l, "%s %s has no operationId", gw_method_name(meth), path);
-    for (size_t i = 0; i + 1 < m->nops; i++) {
-        if (strcmp(m->ops[i].id, op->id) == 0)
-            return lfail(l, "operationId %s appears twice", op->id);
-    }
+    if (gw_openapi_op(m, id) != NULL)
+        return lfail(l, "operationId %s appears twice", id);
+    struct gw_op *op = &m->ops[m->nops++];
+    *op = (struct gw_op){.method = meth, .path = path, .id = id};
     op->deprecated = true_member(oj, "deprecated");
     if (split_path(l, op) != 0)
         return -1;
@@ -490,7 +485,9 @@ static int build_tables(struct loader *l, struct gw_openapi *m)
     size_t vcap = 0;
     for (size_t i = 0; i < m->nops; i++) {
         const struct gw_param *p = gw_op_param(&m->ops[i], GW_IN_HEADER, "Version");
-        const cJSON *en = p ? cJSON_GetObjectItemCaseSensitive(p->schema, "enum") : NULL;
+        if (p == NULL)
+            continue;
+        const cJSON *en = cJSON_GetObjectItemCaseSensitive(p->schema, "enum");
         for (const cJSON *e = cJSON_IsArray(en) ? en->child : NULL; e; e = e->next) {
             if (!cJSON_IsString(e))
                 continue;
@@ -514,16 +511,17 @@ static int build_tables(struct loader *l, struct gw_openapi *m)
 
 int gw_openapi_load(const char *path, struct gw_openapi **out, char *err, size_t errlen)
 {
-    struct loader l = {.err = err, .errlen = errlen};
     err[0] = '\0';
     *out = NULL;
+    char dir[PATH_MAX];
     const char *slash = strrchr(path, '/');
     if (slash == NULL)
-        snprintf(l.dir, sizeof l.dir, ".");
+        snprintf(dir, sizeof dir, ".");
     else if (slash == path)
-        snprintf(l.dir, sizeof l.dir, "/");
+        snprintf(dir, sizeof dir, "/");
     else
-        snprintf(l.dir, sizeof l.dir, "%.*s", (int)(slash - path), path);
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+    struct loader l = {.dir = dir, .err = err, .errlen = errlen};
     struct gw_openapi *m = calloc(1, sizeof *m);
     if (m == NULL)
         return lfail(&l, "out of memory");

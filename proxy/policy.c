@@ -781,7 +781,7 @@ static void check_target(const struct gw_policy *p, const struct gw_decision_inp
         return;
     const cJSON *locs =
         cJSON_IsObject(roles) ? cJSON_GetObjectItemCaseSensitive(roles, "locationIds") : NULL;
-    if (!cJSON_IsArray(locs) || cJSON_GetArraySize(locs) == 0) {
+    if (locs == NULL || !cJSON_IsArray(locs) || cJSON_GetArraySize(locs) == 0) {
         gw_msgs_add(out, "policy %s: user %.64s has no location inside this policy", p->name, id);
         return;
     }

@@ -114,7 +114,7 @@ void gw_rl_subject(struct gw_rl *rl, const char *iss, const char *sub, long burs
     while (e && !(e->hash == h && same_key(e, iss ? iss : "", sub ? sub : "")))
         e = e->next;
     if (e == NULL) {
-        if (s->n >= SHARD_CAP) {
+        if (s->n >= SHARD_CAP && s->head) {
             /* room: drop the bucket that has been full (idle) the longest */
             struct entry **oldest = NULL;
             for (struct entry **pp = &s->head; *pp; pp = &(*pp)->next)

@@ -962,7 +962,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
     if (peer && X509_digest(peer, EVP_sha256(), md, &mdlen) == 1 && mdlen == 32)
-        for (unsigned int i = 0; i < mdlen; i++) /* the audit records' actor.cert_sha256 */
+        for (size_t i = 0; i < mdlen; i++) /* the audit records' actor.cert_sha256 */
             snprintf(r->cert_sha256 + 2 * i, 3, "%02x", md[i]);
 
     char why[160];
@@ -1105,7 +1105,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
                  evutil_socket_error_to_string(e), ACCEPT_PAUSE_MS);
     /* EMFILE leaves the socket readable: without a pause the loop would spin */
     evconnlistener_disable(l);
-    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000L};
     evtimer_add(w->accept_resume, &tv);
 }
 

@@ -98,7 +98,7 @@ static const struct gw_config *cfg_of(const struct gw_upstream_pool *p)
 
 static void call_reset_headers(struct gw_upstream_call *call)
 {
-    for (size_t i = 0; i < GW_UPSTREAM_MAX_HEADERS * 2; i++) {
+    for (size_t i = 0; i < (size_t)GW_UPSTREAM_MAX_HEADERS * 2; i++) {
         free(call->hstore[i]);
         call->hstore[i] = NULL;
     }
@@ -207,7 +207,7 @@ static void make_idle(struct up_conn *c)
     c->reused = true;
     reset_parser(c);
     p->nidle++;
-    struct timeval tv = {IDLE_TIMEOUT_MS / 1000, (IDLE_TIMEOUT_MS % 1000) * 1000};
+    struct timeval tv = {IDLE_TIMEOUT_MS / 1000, IDLE_TIMEOUT_MS % 1000 * 1000L};
     evtimer_add(c->idle_timer, &tv);
     /* reading stays on: the server closing the connection is noticed while it is idle */
 }
@@ -786,8 +786,12 @@ void gw_upstream_pool_free(struct gw_upstream_pool *p)
         return;
     while (p->calls)
         fail(p->calls, GW_UP_SHUTDOWN, "the gateway is shutting down");
-    while (p->conns)
-        conn_free(p->conns);
+    struct up_conn *c = p->conns;
+    while (c) {
+        struct up_conn *next = c->next;
+        conn_free(c);
+        c = next;
+    }
     free(p);
 }
 

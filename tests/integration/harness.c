@@ -235,7 +235,7 @@ static void start_sandbox(struct env *e, const struct env_opts *o)
 
 /* GW_VALGRIND set (ctest label "valgrind"): the gateway runs under memcheck, and a definite
  * leak or any invalid access makes its exit status 99, which env_stop reports. */
-static bool under_valgrind(void)
+bool under_valgrind(void)
 {
     const char *v = getenv("GW_VALGRIND");
     return v && *v && strcmp(v, "0") != 0;

@@ -154,6 +154,9 @@ char *wait_for_text(const char *path, const char *needle, int timeout_ms);
 int run_cmd(const char *cmd, char **out);
 
 const char *bin_path(const char *name);
+/* True when GW_VALGRIND asks for the gateway under memcheck (ctest label "valgrind"): tests
+ * that load the gateway send less. */
+bool under_valgrind(void);
 /* Starts a program (output to log, working folder cwd or NULL) that dies with the test. */
 pid_t spawn_in(char *const argv[], const char *log, const char *cwd);
 
