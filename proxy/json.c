@@ -75,10 +75,8 @@ static int record_line(struct parser *ps, const cJSON *node, int line)
     return 0;
 }
 
-static int skip_ws(struct parser *ps)
+static int __attribute__((noinline)) skip_ws_rest(struct parser *ps)
 {
-    if (ps->p < ps->end && *ps->p > ' ' && *ps->p != '/')
-        return 0; /* the common case: no whitespace at all */
     while (ps->p < ps->end) {
         unsigned char c = *ps->p;
         if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
@@ -103,6 +101,14 @@ static int skip_ws(struct parser *ps)
     return 0;
 }
 
+/* Skips whitespace (and comments where allowed); -1 on an unterminated comment. */
+static inline int skip_ws(struct parser *ps)
+{
+    if (ps->p < ps->end && *ps->p > ' ' && *ps->p != '/')
+        return 0; /* the common case: no whitespace at all */
+    return skip_ws_rest(ps);
+}
+
 /* Bytes a string literal copies as they are: printable ASCII and DEL, not '"' or '\\'. */
 static const unsigned char plain[256] = {
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -125,7 +131,7 @@ static const unsigned char plain[256] = {
 
 /* The end of the run of plain bytes at q (< end): eight at a time while eight are left (a word
  * with a control byte, a byte >= 0x80, '"' or '\\' is left to the byte loop), then one by one. */
-static const unsigned char *plain_run(const unsigned char *q, const unsigned char *end)
+static inline const unsigned char *plain_run(const unsigned char *q, const unsigned char *end)
 {
     const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
     while (end - q >= 8) {
@@ -569,11 +575,15 @@ static cJSON *parse_number(struct parser *ps)
     return n;
 }
 
+/* word: "true", "false" or "null" */
 static bool literal(struct parser *ps, const char *word)
 {
-    size_t l = word[0] == 'f' ? 5 : 4; /* true, null; false */
-    if ((size_t)(ps->end - ps->p) < l || memcmp(ps->p, word, l) != 0)
+    size_t l = word[0] == 'f' ? 5 : 4;
+    if ((size_t)(ps->end - ps->p) < l)
         return false;
+    for (size_t i = 0; i < l; i++)
+        if (ps->p[i] != (unsigned char)word[i])
+            return false;
     ps->p += l;
     return true;
 }
@@ -674,9 +684,11 @@ cJSON *gw_json_parse(const char *buf, size_t len, const struct gw_json_opts *opt
 
 static bool check_value(struct parser *ps);
 
-static bool check_string(struct parser *ps)
+/* The string at ps->p past its first escape or non-ASCII byte (kept out of line, so that the
+ * common string, plain ASCII, costs its scan and no call). */
+static bool __attribute__((noinline)) check_string_rest(struct parser *ps,
+                                                        const unsigned char *open)
 {
-    const unsigned char *open = ps->p++;
     for (;;) {
         ps->p = plain_run(ps->p, ps->end);
         if (ps->p >= ps->end) {
@@ -737,6 +749,18 @@ static bool check_string(struct parser *ps)
         }
         ps->p += l;
     }
+}
+
+static inline bool check_string(struct parser *ps)
+{
+    const unsigned char *open = ps->p;
+    const unsigned char *q = plain_run(open + 1, ps->end);
+    if (q < ps->end && *q == '"') {
+        ps->p = q + 1;
+        return true;
+    }
+    ps->p = q;
+    return check_string_rest(ps, open);
 }
 
 static bool digits(struct parser *ps)
