@@ -725,20 +725,21 @@ static cJSON *parse_answer(struct evbuffer *body)
 {
     size_t len = evbuffer_get_length(body);
     const char *data = len ? (const char *)evbuffer_pullup(body, -1) : "";
+    if (data == NULL)
+        return NULL; /* out of memory: no tree, as for an answer that is not JSON */
     struct gw_json_error je;
     struct gw_json_opts o = {.max_depth = 32};
     return gw_json_parse(data, len, &o, &je);
 }
 
-/* An answer with a body must be JSON, by its Content-Type (application/json, parameters
- * allowed) and by its bytes: callers are promised the upstream's JSON, and an HTML error page
- * or a cut document from a misbehaving hop is the gateway's 502, not the caller's problem.
- * Checked without building the document (gw_json_check). Returns false with why filled. */
-static bool answer_is_json(const struct gw_upstream_result *res, char *why, size_t whylen)
+/* Whether an answer with a body is JSON, by its Content-Type (application/json, parameters
+ * allowed) and by its bytes (gw_json_check: no tree). Returns 1, 0 with why filled, or -1
+ * when the body cannot be made contiguous (out of memory). */
+static int answer_is_json(const struct gw_upstream_result *res, char *why, size_t whylen)
 {
     size_t len = evbuffer_get_length(res->body);
     if (len == 0)
-        return true;
+        return 1;
     const char *ct = NULL;
     for (size_t i = 0; i < res->nheaders && ct == NULL; i++)
         if (strcasecmp(res->hname[i], "Content-Type") == 0)
@@ -747,19 +748,75 @@ static bool answer_is_json(const struct gw_upstream_result *res, char *why, size
     if (ct == NULL) {
         snprintf(why, whylen, "the upstream's answer (status %d) has no Content-Type, not JSON",
                  res->status);
-        return false;
+        return 0;
     }
     if (tl != 16 || strncasecmp(ct, "application/json", 16) != 0) {
         snprintf(why, whylen, "the upstream's answer (status %d) has Content-Type %.60s, not JSON",
                  res->status, ct);
-        return false;
+        return 0;
     }
+    const char *data = (const char *)evbuffer_pullup(res->body, -1);
+    if (data == NULL)
+        return -1;
     struct gw_json_error je;
-    if (!gw_json_check((const char *)evbuffer_pullup(res->body, -1), len, 32, &je)) {
+    if (!gw_json_check(data, len, 32, &je)) {
         snprintf(why, whylen, "the upstream's answer (status %d) is not JSON: %s at byte %zu",
                  res->status, je.msg, je.offset);
-        return false;
+        return 0;
     }
+    return 1;
+}
+
+/* An answer that is not JSON (answer_is_json) from a misbehaving hop: callers are promised
+ * the upstream's JSON. A successful read becomes the gateway's 502; an error status (a 429 or
+ * a 503 page from a proxy in between) keeps its status and X-RateLimit-* headers with a body
+ * in the upstream's error shape, so callers still back off; a change the upstream reports
+ * done (2xx, its intent written) is passed through as it is: the caller must learn that it
+ * happened, and a 502 would invite a retry that repeats it. Returns true when r was answered. */
+static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res)
+{
+    char why[300];
+    int ok = answer_is_json(res, why, sizeof why);
+    if (ok == 1)
+        return false;
+    if (ok < 0) {
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+        return true;
+    }
+    gw_m_inc(&r->w->m.up_errors[GW_UPE_PROTOCOL]);
+    gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path, why);
+    bool success = res->status >= 200 && res->status <= 299;
+    if (success && r->intent_written)
+        return false;
+    if (success) {
+        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
+        return true;
+    }
+    struct gw_jbuf b = {0};
+    char head[48];
+    int hn = snprintf(head, sizeof head, "{\"statusCode\":%d,\"message\":", res->status);
+    gw_jbuf_raw(&b, head, (size_t)hn);
+    gw_jbuf_string(&b, why);
+    GW_JBUF_LIT(&b, "}");
+    char *text = gw_jbuf_take(&b);
+    struct evbuffer *out = text ? evbuffer_new() : NULL;
+    if (out == NULL || evbuffer_add(out, text, strlen(text)) != 0) {
+        free(text);
+        if (out)
+            evbuffer_free(out);
+        reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
+        return true;
+    }
+    free(text);
+    struct gw_header h[MAX_REPLY_HEADERS];
+    size_t n = 0;
+    h[n++] = (struct gw_header){"Content-Type", "application/json; charset=utf-8"};
+    for (size_t i = 0; i < res->nheaders && n + 2 < MAX_REPLY_HEADERS; i++)
+        if (strncasecmp(res->hname[i], "X-RateLimit-", 12) == 0 ||
+            strcasecmp(res->hname[i], "Retry-After") == 0)
+            h[n++] = (struct gw_header){res->hname[i], res->hvalue[i]};
+    finish(r, res->status, h, n, out, false);
+    evbuffer_free(out);
     return true;
 }
 
@@ -769,13 +826,9 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
     if (upstream_failed(r, res, r->method))
         return;
     r->upstream_status = res->status;
-    char why[300];
-    if (!answer_is_json(res, why, sizeof why)) {
-        gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
-                     why);
-        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
+    if (refuse_non_json(r, res))
         return;
-    }
+    char why[300];
     if (res->status < 200 || res->status > 299 || !gw_policy_filters_reads(r->policy) ||
         evbuffer_get_length(res->body) == 0) {
         pass_answer(r, res, NULL);
@@ -903,7 +956,9 @@ static void on_target(struct gw_upstream_result *res, void *arg)
     if (upstream_failed(r, res, "GET"))
         return;
     if (res->status < 200 || res->status > 299) {
-        pass_answer(r, res, NULL); /* a user that does not exist, 401, 429 ... */
+        r->upstream_status = res->status;
+        if (!refuse_non_json(r, res))
+            pass_answer(r, res, NULL); /* a user that does not exist, 401, 429 ... */
         return;
     }
     if (res->status != 200) { /* no user object to decide on */

@@ -198,8 +198,11 @@ static void idle_timeout(evutil_socket_t fd, short what, void *arg)
 static void make_idle(struct up_conn *c)
 {
     struct gw_upstream_pool *p = c->pool;
+    /* an answer that came before the whole request was sent leaves request bytes queued: the
+     * next request would follow them on the wire */
     if (!c->keepalive || p->w->draining || c->generation != p->w->snap->generation ||
-        p->nidle >= (size_t)cfg_of(p)->upstream.max_idle_connections) {
+        p->nidle >= (size_t)cfg_of(p)->upstream.max_idle_connections ||
+        evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         conn_free(c);
         return;
     }
@@ -476,10 +479,12 @@ static void take_buffered(struct bufferevent *bev, struct evbuffer *in)
 /* A request that fits one TLS record goes out at once: SSL_write on the connection's SSL
  * when nothing is queued in the bufferevent. Through bufferevent_write it waits for a write
  * event: two epoll_ctl calls and a loop pass per request. When SSL_write cannot finish now
- * (WANT_WRITE/WANT_READ) or fails, the bufferevent takes the same bytes: libevent retries
- * them in one SSL_write of the same length (the request is one evbuffer chain of at most
- * 16 KB, the bufferevent's write size), which SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER lets come
- * from its own buffer; an error shows there as the connection's error event. */
+ * (WANT_WRITE/WANT_READ) or fails, the bufferevent takes the same bytes: libevent 2.1 retries
+ * them in one SSL_write of the same length (into an empty evbuffer they go as one chain of at
+ * most 16 KB, and its per-write maximum is 16 KB: no rate limit or smaller single-write cap
+ * may be set on these bufferevents, or the retry would be shorter and OpenSSL would refuse
+ * it), from its own buffer, which SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows (libevent sets
+ * it too); an error shows there as the connection's error event. */
 #define DIRECT_WRITE_MAX 16384
 static void send_request(struct up_conn *c, const struct gw_upstream_call *call)
 {
@@ -488,7 +493,7 @@ static void send_request(struct up_conn *c, const struct gw_upstream_call *call)
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         ERR_clear_error();
         int r = SSL_write(ssl, call->req, (int)call->len);
-        if (r > 0) { /* all of it, or (in partial-write mode) a part: the rest is queued */
+        if (r > 0) { /* all of it (a part only in partial-write mode, not set here) */
             if ((size_t)r < call->len)
                 bufferevent_write(c->bev, call->req + r, call->len - (size_t)r);
             return;

@@ -301,11 +301,50 @@ START_TEST(test_json_error_answer_passed_back)
 }
 END_TEST
 
-START_TEST(test_html_error_page_is_502)
+/* An error status from a hop in between (an HTML 503 page, a plain-text 429) keeps its status
+ * and its rate-limit headers, so callers still back off; the body becomes JSON in the
+ * upstream's error shape. */
+START_TEST(test_html_error_page_keeps_its_status_with_a_json_body)
 {
     U.sc = (struct script){.answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
                                      "Content-Length: 22\r\n\r\n<h1>maintenance</h1>\r\n"};
-    expect_get(502, "text/html");
+    expect_get(503, "text/html");
+    then_served();
+}
+END_TEST
+
+START_TEST(test_plain_text_429_keeps_its_status_and_headers)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
+                                     "Retry-After: 7\r\nX-RateLimit-Remaining: 0\r\n"
+                                     "Content-Length: 4\r\n\r\nslow"};
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
+    ck_assert_int_eq(r.status, 429);
+    ck_assert_str_eq(response_header(&r, "Retry-After"), "7");
+    ck_assert_str_eq(response_header(&r, "X-RateLimit-Remaining"), "0");
+    ck_assert_msg(strncmp(r.body, "{\"statusCode\":429,\"message\":", 28) == 0, "%s", r.body);
+    ck_assert_ptr_nonnull(strstr(r.body, "text/plain"));
+    response_free(&r);
+    then_served();
+}
+END_TEST
+
+/* A change the upstream reports done is passed through even when its body is not JSON: the
+ * caller must learn it happened (a 502 would invite a retry that creates the user twice). */
+START_TEST(test_create_done_with_a_body_that_is_not_json_passed_through)
+{
+    U.sc = (struct script){.answer = "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 7\r\n\r\ncreated"};
+    const char *body = "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Ada\",\"lastName\":\"L\","
+                       "\"email\":\"ada.l@example.com\",\"password\":\"Str0ng!Passw0rd\","
+                       "\"type\":\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}";
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "POST", "/users/", NULL, body, &r), 0);
+    ck_assert_msg(r.status == 201, "%d %s", r.status, r.body);
+    ck_assert_str_eq(r.body, "created");
+    response_free(&r);
+    ck_assert_int_eq(U.requests, 1);
     then_served();
 }
 END_TEST
@@ -428,7 +467,9 @@ static Suite *suite(void)
     tcase_add_test(t, test_wrong_content_type_is_502);
     tcase_add_test(t, test_missing_content_type_is_502);
     tcase_add_test(t, test_json_error_answer_passed_back);
-    tcase_add_test(t, test_html_error_page_is_502);
+    tcase_add_test(t, test_html_error_page_keeps_its_status_with_a_json_body);
+    tcase_add_test(t, test_plain_text_429_keeps_its_status_and_headers);
+    tcase_add_test(t, test_create_done_with_a_body_that_is_not_json_passed_through);
     tcase_add_test(t, test_bad_chunk_size_is_502);
     tcase_add_test(t, test_chunk_without_crlf_is_502);
     tcase_add_test(t, test_content_length_and_chunked_is_502);
