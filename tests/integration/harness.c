@@ -881,3 +881,12 @@ bool journal_headers_are(const cJSON *entry, const char *const *names, size_t n)
     }
     return true;
 }
+
+int run_suite(Suite *s)
+{
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? 1 : 0;
+}

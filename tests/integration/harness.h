@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
+#include <check.h>
 #include <cJSON.h>
 #include <openssl/ssl.h>
 
@@ -154,6 +155,8 @@ char *wait_for_text(const char *path, const char *needle, int timeout_ms);
 int run_cmd(const char *cmd, char **out);
 
 const char *bin_path(const char *name);
+/* Runs a suite's tests (forked, as Check does by default) and returns main's exit status. */
+int run_suite(Suite *s);
 /* True when GW_VALGRIND asks for the gateway under memcheck (ctest label "valgrind"): tests
  * that load the gateway send less. */
 bool under_valgrind(void);

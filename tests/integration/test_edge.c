@@ -303,7 +303,7 @@ START_TEST(test_stalled_tls_handshake_cut_off_at_the_header_deadline)
     /* a ClientHello record header promising 512 bytes, ten of them, then nothing */
     fd = tcp_connect();
     static const unsigned char part[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01,
-                                         0xfc, 0x03, 0x03, 0, 0, 0, 0};
+                                         0xfc, 0x03, 0x03, 0,    0,    0,    0};
     ck_assert_int_eq((int)write(fd, part, sizeof part), (int)sizeof part);
     cut = ms_until_closed(fd, 6000);
     close(fd);
@@ -382,9 +382,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(suite());
 }

@@ -139,9 +139,8 @@ static void upstream_start(void)
     U.ctx = SSL_CTX_new(TLS_server_method());
     ck_assert_ptr_nonnull(U.ctx);
     ck_assert_int_eq(SSL_CTX_use_certificate_chain_file(U.ctx, GW_CERTS_DIR "/sandbox.crt"), 1);
-    ck_assert_int_eq(SSL_CTX_use_PrivateKey_file(U.ctx, GW_CERTS_DIR "/sandbox.key",
-                                                 SSL_FILETYPE_PEM),
-                     1);
+    ck_assert_int_eq(
+        SSL_CTX_use_PrivateKey_file(U.ctx, GW_CERTS_DIR "/sandbox.key", SSL_FILETYPE_PEM), 1);
     U.lfd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(U.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -194,8 +193,7 @@ static void expect_get(int status, const char *message)
         ck_assert_msg(strstr(r.body, message) != NULL, "body %s lacks \"%s\"", r.body, message);
         char want[64];
         snprintf(want, sizeof want, "{\"statusCode\":%d,", status);
-        ck_assert_msg(strncmp(r.body, want, strlen(want)) == 0, "not the error shape: %s",
-                      r.body);
+        ck_assert_msg(strncmp(r.body, want, strlen(want)) == 0, "not the error shape: %s", r.body);
         const char *ct = response_header(&r, "Content-Type");
         ck_assert_msg(ct && strncmp(ct, "application/json", 16) == 0, "Content-Type %s", ct);
     }
@@ -306,8 +304,9 @@ END_TEST
  * upstream's error shape. */
 START_TEST(test_html_error_page_keeps_its_status_with_a_json_body)
 {
-    U.sc = (struct script){.answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
-                                     "Content-Length: 22\r\n\r\n<h1>maintenance</h1>\r\n"};
+    U.sc =
+        (struct script){.answer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\n"
+                                  "Content-Length: 22\r\n\r\n<h1>maintenance</h1>\r\n"};
     expect_get(503, "text/html");
     then_served();
 }
@@ -315,9 +314,10 @@ END_TEST
 
 START_TEST(test_plain_text_429_keeps_its_status_and_headers)
 {
-    U.sc = (struct script){.answer = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
-                                     "Retry-After: 7\r\nX-RateLimit-Remaining: 0\r\n"
-                                     "Content-Length: 4\r\n\r\nslow"};
+    U.sc =
+        (struct script){.answer = "HTTP/1.1 429 Too Many Requests\r\nContent-Type: text/plain\r\n"
+                                  "Retry-After: 7\r\nX-RateLimit-Remaining: 0\r\n"
+                                  "Content-Length: 4\r\n\r\nslow"};
     struct response r;
     ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 429);
@@ -379,7 +379,8 @@ END_TEST
 
 START_TEST(test_two_content_lengths_is_502)
 {
-    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 2\r\nContent-Length: 4\r\n\r\n{}{}"};
+    U.sc =
+        (struct script){.answer = JSON_HEAD "Content-Length: 2\r\nContent-Length: 4\r\n\r\n{}{}"};
     expect_get(502, NULL);
     then_served();
 }
@@ -405,7 +406,8 @@ END_TEST
 START_TEST(test_slow_body_is_504)
 {
     /* the head at once, the body after the deadline (1.5 s) */
-    U.sc = (struct script){.answer = GOOD_ANSWER, .split = strlen(JSON_HEAD) + 10, .pause_ms = 3000};
+    U.sc =
+        (struct script){.answer = GOOD_ANSWER, .split = strlen(JSON_HEAD) + 10, .pause_ms = 3000};
     expect_get(504, "upstream timed out");
     then_served();
 }
@@ -486,9 +488,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-    SRunner *sr = srunner_create(suite());
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return run_suite(suite());
 }

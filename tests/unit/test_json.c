@@ -41,8 +41,7 @@ static void check_agrees(const char *buf, size_t len, const struct gw_json_opts 
                       parsed ? "accepted" : "refuses only for its own checks", buf, e.msg);
         ck_assert_str_eq(e.msg, "");
     } else {
-        ck_assert_msg(!ok, "gw_json_check accepted what the parser refused (%s): %.80s", why,
-                      buf);
+        ck_assert_msg(!ok, "gw_json_check accepted what the parser refused (%s): %.80s", why, buf);
     }
 }
 
@@ -240,8 +239,7 @@ START_TEST(test_json_duplicates_on_both_paths)
     /* "costarring" and "liquid" have the same 32-bit FNV-1a hash: equal hashes are not
      * duplicates until the names compare equal */
     ACCEPTED("{\"costarring\":1,\"liquid\":2}");
-    REFUSED("{\"costarring\":1,\"liquid\":2,\"costarring\":3}",
-            "duplicate member \"costarring\"");
+    REFUSED("{\"costarring\":1,\"liquid\":2,\"costarring\":3}", "duplicate member \"costarring\"");
     char *big = object_of(60, 10, "costarring", 50, "liquid");
     ACCEPTED(big);
     free(big);
@@ -253,7 +251,8 @@ END_TEST
 START_TEST(test_json_string_runs_between_escapes_and_utf8)
 {
     struct gw_json_error e;
-    cJSON *v = parse("[\"abc\\ndef\\\"g\xc3\xa9h\\u00e9ij\", \"\", \"x\", \"\\t\", \"\xe2\x82\xac\"]", &e);
+    cJSON *v =
+        parse("[\"abc\\ndef\\\"g\xc3\xa9h\\u00e9ij\", \"\", \"x\", \"\\t\", \"\xe2\x82\xac\"]", &e);
     ck_assert_msg(v != NULL, "%s", e.msg);
     ck_assert_str_eq(cJSON_GetArrayItem(v, 0)->valuestring, "abc\ndef\"g\xc3\xa9h\xc3\xa9ij");
     ck_assert_str_eq(cJSON_GetArrayItem(v, 1)->valuestring, "");
