@@ -733,9 +733,10 @@ static cJSON *parse_answer(struct evbuffer *body)
 }
 
 /* Whether an answer with a body is JSON, by its Content-Type (application/json, parameters
- * allowed) and by its bytes (gw_json_check: no tree). Returns 1, 0 with why filled, or -1
- * when the body cannot be made contiguous (out of memory). */
-static int answer_is_json(const struct gw_upstream_result *res, char *why, size_t whylen)
+ * allowed) and, with bytes, by its bytes (gw_json_check: no tree). Returns 1, 0 with why
+ * filled, or -1 when the body cannot be made contiguous (out of memory). */
+static int answer_is_json(const struct gw_upstream_result *res, bool bytes, char *why,
+                          size_t whylen)
 {
     size_t len = evbuffer_get_length(res->body);
     if (len == 0)
@@ -755,6 +756,8 @@ static int answer_is_json(const struct gw_upstream_result *res, char *why, size_
                  res->status, ct);
         return 0;
     }
+    if (!bytes)
+        return 1;
     const char *data = (const char *)evbuffer_pullup(res->body, -1);
     if (data == NULL)
         return -1;
@@ -771,12 +774,17 @@ static int answer_is_json(const struct gw_upstream_result *res, char *why, size_
  * the upstream's JSON. A successful read becomes the gateway's 502; an error status (a 429 or
  * a 503 page from a proxy in between) keeps its status and X-RateLimit-* headers with a body
  * in the upstream's error shape, so callers still back off; a change the upstream reports
- * done (2xx, its intent written) is passed through as it is: the caller must learn that it
- * happened, and a 502 would invite a retry that repeats it. Returns true when r was answered. */
-static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res)
+ * done (2xx, its intent written) is passed through as it is, unchecked: the caller must learn
+ * that it happened, and a 502 would invite a retry that repeats it. parsed_later: the body is
+ * read by the strict parser next (read rules), so only its Content-Type is checked here.
+ * Returns true when r was answered. */
+static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bool parsed_later)
 {
+    bool success = res->status >= 200 && res->status <= 299;
+    if (success && r->intent_written)
+        return false;
     char why[300];
-    int ok = answer_is_json(res, why, sizeof why);
+    int ok = answer_is_json(res, !parsed_later, why, sizeof why);
     if (ok == 1)
         return false;
     if (ok < 0) {
@@ -785,9 +793,6 @@ static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res)
     }
     gw_m_inc(&r->w->m.up_errors[GW_UPE_PROTOCOL]);
     gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path, why);
-    bool success = res->status >= 200 && res->status <= 299;
-    if (success && r->intent_written)
-        return false;
     if (success) {
         reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return true;
@@ -826,11 +831,12 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
     if (upstream_failed(r, res, r->method))
         return;
     r->upstream_status = res->status;
-    if (refuse_non_json(r, res))
+    bool filtered = res->status >= 200 && res->status <= 299 &&
+                    gw_policy_filters_reads(r->policy) && evbuffer_get_length(res->body) > 0;
+    if (refuse_non_json(r, res, filtered))
         return;
     char why[300];
-    if (res->status < 200 || res->status > 299 || !gw_policy_filters_reads(r->policy) ||
-        evbuffer_get_length(res->body) == 0) {
+    if (!filtered) {
         pass_answer(r, res, NULL);
         return;
     }
@@ -957,7 +963,7 @@ static void on_target(struct gw_upstream_result *res, void *arg)
         return;
     if (res->status < 200 || res->status > 299) {
         r->upstream_status = res->status;
-        if (!refuse_non_json(r, res))
+        if (!refuse_non_json(r, res, false))
             pass_answer(r, res, NULL); /* a user that does not exist, 401, 429 ... */
         return;
     }

@@ -120,7 +120,7 @@ int free_port(void)
     static size_t ngiven;
     for (int attempt = 0; attempt < 64; attempt++) {
         int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct sockaddr_in a = loopback(0);
         socklen_t l = sizeof a;
         if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
             getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
@@ -142,18 +142,33 @@ int free_port(void)
     return -1;
 }
 
+struct sockaddr_in loopback(int port)
+{
+    return (struct sockaddr_in){.sin_family = AF_INET,
+                                .sin_port = htons((uint16_t)port),
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+}
+
+int loopback_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = loopback(port);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 int wait_port(int port, int timeout_ms)
 {
     long end = now_ms() + timeout_ms;
     while (now_ms() < end) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = {.sin_family = AF_INET,
-                                .sin_port = htons((uint16_t)port),
-                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        int rc = connect(fd, (struct sockaddr *)&a, sizeof a);
-        close(fd);
-        if (rc == 0)
+        int fd = loopback_connect(port);
+        if (fd >= 0) {
+            close(fd);
             return 0;
+        }
         usleep(20000);
     }
     return -1;
@@ -515,14 +530,9 @@ void env_start_gateway(struct env *e)
 int admin_get(const struct env *e, const char *path, char **body)
 {
     *body = NULL;
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)e->admin_port)};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
-        if (fd >= 0)
-            close(fd);
+    int fd = loopback_connect(e->admin_port);
+    if (fd < 0)
         return -1;
-    }
     char req[300];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n", path);
@@ -653,9 +663,7 @@ int tls_connect(struct tls_client *c, int port, int max_version, const char *cer
     c->fd = socket(AF_INET, SOCK_STREAM, 0);
     if (tls_client_rcvbuf)
         setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &tls_client_rcvbuf, sizeof tls_client_rcvbuf);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = loopback(port);
     if (connect(c->fd, (struct sockaddr *)&a, sizeof a) != 0)
         return -1;
     struct timeval tv = {5, 0};

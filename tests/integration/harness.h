@@ -9,6 +9,7 @@
 #ifndef GW_HARNESS_H
 #define GW_HARNESS_H
 
+#include <netinet/in.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -95,6 +96,9 @@ int env_stop_gateway(struct env *e, int wait_ms);
 void env_stop(struct env *e);
 
 int free_port(void);
+/* 127.0.0.1:port, and a blocking TCP connection to it (the fd, or -1). */
+struct sockaddr_in loopback(int port);
+int loopback_connect(int port);
 int wait_port(int port, int timeout_ms);
 
 /* ---- client ---- */

@@ -157,11 +157,8 @@ END_TEST
 
 START_TEST(test_plain_http_on_tls_port_gets_no_http_response)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)E.gateway.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    int fd = loopback_connect(E.gateway.port);
+    ck_assert_int_ge(fd, 0);
     const char *raw = GET_OK "\r\n";
     ck_assert_int_eq((int)write(fd, raw, strlen(raw)), (int)strlen(raw));
     char buf[512] = {0};
@@ -266,17 +263,6 @@ START_TEST(test_idle_keep_alive_connection_closed)
 }
 END_TEST
 
-/* A raw TCP connection to the gateway (no TLS), connected. */
-static int tcp_connect(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)E.gateway.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
-    return fd;
-}
-
 /* Milliseconds until the gateway closes fd (reads skipped), or -1 after limit_ms. */
 static long ms_until_closed(int fd, int limit_ms)
 {
@@ -296,12 +282,14 @@ static long ms_until_closed(int fd, int limit_ms)
 START_TEST(test_stalled_tls_handshake_cut_off_at_the_header_deadline)
 {
     /* no ClientHello at all */
-    int fd = tcp_connect();
+    int fd = loopback_connect(E.gateway.port);
+    ck_assert_int_ge(fd, 0);
     long cut = ms_until_closed(fd, 6000);
     close(fd);
     ck_assert_msg(cut >= 1300 && cut <= 3500, "a silent connection closed after %ld ms", cut);
     /* a ClientHello record header promising 512 bytes, ten of them, then nothing */
-    fd = tcp_connect();
+    fd = loopback_connect(E.gateway.port);
+    ck_assert_int_ge(fd, 0);
     static const unsigned char part[] = {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01,
                                          0xfc, 0x03, 0x03, 0,    0,    0,    0};
     ck_assert_int_eq((int)write(fd, part, sizeof part), (int)sizeof part);

@@ -233,11 +233,8 @@ START_TEST(test_max_connections_holds_new_connections)
     ck_assert_int_eq(tls_connect(&a, E.gateway.port, 0, NULL, NULL, ca), 0);
     ck_assert_int_eq(tls_connect(&b, E.gateway.port, 0, NULL, NULL, ca), 0);
     /* the third TCP connection lands in the backlog; its TLS handshake is not answered */
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)E.gateway.port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    ck_assert_int_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    int fd = loopback_connect(E.gateway.port);
+    ck_assert_int_ge(fd, 0);
     SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
     SSL *ssl = SSL_new(ctx);
     SSL_set_fd(ssl, fd);
@@ -289,9 +286,7 @@ START_TEST(test_thousands_of_idle_connections_past_max_connections)
     ck_assert_int_eq(r.status, 200);
     response_free(&r);
     static int flood[FLOOD];
-    struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)E.gateway.port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in sa = loopback(E.gateway.port);
     int opened = 0;
     for (int i = 0; i < FLOOD; i++) {
         flood[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);

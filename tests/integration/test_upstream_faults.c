@@ -144,7 +144,7 @@ static void upstream_start(void)
     U.lfd = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
     setsockopt(U.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct sockaddr_in a = loopback(0);
     ck_assert_int_eq(bind(U.lfd, (struct sockaddr *)&a, sizeof a), 0);
     socklen_t al = sizeof a;
     ck_assert_int_eq(getsockname(U.lfd, (struct sockaddr *)&a, &al), 0);
