@@ -112,31 +112,36 @@ int run_cmd(const char *cmd, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
-/* A port nobody listens on. The kernel may hand the same free port out twice in a row, so
- * the ports already given to this process are skipped. */
+/* A port nobody listens on, drawn at random below the kernel's ephemeral range (32768 and up
+ * by default): a port from bind(0) is an ephemeral one, which an outgoing connection of a
+ * test, the gateway or the sandbox could take as its local port before the program meant to
+ * listen on it starts (seen with the slow start under valgrind, suites running two at a
+ * time). The ports already given to this process are skipped. */
 int free_port(void)
 {
     static int given[256];
     static size_t ngiven;
-    for (int attempt = 0; attempt < 64; attempt++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in a = loopback(0);
-        socklen_t l = sizeof a;
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-            getsockname(fd, (struct sockaddr *)&a, &l) != 0) {
-            close(fd);
-            return -1;
-        }
-        close(fd);
-        int port = ntohs(a.sin_port);
+    static unsigned seed;
+    static pid_t seeded_in;
+    if (seeded_in != getpid()) { /* each forked test draws its own sequence */
+        seeded_in = getpid();
+        seed = (unsigned)seeded_in * 2654435761u ^ (unsigned)now_ms();
+    }
+    for (int attempt = 0; attempt < 200; attempt++) {
+        int port = 10000 + (int)(rand_r(&seed) % 22000u);
         bool seen = false;
-        for (size_t i = 0; i < ngiven; i++)
+        for (size_t i = 0; i < ngiven && i < 256; i++)
             seen |= given[i] == port;
         if (seen)
             continue;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = loopback(port);
+        bool ok = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        if (fd >= 0)
+            close(fd);
+        if (!ok)
+            continue;
         given[ngiven++ % 256] = port;
-        if (ngiven > 256)
-            ngiven = 256;
         return port;
     }
     return -1;
