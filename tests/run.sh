@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, builds, runs every test (ctest) in a normal build
+# The test command: installs what is missing, builds (warnings are errors here), runs every test
+# (ctest) in a normal build
 # (unit, integration, lint — banned functions, cppcheck, clang-tidy, deploy manifests —, the
 # policy cases, and label "valgrind": the integration suites with the gateway under memcheck),
 # again in an AddressSanitizer + UndefinedBehaviorSanitizer build (all but lint and valgrind),
+# builds a Release build with the tests and runs its unit suites,
 # then runs each libFuzzer target briefly (GW_FUZZ_SECONDS, default 10). The last line printed
 # is the summary.
 # Usage: tests/run.sh
@@ -37,9 +39,13 @@ run_build() { # name dir ctest-label-exclude cmake-args...
 }
 
 mkdir -p build
-run_build release build ""
+run_build release build "" -DGW_WERROR=ON
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  run_build sanitize build-asan "^(lint|valgrind)$" -DGW_SANITIZE=ON
+  run_build sanitize build-asan "^(lint|valgrind)$" -DGW_SANITIZE=ON -DGW_WERROR=ON
+# What a user builds (-O3, no debug info: other inlining, other warnings), with the tests:
+# built warning-free and its unit suites run.
+run_build optimized build-o3 "^(integration|valgrind|lint|policy)$" -DCMAKE_BUILD_TYPE=Release \
+  -DGW_WERROR=ON
 
 echo "== fuzz targets (${GW_FUZZ_SECONDS:-10} s each, clang, ASan + UBSan)"
 if tests/fuzz/run.sh "${GW_FUZZ_SECONDS:-10}"; then
