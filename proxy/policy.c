@@ -751,44 +751,192 @@ static void check_grants(const struct gw_policy *p, const struct gw_openapi *api
     if (p->max_locations >= 0 && cJSON_GetArraySize(locs) > p->max_locations)
         gw_msgs_add(out, "policy %s: %d locations exceed the limit of %ld", p->name,
                     cJSON_GetArraySize(locs), p->max_locations);
+    /* an agency user reaches every location, whatever its locationIds say ([] included) */
+    if (type && strcasecmp(type, "agency") == 0 && p->loc != LOC_ALL)
+        gw_msgs_add(out,
+                    "policy %s: an agency user reaches every location; only a policy whose "
+                    "locations are \"*\" may %s one",
+                    p->name, creating ? "create" : "make");
 }
 
-static void check_target(const struct gw_policy *p, const struct gw_decision_input *in,
-                         struct gw_msgs *out)
+/* Is every location of a user object inside p for these claims? A user without roles, without
+ * locations, or of type agency (agency users reach every location) is not. */
+static bool target_inside(const struct gw_policy *p, const cJSON *claims, const cJSON *roles)
 {
-    const cJSON *t = in->target;
-    const cJSON *roles = cJSON_GetObjectItemCaseSensitive(t, "roles");
-    const char *id = jstr(t, "id");
-    if (id == NULL)
-        id = in->route && in->route->npath ? in->route->pval[0] : "(unknown)";
-    /* Agency users are for policies that cover everything and may grant agency. Anything else
-     * needs a target whose type can be read and is not agency (fail closed: a missing or odd
-     * roles.type must not pass as "not agency"). */
-    bool may_agency = p->loc == LOC_ALL && in_list(&p->types, "agency");
-    const char *type = cJSON_IsObject(roles) ? jstr(roles, "type") : NULL;
-    if (!may_agency) {
-        if (type == NULL) {
-            gw_msgs_add(out, "policy %s: user %.64s has no roles.type this policy can check",
-                        p->name, id);
-            return;
-        }
-        if (strcasecmp(type, "agency") == 0) {
-            gw_msgs_add(out, "policy %s: user %.64s is an agency user", p->name, id);
-            return;
-        }
-    }
     if (p->loc == LOC_ALL)
-        return;
-    const cJSON *locs =
-        cJSON_IsObject(roles) ? cJSON_GetObjectItemCaseSensitive(roles, "locationIds") : NULL;
-    if (locs == NULL || !cJSON_IsArray(locs) || cJSON_GetArraySize(locs) == 0) {
-        gw_msgs_add(out, "policy %s: user %.64s has no location inside this policy", p->name, id);
+        return true;
+    const char *type = jstr(roles, "type");
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
+    if (!cJSON_IsObject(roles) || (type && strcasecmp(type, "agency") == 0) ||
+        !cJSON_IsArray(locs) || locs->child == NULL)
+        return false;
+    for (const cJSON *e = locs->child; e; e = e->next)
+        if (!cJSON_IsString(e) || !location_allowed(p, claims, e->valuestring))
+            return false;
+    return true;
+}
+
+/* Where the target's locations break a location-bound policy, one reason each. */
+static void target_location_reasons(const struct gw_policy *p, const struct gw_decision_input *in,
+                                    const cJSON *roles, const char *id, struct gw_msgs *out)
+{
+    const char *type = jstr(roles, "type");
+    if (type && strcasecmp(type, "agency") == 0)
+        gw_msgs_add(out, "policy %s: user %.64s is an agency user", p->name, id);
+    const cJSON *locs = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
+    if (!cJSON_IsArray(locs) || locs->child == NULL) {
+        if (type == NULL || strcasecmp(type, "agency") != 0)
+            gw_msgs_add(out, "policy %s: user %.64s has no location inside this policy", p->name,
+                        id);
         return;
     }
     for (const cJSON *e = locs->child; e; e = e->next)
         if (!cJSON_IsString(e) || !location_allowed(p, in->claims, e->valuestring))
             gw_msgs_add(out, "policy %s: user %.64s is in location %.64s, outside this policy",
                         p->name, id, cJSON_IsString(e) ? e->valuestring : "(not a string)");
+}
+
+/* One scope the target holds, against what p may grant. */
+static void target_scope(const struct gw_policy *p, const struct gw_decision_input *in,
+                         const char *id, const char *scope, size_t len, struct gw_msgs *out)
+{
+    char one[256];
+    if (len >= sizeof one) { /* no scope of the document is this long */
+        gw_msgs_add(out,
+                    "policy %s: user %.64s holds a scope of %zu characters, which this "
+                    "policy may not grant",
+                    p->name, id, len);
+        return;
+    }
+    memcpy(one, scope, len);
+    one[len] = '\0';
+    if (!matches_any(&p->scopes, one))
+        gw_msgs_add(out, "policy %s: user %.64s holds scope %s, which this policy may not grant",
+                    p->name, id, one);
+    else if (p->within && !held(in, one))
+        gw_msgs_add(out, "policy %s: user %.64s holds scope %s, which the caller does not hold",
+                    p->name, id, one);
+}
+
+/* The scopes the target holds: "scopes", an array of strings or (as the document declares it)
+ * one space-separated string. An answer without them says nothing about what the user holds
+ * (the upstream's default for a user created without a list is not documented): within the
+ * grant only when the grant covers every scope. */
+static void target_scopes(const struct gw_policy *p, const struct gw_decision_input *in,
+                          const cJSON *t, const char *id, struct gw_msgs *out)
+{
+    const cJSON *s = cJSON_GetObjectItemCaseSensitive(t, "scopes");
+    if (s == NULL) {
+        if (!all_star(&p->scopes) || p->within)
+            gw_msgs_add(out,
+                        "policy %s: user %.64s is answered without its scopes, so this policy "
+                        "cannot tell whether it may grant them",
+                        p->name, id);
+        return;
+    }
+    if (cJSON_IsString(s)) {
+        for (const char *w = s->valuestring; *w;) {
+            size_t n = strcspn(w, " ");
+            if (n)
+                target_scope(p, in, id, w, n, out);
+            w += n;
+            w += strspn(w, " ");
+        }
+        return;
+    }
+    if (!cJSON_IsArray(s)) {
+        gw_msgs_add(out, "policy %s: user %.64s has scopes this policy cannot read", p->name, id);
+        return;
+    }
+    for (const cJSON *e = s->child; e; e = e->next) {
+        if (!cJSON_IsString(e))
+            gw_msgs_add(out, "policy %s: user %.64s has a scope that is not a string", p->name, id);
+        else
+            target_scope(p, in, id, e->valuestring, strlen(e->valuestring), out);
+    }
+}
+
+/* Every flag p pins, on the target's values (a flag the answer leaves out has the document's
+ * default, as the upstream applies it). */
+static void target_pins(const struct gw_policy *p, const struct gw_openapi *api, const cJSON *t,
+                        const char *id, struct gw_msgs *out)
+{
+    if (p->npins == 0)
+        return;
+    const cJSON *perms = cJSON_GetObjectItemCaseSensitive(t, "permissions");
+    if (perms && !cJSON_IsObject(perms)) {
+        gw_msgs_add(out, "policy %s: user %.64s has permissions this policy cannot read", p->name,
+                    id);
+        return;
+    }
+    for (size_t f = 0; f < api->nperms; f++) { /* in the document's order */
+        const struct pin *pin = NULL;
+        for (size_t k = 0; k < p->npins && pin == NULL; k++)
+            if (p->pins[k].flag == f)
+                pin = &p->pins[k];
+        if (pin == NULL)
+            continue;
+        const char *name = api->perms[f].name;
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(perms, name);
+        if (v && !cJSON_IsBool(v)) {
+            gw_msgs_add(out, "policy %s: user %.64s has a permissions.%s that is not true or false",
+                        p->name, id, name);
+        } else if (v == NULL && !api->perms[f].has_def) {
+            gw_msgs_add(out,
+                        "policy %s: user %.64s is answered without permissions.%s, which has no "
+                        "documented default; this policy pins it to %s",
+                        p->name, id, name, pin->value ? "true" : "false");
+        } else {
+            bool value = v ? cJSON_IsTrue(v) : api->perms[f].def;
+            if (value != pin->value)
+                gw_msgs_add(out,
+                            "policy %s: user %.64s has permissions.%s %s%s, which this "
+                            "policy pins to %s",
+                            p->name, id, name, value ? "true" : "false", v ? "" : " (the default)",
+                            pin->value ? "true" : "false");
+        }
+    }
+}
+
+/* The user an update or delete would touch, as the upstream answered for it (SPEC §6.3 target,
+ * and target within the grant): every location inside p, and no escalation through the
+ * target: p may change or delete only a user it could have created, so the user's type, role,
+ * scopes and pinned flags must all be grantable by p, whatever the request changes.
+ * A target not entirely inside p's locations is named to the caller only as outside (the first
+ * reason, which the 403 shows): the reasons after it, for the audit record, say why and what
+ * else p could not grant (SPEC §6.4). */
+static void check_target(const struct gw_policy *p, const struct gw_openapi *api,
+                         const struct gw_decision_input *in, struct gw_msgs *out)
+{
+    const cJSON *t = in->target;
+    const cJSON *roles = cJSON_GetObjectItemCaseSensitive(t, "roles");
+    const char *id = jstr(t, "id");
+    if (id == NULL)
+        id = in->route && in->route->npath ? in->route->pval[0] : "(unknown)";
+    if (!target_inside(p, in->claims, roles)) {
+        gw_msgs_add(out, "policy %s: user %.64s is outside this policy's locations", p->name, id);
+        if (cJSON_IsObject(roles))
+            target_location_reasons(p, in, roles, id, out);
+    }
+    if (!cJSON_IsObject(roles)) {
+        gw_msgs_add(out, "policy %s: user %.64s has no roles this policy can check", p->name, id);
+        return;
+    }
+    const char *type = jstr(roles, "type"), *role = jstr(roles, "role");
+    if (type == NULL)
+        gw_msgs_add(out, "policy %s: user %.64s has no roles.type this policy can check", p->name,
+                    id);
+    else if (!in_list(&p->types, type))
+        gw_msgs_add(out, "policy %s: user %.64s has type %.64s, which this policy may not grant",
+                    p->name, id, type);
+    if (role == NULL)
+        gw_msgs_add(out, "policy %s: user %.64s has no roles.role this policy can check", p->name,
+                    id);
+    else if (!in_list(&p->roles, role))
+        gw_msgs_add(out, "policy %s: user %.64s has role %.64s, which this policy may not grant",
+                    p->name, id, role);
+    target_scopes(p, in, t, id, out);
+    target_pins(p, api, t, id, out);
 }
 
 /* Every violation of p, in the order of SPEC §6.3. */
@@ -809,6 +957,15 @@ static void check_policy(const struct gw_policy *p, const struct gw_openapi *api
     for (const cJSON *e = cJSON_IsArray(locs) ? locs->child : NULL; e; e = e->next)
         if (cJSON_IsString(e) && !location_allowed(p, in->claims, e->valuestring))
             gw_msgs_add(out, "policy %s: location %s is not allowed", p->name, e->valuestring);
+    /* twilioPhone is keyed by location id: a number set in a location is a write there */
+    const cJSON *phones = cJSON_GetObjectItemCaseSensitive(in->body, "twilioPhone");
+    for (const cJSON *e = cJSON_IsObject(phones) ? phones->child : NULL; e; e = e->next) {
+        bool listed = false; /* already named by locationIds */
+        for (const cJSON *l = cJSON_IsArray(locs) ? locs->child : NULL; l && !listed; l = l->next)
+            listed = cJSON_IsString(l) && strcmp(l->valuestring, e->string) == 0;
+        if (!listed && !location_allowed(p, in->claims, e->string))
+            gw_msgs_add(out, "policy %s: location %.100s is not allowed", p->name, e->string);
+    }
     const char *qloc = in->route ? gw_route_query(in->route, "locationId") : NULL;
     if (qloc && !location_allowed(p, in->claims, qloc))
         gw_msgs_add(out, "policy %s: location %s is not allowed", p->name, qloc);
@@ -818,7 +975,7 @@ static void check_policy(const struct gw_policy *p, const struct gw_openapi *api
         gw_msgs_add(out, "policy %s: %s must name a locationId", p->name, op->id);
     if (gw_policy_needs_target(op)) {
         if (in->target)
-            check_target(p, in, out);
+            check_target(p, api, in, out);
         else if (!in->target_pending) /* fail closed: never decide a change blind */
             gw_msgs_add(out, "policy %s: the user to change is not known", p->name);
     }

@@ -276,6 +276,20 @@ static void check_denied(const struct gw_decision *d, const char *pname, const c
         gw_decision_free(&d_);                                                                     \
     } while (0)
 
+/* Denied by pname with first (the reason the 403 shows) as its first reason. */
+#define ASSERT_DENIED_FIRST(ps, pname, claims, method, target, body, tuser, first)                 \
+    do {                                                                                           \
+        struct gw_decision d_;                                                                     \
+        decide((ps), (claims), (method), (target), (body), (tuser), &d_);                          \
+        char *t_ = reasons_text(&d_);                                                              \
+        ck_assert_msg(!d_.allowed && d_.reasons.n > 0 && strcmp(d_.reasons.v[0], (first)) == 0,    \
+                      "want denied first with \"%s\":\n%s", (first), t_);                          \
+        ck_assert_msg(d_.policy &&strcmp(gw_policy_name(d_.policy), (pname)) == 0,                 \
+                      "policy want %s:\n%s", (pname), t_);                                         \
+        free(t_);                                                                                  \
+        gw_decision_free(&d_);                                                                     \
+    } while (0)
+
 #define ASSERT_DENIED(ps, pname, claims, method, target, body, tuser, ...)                         \
     do {                                                                                           \
         static const char *const w_[] = {__VA_ARGS__};                                             \
@@ -308,8 +322,9 @@ static void check_denied(const struct gw_decision *d, const char *pname, const c
     ",'grant':{'types':['account'],'roles':['user'],'scopes':['contacts.*','conversations/*'],"    \
     "'scopes_assigned_to_only':['contacts.write']}"
 
+/* A user-role account user in locs holding no scope and every flag at its default. */
 #define ACCOUNT_IN(locs)                                                                           \
-    "{'id':'u1','roles':{'type':'account','role':'user','locationIds':" locs "}}"
+    "{'id':'u1','roles':{'type':'account','role':'user','locationIds':" locs "},'scopes':[]}"
 
 #define MUST_SCOPES                                                                                \
     "policy p: create-user must send scopes (the upstream's default is not documented)"
@@ -717,14 +732,17 @@ END_TEST
 START_TEST(test_policy_locations_from_body_in_order)
 {
     struct gw_policies *ps = load1(POL("['L1','L2']", ""));
+    /* no grant: no target is within it either (who may not grant may not touch) */
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'locationIds':['L9','L1','L8']}",
                   ACCOUNT_IN("['L1']"), "policy p: location L9 is not allowed",
                   "policy p: location L8 is not allowed",
+                  "policy p: user u1 has type account, which this policy may not grant",
+                  "policy p: user u1 has role user, which this policy may not grant",
                   "policy p: grants nothing; the request sets locationIds");
     gw_policies_free(ps);
     remove_dir();
     make_dir();
-    ps = load1(POL("['L1','L2']", ",'grant':{}"));
+    ps = load1(POL("['L1','L2']", ",'grant':{'types':['account'],'roles':['user']}"));
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'locationIds':['L9','L1','L8']}",
                   ACCOUNT_IN("['L1']"), "policy p: location L9 is not allowed",
                   "policy p: location L8 is not allowed");
@@ -808,11 +826,15 @@ END_TEST
 START_TEST(test_policy_target_outside_locations_update_and_delete)
 {
     struct gw_policies *ps = load1(POL("['L1','L2']", GRANT_STD));
+    /* the caller is told only that the user is outside (the 403 shows the first reason); the
+     * reasons after it, for the audit record, say where */
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}",
                   ACCOUNT_IN("['L1','L9','L2','L8']"),
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 is in location L9, outside this policy",
                   "policy p: user u1 is in location L8, outside this policy");
     ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, ACCOUNT_IN("['L7']"),
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 is in location L7, outside this policy");
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}",
                    ACCOUNT_IN("['L2','L1']"));
@@ -825,20 +847,28 @@ START_TEST(test_policy_target_without_location)
 {
     struct gw_policies *ps = load1(POL("['L1']", GRANT_STD));
     ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                  "{'id':'u1','roles':{'type':'account','role':'user'}}",
+                  "{'id':'u1','roles':{'type':'account','role':'user'},'scopes':[]}",
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 has no location inside this policy");
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}",
-                  "{'id':'u1','roles':{'type':'account','locationIds':'L1'}}",
+                  "{'id':'u1','roles':{'type':'account','role':'user','locationIds':'L1'},"
+                  "'scopes':[]}",
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 has no location inside this policy");
+    /* without roles: outside too (SPEC 6.4), and refused */
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}", "{'id':'u1'}",
-                  "policy p: user u1 has no roles.type this policy can check");
+                  "policy p: user u1 is outside this policy's locations",
+                  "policy p: user u1 has no roles this policy can check");
     gw_policies_free(ps);
     /* under "*" a target without locations is fine */
     remove_dir();
     make_dir();
     ps = load1(POL("'*'", GRANT_STD));
     ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                   "{'id':'u1','roles':{'type':'account','role':'user'}}");
+                   "{'id':'u1','roles':{'type':'account','role':'user'},'scopes':[]}");
+    /* but a target answer without roles is refused everywhere */
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, "{'id':'u1','scopes':[]}",
+                  "policy p: user u1 has no roles this policy can check");
     gw_policies_free(ps);
 }
 END_TEST
@@ -848,33 +878,56 @@ END_TEST
 START_TEST(test_policy_target_odd_shapes_fail_closed)
 {
     struct gw_policies *ps = load1(POL("'*'", GRANT_STD));
-    static const char *const odd[] = {
-        "{'id':'u1','roles':[{'type':'agency'}]}",
-        "{'id':'u1','roles':{'type':['agency']}}",
-        "{'id':'u1','type':'agency'}",
-        "{'id':'u1'}",
-        "{'id':'u1','roles':{'role':'admin'}}",
-        "{'id':'u1','roles':'agency'}",
+    static const struct {
+        const char *user, *first;
+    } odd[] = {
+        {"{'id':'u1','roles':[{'type':'agency'}],'scopes':[]}",
+         "policy p: user u1 has no roles this policy can check"},
+        {"{'id':'u1','roles':{'type':['agency'],'role':'user'},'scopes':[]}",
+         "policy p: user u1 has no roles.type this policy can check"},
+        {"{'id':'u1','type':'agency','scopes':[]}",
+         "policy p: user u1 has no roles this policy can check"},
+        {"{'id':'u1'}", "policy p: user u1 has no roles this policy can check"},
+        {"{'id':'u1','roles':{'role':'user'},'scopes':[]}",
+         "policy p: user u1 has no roles.type this policy can check"},
+        {"{'id':'u1','roles':{'type':'account'},'scopes':[]}",
+         "policy p: user u1 has no roles.role this policy can check"},
+        {"{'id':'u1','roles':'agency','scopes':[]}",
+         "policy p: user u1 has no roles this policy can check"},
+        {"{'id':'u1','roles':{'type':'Agency','role':'user','locationIds':['L1']},'scopes':[]}",
+         "policy p: user u1 has type Agency, which this policy may not grant"},
+        {"{'id':'u1','roles':{'type':'account','role':'user'},'scopes':'contacts.write'}", NULL},
+        {"{'id':'u1','roles':{'type':'account','role':'user'},'scopes':{'a':1}}",
+         "policy p: user u1 has scopes this policy cannot read"},
+        {"{'id':'u1','roles':{'type':'account','role':'user'},'scopes':['contacts.write',5]}",
+         "policy p: user u1 has a scope that is not a string"},
     };
-    for (size_t i = 0; i < sizeof odd / sizeof *odd; i++)
-        ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, odd[i],
-                      "policy p: user u1 has no roles.type this policy can check");
-    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                  "{'id':'u1','roles':{'type':'Agency','locationIds':['L1']}}",
-                  "policy p: user u1 is an agency user");
+    for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
+        if (odd[i].first)
+            ASSERT_DENIED_FIRST(ps, "p", BOT, "DELETE", "/users/u1", NULL, odd[i].user,
+                                odd[i].first);
+        else
+            ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL, odd[i].user);
+    }
     gw_policies_free(ps);
-    /* a policy that may touch agency users everywhere does not need the type */
+    /* a policy that may grant everything still needs to see what the user is */
     remove_dir();
     make_dir();
-    ps = load1(POL("'*'", ",'grant':{'types':['account','agency'],'roles':['user','admin']}"));
-    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL, "{'id':'u1'}");
+    ps = load1(POL("'*'", ",'grant':{'types':['account','agency'],'roles':['user','admin'],"
+                          "'scopes':['*']}"));
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, "{'id':'u1'}",
+                  "policy p: user u1 has no roles this policy can check");
+    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                   "{'id':'u1','roles':{'type':'agency','role':'admin'}}");
     gw_policies_free(ps);
     /* restricted: location ids that are not strings are outside */
     remove_dir();
     make_dir();
     ps = load1(POL("['L1']", GRANT_STD));
     ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                  "{'id':'u1','roles':{'type':'account','locationIds':['L1',7]}}",
+                  "{'id':'u1','roles':{'type':'account','role':'user','locationIds':['L1',7]},"
+                  "'scopes':[]}",
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 is in location (not a string), outside this policy");
     gw_policies_free(ps);
 }
@@ -928,8 +981,15 @@ START_TEST(test_policy_agency_target_restricted_locations)
     /* agency in grant.types but locations not "*" */
     struct gw_policies *ps =
         load1(POL("['L1']", ",'grant':{'types':['account','agency'],'roles':['user','admin']}"));
+    /* an agency user reaches every location: outside any list, whatever its locationIds */
     ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                  "{'id':'u1','roles':{'type':'agency','role':'admin'}}",
+                  "{'id':'u1','roles':{'type':'agency','role':'admin'},'scopes':[]}",
+                  "policy p: user u1 is outside this policy's locations",
+                  "policy p: user u1 is an agency user");
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                  "{'id':'u1','roles':{'type':'agency','role':'admin','locationIds':['L1']},"
+                  "'scopes':[]}",
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 is an agency user");
     gw_policies_free(ps);
 }
@@ -939,19 +999,19 @@ START_TEST(test_policy_agency_target_needs_agency_in_types)
 {
     struct gw_policies *ps = load1(POL("'*'", GRANT_STD));
     ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                  "{'id':'u1','roles':{'type':'agency','role':'admin'}}",
-                  "policy p: user u1 is an agency user");
+                  "{'id':'u1','roles':{'type':'agency','role':'user'},'scopes':[]}",
+                  "policy p: user u1 has type agency, which this policy may not grant");
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}",
-                  "{'id':'u1','roles':{'type':'agency','role':'admin'}}",
-                  "policy p: user u1 is an agency user");
+                  "{'id':'u1','roles':{'type':'agency','role':'user'},'scopes':[]}",
+                  "policy p: user u1 has type agency, which this policy may not grant");
     gw_policies_free(ps);
     /* no grant at all: no agency in types either */
     remove_dir();
     make_dir();
     ps = load1(POL("'*'", ""));
-    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                  "{'id':'u1','roles':{'type':'agency','role':'admin'}}",
-                  "policy p: user u1 is an agency user");
+    ASSERT_DENIED_FIRST(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                        "{'id':'u1','roles':{'type':'agency','role':'admin'},'scopes':[]}",
+                        "policy p: user u1 has type agency, which this policy may not grant");
     gw_policies_free(ps);
 }
 END_TEST
@@ -961,9 +1021,9 @@ START_TEST(test_policy_agency_target_allowed_with_star_and_agency_type)
     struct gw_policies *ps =
         load1(POL("'*'", ",'grant':{'types':['account','agency'],'roles':['user','admin']}"));
     ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
-                   "{'id':'u1','roles':{'type':'agency','role':'admin'}}");
+                   "{'id':'u1','roles':{'type':'agency','role':'admin'},'scopes':[]}");
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}",
-                   "{'id':'u1','roles':{'type':'agency','role':'admin'}}");
+                   "{'id':'u1','roles':{'type':'agency','role':'admin'},'scopes':[]}");
     gw_policies_free(ps);
 }
 END_TEST
@@ -1004,8 +1064,9 @@ END_TEST
 
 START_TEST(test_policy_grant_scope_star_in_middle_and_everything)
 {
-    struct gw_policies *ps = load1(
-        POL("'*'", ",'grant':{'scopes':['calendars*write'],'scopes_assigned_to_only':['*']}"));
+    struct gw_policies *ps =
+        load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user'],"
+                         "'scopes':['calendars*write'],'scopes_assigned_to_only':['*']}"));
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
                    "{'scopes':['calendars.write','calendars/events.write'],"
                    "'scopesAssignedToOnly':['locations.create','contacts.write']}",
@@ -1019,7 +1080,8 @@ END_TEST
 START_TEST(test_policy_within_caller_scopes_on)
 {
     struct gw_policies *ps =
-        load1(POL("'*'", ",'grant':{'scopes':['contacts.*','conversations/*'],"
+        load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user'],"
+                         "'scopes':['contacts.*','conversations/*'],"
                          "'scopes_assigned_to_only':['contacts.write','conversations.write'],"
                          "'within_caller_scopes':true}"));
     const char *c = "{'sub':'bot','scope':'users.write contacts.write'}";
@@ -1055,7 +1117,8 @@ END_TEST
 START_TEST(test_policy_within_caller_scopes_off)
 {
     struct gw_policies *ps = load1(POL(
-        "'*'", ",'grant':{'scopes':['contacts.*','conversations/*'],"
+        "'*'", ",'grant':{'types':['account'],'roles':['user'],"
+               "'scopes':['contacts.*','conversations/*'],"
                "'scopes_assigned_to_only':['conversations.write'],'within_caller_scopes':false}"));
     const char *c = "{'sub':'bot','scope':'users.write'}";
     ASSERT_ALLOWED(ps, "p", c, "PUT", "/users/u1",
@@ -1143,9 +1206,22 @@ START_TEST(test_policy_omitted_grant_lists_are_empty)
     remove_dir();
     make_dir();
     ps = load1(POL("'*'", ",'grant':{}"));
-    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'type':'account','role':'user'}",
-                  ACCOUNT_IN("['L1']"), "policy p: type account is not grantable",
-                  "policy p: role user is not grantable");
+    ASSERT_DENIED(
+        ps, "p", BOT, "PUT", "/users/u1", "{'type':'account','role':'user'}", ACCOUNT_IN("['L1']"),
+        "policy p: user u1 has type account, which this policy may not grant",
+        "policy p: user u1 has role user, which this policy may not grant",
+        "policy p: type account is not grantable", "policy p: role user is not grantable");
+    /* and so it touches no user at all, even to empty its lists */
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1",
+                  "{'scopes':[],'scopesAssignedToOnly':[],'permissions':{'paymentsEnabled':true}}",
+                  ACCOUNT_IN("['L1']"),
+                  "policy p: user u1 has type account, which this policy may not grant",
+                  "policy p: user u1 has role user, which this policy may not grant");
+    gw_policies_free(ps);
+    /* types and roles given, the other lists omitted: lists may be emptied */
+    remove_dir();
+    make_dir();
+    ps = load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user']}"));
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
                    "{'scopes':[],'scopesAssignedToOnly':[],'permissions':{'paymentsEnabled':true}}",
                    ACCOUNT_IN("['L1']"));
@@ -1161,15 +1237,23 @@ START_TEST(test_policy_without_grant_denies_each_granting_member)
                   "{'locationIds':['L1'],'permissions':{'contactsEnabled':true},"
                   "'scopesAssignedToOnly':[],'scopes':[],'role':'user','type':'account',"
                   "'firstName':'X'}",
-                  ACCOUNT_IN("['L1']"), "policy p: grants nothing; the request sets type",
+                  ACCOUNT_IN("['L1']"),
+                  "policy p: user u1 has type account, which this policy may not grant",
+                  "policy p: user u1 has role user, which this policy may not grant",
+                  "policy p: grants nothing; the request sets type",
                   "policy p: grants nothing; the request sets role",
                   "policy p: grants nothing; the request sets scopes",
                   "policy p: grants nothing; the request sets scopesAssignedToOnly",
                   "policy p: grants nothing; the request sets permissions",
                   "policy p: grants nothing; the request sets locationIds");
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'scopes':[]}", ACCOUNT_IN("['L1']"),
+                  "policy p: user u1 has type account, which this policy may not grant",
+                  "policy p: user u1 has role user, which this policy may not grant",
                   "policy p: grants nothing; the request sets scopes");
-    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}", ACCOUNT_IN("['L1']"));
+    /* who may not grant may not touch: not even a name */
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}", ACCOUNT_IN("['L1']"),
+                  "policy p: user u1 has type account, which this policy may not grant",
+                  "policy p: user u1 has role user, which this policy may not grant");
     /* create-user always sets type, role and locationIds */
     struct gw_decision d;
     decide(ps, BOT, "POST", "/users/", CREATE(",'scopes':[],'scopesAssignedToOnly':[]"), NULL, &d);
@@ -1229,11 +1313,18 @@ START_TEST(test_policy_pin_satisfied_by_default_allowed)
 }
 END_TEST
 
+/* A user-role account user in L1 whose paymentsEnabled is false (within PIN_PAY). */
+#define ACCOUNT_NOPAY                                                                              \
+    "{'id':'u1','roles':{'type':'account','role':'user','locationIds':['L1']},'scopes':[],"        \
+    "'permissions':{'paymentsEnabled':false}}"
+
+/* An update that sends no permissions changes no flag: the request's are not checked, the
+ * target's own flags are (target within the grant). */
 START_TEST(test_policy_update_without_permissions_not_pin_checked)
 {
     struct gw_policies *ps = load1(POL("'*'", PIN_PAY));
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
-                   "{'firstName':'X','scopes':['contacts.write']}", ACCOUNT_IN("['L1']"));
+                   "{'firstName':'X','scopes':['contacts.write']}", ACCOUNT_NOPAY);
     gw_policies_free(ps);
 }
 END_TEST
@@ -1242,12 +1333,12 @@ START_TEST(test_policy_update_with_unrelated_flag_checks_defaults)
 {
     struct gw_policies *ps = load1(POL("'*'", PIN_PAY));
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'permissions':{'contactsEnabled':false}}",
-                  ACCOUNT_IN("['L1']"),
+                  ACCOUNT_NOPAY,
                   "policy p: permissions.paymentsEnabled defaults to true but must be false; "
                   "send it explicitly");
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
                    "{'permissions':{'contactsEnabled':false,'paymentsEnabled':false}}",
-                   ACCOUNT_IN("['L1']"));
+                   ACCOUNT_NOPAY);
     gw_policies_free(ps);
 }
 END_TEST
@@ -1284,7 +1375,8 @@ END_TEST
 
 START_TEST(test_policy_max_locations)
 {
-    struct gw_policies *ps = load1(POL("'*'", ",'grant':{'max_locations':2}"));
+    struct gw_policies *ps =
+        load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user'],'max_locations':2}"));
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'locationIds':['L1','L2','L3']}",
                   ACCOUNT_IN("['L1']"), "policy p: 3 locations exceed the limit of 2");
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'locationIds':['L1','L2']}",
@@ -1293,7 +1385,7 @@ START_TEST(test_policy_max_locations)
     /* omitted: no cap */
     remove_dir();
     make_dir();
-    ps = load1(POL("'*'", ",'grant':{}"));
+    ps = load1(POL("'*'", ",'grant':{'types':['account'],'roles':['user']}"));
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1",
                    "{'locationIds':['L1','L2','L3','L4','L5','L6','L7','L8','L9']}",
                    ACCOUNT_IN("['L1']"));
@@ -1309,10 +1401,10 @@ START_TEST(test_policy_fields_forbid)
     ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X','phone':'+15550100'}",
                    ACCOUNT_IN("['L1']"));
     gw_policies_free(ps);
-    /* without grant: a forbidden field is reported too (and firstName may be forbidden) */
+    /* firstName may be forbidden too */
     remove_dir();
     make_dir();
-    ps = load1(POL("'*'", ",'fields':{'forbid':['firstName']}"));
+    ps = load1(POL("'*'", GRANT_STD ",'fields':{'forbid':['firstName']}"));
     ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'firstName':'X'}", ACCOUNT_IN("['L1']"),
                   "policy p: field firstName may not be written");
     gw_policies_free(ps);
@@ -1341,6 +1433,8 @@ START_TEST(test_policy_several_violations_in_order)
                   "policy p: scope conversations.write is not grantable as assigned-to-only",
                   "policy p: permissions.paymentsEnabled is true but must be false",
                   "policy p: 3 locations exceed the limit of 2",
+                  "policy p: an agency user reaches every location; only a policy whose "
+                  "locations are \"*\" may create one",
                   "policy p: field twilioPhone may not be written");
     gw_policies_free(ps);
 }
@@ -1357,9 +1451,277 @@ START_TEST(test_policy_several_violations_update_with_target)
                   "{'phone':'+1555','role':'admin','locationIds':['L5'],'companyId':'c2'}",
                   ACCOUNT_IN("['L1','L6']"), "policy p: company c2 is not allowed",
                   "policy p: location L5 is not allowed",
+                  "policy p: user u1 is outside this policy's locations",
                   "policy p: user u1 is in location L6, outside this policy",
                   "policy p: role admin is not grantable",
                   "policy p: field phone may not be written");
+    gw_policies_free(ps);
+}
+END_TEST
+
+/* ---- target within the grant (SPEC 6.3): no escalation through the target ---- */
+
+/* The onboarding bot's shape: user role only, some scopes, pins. */
+#define BOT_GRANT                                                                                  \
+    ",'grant':{'types':['account'],'roles':['user'],'scopes':['contacts.*','conversations/*'],"    \
+    "'scopes_assigned_to_only':['contacts.write'],"                                                \
+    "'permissions':{'paymentsEnabled':false,'assignedDataOnly':true}}"
+
+/* A user in L1 with the given role, scopes and permissions members (each a JSON fragment). */
+#define USER_IN_L1(role, scopes, perms)                                                            \
+    "{'id':'u1','roles':{'type':'account','role':" role ",'locationIds':['L1']},'scopes':" scopes  \
+    ",'permissions':" perms "}"
+
+#define BOT_PERMS "{'paymentsEnabled':false,'assignedDataOnly':true}"
+
+/* Found when the gateway was attacked: a user-role-only policy could send a password to an
+ * admin of its location. The admin is refused for update (whatever the body) and delete. */
+START_TEST(test_policy_target_admin_refused_for_update_and_delete)
+{
+    struct gw_policies *ps = load1(POL("['L1']", BOT_GRANT));
+    const char *admin = USER_IN_L1("'admin'", "['contacts.write']", BOT_PERMS);
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'password':'Takeover-1234!'}", admin,
+                  "policy p: user u1 has role admin, which this policy may not grant");
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, admin,
+                  "policy p: user u1 has role admin, which this policy may not grant");
+    /* lowering its privileges needs a policy that could grant them too */
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'role':'user'}", admin,
+                  "policy p: user u1 has role admin, which this policy may not grant");
+    /* the same user with the user role is within the grant */
+    const char *user = USER_IN_L1("'user'", "['contacts.write']", BOT_PERMS);
+    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'password':'Reset-1234!x'}", user);
+    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL, user);
+    gw_policies_free(ps);
+    /* a policy that grants admin may touch admins */
+    remove_dir();
+    make_dir();
+    ps = load1(POL("['L1']", ",'grant':{'types':['account'],'roles':['user','admin'],"
+                             "'scopes':['contacts.*'],'permissions':{'paymentsEnabled':false,"
+                             "'assignedDataOnly':true}}"));
+    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'password':'Reset-1234!x'}", admin);
+    gw_policies_free(ps);
+}
+END_TEST
+
+START_TEST(test_policy_target_scope_outside_the_grant)
+{
+    struct gw_policies *ps = load1(POL("['L1']", BOT_GRANT));
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'password':'Takeover-1234!'}",
+                  USER_IN_L1("'user'",
+                             "['contacts.write','payments.write','conversations/message.readonly']",
+                             BOT_PERMS),
+                  "policy p: user u1 holds scope payments.write, which this policy may not grant");
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                  USER_IN_L1("'user'", "['settings.write']", BOT_PERMS),
+                  "policy p: user u1 holds scope settings.write, which this policy may not grant");
+    /* the document declares scopes a string: space-separated words, each checked */
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                  USER_IN_L1("'user'", "'contacts.write  payments.write '", BOT_PERMS),
+                  "policy p: user u1 holds scope payments.write, which this policy may not grant");
+    ASSERT_ALLOWED(
+        ps, "p", BOT, "DELETE", "/users/u1", NULL,
+        USER_IN_L1("'user'", "'contacts.write conversations/message.readonly'", BOT_PERMS));
+    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                   USER_IN_L1("'user'", "''", BOT_PERMS));
+    /* an answer without scopes says nothing of what the user holds */
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                  "{'id':'u1','roles':{'type':'account','role':'user','locationIds':['L1']},"
+                  "'permissions':" BOT_PERMS "}",
+                  "policy p: user u1 is answered without its scopes, so this policy cannot tell "
+                  "whether it may grant them");
+    /* a scope longer than any real one is not grantable (and not copied whole) */
+    char big[700];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    char *user = NULL;
+    ck_assert_int_ge(asprintf(&user, USER_IN_L1("'user'", "['%s']", BOT_PERMS), big), 0);
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, user,
+                  "policy p: user u1 holds a scope of 699 characters, which this policy may not "
+                  "grant");
+    free(user);
+    gw_policies_free(ps);
+    /* scopes ["*"]: any scope, and an unknown list, are within */
+    remove_dir();
+    make_dir();
+    ps = load1(POL("['L1']", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*']}"));
+    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                   USER_IN_L1("'user'", "['payments.write']", "{}"));
+    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                   "{'id':'u1','roles':{'type':'account','role':'user','locationIds':['L1']}}");
+    gw_policies_free(ps);
+    /* within_caller_scopes: the target's scopes must be the caller's too */
+    remove_dir();
+    make_dir();
+    ps = load1(POL("['L1']", ",'grant':{'types':['account'],'roles':['user'],'scopes':['*'],"
+                             "'within_caller_scopes':true}"));
+    const char *caller = "{'sub':'bot','scope':'users.write contacts.write'}";
+    ASSERT_DENIED(ps, "p", caller, "DELETE", "/users/u1", NULL,
+                  USER_IN_L1("'user'", "['contacts.write','medias.readonly']", "{}"),
+                  "policy p: user u1 holds scope medias.readonly, which the caller does not hold");
+    ASSERT_ALLOWED(ps, "p", caller, "DELETE", "/users/u1", NULL,
+                   USER_IN_L1("'user'", "['contacts.write']", "{}"));
+    ASSERT_DENIED(ps, "p", caller, "DELETE", "/users/u1", NULL,
+                  "{'id':'u1','roles':{'type':'account','role':'user','locationIds':['L1']}}",
+                  "policy p: user u1 is answered without its scopes, so this policy cannot tell "
+                  "whether it may grant them");
+    gw_policies_free(ps);
+}
+END_TEST
+
+START_TEST(test_policy_target_pinned_flags)
+{
+    struct gw_policies *ps = load1(POL("['L1']", BOT_GRANT));
+    /* sent by the upstream with another value */
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'password':'Takeover-1234!'}",
+                  USER_IN_L1("'user'", "[]", "{'paymentsEnabled':true,'assignedDataOnly':true}"),
+                  "policy p: user u1 has permissions.paymentsEnabled true, which this policy "
+                  "pins to false");
+    /* left out: the document's default (assignedDataOnly false, paymentsEnabled true), in the
+     * document's flag order */
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, USER_IN_L1("'user'", "[]", "{}"),
+                  "policy p: user u1 has permissions.assignedDataOnly false (the default), "
+                  "which this policy pins to true",
+                  "policy p: user u1 has permissions.paymentsEnabled true (the default), which "
+                  "this policy pins to false");
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                  "{'id':'u1','roles':{'type':'account','role':'user','locationIds':['L1']},"
+                  "'scopes':[]}",
+                  "policy p: user u1 has permissions.assignedDataOnly false (the default), "
+                  "which this policy pins to true",
+                  "policy p: user u1 has permissions.paymentsEnabled true (the default), which "
+                  "this policy pins to false");
+    /* an update that sends every pinned flag still may not touch a user outside the pins:
+     * the pins hold on the user before the change as well */
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1",
+                  "{'permissions':{'paymentsEnabled':false,'assignedDataOnly':true}}",
+                  USER_IN_L1("'user'", "[]", "{'paymentsEnabled':true,'assignedDataOnly':true}"),
+                  "policy p: user u1 has permissions.paymentsEnabled true, which this policy "
+                  "pins to false");
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                  USER_IN_L1("'user'", "[]", "{'paymentsEnabled':'no','assignedDataOnly':true}"),
+                  "policy p: user u1 has a permissions.paymentsEnabled that is not true or false");
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, USER_IN_L1("'user'", "[]", "[false]"),
+                  "policy p: user u1 has permissions this policy cannot read");
+    /* flags the policy does not pin are anything */
+    ASSERT_ALLOWED(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                   USER_IN_L1("'user'", "[]",
+                              "{'paymentsEnabled':false,'assignedDataOnly':true,"
+                              "'settingsEnabled':true,'someNewFlag':1}"));
+    gw_policies_free(ps);
+}
+END_TEST
+
+/* A location-bound policy names a target outside its locations only as outside: the first
+ * reason (the 403's message) holds no location id, role, scope or flag of that user; the
+ * reasons after it (the audit record's) hold them all. Inside, the exact reason comes first. */
+START_TEST(test_policy_outside_target_reveals_nothing)
+{
+    struct gw_policies *ps = load1(POL("['L1']", BOT_GRANT));
+    static const char *const outside[] = {
+        "{'id':'u1','roles':{'type':'account','role':'admin','locationIds':['L7']},"
+        "'scopes':['payments.write'],'permissions':{'paymentsEnabled':true}}",
+        "{'id':'u1','roles':{'type':'account','role':'admin','locationIds':['L1','L7']},"
+        "'scopes':['payments.write']}",
+        "{'id':'u1','roles':{'type':'agency','role':'admin'},'scopes':['payments.write']}",
+        "{'id':'u1','roles':{'type':'account','role':'user','locationIds':[]},'scopes':[]}",
+        "{'id':'u1','scopes':[]}",
+    };
+    for (size_t i = 0; i < sizeof outside / sizeof *outside; i++) {
+        struct gw_decision d;
+        decide(ps, BOT, "PUT", "/users/u1", "{'password':'Takeover-1234!'}", outside[i], &d);
+        char *t = reasons_text(&d);
+        ck_assert_msg(!d.allowed && d.reasons.n >= 2, "%s", t);
+        ck_assert_str_eq(d.reasons.v[0], "policy p: user u1 is outside this policy's locations");
+        ck_assert_msg(strstr(d.reasons.v[0], "L7") == NULL, "%s", t);
+        free(t);
+        gw_decision_free(&d);
+    }
+    /* the audit's reasons are complete */
+    ASSERT_DENIED(ps, "p", BOT, "DELETE", "/users/u1", NULL, outside[0],
+                  "policy p: user u1 is outside this policy's locations",
+                  "policy p: user u1 is in location L7, outside this policy",
+                  "policy p: user u1 has role admin, which this policy may not grant",
+                  "policy p: user u1 holds scope payments.write, which this policy may not grant",
+                  "policy p: user u1 has permissions.assignedDataOnly false (the default), which "
+                  "this policy pins to true",
+                  "policy p: user u1 has permissions.paymentsEnabled true, which this policy "
+                  "pins to false");
+    /* inside: the exact reason first */
+    ASSERT_DENIED_FIRST(ps, "p", BOT, "DELETE", "/users/u1", NULL,
+                        USER_IN_L1("'admin'", "['payments.write']", BOT_PERMS),
+                        "policy p: user u1 has role admin, which this policy may not grant");
+    gw_policies_free(ps);
+}
+END_TEST
+
+/* An agency user reaches every location (locationIds [] included): only a policy whose
+ * locations are "*" may create one or make one, even with agency in grant.types. */
+START_TEST(test_policy_agency_user_needs_every_location)
+{
+    struct gw_policies *ps =
+        load1(POL("['L1']", ",'grant':{'types':['account','agency'],'roles':['user'],"
+                            "'scopes':['*'],'scopes_assigned_to_only':['*']}"));
+    static const char *const msg_create = "policy p: an agency user reaches every location; only "
+                                          "a policy whose locations are \"*\" may create one";
+    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
+                  "{'companyId':'c1','firstName':'Ann','lastName':'Lee','email':'a@example.com',"
+                  "'password':'Secret-pass-123','type':'agency','role':'user','locationIds':[]}",
+                  NULL, msg_create);
+    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
+                  "{'companyId':'c1','firstName':'Ann','lastName':'Lee','email':'a@example.com',"
+                  "'password':'Secret-pass-123','type':'Agency','role':'user','locationIds':["
+                  "'L1']}",
+                  NULL, "policy p: type Agency is not grantable",
+                  "policy p: an agency user reaches every location; only a policy whose "
+                  "locations are \"*\" may create one");
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1", "{'type':'agency'}", ACCOUNT_IN("['L1']"),
+                  "policy p: an agency user reaches every location; only a policy whose "
+                  "locations are \"*\" may make one");
+    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/", CREATE(""), NULL);
+    gw_policies_free(ps);
+    remove_dir();
+    make_dir();
+    ps = load1(POL("'*'", ",'grant':{'types':['account','agency'],'roles':['user'],"
+                          "'scopes':['*'],'scopes_assigned_to_only':['*']}"));
+    ASSERT_ALLOWED(ps, "p", BOT, "POST", "/users/",
+                   "{'companyId':'c1','firstName':'Ann','lastName':'Lee','email':'a@example.com',"
+                   "'password':'Secret-pass-123','type':'agency','role':'user','locationIds':[]}",
+                   NULL);
+    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'type':'agency'}", ACCOUNT_IN("['L1']"));
+    gw_policies_free(ps);
+}
+END_TEST
+
+/* twilioPhone is keyed by location id: each key is a location the request names. */
+START_TEST(test_policy_twilio_phone_keys_are_locations)
+{
+    struct gw_policies *ps = load1(POL("['L1','L2']", GRANT_STD));
+    ASSERT_DENIED(ps, "p", BOT, "PUT", "/users/u1",
+                  "{'twilioPhone':{'L1':'+15550100','L9':'+15550101','L8':''}}",
+                  ACCOUNT_IN("['L1']"), "policy p: location L9 is not allowed",
+                  "policy p: location L8 is not allowed");
+    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
+                  CREATE(",'scopes':[],'scopesAssignedToOnly':[],'twilioPhone':{'L9':'+1555'}"),
+                  NULL, "policy p: location L9 is not allowed");
+    /* a location named twice is reported once */
+    ASSERT_DENIED(ps, "p", BOT, "POST", "/users/",
+                  "{'companyId':'c1','firstName':'Ann','lastName':'Lee','email':'a@example.com',"
+                  "'password':'Secret-pass-123','type':'account','role':'user','locationIds':["
+                  "'L9'],'scopes':[],'scopesAssignedToOnly':[],'twilioPhone':{'L9':'+1555'}}",
+                  NULL, "policy p: location L9 is not allowed");
+    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'twilioPhone':{'L1':'+15550100','L2':''}}",
+                   ACCOUNT_IN("['L1']"));
+    ASSERT_ALLOWED(ps, "p", BOT, "PUT", "/users/u1", "{'twilioPhone':{}}", ACCOUNT_IN("['L1']"));
+    gw_policies_free(ps);
+    /* locations from a claim */
+    remove_dir();
+    make_dir();
+    ps = load1(POL("{'claim':'locs'}", GRANT_STD));
+    const char *c = "{'sub':'bot','scope':'users.write','locs':['L3']}";
+    ASSERT_DENIED(ps, "p", c, "PUT", "/users/u1", "{'twilioPhone':{'L1':'+1555'}}",
+                  ACCOUNT_IN("['L3']"), "policy p: location L1 is not allowed");
+    ASSERT_ALLOWED(ps, "p", c, "PUT", "/users/u1", "{'twilioPhone':{'L3':'+1555'}}",
+                   ACCOUNT_IN("['L3']"));
     gw_policies_free(ps);
 }
 END_TEST
@@ -1371,9 +1733,11 @@ START_TEST(test_policy_first_allowing_policy_wins)
     put("10-alpha.json", "{'name':'alpha','subjects':[{'sub':'bot'}],'operations':['get-user'],"
                          "'companies':'*','locations':'*'}");
     put("20-beta.json", "{'name':'beta','subjects':[{'sub':'bot'}],'operations':['delete-user'],"
-                        "'companies':'*','locations':'*'}");
+                        "'companies':'*','locations':'*',"
+                        "'grant':{'types':['account'],'roles':['user']}}");
     put("30-gamma.json", "{'name':'gamma','subjects':[{'sub':'bot'}],'operations':" ALLOPS
-                         ",'companies':'*','locations':'*'}");
+                         ",'companies':'*','locations':'*',"
+                         "'grant':{'types':['account'],'roles':['user']}}");
     struct gw_policies *ps = load_ok();
     ck_assert_uint_eq(ps->n, 3);
     struct gw_decision d;
@@ -1757,6 +2121,12 @@ static Suite *policy_suite(void)
     tcase_add_test(tc, test_policy_fields_forbid);
     tcase_add_test(tc, test_policy_several_violations_in_order);
     tcase_add_test(tc, test_policy_several_violations_update_with_target);
+    tcase_add_test(tc, test_policy_target_admin_refused_for_update_and_delete);
+    tcase_add_test(tc, test_policy_target_scope_outside_the_grant);
+    tcase_add_test(tc, test_policy_target_pinned_flags);
+    tcase_add_test(tc, test_policy_outside_target_reveals_nothing);
+    tcase_add_test(tc, test_policy_agency_user_needs_every_location);
+    tcase_add_test(tc, test_policy_twilio_phone_keys_are_locations);
     /* 4 */
     tcase_add_test(tc, test_policy_first_allowing_policy_wins);
     tcase_add_test(tc, test_policy_all_deny_reasons_of_every_matching_policy);
