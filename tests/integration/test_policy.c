@@ -16,6 +16,10 @@
 #define U_BOTH "UserBoth000000000003"
 #define U_LOC1 "UserLocOne0000000004"
 #define U_AGENCY "UserAgency0000000005"
+#define U_ADMIN "UserAdmin00000000006"  /* LOC1, role admin */
+#define U_SCOPE "UserScope00000000007"  /* LOC1, role user, holds payments.write */
+#define U_PAYS "UserPays000000000008"   /* LOC1, role user, paymentsEnabled true (sent) */
+#define U_PAYDEF "UserPayDef0000000009" /* LOC1, role user, paymentsEnabled left out */
 
 static struct env E;
 static char bot[4096];    /* svc-bot: the restricted policy "bot" */
@@ -48,19 +52,35 @@ static const char admin_policy[] =
     "  \"grant\": { \"types\": [\"account\", \"agency\"], \"roles\": [\"admin\", \"user\"],\n"
     "             \"scopes\": [\"*\"], \"scopes_assigned_to_only\": [\"*\"] } }\n";
 
-#define SEED_MORE                                                                                  \
-    "{\"id\":\"" U_LOC2 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Bea\",\"lastName\":"     \
-    "\"Two\",\"email\":\"bea@example.com\",\"phone\":\"+15550002\",\"roles\":{\"type\":"           \
-    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC2 "\"]}},"                              \
-    "{\"id\":\"" U_BOTH "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Cy\",\"lastName\":"      \
-    "\"Both\",\"email\":\"cy@example.com\",\"phone\":\"+15550003\",\"roles\":{\"type\":"           \
-    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\",\"" LOC2 "\"]}},"                 \
-    "{\"id\":\"" U_LOC1 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Di\",\"lastName\":"      \
-    "\"One\",\"email\":\"di@example.com\",\"phone\":\"+15550004\",\"roles\":{\"type\":"            \
-    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}},"                              \
-    "{\"id\":\"" U_AGENCY "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Ed\",\"lastName\":"    \
-    "\"Agency\",\"email\":\"ed@example.com\",\"roles\":{\"type\":\"agency\",\"role\":"             \
-    "\"admin\"}}"
+/* A seed user of LOC1 with a role, scopes and permissions (JSON texts). */
+#define SEED_IN_LOC1(id, role, scopes, perms)                                                      \
+    "{\"id\":\"" id "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Tess\",\"lastName\":"        \
+    "\"Target\",\"email\":\"" id "@example.com\",\"roles\":{\"type\":\"account\",\"role\":\"" role \
+    "\",\"locationIds\":[\"" LOC1 "\"]},\"scopes\":" scopes ",\"permissions\":" perms "}"
+
+#define SEED_MORE                                                                                                                                                                                                       \
+    "{\"id\":\"" U_LOC2 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Bea\",\"lastName\":"                                                                                                                          \
+    "\"Two\",\"email\":\"bea@example.com\",\"phone\":\"+15550002\",\"roles\":{\"type\":"                                                                                                                                \
+    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC2 "\"]}},"                                                                                                                                                   \
+    "{\"id\":\"" U_BOTH "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Cy\",\"lastName\":"                                                                                                                           \
+    "\"Both\",\"email\":\"cy@example.com\",\"phone\":\"+15550003\",\"roles\":{\"type\":"                                                                                                                                \
+    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\",\"" LOC2 "\"]}},"                                                                                                                                      \
+    "{\"id\":\"" U_LOC1 "\",\"companyId\":\"" COMPANY "\",\"firstName\":\"Di\",\"lastName\":"                                                                                                                           \
+    "\"One\",\"email\":\"di@example.com\",\"phone\":\"+15550004\",\"roles\":{\"type\":"                                                                                                                                 \
+    "\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1                                                                                                                                                            \
+    "\"]},\"scopes\":[\"contacts.write\"],"                                                                                                                                                                             \
+    "\"permissions\":{\"paymentsEnabled\":false}}," SEED_IN_LOC1(U_ADMIN, "admin", "[]", "{\"paymentsEnabled\":false}") "," SEED_IN_LOC1(                                                                               \
+        U_SCOPE, "user", "[\"contacts.write\",\"payments.write\"]",                                                                                                                                                     \
+        "{\"paymentsEnabled\":false}") "," SEED_IN_LOC1(U_PAYS, "user", "[]",                                                                                                                                           \
+                                                        "{\"paymentsEnabled\":true}") "," SEED_IN_LOC1(U_PAYDEF,                                                                                                        \
+                                                                                                       "user",                                                                                                          \
+                                                                                                       "[]",                                                                                                            \
+                                                                                                       "{\"paymentsEnabled\":null}") ","                                                                                \
+                                                                                                                                     "{\"id\":\"" U_AGENCY                                                              \
+                                                                                                                                     "\",\"companyId\":\"" COMPANY                                                      \
+                                                                                                                                     "\",\"firstName\":\"Ed\",\"lastName\":"                                            \
+                                                                                                                                     "\"Agency\",\"email\":\"ed@example.com\",\"roles\":{\"type\":\"agency\",\"role\":" \
+                                                                                                                                     "\"admin\"}}"
 
 static void setup(void)
 {
@@ -176,8 +196,11 @@ START_TEST(test_update_outside_the_locations_sends_only_the_target_get)
     char msg[600];
     ck_assert_int_eq(as(bot, "PUT", "/users/" U_LOC2, "{\"firstName\":\"X\"}", &r), 0);
     ck_assert_int_eq(r.status, 403);
+    /* named only as outside: the caller learns no location id (SPEC 6.4) */
     ck_assert_str_eq(message(&r, msg, sizeof msg),
-                     "policy bot: user " U_LOC2 " is in location " LOC2 ", outside this policy");
+                     "policy bot: user " U_LOC2 " is outside this policy's locations");
+    ck_assert_ptr_null(strstr(r.body, LOC2));
+    ck_assert_ptr_null(strstr(r.head, LOC2));
     ck_assert_int_eq(journal_count(&E), 1);
     journal_is(0, "GET", "/users/" U_LOC2);
     char *target = fetch_user(U_LOC2);
@@ -189,7 +212,9 @@ START_TEST(test_update_outside_the_locations_sends_only_the_target_get)
     ck_assert_int_eq(as(bot, "PUT", "/users/" U_BOTH, "{\"firstName\":\"X\"}", &r), 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(message(&r, msg, sizeof msg),
-                     "policy bot: user " U_BOTH " is in location " LOC2 ", outside this policy");
+                     "policy bot: user " U_BOTH " is outside this policy's locations");
+    ck_assert_ptr_null(strstr(r.body, LOC2));
+    ck_assert_ptr_null(strstr(r.body, LOC1));
     int n = journal_count(&E);
     journal_is(n - 1, "GET", "/users/" U_BOTH);
     target = fetch_user(U_BOTH);
@@ -197,11 +222,11 @@ START_TEST(test_update_outside_the_locations_sends_only_the_target_get)
     free(target);
     response_free(&r);
 
-    /* an agency user needs locations "*" and agency in grant.types */
+    /* an agency user reaches every location: outside any location-bound policy */
     ck_assert_int_eq(as(bot, "PUT", "/users/" U_AGENCY, "{\"firstName\":\"X\"}", &r), 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(message(&r, msg, sizeof msg),
-                     "policy bot: user " U_AGENCY " is an agency user");
+                     "policy bot: user " U_AGENCY " is outside this policy's locations");
     n = journal_count(&E);
     journal_is(n - 1, "GET", "/users/" U_AGENCY);
     target = fetch_user(U_AGENCY);
@@ -225,7 +250,22 @@ START_TEST(test_delete_outside_the_locations_sends_only_the_target_get)
     ck_assert_int_eq(as(bot, "DELETE", "/users/" U_LOC2, NULL, &r), 0);
     ck_assert_int_eq(r.status, 403);
     ck_assert_str_eq(message(&r, msg, sizeof msg),
-                     "policy bot: user " U_LOC2 " is in location " LOC2 ", outside this policy");
+                     "policy bot: user " U_LOC2 " is outside this policy's locations");
+    ck_assert_ptr_null(strstr(r.body, LOC2));
+    /* the audit record keeps every reason, the location among them */
+    char rid[80], want[200];
+    snprintf(rid, sizeof rid, "\"request_id\":\"%s\"", response_header(&r, "X-Request-Id"));
+    char *audit = wait_for_text(E.audit_file, rid, 5000);
+    const char *rec = strstr(audit, rid);
+    ck_assert_msg(rec != NULL, "no audit record for %s: %s", rid, audit);
+    const char *eol = strchr(rec, '\n');
+    snprintf(want, sizeof want, "policy bot: user %s is in location %s, outside this policy",
+             U_LOC2, LOC2);
+    const char *at = strstr(rec, want);
+    ck_assert_msg(at != NULL && (eol == NULL || at < eol), "the denied record lacks \"%s\": %s",
+                  want, rec);
+    ck_assert_ptr_nonnull(strstr(rec, "\"event\":\"denied\""));
+    free(audit);
     ck_assert_int_eq(journal_count(&E), 1);
     journal_is(0, "GET", "/users/" U_LOC2);
     /* the user is still there */
@@ -259,6 +299,66 @@ START_TEST(test_allowed_update_and_delete_fetch_then_change)
     explain_agrees(BOT_CLAIMS, "DELETE", "/users/" U_LOC1, NULL, before, &r);
     response_free(&r);
     free(before);
+}
+END_TEST
+
+/* No escalation through the target (SPEC 6.3): the bot grants the user role, scopes contacts.*
+ * and paymentsEnabled false only, so it may change or delete only users it could have created.
+ * Found when the gateway was attacked: it could send a password to an admin of its location.
+ * Each refused target costs only its GET upstream; the user within the grant is changed. */
+START_TEST(test_update_and_delete_only_targets_within_the_grant)
+{
+    static const struct {
+        const char *id, *message;
+    } refused[] = {
+        {U_ADMIN, "policy bot: user " U_ADMIN " has role admin, which this policy may not grant"},
+        {U_SCOPE, "policy bot: user " U_SCOPE
+                  " holds scope payments.write, which this policy may not grant"},
+        {U_PAYS, "policy bot: user " U_PAYS
+                 " has permissions.paymentsEnabled true, which this policy pins to false"},
+        {U_PAYDEF, "policy bot: user " U_PAYDEF " has permissions.paymentsEnabled true (the "
+                   "default), which this policy pins to false"},
+    };
+    const char *password = "{\"password\":\"Takeover-2026-x!\"}";
+    for (size_t i = 0; i < sizeof refused / sizeof *refused; i++) {
+        char path[80], msg[600];
+        snprintf(path, sizeof path, "/users/%s", refused[i].id);
+        for (int del = 0; del < 2; del++) {
+            struct response r;
+            int before = journal_count(&E);
+            ck_assert_int_eq(as(bot, del ? "DELETE" : "PUT", path, del ? NULL : password, &r), 0);
+            ck_assert_msg(r.status == 403, "%s %s: %d %s", del ? "DELETE" : "PUT", path, r.status,
+                          r.body);
+            ck_assert_str_eq(message(&r, msg, sizeof msg), refused[i].message);
+            /* only the target's GET went upstream */
+            ck_assert_int_eq(journal_count(&E), before + 1);
+            journal_is(before, "GET", path);
+            char *target = fetch_user(refused[i].id);
+            explain_agrees(BOT_CLAIMS, del ? "DELETE" : "PUT", path, del ? NULL : password, target,
+                           &r);
+            free(target);
+            response_free(&r);
+        }
+    }
+    /* the sandbox answered the defaulted flag by leaving it out */
+    char *paydef = fetch_user(U_PAYDEF);
+    ck_assert_ptr_null(strstr(paydef, "paymentsEnabled"));
+    free(paydef);
+    /* a user-role user of its location, within every pin and scope: changed */
+    struct response r;
+    char *before = fetch_user(U_LOC1);
+    int n = journal_count(&E);
+    ck_assert_int_eq(as(bot, "PUT", "/users/" U_LOC1, password, &r), 0);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    ck_assert_int_eq(journal_count(&E), n + 2);
+    journal_is(n, "GET", "/users/" U_LOC1);
+    journal_is(n + 1, "PUT", "/users/" U_LOC1);
+    cJSON *j = journal_entry(&E, n + 1);
+    ck_assert_ptr_nonnull(strstr(cJSON_GetObjectItem(j, "body")->valuestring, "Takeover-2026-x!"));
+    cJSON_Delete(j);
+    explain_agrees(BOT_CLAIMS, "PUT", "/users/" U_LOC1, password, before, &r);
+    free(before);
+    response_free(&r);
 }
 END_TEST
 
@@ -517,6 +617,7 @@ int main(void)
     tcase_add_test(t, test_update_outside_the_locations_sends_only_the_target_get);
     tcase_add_test(t, test_delete_outside_the_locations_sends_only_the_target_get);
     tcase_add_test(t, test_allowed_update_and_delete_fetch_then_change);
+    tcase_add_test(t, test_update_and_delete_only_targets_within_the_grant);
     tcase_add_test(t, test_missing_target_passes_the_upstream_answer);
     tcase_add_test(t, test_create_checked_on_effective_permissions);
     tcase_add_test(t, test_reads_filtered_and_redacted);

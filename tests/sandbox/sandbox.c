@@ -589,6 +589,15 @@ static int record_seed(cJSON *rec, const cJSON *entry)
             continue;
         if (strcmp(k, "permissions") == 0 && cJSON_IsObject(m)) {
             rc = merge_flags(rec, m);
+            /* a flag seeded as null is left out of the user's answers, as an older record
+             * may lack a flag added to the document later */
+            const cJSON *f;
+            cJSON_ArrayForEach(f, m)
+            {
+                if (cJSON_IsNull(f))
+                    cJSON_DeleteItemFromObjectCaseSensitive(
+                        cJSON_GetObjectItemCaseSensitive(rec, "permissions"), f->string);
+            }
         } else if (strcmp(k, "roles") == 0 && cJSON_IsObject(m)) {
             cJSON *roles = cJSON_GetObjectItemCaseSensitive(rec, "roles");
             const cJSON *f;
