@@ -20,7 +20,8 @@
 
 static struct gw_openapi *model;
 static char dir[64], file_a[96], file_b[96];
-static cJSON *claims, *body, *target, *list_reply, *user_reply;
+#define NTARGETS 5
+static cJSON *claims, *body, *targets[NTARGETS], *list_reply, *user_reply;
 static struct gw_route routes[MAX_OPS]; /* per op: its path with ?companyId=..&locationId=.. */
 static bool have_route[MAX_OPS];
 static const char *const scopes[] = {"users.write", "users.readonly", "contacts.write",
@@ -44,7 +45,8 @@ static void cleanup(void)
             gw_route_free(&routes[i]);
     cJSON_Delete(claims);
     cJSON_Delete(body);
-    cJSON_Delete(target);
+    for (size_t i = 0; i < NTARGETS; i++)
+        cJSON_Delete(targets[i]);
     cJSON_Delete(list_reply);
     cJSON_Delete(user_reply);
     gw_openapi_free(model);
@@ -105,10 +107,26 @@ static void init(void)
                        "\"locationIds\":[\"C2QujeCh8ZnC7al2InWR\",\"L2\"],"
                        "\"permissions\":{\"assignedDataOnly\":true,\"paymentsEnabled\":true},"
                        "\"scopes\":[\"contacts.write\",\"users.write\",\"calendars.write\"],"
-                       "\"scopesAssignedToOnly\":[\"contacts.write\"],\"twilioPhone\":\"+1\"}");
-    target = parse_fixed("{\"id\":\"u1\",\"name\":\"Ann Lee\",\"phone\":\"+15550100\","
-                         "\"roles\":{\"type\":\"account\",\"role\":\"user\","
-                         "\"locationIds\":[\"C2QujeCh8ZnC7al2InWR\",\"M2QrtfVt8ZnC7cv2InDL\"]}}");
+                       "\"scopesAssignedToOnly\":[\"contacts.write\"],"
+                       "\"twilioPhone\":{\"C2QujeCh8ZnC7al2InWR\":\"+1\",\"L9\":\"\"}}");
+    /* targets for the target rules: locations, and type, role, scopes and flags within the
+     * grant (an admin, scopes as a string, an answer without roles, without scopes) */
+    targets[0] =
+        parse_fixed("{\"id\":\"u1\",\"name\":\"Ann Lee\",\"phone\":\"+15550100\","
+                    "\"roles\":{\"type\":\"account\",\"role\":\"user\","
+                    "\"locationIds\":[\"C2QujeCh8ZnC7al2InWR\",\"M2QrtfVt8ZnC7cv2InDL\"]}}");
+    targets[1] =
+        parse_fixed("{\"id\":\"u1\",\"roles\":{\"type\":\"account\",\"role\":\"admin\","
+                    "\"locationIds\":[\"C2QujeCh8ZnC7al2InWR\"]},\"scopes\":[\"contacts.write\","
+                    "\"payments.write\"],\"permissions\":{\"paymentsEnabled\":false,"
+                    "\"assignedDataOnly\":true}}");
+    targets[2] =
+        parse_fixed("{\"id\":\"u1\",\"roles\":{\"type\":\"account\",\"role\":\"user\","
+                    "\"locationIds\":[\"L2\"]},\"scopes\":\"contacts.write  calendars.write\","
+                    "\"permissions\":{\"paymentsEnabled\":\"no\"}}");
+    targets[3] = parse_fixed("{\"id\":\"u1\",\"scopes\":[],\"permissions\":[]}");
+    targets[4] = parse_fixed("{\"roles\":{\"type\":\"Agency\",\"role\":\"user\"},"
+                             "\"scopes\":[\"contacts.write\",7]}");
     list_reply = parse_fixed(
         "{\"users\":["
         "{\"id\":\"u1\",\"phone\":\"+1\",\"lcPhone\":{\"x\":1},\"roles\":{\"type\":\"account\","
@@ -136,7 +154,7 @@ static void write_file(const char *path, const uint8_t *data, size_t size)
 static void decide_all(const struct gw_policies *ps)
 {
     for (size_t i = 0; i < model->nops && i < MAX_OPS; i++) {
-        for (int k = 0; k < 8; k++) {
+        for (int k = 0; k < 8 + 4 * NTARGETS; k++) {
             struct gw_decision_input in = {
                 .claims = claims,
                 .sub = "svc-onboarding",
@@ -145,7 +163,9 @@ static void decide_all(const struct gw_policies *ps)
                 .op = &model->ops[i],
                 .route = (k & 4) && have_route[i] ? &routes[i] : NULL,
                 .body = (k & 1) ? body : NULL,
-                .target = (k & 2) ? target : NULL,
+                .target = k >= 8    ? targets[(k - 8) / 4]
+                          : (k & 2) ? targets[0]
+                                    : NULL,
             };
             struct gw_decision d;
             gw_policy_decide(ps, model, &in, &d);
