@@ -770,23 +770,44 @@ static int answer_is_json(const struct gw_upstream_result *res, bool bytes, char
     return 1;
 }
 
+/* An answer the gateway cannot use as it promises (not JSON, or not of the op's shape) to a
+ * change the upstream reports done: counted and logged as a protocol error, and passed back
+ * as it came. The caller must learn that the change happened; a 502 would invite a retry that
+ * repeats it. */
+static void pass_done_change(struct gw_req *r, struct gw_upstream_result *res, const char *why)
+{
+    gw_m_inc(&r->w->m.up_errors[GW_UPE_PROTOCOL]);
+    gw_log_error("request %s: %s %s: %s; the change is done, so the answer is passed back as it "
+                 "came",
+                 r->request_id, r->method, r->route.upstream_path, why);
+    pass_answer(r, res, NULL);
+}
+
+/* A change the upstream reports done (2xx to create, update or delete), with or without an
+ * audit file, whatever policy allowed it. */
+static bool change_done(const struct gw_req *r, const struct gw_upstream_result *res)
+{
+    return res->status >= 200 && res->status <= 299 && gw_policy_op_changes_users(r->route.op);
+}
+
 /* An answer that is not JSON (answer_is_json) from a misbehaving hop: callers are promised
  * the upstream's JSON. A successful read becomes the gateway's 502; an error status (a 429 or
  * a 503 page from a proxy in between) keeps its status and X-RateLimit-* headers with a body
  * in the upstream's error shape, so callers still back off; a change the upstream reports
- * done (2xx, its intent written) is passed through as it is, unchecked: the caller must learn
- * that it happened, and a 502 would invite a retry that repeats it. parsed_later: the body is
- * read by the strict parser next (read rules), so only its Content-Type is checked here.
+ * done is passed through as it came (pass_done_change). parsed_later: the body is read by the
+ * strict parser next (read rules), so only its Content-Type is checked here.
  * Returns true when r was answered. */
 static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bool parsed_later)
 {
     bool success = res->status >= 200 && res->status <= 299;
-    if (success && r->intent_written)
-        return false;
     char why[300];
     int ok = answer_is_json(res, !parsed_later, why, sizeof why);
     if (ok == 1)
         return false;
+    if (change_done(r, res)) {
+        pass_done_change(r, res, ok < 0 ? "out of memory checking the answer" : why);
+        return true;
+    }
     if (ok < 0) {
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return true;
@@ -846,12 +867,20 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         snprintf(why, sizeof why,
                  "the upstream's answer is not JSON, so policy %s's read rules cannot be applied",
                  gw_policy_name(r->policy));
-        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
+        if (change_done(r, res))
+            pass_done_change(r, res, why);
+        else
+            reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
     const cJSON *claims = r->principal->claims;
     enum gw_filter_result fr =
         gw_policy_filter_reply(r->policy, r->route.op, claims, reply, why, sizeof why);
+    if (fr == GW_FILTER_MALFORMED && change_done(r, res)) {
+        cJSON_Delete(reply);
+        pass_done_change(r, res, why);
+        return;
+    }
     if (fr != GW_FILTER_OK) {
         cJSON_Delete(reply);
         r->allowed = false;

@@ -26,7 +26,8 @@
 /* ---- the scripted upstream ---- */
 
 struct script {
-    const char *answer; /* sent after each request */
+    const char *first;  /* sent after the first request, when given */
+    const char *answer; /* sent after each (other) request */
     size_t split;       /* > 0: answer[0..split) first, then pause_ms, then the rest */
     int pause_ms;
     bool close_after; /* close (without close_notify) after the answer */
@@ -89,8 +90,8 @@ static void *serve(void *arg)
     SSL_set_fd(ssl, fd);
     if (SSL_accept(ssl) == 1) {
         while (!U.stop && read_request(ssl)) {
-            U.requests++;
-            const char *a = U.sc.answer;
+            int k = ++U.requests;
+            const char *a = k == 1 && U.sc.first ? U.sc.first : U.sc.answer;
             size_t len = strlen(a), first = U.sc.split ? U.sc.split : len;
             if (SSL_write(ssl, a, (int)first) <= 0)
                 break;
@@ -349,6 +350,96 @@ START_TEST(test_create_done_with_a_body_that_is_not_json_passed_through)
 }
 END_TEST
 
+/* The protocol errors counted so far (ghl_gateway_upstream_errors_total{kind="protocol"}). */
+static long protocol_errors(void)
+{
+    char *m = NULL;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    const char *at = strstr(m, "ghl_gateway_upstream_errors_total{kind=\"protocol\"} ");
+    ck_assert_msg(at != NULL, "no protocol error series");
+    long n = strtol(at + strlen("ghl_gateway_upstream_errors_total{kind=\"protocol\"} "), NULL, 10);
+    free(m);
+    return n;
+}
+
+/* Sends method path (body) and expects the upstream's status and body as they came, one more
+ * protocol error counted, and the log saying why. */
+static void expect_passed_as_it_came(const char *method, const char *path, const char *body,
+                                     int status, const char *answer_body)
+{
+    long before = protocol_errors();
+    struct response r;
+    ck_assert_int_eq(send_req(&E, method, path, NULL, body, &r), 0);
+    ck_assert_msg(r.status == status, "%s %s: %d %s", method, path, r.status, r.body);
+    ck_assert_str_eq(r.body, answer_body);
+    response_free(&r);
+    ck_assert_int_eq(protocol_errors(), before + 1);
+    char *log = wait_for_text(E.gateway.log, "the change is done", 5000);
+    ck_assert_msg(strstr(log, "the change is done") != NULL, "not logged: %s", log);
+    free(log);
+}
+
+#define CREATE_BODY                                                                                \
+    "{\"companyId\":\"" COMPANY "\",\"firstName\":\"Ada\",\"lastName\":\"L\","                     \
+    "\"email\":\"ada.l@example.com\",\"password\":\"Str0ng!Passw0rd\","                            \
+    "\"type\":\"account\",\"role\":\"user\",\"locationIds\":[\"" LOC1 "\"]}"
+#define TARGET_BODY                                                                                \
+    "{\"id\":\"" SEED_USER "\",\"roles\":{\"type\":\"account\",\"role\":\"user\","                 \
+    "\"locationIds\":[\"" LOC1 "\"]},\"scopes\":[]}"
+#define TARGET_ANSWER JSON_HEAD "Content-Length: 121\r\n\r\n" TARGET_BODY
+
+/* With the audit file off, a change the upstream reports done with a body that is not JSON
+ * is passed back as it came (it used to be a 502, inviting a retry that repeats the change). */
+START_TEST(test_change_done_passed_through_with_the_audit_file_off)
+{
+    env_stop(&E);
+    env_start(&E, &(struct env_opts){.no_sandbox = true,
+                                     .upstream_port = U.port,
+                                     .workers = 1,
+                                     .gateway_json = "\"audit\": { \"file\": null }"});
+    U.sc = (struct script){.answer = "HTTP/1.1 201 Created\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 7\r\n\r\ncreated"};
+    expect_passed_as_it_came("POST", "/users/", CREATE_BODY, 201, "created");
+    ck_assert_int_eq(U.requests, 1);
+    then_served();
+}
+END_TEST
+
+/* Under a policy with read rules, a change done whose answer the rules cannot read (not JSON,
+ * or not of the op's shape) is passed back as it came, unfiltered: create, update, delete. */
+START_TEST(test_change_done_passed_through_under_read_rules)
+{
+    env_stop(&E);
+    env_start(&E, &(struct env_opts){
+                      .no_sandbox = true,
+                      .upstream_port = U.port,
+                      .workers = 1,
+                      .policies = {{"redacting.json",
+                                    "{ \"name\": \"redacting\", \"subjects\": [ { \"sub\": "
+                                    "\"svc-test\" } ], \"operations\": [\"create-user\", "
+                                    "\"update-user\", \"delete-user\", \"get-user\"], "
+                                    "\"companies\": \"*\", \"locations\": \"*\", \"grant\": { "
+                                    "\"types\": [\"account\"], \"roles\": [\"user\"], "
+                                    "\"scopes\": [\"*\"], \"scopes_assigned_to_only\": [\"*\"] }, "
+                                    "\"reads\": { \"redact\": [\"phone\"] } }"}}});
+    U.sc = (struct script){.answer = JSON_HEAD "Content-Length: 6\r\n\r\n{\"id\":"};
+    expect_passed_as_it_came("POST", "/users/", CREATE_BODY, 200, "{\"id\":");
+    U.requests = 0;
+    U.sc = (struct script){.first = TARGET_ANSWER,
+                           .answer = JSON_HEAD "Content-Length: 9\r\n\r\n[\"a\",\"b\"]"};
+    expect_passed_as_it_came("PUT", "/users/" SEED_USER, "{\"firstName\":\"Ada\"}", 200,
+                             "[\"a\",\"b\"]");
+    ck_assert_int_eq(U.requests, 2); /* the target's GET, then the PUT */
+    U.requests = 0;
+    U.sc = (struct script){.first = TARGET_ANSWER,
+                           .answer = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                                     "Content-Length: 6\r\n\r\nqueued"};
+    expect_passed_as_it_came("DELETE", "/users/" SEED_USER, NULL, 200, "queued");
+    ck_assert_int_eq(U.requests, 2);
+    then_served();
+}
+END_TEST
+
 START_TEST(test_bad_chunk_size_is_502)
 {
     U.sc = (struct script){.answer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -472,6 +563,8 @@ static Suite *suite(void)
     tcase_add_test(t, test_html_error_page_keeps_its_status_with_a_json_body);
     tcase_add_test(t, test_plain_text_429_keeps_its_status_and_headers);
     tcase_add_test(t, test_create_done_with_a_body_that_is_not_json_passed_through);
+    tcase_add_test(t, test_change_done_passed_through_with_the_audit_file_off);
+    tcase_add_test(t, test_change_done_passed_through_under_read_rules);
     tcase_add_test(t, test_bad_chunk_size_is_502);
     tcase_add_test(t, test_chunk_without_crlf_is_502);
     tcase_add_test(t, test_content_length_and_chunked_is_502);
