@@ -23,10 +23,20 @@ company=ve9EPM428h8vShlRW1KT
 location=C2QujeCh8ZnC7al2InWR
 other=M2QrtfVt8ZnC7cv2InDL
 elsewhere=Xq81LpZt4mNc0aWv6RbD
+# Ada is a user the onboarding bot could have created (its role, scopes and pinned flags);
+# Edsger is an admin of the same location, which the bot may not touch.
+bot_flags='"assignedDataOnly": true, "settingsEnabled": false, "refundsEnabled": false,
+    "recordPaymentEnabled": false, "cancelSubscriptionEnabled": false, "paymentsEnabled": false,
+    "exportPaymentsEnabled": false'
 cat > "$run/seed.json" <<JSON
 [ { "id": "u1Ada0000000000000001", "companyId": "$company", "firstName": "Ada",
     "lastName": "Lovelace", "email": "ada@example.com", "phone": "+15550101",
-    "roles": { "type": "account", "role": "user", "locationIds": ["$location"] } },
+    "roles": { "type": "account", "role": "user", "locationIds": ["$location"] },
+    "scopes": ["contacts.write"], "permissions": { $bot_flags } },
+  { "id": "u4Edsger000000000004", "companyId": "$company", "firstName": "Edsger",
+    "lastName": "Dijkstra", "email": "edsger@example.com",
+    "roles": { "type": "account", "role": "admin", "locationIds": ["$location"] },
+    "scopes": ["contacts.write"], "permissions": { $bot_flags } },
   { "id": "u2Grace00000000000002", "companyId": "$company", "firstName": "Grace",
     "lastName": "Hopper", "email": "grace@example.com", "phone": "+15550102",
     "roles": { "type": "account", "role": "admin", "locationIds": ["$location", "$other"] } },
@@ -125,6 +135,11 @@ Then try:
   # the bot may not touch a user outside its location: the gateway fetches the user first,
   # decides, and never sends the PUT (see the journal below: only a GET)
   $c -H "Authorization: Bearer \$WRITER" -X PUT $u/users/u3Linus00000000000003 -H 'Content-Type: application/json' -d '{"lastName":"P."}'
+
+  # the bot may reset the password of a user it could have created (200), but not of an
+  # admin of its own location (403: a policy touches only users within its grant)
+  $c -H "Authorization: Bearer \$WRITER" -X PUT $u/users/u1Ada0000000000000001 -H 'Content-Type: application/json' -d '{"password":"N3w-Passw0rd-2026!"}'
+  $c -H "Authorization: Bearer \$WRITER" -X PUT $u/users/u4Edsger000000000004 -H 'Content-Type: application/json' -d '{"password":"N3w-Passw0rd-2026!"}'
 
   # the support console may not write at all: 401 (its token lacks users.write)
   $c -i -H "Authorization: Bearer \$READER" -X DELETE $u/users/u1Ada0000000000000001
