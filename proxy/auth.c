@@ -9,6 +9,7 @@
 
 #include <jwt.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "b64url.h"
 #include "config.h"
@@ -229,6 +230,24 @@ void gw_principal_unref(struct gw_principal *p)
     free(p->scopes);
     cJSON_Delete(p->claims);
     free(m);
+}
+
+int gw_subject_id(const char *iss, const char *sub, unsigned char out[32])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+    const char *const parts[2] = {iss, sub};
+    for (size_t i = 0; i < 2 && ok; i++) {
+        uint64_t n = strlen(parts[i]);
+        unsigned char len[8];
+        for (size_t b = 0; b < 8; b++)
+            len[b] = (unsigned char)(n >> (56 - 8 * b));
+        ok = EVP_DigestUpdate(c, len, sizeof len) == 1 && EVP_DigestUpdate(c, parts[i], n) == 1;
+    }
+    unsigned int n = 0;
+    ok = ok && EVP_DigestFinal_ex(c, out, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : -1;
 }
 
 bool gw_principal_has_scope(const struct gw_principal *p, const char *scope)
@@ -511,10 +530,11 @@ static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *cl
     p->client_id = v ? v->valuestring : NULL;
     v = cJSON_GetObjectItemCaseSensitive(claims, "jti");
     p->jti = v ? v->valuestring : NULL;
-    if (collect_scopes(is->cfg, claims, &m->scope_copy, &p->scopes, &p->nscopes) != 0) {
+    bool no_id = gw_subject_id(p->iss, p->sub, p->subject_id) != 0; /* out of memory */
+    if (no_id || collect_scopes(is->cfg, claims, &m->scope_copy, &p->scopes, &p->nscopes) != 0) {
         p->claims = NULL; /* the caller keeps ownership on failure */
         gw_principal_unref(p);
-        *why = GW_AUTH_BAD_CLAIMS;
+        *why = no_id ? GW_AUTH_MALFORMED : GW_AUTH_BAD_CLAIMS;
         return NULL;
     }
     return p;

@@ -82,8 +82,15 @@ struct gw_principal {
     int64_t exp;
     const char **scopes; /* point into claims */
     size_t nscopes;
-    cJSON *claims; /* the verified payload */
+    cJSON *claims;                /* the verified payload */
+    unsigned char subject_id[32]; /* gw_subject_id(iss, sub): the rate limiter's key */
 };
+
+/* The fixed-size id of the subject iss + sub, of any length: SHA-256 over each string prefixed
+ * with its length (8 bytes, big-endian), so no split of the same bytes ("ab" + "c", "a" + "bc")
+ * gives another subject's id and two subjects share one only by a SHA-256 collision. Computed
+ * once per verified token, so a cache hit pays nothing. Returns 0, or -1 out of memory. */
+int gw_subject_id(const char *iss, const char *sub, unsigned char out[32]);
 
 /* Loads every issuer's keys from the config (check_files: they were checked to exist).
  * Returns 0, or -1 with every problem in errs. */
