@@ -9,6 +9,7 @@
 
 #include <jwt.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 
 #include "b64url.h"
 #include "config.h"
@@ -71,6 +72,7 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
     is->cfg = ci;
     is->url_keys = NULL;
     pthread_mutex_init(&is->url_mu, NULL);
+    atomic_init(&is->key_epoch, 0);
     atomic_init(&is->refetch_wanted, 0);
     is->keys = calloc(ci->nkeys + 1, sizeof *is->keys);
     if (is->keys == NULL)
@@ -153,6 +155,7 @@ struct gw_auth *gw_auth_build_rules(const struct gw_config *cfg)
         struct gw_issuer *is = &a->issuers[a->nissuers++];
         is->cfg = &cfg->auth.issuers[i];
         pthread_mutex_init(&is->url_mu, NULL);
+        atomic_init(&is->key_epoch, 0);
         atomic_init(&is->refetch_wanted, 0);
     }
     return a;
@@ -229,6 +232,29 @@ void gw_principal_unref(struct gw_principal *p)
     free(p->scopes);
     cJSON_Delete(p->claims);
     free(m);
+}
+
+int gw_subject_id(const char *iss, const char *sub, unsigned char out[32])
+{
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    bool ok = c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
+    const char *const parts[2] = {iss, sub};
+    for (size_t i = 0; i < 2 && ok; i++) {
+        uint64_t n = strlen(parts[i]);
+        unsigned char len[8];
+        for (size_t b = 0; b < 8; b++)
+            len[b] = (unsigned char)(n >> (56 - 8 * b));
+        ok = EVP_DigestUpdate(c, len, sizeof len) == 1 && EVP_DigestUpdate(c, parts[i], n) == 1;
+    }
+    unsigned int n = 0;
+    ok = ok && EVP_DigestFinal_ex(c, out, &n) == 1 && n == 32;
+    EVP_MD_CTX_free(c);
+    return ok ? 0 : -1;
+}
+
+bool gw_principal_key_current(const struct gw_principal *p)
+{
+    return atomic_load(&p->issuer->key_epoch) == p->key_epoch;
 }
 
 bool gw_principal_has_scope(const struct gw_principal *p, const char *scope)
@@ -348,11 +374,15 @@ static const struct gw_issuer *find_issuer(const struct gw_auth *a, const cJSON 
 }
 
 /* The key for kid (or the issuer's only key when the token has none). *set receives a
- * reference to the fetched set the key lives in (release with gw_keyset_unref). */
-static const struct gw_key *find_key(struct gw_issuer *is, const char *kid, struct gw_keyset **set)
+ * reference to the fetched set the key lives in (release with gw_keyset_unref), *epoch the key
+ * epoch of that set: read under the same lock, so a key withdrawn by the next swap is never
+ * remembered with the epoch that follows it. */
+static const struct gw_key *find_key(struct gw_issuer *is, const char *kid, struct gw_keyset **set,
+                                     unsigned long *epoch)
 {
     pthread_mutex_lock(&is->url_mu);
     *set = gw_keyset_ref(is->url_keys);
+    *epoch = atomic_load(&is->key_epoch);
     pthread_mutex_unlock(&is->url_mu);
     const struct gw_keyset *file = is->file_keys;
     size_t total = is->nkeys + (file ? file->n : 0) + (*set ? (*set)->n : 0);
@@ -491,7 +521,7 @@ static enum gw_auth_reason check_claims(const struct gw_issuer *is, const cJSON 
 }
 
 static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *claims, int64_t exp,
-                                           enum gw_auth_reason *why)
+                                           unsigned long key_epoch, enum gw_auth_reason *why)
 {
     struct principal_mem *m = calloc(1, sizeof *m);
     if (m == NULL) {
@@ -503,6 +533,7 @@ static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *cl
     p->issuer = is;
     p->claims = claims;
     p->exp = exp;
+    p->key_epoch = key_epoch;
     p->iss = cJSON_GetObjectItemCaseSensitive(claims, "iss")->valuestring;
     p->sub = cJSON_GetObjectItemCaseSensitive(claims, is->cfg->subject_claim)->valuestring;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(claims, "client_id");
@@ -511,10 +542,11 @@ static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *cl
     p->client_id = v ? v->valuestring : NULL;
     v = cJSON_GetObjectItemCaseSensitive(claims, "jti");
     p->jti = v ? v->valuestring : NULL;
-    if (collect_scopes(is->cfg, claims, &m->scope_copy, &p->scopes, &p->nscopes) != 0) {
+    bool no_id = gw_subject_id(p->iss, p->sub, p->subject_id) != 0; /* out of memory */
+    if (no_id || collect_scopes(is->cfg, claims, &m->scope_copy, &p->scopes, &p->nscopes) != 0) {
         p->claims = NULL; /* the caller keeps ownership on failure */
         gw_principal_unref(p);
-        *why = GW_AUTH_BAD_CLAIMS;
+        *why = no_id ? GW_AUTH_MALFORMED : GW_AUTH_BAD_CLAIMS;
         return NULL;
     }
     return p;
@@ -550,7 +582,8 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
         goto done;
     }
     struct gw_keyset *set = NULL;
-    const struct gw_key *key = find_key(is, kid ? kid->valuestring : NULL, &set);
+    unsigned long epoch = 0;
+    const struct gw_key *key = find_key(is, kid ? kid->valuestring : NULL, &set, &epoch);
     if (key == NULL || key->alg != want) {
         if (key == NULL && kid && is->cfg->jwks_url)
             gw_jwks_request_refetch(a, is, now);
@@ -572,7 +605,7 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
     r = check_claims(is, claims, now, &exp);
     if (r != GW_AUTH_OK)
         goto done;
-    *out = make_principal(is, claims, exp, &r);
+    *out = make_principal(is, claims, exp, epoch, &r);
     if (*out)
         claims = NULL; /* owned by the principal */
 done:
@@ -603,7 +636,7 @@ enum gw_auth_reason gw_principal_from_claims(const struct gw_auth *a, const cJSO
     if (copy == NULL)
         return GW_AUTH_MALFORMED;
     enum gw_auth_reason r = GW_AUTH_OK;
-    *out = make_principal(is, copy, 0, &r);
+    *out = make_principal(is, copy, 0, atomic_load(&is->key_epoch), &r);
     if (*out == NULL)
         cJSON_Delete(copy);
     return r;

@@ -64,6 +64,9 @@ struct gw_issuer {
      * is taken. */
     struct gw_keyset *url_keys;
     pthread_mutex_t url_mu;
+    /* moves, under url_mu and with the swap, when a key leaves the URL set (gw_jwks_install):
+     * a principal verified at another epoch is not served from a cache */
+    atomic_ulong key_epoch;
     atomic_llong refetch_wanted; /* an unknown kid was seen: when (seconds), 0 if not */
 };
 
@@ -82,8 +85,16 @@ struct gw_principal {
     int64_t exp;
     const char **scopes; /* point into claims */
     size_t nscopes;
-    cJSON *claims; /* the verified payload */
+    cJSON *claims;                /* the verified payload */
+    unsigned char subject_id[32]; /* gw_subject_id(iss, sub): the rate limiter's key */
+    unsigned long key_epoch;      /* the issuer's key_epoch when its key was chosen */
 };
+
+/* The fixed-size id of the subject iss + sub, of any length: SHA-256 over each string prefixed
+ * with its length (8 bytes, big-endian), so no split of the same bytes ("ab" + "c", "a" + "bc")
+ * gives another subject's id and two subjects share one only by a SHA-256 collision. Computed
+ * once per verified token, so a cache hit pays nothing. Returns 0, or -1 out of memory. */
+int gw_subject_id(const char *iss, const char *sub, unsigned char out[32]);
 
 /* Loads every issuer's keys from the config (check_files: they were checked to exist).
  * Returns 0, or -1 with every problem in errs. */
@@ -98,6 +109,10 @@ struct gw_auth *gw_auth_build_rules(const struct gw_config *cfg);
 enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t len, int64_t now,
                                   struct gw_principal **out);
 
+/* False once a key has left p's issuer's JWKS URL set since p was verified (SPEC §4.1): p may
+ * have been verified with it, so a cache must not serve p again; verified anew, its token gets
+ * unknown_key if its key is gone. One atomic load: the token cache's hit path. Any thread. */
+bool gw_principal_key_current(const struct gw_principal *p);
 bool gw_principal_has_scope(const struct gw_principal *p, const char *scope);
 /* The caller holds every scope of at least one of the op's security requirements (an
  * alternative without scopes grants nothing). */

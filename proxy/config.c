@@ -581,7 +581,7 @@ static const struct field issuer_fields[] = {
     {"jwks_file", K_PATH_NULL, offsetof(struct gw_cfg_issuer, jwks_file), .need = NEED_READ},
     {"jwks_url", K_STR_NULL, offsetof(struct gw_cfg_issuer, jwks_url)},
     {"jwks_ca_file", K_PATH_NULL, offsetof(struct gw_cfg_issuer, jwks_ca_file), .need = NEED_READ},
-    {"jwks_refresh_s", K_INT, offsetof(struct gw_cfg_issuer, jwks_refresh_s), 30, 86400L * 7,
+    {"jwks_refresh_s", K_INT, offsetof(struct gw_cfg_issuer, jwks_refresh_s), 1, 86400L * 7,
      .idef = 600},
     {"jwks_refetch_min_s", K_INT, offsetof(struct gw_cfg_issuer, jwks_refetch_min_s), 1, 3600,
      .idef = 30},

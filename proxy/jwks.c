@@ -397,14 +397,30 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
         return false;
     }
     atomic_fetch_add(&f->st[i].ok, 1);
+    size_t n = set->n, gone = gw_jwks_install(is, set);
+    gw_log_info("JWKS of issuer %s: %zu key%s loaded from %s", ci->issuer, n, n == 1 ? "" : "s",
+                ci->jwks_url);
+    if (gone)
+        gw_log_info("JWKS of issuer %s: %zu key%s withdrawn: the tokens verified with %s are "
+                    "refused from now on, cached or not",
+                    ci->issuer, gone, gone == 1 ? "" : "s", gone == 1 ? "it" : "them");
+    return true;
+}
+
+size_t gw_jwks_install(struct gw_issuer *is, struct gw_keyset *set)
+{
     pthread_mutex_lock(&is->url_mu);
     struct gw_keyset *old = is->url_keys;
+    /* the epoch moves in the same critical section as the swap, and workers read the set and
+     * the epoch together: once a worker can see the new set, its cache sees the new epoch and
+     * drops every principal verified before (SPEC §4.1) */
+    size_t gone = gw_keyset_withdrawn(old, set);
+    if (gone)
+        atomic_fetch_add(&is->key_epoch, 1);
     is->url_keys = set;
     pthread_mutex_unlock(&is->url_mu);
     gw_keyset_unref(old); /* a request still verifying with it holds its own reference */
-    gw_log_info("JWKS of issuer %s: %zu key%s loaded from %s", ci->issuer, set->n,
-                set->n == 1 ? "" : "s", ci->jwks_url);
-    return true;
+    return gone;
 }
 
 static void *fetch_loop(void *arg)
@@ -549,11 +565,7 @@ void gw_jwks_adopt_keys(struct gw_auth *to, struct gw_auth *from)
             pthread_mutex_lock(&f->url_mu);
             struct gw_keyset *set = f->url_keys ? gw_keyset_ref(f->url_keys) : NULL;
             pthread_mutex_unlock(&f->url_mu);
-            pthread_mutex_lock(&t->url_mu);
-            struct gw_keyset *old = t->url_keys;
-            t->url_keys = set;
-            pthread_mutex_unlock(&t->url_mu);
-            gw_keyset_unref(old);
+            gw_jwks_install(t, set);
             break;
         }
     }

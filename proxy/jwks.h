@@ -3,8 +3,9 @@
  * One thread fetches each URL over verified TLS (the issuer's jwks_ca_file, or the system
  * store; hostname checked; at most 1 MiB; 200 only; connecting, TLS and reading all within
  * 5 s; name resolution is the system resolver's, with its own timeouts) when started and every
- * jwks_refresh_s, and again when a worker reports an unknown kid, at most once every 30 s per
- * issuer. A good document replaces the issuer's URL keyset atomically; a failed fetch keeps the
+ * jwks_refresh_s, and again when a worker reports an unknown kid, at most once every
+ * jwks_refetch_min_s per issuer. A good document replaces the issuer's URL keyset atomically; a
+ * key it no longer holds is withdrawn with the swap (gw_jwks_install); a failed fetch keeps the
  * last good keys. Fetching never happens on a worker's event loop.
  *
  * Memory: the fetcher belongs to its gw_auth (gw_auth_free stops and frees it).
@@ -19,6 +20,7 @@
 
 struct gw_auth;
 struct gw_issuer;
+struct gw_keyset;
 struct gw_jwks_fetcher;
 
 struct gw_jwks_fetcher *gw_jwks_fetcher_new(struct gw_auth *a);
@@ -35,6 +37,13 @@ void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f);
  * with its last good URL keys (a failed fetch at reload then keeps them, as at any other
  * time). Call before starting to's fetcher. */
 void gw_jwks_adopt_keys(struct gw_auth *to, struct gw_auth *from);
+
+/* Makes set (its reference taken; may be NULL) the issuer's URL keys and releases the old set.
+ * When a key of the old set is not in the new one, the issuer's key_epoch moves with the swap,
+ * so every worker's cache drops the tokens verified before it, before the new set answers a
+ * request (SPEC §4.1). Returns the number of keys withdrawn. Any thread; one writer per issuer
+ * at a time (its fetcher, or the reload before that fetcher starts). */
+size_t gw_jwks_install(struct gw_issuer *is, struct gw_keyset *set);
 
 /* check: fetches each URL once and adds a warning for each that fails. */
 struct gw_errs;

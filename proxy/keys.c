@@ -439,6 +439,26 @@ struct gw_keyset *gw_keyset_ref(struct gw_keyset *s)
     return s;
 }
 
+/* Keys in a keyset are public (a JWKS's "oct" keys are ignored): a plain compare will do. */
+static bool same_key(const struct gw_key *a, const struct gw_key *b)
+{
+    return a->alg == b->alg && (a->kid == NULL) == (b->kid == NULL) &&
+           (a->kid == NULL || strcmp(a->kid, b->kid) == 0) && a->material_len == b->material_len &&
+           memcmp(a->material, b->material, a->material_len) == 0;
+}
+
+size_t gw_keyset_withdrawn(const struct gw_keyset *old, const struct gw_keyset *next)
+{
+    size_t gone = 0;
+    for (size_t i = 0; old && i < old->n; i++) {
+        bool kept = false;
+        for (size_t k = 0; next && k < next->n && !kept; k++)
+            kept = same_key(&old->keys[i], &next->keys[k]);
+        gone += !kept;
+    }
+    return gone;
+}
+
 void gw_keyset_unref(struct gw_keyset *s)
 {
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)

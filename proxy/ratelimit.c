@@ -7,13 +7,13 @@
 
 #define SHARDS 64
 #define SHARD_CAP 1024 /* subjects per shard (65,536 in all) */
-#define KEY_MAX 512    /* iss + sub longer than this are cut (the hash still sees all) */
+#define ID_BYTES 32    /* a subject id: a SHA-256 digest */
 
 struct entry {
     struct entry *next;
-    uint64_t hash;
-    uint64_t tat; /* theoretical arrival time, ns */
-    char key[];   /* iss \0 sub */
+    uint64_t word; /* the id's first 8 bytes: most mismatches end here */
+    uint64_t tat;  /* theoretical arrival time, ns */
+    unsigned char id[ID_BYTES];
 };
 
 struct shard {
@@ -84,34 +84,18 @@ static uint64_t gcra(uint64_t tat, long burst, long per_seconds, uint64_t now,
     return next;
 }
 
-static uint64_t fnv1a(const char *a, const char *b)
-{
-    uint64_t h = 1469598103934665603ull;
-    for (const char *p = a; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    h = (h ^ 0) * 1099511628211ull;
-    for (const char *p = b; *p; p++)
-        h = (h ^ (unsigned char)*p) * 1099511628211ull;
-    return h;
-}
-
-static bool same_key(const struct entry *e, const char *iss, const char *sub)
-{
-    size_t li = strlen(iss);
-    return strncmp(e->key, iss, li) == 0 && e->key[li] == '\0' && strcmp(e->key + li + 1, sub) == 0;
-}
-
-void gw_rl_subject(struct gw_rl *rl, const char *iss, const char *sub, long burst, long per_seconds,
-                   uint64_t now_ns, struct gw_rl_verdict *v)
+void gw_rl_subject(struct gw_rl *rl, const unsigned char subject[ID_BYTES], long burst,
+                   long per_seconds, uint64_t now_ns, struct gw_rl_verdict *v)
 {
     memset(v, 0, sizeof *v);
     if (now_ns == 0)
         now_ns = 1; /* 0 marks a fresh bucket */
-    uint64_t h = fnv1a(iss ? iss : "", sub ? sub : "");
-    struct shard *s = &rl->shards[h % SHARDS];
+    uint64_t word;  /* a digest's bytes are already uniformly spread: no hashing again */
+    memcpy(&word, subject, sizeof word);
+    struct shard *s = &rl->shards[word % SHARDS];
     pthread_mutex_lock(&s->mu);
     struct entry *e = s->head;
-    while (e && !(e->hash == h && same_key(e, iss ? iss : "", sub ? sub : "")))
+    while (e && !(e->word == word && memcmp(e->id, subject, ID_BYTES) == 0))
         e = e->next;
     if (e == NULL) {
         if (s->n >= SHARD_CAP && s->head) {
@@ -125,12 +109,7 @@ void gw_rl_subject(struct gw_rl *rl, const char *iss, const char *sub, long burs
             free(gone);
             s->n--;
         }
-        size_t li = strlen(iss ? iss : ""), ls = strlen(sub ? sub : "");
-        if (li + ls + 2 > KEY_MAX) {
-            ls = ls < KEY_MAX / 2 ? ls : KEY_MAX / 2;
-            li = KEY_MAX - ls - 2;
-        }
-        e = calloc(1, sizeof *e + li + ls + 2);
+        e = calloc(1, sizeof *e);
         if (e == NULL) { /* fail closed: no bucket, no request */
             pthread_mutex_unlock(&s->mu);
             v->allowed = false;
@@ -139,9 +118,8 @@ void gw_rl_subject(struct gw_rl *rl, const char *iss, const char *sub, long burs
             v->interval_ms = per_seconds * 1000;
             return;
         }
-        e->hash = h;
-        memcpy(e->key, iss ? iss : "", li);
-        memcpy(e->key + li + 1, sub ? sub : "", ls);
+        e->word = word;
+        memcpy(e->id, subject, ID_BYTES);
         e->next = s->head;
         s->head = e;
         s->n++;

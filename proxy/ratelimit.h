@@ -5,8 +5,10 @@
  * second. The upstream bucket is one atomic word updated by compare-and-swap, and the upstream's
  * daily budget another (day number and count packed); per-subject buckets live in a hash table
  * of 64 shards, each with its own small lock, so workers contend only when they serve the same
- * shard at the same instant. Limits are passed in on every call (they come from the current
- * snapshot and may change on reload); the state survives reloads.
+ * shard at the same instant. A subject's bucket is keyed by its id, a SHA-256 digest of its whole
+ * iss and sub (gw_subject_id in auth.h): fixed-size entries whatever the claims' lengths. Limits
+ * are passed in on every call (they come from the current snapshot and may change on reload); the
+ * state survives reloads.
  *
  * Memory: one limiter for the process (gw_rl_new / gw_rl_free). A subject's bucket is dropped
  * once it is full again and its shard needs the room. Threads: any.
@@ -31,8 +33,9 @@ struct gw_rl_verdict {
 struct gw_rl *gw_rl_new(void);
 void gw_rl_free(struct gw_rl *rl);
 
-/* One request of subject (iss and sub identify it). now_ns: a monotonic clock. */
-void gw_rl_subject(struct gw_rl *rl, const char *iss, const char *sub, long burst, long per_seconds,
+/* One request of the subject whose id (gw_subject_id: SHA-256 of its length-prefixed iss and
+ * sub) is given. now_ns: a monotonic clock. */
+void gw_rl_subject(struct gw_rl *rl, const unsigned char subject[32], long burst, long per_seconds,
                    uint64_t now_ns, struct gw_rl_verdict *v);
 /* One upstream call. wall_s: seconds since the epoch (the daily budget is per UTC day). */
 void gw_rl_upstream(struct gw_rl *rl, long burst, long per_seconds, long daily, uint64_t now_ns,

@@ -1080,7 +1080,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
     }
     const struct gw_config *lc = r->snap->cfg;
     struct gw_rl_verdict rv;
-    gw_rl_subject(w->d->rl, r->principal->iss, r->principal->sub, lc->rate_limit.per_subject.burst,
+    gw_rl_subject(w->d->rl, r->principal->subject_id, lc->rate_limit.per_subject.burst,
                   lc->rate_limit.per_subject.per_seconds, mono_ns(), &rv);
     if (!rv.allowed) {
         reply_limited(r, &rv, GW_RL_SUBJECT);

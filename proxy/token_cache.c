@@ -71,8 +71,8 @@ struct gw_principal *gw_token_cache_get(struct gw_token_cache *c, const unsigned
     for (int w = 0; w < WAYS; w++) {
         if (s[w].until == 0 || memcmp(s[w].key, key, 32) != 0)
             continue;
-        if (now >= s[w].until) {
-            drop(&s[w]); /* expired: never served again */
+        if (now >= s[w].until || !gw_principal_key_current(s[w].p)) {
+            drop(&s[w]); /* expired, or a key left its issuer's set: never served again */
             return NULL;
         }
         return gw_principal_ref(s[w].p);

@@ -1,8 +1,10 @@
 /* token_cache: verified tokens, so a token is verified once, not on every request.
  *
  * Keyed by the SHA-256 of the exact token string (strict base64url makes the string the only
- * spelling of the token); an entry is used only before its token's exp; set-associative and
- * bounded, replacing the entry that expires first. One cache per worker: no lock.
+ * spelling of the token); an entry is used only before its token's exp and while no key has
+ * left its issuer's JWKS URL set since it was verified (gw_principal_key_current: a withdrawn
+ * key's tokens are verified again, and refused); set-associative and bounded, replacing the
+ * entry that expires first. One cache per worker: no lock.
  *
  * Memory: entries hold a principal reference; gw_token_cache_free drops them.
  * Threads: the owning worker's thread only.

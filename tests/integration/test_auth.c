@@ -274,17 +274,49 @@ END_TEST
 
 /* ---- JWKS URL ---- */
 
+/* Replaced whole (a rename), so a fetch never reads half a document. */
 static void write_jwks(const char *dir, const char *const *jwks, size_t n)
 {
-    char path[400];
+    char path[400], tmp[420];
     snprintf(path, sizeof path, "%s/jwks.json", dir);
-    FILE *f = fopen(path, "w");
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
     ck_assert_ptr_nonnull(f);
     fputs("{\"keys\":[", f);
     for (size_t i = 0; i < n; i++)
         fprintf(f, "%s%s", i ? "," : "", jwks[i]);
     fputs("]}", f);
     fclose(f);
+    ck_assert_int_eq(rename(tmp, path), 0);
+}
+
+/* openssl s_server serving the files of dir over https on a free port (*port). */
+static pid_t serve_dir(const char *dir, int *port)
+{
+    *port = free_port();
+    char accept[16], cert[400], key[400], log[400];
+    snprintf(accept, sizeof accept, "%d", *port);
+    snprintf(cert, sizeof cert, "%s/sandbox.crt", GW_CERTS_DIR);
+    snprintf(key, sizeof key, "%s/sandbox.key", GW_CERTS_DIR);
+    snprintf(log, sizeof log, "%s/s_server.log", dir);
+    char *argv[] = {
+        "/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-WWW",
+        "-quiet",           NULL};
+    pid_t srv = spawn_in(argv, log, dir);
+    ck_assert_int_eq(wait_port(*port, 5000), 0);
+    return srv;
+}
+
+/* A new RSA key pair in dir: b.key and b.pub. */
+static void make_key_b(const char *dir)
+{
+    char cmd[1200], *out;
+    snprintf(cmd, sizeof cmd,
+             "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s/b.key && "
+             "openssl pkey -in %s/b.key -pubout -out %s/b.pub",
+             dir, dir, dir);
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    free(out);
 }
 
 static int status_with(const char *token)
@@ -303,14 +335,8 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
 {
     char dir[] = "/tmp/ghl-jwks-XXXXXX";
     ck_assert_ptr_nonnull(mkdtemp(dir));
-    char cmd[1200], *out;
-    /* key A: the test RS256 key; key B: made now */
-    snprintf(cmd, sizeof cmd,
-             "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s/b.key && "
-             "openssl pkey -in %s/b.key -pubout -out %s/b.pub",
-             dir, dir, dir);
-    ck_assert_int_eq(run_cmd(cmd, &out), 0);
-    free(out);
+    char cmd[1200];
+    make_key_b(dir); /* key A: the test RS256 key; key B: made now */
     char apub[400], bpub[400];
     snprintf(apub, sizeof apub, "%s/jwt-rs256.pub.pem", GW_CERTS_DIR);
     snprintf(bpub, sizeof bpub, "%s/b.pub", dir);
@@ -319,17 +345,8 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
     ck_assert_ptr_nonnull(jb);
     const char *one[] = {ja};
     write_jwks(dir, one, 1);
-    int port = free_port();
-    char accept[16], cert[400], key[400], log[400];
-    snprintf(accept, sizeof accept, "%d", port);
-    snprintf(cert, sizeof cert, "%s/sandbox.crt", GW_CERTS_DIR);
-    snprintf(key, sizeof key, "%s/sandbox.key", GW_CERTS_DIR);
-    snprintf(log, sizeof log, "%s/s_server.log", dir);
-    char *argv[] = {
-        "/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-WWW",
-        "-quiet",           NULL};
-    pid_t srv = spawn_in(argv, log, dir);
-    ck_assert_int_eq(wait_port(port, 5000), 0);
+    int port;
+    pid_t srv = serve_dir(dir, &port);
     char auth[1024];
     /* 127.0.0.1, not localhost: the fetch uses the system resolver, and a minimal machine
      * (a debootstrap chroot) has no /etc/hosts; the certificate names the address too */
@@ -403,6 +420,75 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
 }
 END_TEST
 
+/* SPEC §4.1: a key that leaves the JWKS (a refresh no longer lists its kid) stops working at
+ * the refresh, without a reload, even for a token every worker has verified and cached: 401
+ * unknown_key. The key that stays keeps working. */
+START_TEST(test_jwks_url_withdrawn_key_refused_though_cached)
+{
+    char dir[] = "/tmp/ghl-jwks-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    make_key_b(dir);
+    char apub[400], bpub[400];
+    snprintf(apub, sizeof apub, "%s/jwt-rs256.pub.pem", GW_CERTS_DIR);
+    snprintf(bpub, sizeof bpub, "%s/b.pub", dir);
+    char *ja = jwk_from_pem(apub, "a1"), *jb = jwk_from_pem(bpub, "b1");
+    ck_assert_ptr_nonnull(ja);
+    ck_assert_ptr_nonnull(jb);
+    const char *both[] = {ja, jb}, *only_b[] = {jb};
+    write_jwks(dir, both, 2);
+    int port;
+    pid_t srv = serve_dir(dir, &port);
+    char auth[1024];
+    snprintf(auth, sizeof auth,
+             "{ \"issuers\": [ { \"issuer\": \"https://rot.test\", \"jwks_url\": "
+             "\"https://127.0.0.1:%d/jwks.json\", \"jwks_ca_file\": \"%s/ca.crt\", "
+             "\"jwks_refresh_s\": 1 } ] }",
+             port, GW_CERTS_DIR);
+    env_start(&E, &(struct env_opts){.auth_json = auth}); /* two workers, two token caches */
+    char ta[4096], tb[4096], bextra[500];
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", "--kid a1", ta, sizeof ta), 0);
+    snprintf(bextra, sizeof bextra, "--kid b1 --key %s/b.key", dir);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb, sizeof tb), 0);
+
+    /* a new connection each: the kernel spreads them over both workers, which cache ta */
+    int n = under_valgrind() ? 8 : 20;
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(status_with(ta), 200);
+    char *m = NULL;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    const char *hits = strstr(m, "\nghl_gateway_token_cache_hits_total ");
+    ck_assert_ptr_nonnull(hits);
+    ck_assert_msg(strtol(hits + 36, NULL, 10) >= n - 2, "ta not served from the caches: %s", hits);
+    free(m);
+
+    write_jwks(dir, only_b, 1); /* a1 withdrawn at the identity provider */
+    char *glog = wait_for_text(E.gateway.log, "https://rot.test: 1 key loaded", 10000);
+    ck_assert_msg(strstr(glog, "https://rot.test: 1 key loaded") != NULL, "%s", glog);
+    free(glog);
+    for (int i = 0; i < n; i++) {
+        char hdr[4200];
+        snprintf(hdr, sizeof hdr, "Authorization: Bearer %s\r\n", ta);
+        struct response r;
+        ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, hdr, NULL, &r), 0);
+        ck_assert_msg(r.status == 401, "request %d with the withdrawn key: %d", i + 1, r.status);
+        ck_assert_str_eq(response_header(&r, "WWW-Authenticate"),
+                         "Bearer realm=\"ghl-gateway\", error=\"invalid_token\", "
+                         "error_description=\"unknown_key\"");
+        response_free(&r);
+    }
+    ck_assert_int_eq(status_with(tb), 200);
+    kill(srv, SIGTERM);
+    waitpid(srv, NULL, 0);
+    free(ja);
+    free(jb);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("auth");
@@ -418,6 +504,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(j, NULL, teardown);
     tcase_set_timeout(j, 60);
     tcase_add_test(j, test_jwks_url_rotation_and_failed_fetch);
+    tcase_add_test(j, test_jwks_url_withdrawn_key_refused_though_cached);
     tcase_add_test(j, test_op_without_scope_in_the_document_fails_closed);
     suite_add_tcase(s, j);
     return s;

@@ -155,6 +155,50 @@ START_TEST(test_per_subject_limit)
 }
 END_TEST
 
+/* A subject of any length (SPEC §11): a 600-character sub is limited exactly at its burst and
+ * stays limited (its bucket is found again), while a subject whose sub differs only in its last
+ * character has its own bucket. (A key cut at 512 bytes read past the end of iss, never found
+ * the subject's bucket again and so never limited it.) */
+START_TEST(test_per_subject_limit_with_a_600_character_sub)
+{
+    env_start(&E,
+              &(struct env_opts){
+                  .rate_limit_json = "{ \"per_subject\": { \"burst\": 3, \"per_seconds\": 60 }, "
+                                     "\"upstream\": { \"burst\": 1000, \"per_seconds\": 1 } }",
+              });
+    char sub[601], other[601], tok[4096], tok_other[4096];
+    memset(sub, 'x', sizeof sub - 1);
+    sub[sizeof sub - 1] = '\0';
+    memcpy(other, sub, sizeof other);
+    other[sizeof other - 2] = 'y';
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, sub, "users.readonly", NULL, tok, sizeof tok), 0);
+    ck_assert_int_eq(
+        mint("RS256", ISSUER_RS, other, "users.readonly", NULL, tok_other, sizeof tok_other), 0);
+    struct response r;
+    for (int i = 0; i < 3; i++) { /* new connections: both workers share the buckets */
+        ck_assert_int_eq(get_as(tok, "/users/" SEED_USER, &r), 0);
+        ck_assert_msg(r.status == 200, "request %d: %d %s", i + 1, r.status, r.body);
+        response_free(&r);
+    }
+    for (int i = 0; i < 4; i++) {
+        ck_assert_int_eq(get_as(tok, "/users/" SEED_USER, &r), 0);
+        ck_assert_msg(r.status == 429, "request %d past the burst: %d", i + 4, r.status);
+        long ra = strtol(response_header(&r, "Retry-After"), NULL, 10);
+        ck_assert_msg(ra >= 1 && ra <= 20, "Retry-After %ld", ra); /* one token per 20 s */
+        ck_assert_str_eq(response_header(&r, "X-RateLimit-Max"), "3");
+        ck_assert_str_eq(response_header(&r, "X-RateLimit-Remaining"), "0");
+        response_free(&r);
+    }
+    ck_assert_int_eq(get_as(tok_other, "/users/" SEED_USER, &r), 0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 4); /* the refused ones never went upstream */
+    char *m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_rate_limited_total{scope=\"subject\"}"), 4);
+    free(m);
+}
+END_TEST
+
 START_TEST(test_upstream_budget_shared_by_callers)
 {
     env_start(&E,
@@ -437,6 +481,7 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_metrics_present_and_moving);
     tcase_add_test(t, test_per_subject_limit);
+    tcase_add_test(t, test_per_subject_limit_with_a_600_character_sub);
     tcase_add_test(t, test_cached_token_not_served_past_exp);
     tcase_add_test(t, test_reload_withdrawing_a_key_drops_its_cached_tokens);
     tcase_add_test(t, test_upstream_budget_shared_by_callers);

@@ -12,6 +12,8 @@
  *   https://jwks.example.com    jwks_file: RS256 j1, EC j2 (no alg), oct o1, use:enc x1
  *   https://custom.example.com  one RS256 key without kid, audiences [], leeway 0,
  *                               max_lifetime 3600, subject_claim uid, scope_claims [perms]
+ *   https://url.example.com     jwks_url (never fetched here: the tests install its keys as a
+ *                               fetch would)
  * and `now` fixed at NOW. */
 #include <check.h>
 #include <ftw.h>
@@ -33,6 +35,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "jwks.h"
 #include "keys.h"
 #include "token_cache.h"
 
@@ -261,7 +264,9 @@ static const char CONFIG[] =
     "    { \"issuer\": \"https://custom.example.com\", \"audiences\": [],\n"
     "      \"keys\": [ { \"alg\": \"RS256\", \"pem_file\": \"k1.pem\" } ],\n"
     "      \"leeway_s\": 0, \"max_lifetime_s\": 3600,\n"
-    "      \"subject_claim\": \"uid\", \"scope_claims\": [\"perms\"] }\n"
+    "      \"subject_claim\": \"uid\", \"scope_claims\": [\"perms\"] },\n"
+    "    { \"issuer\": \"https://url.example.com\",\n"
+    "      \"jwks_url\": \"https://127.0.0.1:9/jwks.json\" }\n"
     "  ] } }\n";
 
 static void setup_auth(void)
@@ -1135,6 +1140,10 @@ START_TEST(test_jwt_principal_fields)
     ck_assert_str_eq(p->issuer->cfg->issuer, ISS_IDP);
     ck_assert_ptr_nonnull(p->claims);
     ck_assert(cJSON_IsObject(p->claims));
+    unsigned char id[32];
+    ck_assert_int_eq(gw_subject_id(ISS_IDP, "user-1", id), 0);
+    ck_assert_mem_eq(p->subject_id, id, 32); /* the rate limiter's key, made once */
+    ck_assert(gw_principal_key_current(p));
     ck_assert_int_eq(atomic_load(&p->refs), 1);
     ck_assert_ptr_eq(gw_principal_ref(p), p);
     ck_assert_int_eq(atomic_load(&p->refs), 2);
@@ -1436,6 +1445,102 @@ START_TEST(test_jwt_cache_bounded_evicts_earliest_expiry)
 }
 END_TEST
 
+/* ---- key withdrawal (SPEC §4.1) ---- */
+
+#define ISS_URL "https://url.example.com"
+#define P_URL "{\"iss\":\"" ISS_URL "\",\"sub\":\"user-1\",\"aud\":\"ghl-gateway\"," EXP_OK "}"
+
+static struct gw_issuer *url_issuer(void)
+{
+    for (size_t i = 0; i < g_auth->nissuers; i++)
+        if (strcmp(g_auth->issuers[i].cfg->issuer, ISS_URL) == 0)
+            return &g_auth->issuers[i];
+    ck_abort_msg("no issuer " ISS_URL);
+    return NULL;
+}
+
+/* A JWKS document of key a (kid akid) and, unless NULL, key b, parsed as a fetch parses it. */
+static struct gw_keyset *url_set(EVP_PKEY *a, const char *akid, EVP_PKEY *b, const char *bkid)
+{
+    cJSON *doc = cJSON_CreateObject(), *keys = cJSON_AddArrayToObject(doc, "keys");
+    cJSON_AddItemToArray(keys, jwk_of(a, akid));
+    if (b)
+        cJSON_AddItemToArray(keys, jwk_of(b, bkid));
+    char *text = cJSON_PrintUnformatted(doc), why[200] = "";
+    cJSON_Delete(doc);
+    struct gw_keyset *s = gw_jwks_parse(text, strlen(text), why, sizeof why);
+    free(text);
+    ck_assert_msg(s != NULL, "%s", why);
+    return s;
+}
+
+/* A JWKS refresh that no longer lists a kid: the tokens verified with it and cached are not
+ * served again, and verified anew they get unknown_key; a refresh that returns the same keys
+ * (a new parse of them) keeps the cache serving. */
+START_TEST(test_jwt_cache_drops_tokens_of_a_withdrawn_key)
+{
+    struct gw_issuer *is = url_issuer();
+    ck_assert_uint_eq(gw_jwks_install(is, url_set(g_k1, "u1", g_k2, "u2")), 0);
+    char *t1 = tok(&g_sig[SK1], "{\"alg\":\"RS256\",\"kid\":\"u1\"}", P_URL);
+    char *t2 = tok(&g_sig[SK2], "{\"alg\":\"RS256\",\"kid\":\"u2\"}", P_URL);
+    unsigned char k1[32], k2[32];
+    sha(t1, k1);
+    sha(t2, k2);
+    struct gw_principal *p1 = principal(t1), *p2 = principal(t2), *g;
+    struct gw_token_cache *c = gw_token_cache_new(64);
+    gw_token_cache_put(c, k1, p1, NOW + 600);
+    gw_token_cache_put(c, k2, p2, NOW + 600);
+
+    ck_assert_uint_eq(gw_jwks_install(is, url_set(g_k2, "u2", g_k1, "u1")), 0); /* same keys */
+    ck_assert_ptr_eq(g = gw_token_cache_get(c, k1, NOW), p1);
+    gw_principal_unref(g);
+    ck_assert_ptr_eq(g = gw_token_cache_get(c, k2, NOW), p2);
+    gw_principal_unref(g);
+
+    ck_assert_uint_eq(gw_jwks_install(is, url_set(g_k2, "u2", NULL, NULL)), 1); /* u1 leaves */
+    ck_assert(!gw_principal_key_current(p1)); /* also held by a request in flight */
+    ck_assert_ptr_null(gw_token_cache_get(c, k1, NOW));
+    EXPECT(t1, GW_AUTH_UNKNOWN_KEY);
+    /* the issuer's other cached tokens are verified once more, and cached again */
+    ck_assert_ptr_null(gw_token_cache_get(c, k2, NOW));
+    struct gw_principal *p2b = principal(t2);
+    gw_token_cache_put(c, k2, p2b, NOW + 600);
+    ck_assert_ptr_eq(g = gw_token_cache_get(c, k2, NOW), p2b);
+    gw_principal_unref(g);
+    ck_assert_int_eq(atomic_load(&p1->refs), 1); /* the cache let go of the dropped entries */
+    ck_assert_int_eq(atomic_load(&p2->refs), 1);
+
+    /* kid u1 back with another key: t1 (signed by the old one) is refused as a bad signature */
+    ck_assert_uint_eq(gw_jwks_install(is, url_set(g_k2, "u2", g_att, "u1")), 0);
+    EXPECT(t1, GW_AUTH_BAD_SIGNATURE);
+    /* kid u2 now names another key: its cached token is not served */
+    ck_assert_uint_eq(gw_jwks_install(is, url_set(g_att, "u2", NULL, NULL)), 2);
+    ck_assert_ptr_null(gw_token_cache_get(c, k2, NOW));
+    EXPECT(t2, GW_AUTH_BAD_SIGNATURE);
+
+    gw_token_cache_free(c);
+    gw_principal_unref(p1);
+    gw_principal_unref(p2);
+    gw_principal_unref(p2b);
+    gw_jwks_install(is, NULL);
+}
+END_TEST
+
+/* The epoch is the issuer's: a key leaving one issuer's URL set leaves the tokens of another
+ * issuer (configured keys, which only a reload changes, and a reload empties the caches)
+ * current. */
+START_TEST(test_jwt_cache_withdrawal_is_per_issuer)
+{
+    struct gw_issuer *is = url_issuer();
+    gw_jwks_install(is, url_set(g_k1, "u1", NULL, NULL));
+    struct gw_principal *p = principal(valid_k1());
+    ck_assert_uint_eq(gw_jwks_install(is, url_set(g_k2, "u2", NULL, NULL)), 1);
+    ck_assert(gw_principal_key_current(p));
+    gw_principal_unref(p);
+    gw_jwks_install(is, NULL);
+}
+END_TEST
+
 static Suite *jwt_suite(void)
 {
     Suite *s = suite_create("jwt");
@@ -1478,6 +1583,8 @@ static Suite *jwt_suite(void)
     tcase_add_test(tc, test_jwt_cache_clear);
     tcase_add_test(tc, test_jwt_cache_zero_entries_holds_nothing);
     tcase_add_test(tc, test_jwt_cache_bounded_evicts_earliest_expiry);
+    tcase_add_test(tc, test_jwt_cache_drops_tokens_of_a_withdrawn_key);
+    tcase_add_test(tc, test_jwt_cache_withdrawal_is_per_issuer);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -818,6 +818,58 @@ START_TEST(test_keys_jwks_valid_set)
 }
 END_TEST
 
+/* A set of RSA key kid a (g_rsa unless other_rsa) with alg a_alg, and P-256 key kid b. */
+static struct gw_keyset *set_ab(const char *a_kid, const char *a_alg, bool other_rsa, bool with_c)
+{
+    cJSON *m[3] = {jwk_of(other_rsa ? g_rsa_b : g_rsa), jwk_of(g_p256), jwk_of(g_p521)};
+    jwk_set(m[0], "kid", a_kid);
+    jwk_set(m[0], "alg", a_alg);
+    jwk_set(m[1], "kid", "b");
+    jwk_set(m[2], "kid", "c");
+    if (!with_c)
+        cJSON_Delete(m[2]);
+    char *t = jwks_text(m, with_c ? 3 : 2);
+    struct gw_keyset *s = jwks(t);
+    ck_assert_ptr_nonnull(s);
+    free(t);
+    return s;
+}
+
+/* What a JWKS refresh withdraws (SPEC §4.1): a key of the old set that the new one does not
+ * hold with the same kid, algorithm and public key. A new parse of the same document, or one
+ * that adds a key, withdraws nothing. */
+START_TEST(test_keys_jwks_withdrawn_counts_keys_that_left)
+{
+    struct gw_keyset *old = set_ab("a", "RS256", false, false);
+    struct {
+        struct gw_keyset *next;
+        size_t withdrawn;
+    } cases[] = {
+        {set_ab("a", "RS256", false, false), 0}, /* the same document fetched again */
+        {set_ab("a", "RS256", false, true), 0},  /* a key added (a rotation's first step) */
+        {set_ab("x", "RS256", false, false), 1}, /* kid a gone (the same key under another kid) */
+        {set_ab("a", "RS256", true, false), 1},  /* kid a now names another key */
+        {set_ab("a", "RS512", false, false), 1}, /* kid a now pins another algorithm */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        ck_assert_msg(gw_keyset_withdrawn(old, cases[i].next) == cases[i].withdrawn,
+                      "case %zu: %zu withdrawn", i, gw_keyset_withdrawn(old, cases[i].next));
+        gw_keyset_unref(cases[i].next);
+    }
+    cJSON *only_b[1] = {jwk_of(g_p256)};
+    jwk_set(only_b[0], "kid", "b");
+    char *t = jwks_text(only_b, 1);
+    struct gw_keyset *b = jwks(t);
+    free(t);
+    ck_assert_uint_eq(gw_keyset_withdrawn(old, b), 1); /* kid a left */
+    ck_assert_uint_eq(gw_keyset_withdrawn(b, old), 0);
+    ck_assert_uint_eq(gw_keyset_withdrawn(NULL, old), 0); /* the first fetch */
+    ck_assert_uint_eq(gw_keyset_withdrawn(old, NULL), 2);
+    gw_keyset_unref(b);
+    gw_keyset_unref(old);
+}
+END_TEST
+
 START_TEST(test_keys_jwks_duplicate_kid_refused)
 {
     cJSON *m[2] = {jwk_of(g_rsa), jwk_of(g_rsa_b)};
@@ -1510,6 +1562,7 @@ static Suite *keys_suite(void)
     tcase_add_test(tc, test_keys_jwk_ec_invalid_members);
     tcase_add_test(tc, test_keys_jwk_ec_without_crv_invalid);
     tcase_add_test(tc, test_keys_jwks_valid_set);
+    tcase_add_test(tc, test_keys_jwks_withdrawn_counts_keys_that_left);
     tcase_add_test(tc, test_keys_jwks_duplicate_kid_refused);
     tcase_add_test(tc, test_keys_jwks_oct_and_enc_keys_ignored);
     tcase_add_test(tc, test_keys_jwks_invalid_key_refuses_set);

@@ -1,4 +1,5 @@
-/* Unit: the GCRA buckets of ratelimit.c and the metrics shards of metrics.c. */
+/* Unit: the GCRA buckets of ratelimit.c, keyed by subject ids (auth.c), and the metrics shards
+ * of metrics.c. */
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -7,10 +8,20 @@
 
 #include <event2/buffer.h>
 
+#include "auth.h"
 #include "metrics.h"
 #include "ratelimit.h"
 
 #define S 1000000000ull /* one second in ns */
+
+/* One request of iss + sub, keyed as the server keys it: by the principal's subject id. */
+static void subject(struct gw_rl *rl, const char *iss, const char *sub, long burst,
+                    long per_seconds, uint64_t now, struct gw_rl_verdict *v)
+{
+    unsigned char id[32];
+    ck_assert_int_eq(gw_subject_id(iss, sub, id), 0);
+    gw_rl_subject(rl, id, burst, per_seconds, now, v);
+}
 
 START_TEST(test_ratelimit_burst_then_refill)
 {
@@ -19,26 +30,26 @@ START_TEST(test_ratelimit_burst_then_refill)
     uint64_t t = 1000 * S;
     /* burst 3 per 30 s: three at once, remaining 2, 1, 0 */
     for (long i = 0; i < 3; i++) {
-        gw_rl_subject(rl, "iss", "a", 3, 30, t, &v);
+        subject(rl, "iss", "a", 3, 30, t, &v);
         ck_assert(v.allowed);
         ck_assert_int_eq(v.remaining, 2 - i);
         ck_assert_int_eq(v.max, 3);
         ck_assert_int_eq(v.interval_ms, 30000);
     }
-    gw_rl_subject(rl, "iss", "a", 3, 30, t, &v);
+    subject(rl, "iss", "a", 3, 30, t, &v);
     ck_assert(!v.allowed);
     ck_assert_int_eq(v.remaining, 0);
     ck_assert_int_eq(v.retry_after_s, 10); /* one token every 10 s */
     /* 9.5 s later: still refused, 1 s to go (rounded up) */
-    gw_rl_subject(rl, "iss", "a", 3, 30, t + 9 * S + S / 2, &v);
+    subject(rl, "iss", "a", 3, 30, t + 9 * S + S / 2, &v);
     ck_assert(!v.allowed);
     ck_assert_int_eq(v.retry_after_s, 1);
     /* 10 s later: one more */
-    gw_rl_subject(rl, "iss", "a", 3, 30, t + 10 * S, &v);
+    subject(rl, "iss", "a", 3, 30, t + 10 * S, &v);
     ck_assert(v.allowed);
     ck_assert_int_eq(v.remaining, 0);
     /* a minute later the bucket is full again */
-    gw_rl_subject(rl, "iss", "a", 3, 30, t + 70 * S, &v);
+    subject(rl, "iss", "a", 3, 30, t + 70 * S, &v);
     ck_assert(v.allowed);
     ck_assert_int_eq(v.remaining, 2);
     gw_rl_free(rl);
@@ -49,18 +60,111 @@ START_TEST(test_ratelimit_subjects_are_separate_and_exact)
 {
     struct gw_rl *rl = gw_rl_new();
     struct gw_rl_verdict v;
-    gw_rl_subject(rl, "iss", "a", 1, 60, S, &v);
+    subject(rl, "iss", "a", 1, 60, S, &v);
     ck_assert(v.allowed);
-    gw_rl_subject(rl, "iss", "a", 1, 60, S, &v);
+    subject(rl, "iss", "a", 1, 60, S, &v);
     ck_assert(!v.allowed);
     /* the same sub of another issuer, and a sub that shares a prefix, are other subjects */
-    gw_rl_subject(rl, "iss2", "a", 1, 60, S, &v);
+    subject(rl, "iss2", "a", 1, 60, S, &v);
     ck_assert(v.allowed);
-    gw_rl_subject(rl, "iss", "ab", 1, 60, S, &v);
+    subject(rl, "iss", "ab", 1, 60, S, &v);
     ck_assert(v.allowed);
-    gw_rl_subject(rl, "is", "sa", 1, 60, S, &v);
+    subject(rl, "is", "sa", 1, 60, S, &v);
     ck_assert(v.allowed);
     gw_rl_free(rl);
+}
+END_TEST
+
+/* A subject of any length (SPEC §11): limited at its burst, and its bucket found again however
+ * many requests it sends (a key cut at a buffer's size was never found again: such a subject
+ * was never limited, and each of its requests took a bucket from another subject). */
+START_TEST(test_ratelimit_long_subject_limited_at_its_burst_and_keeps_its_bucket)
+{
+    struct gw_rl *rl = gw_rl_new();
+    struct gw_rl_verdict v;
+    char iss[301], sub[701];
+    memset(iss, 'i', sizeof iss - 1);
+    iss[sizeof iss - 1] = '\0';
+    memset(sub, 's', sizeof sub - 1);
+    sub[sizeof sub - 1] = '\0';
+    subject(rl, "iss", "short", 1, 60, S, &v); /* another subject, its bucket empty now */
+    ck_assert(v.allowed);
+    for (long i = 0; i < 3; i++) {
+        subject(rl, iss, sub, 3, 60, S, &v);
+        ck_assert(v.allowed);
+        ck_assert_int_eq(v.remaining, 2 - i);
+    }
+    for (int i = 0; i < 3000; i++) {
+        subject(rl, iss, sub, 3, 60, S, &v);
+        ck_assert_msg(!v.allowed, "request %d past the burst allowed", i + 4);
+        ck_assert_int_eq(v.retry_after_s, 20);
+    }
+    subject(rl, "iss", "short", 1, 60, S, &v); /* its bucket was not evicted meanwhile */
+    ck_assert(!v.allowed);
+    subject(rl, iss, sub, 3, 60, 21 * S, &v); /* one token 20 s later */
+    ck_assert(v.allowed);
+    gw_rl_free(rl);
+}
+END_TEST
+
+/* Long subjects that share all but their last byte, and the same bytes split another way
+ * between iss and sub, are other subjects: never one bucket. */
+START_TEST(test_ratelimit_long_prefix_and_split_subjects_are_separate)
+{
+    struct gw_rl *rl = gw_rl_new();
+    struct gw_rl_verdict v;
+    char iss[301], a[701], b[701];
+    memset(iss, 'i', sizeof iss - 1);
+    iss[sizeof iss - 1] = '\0';
+    memset(a, 's', sizeof a - 1);
+    a[sizeof a - 1] = '\0';
+    memcpy(b, a, sizeof b);
+    b[sizeof b - 2] = 't';
+    subject(rl, iss, a, 1, 60, S, &v);
+    ck_assert(v.allowed);
+    subject(rl, iss, a, 1, 60, S, &v);
+    ck_assert(!v.allowed);
+    subject(rl, iss, b, 1, 60, S, &v);
+    ck_assert(v.allowed);
+    /* "ab" + "c" and "a" + "bc": the same bytes, other subjects */
+    subject(rl, "ab", "c", 1, 60, S, &v);
+    ck_assert(v.allowed);
+    subject(rl, "ab", "c", 1, 60, S, &v);
+    ck_assert(!v.allowed);
+    subject(rl, "a", "bc", 1, 60, S, &v);
+    ck_assert(v.allowed);
+    subject(rl, "abc", "", 1, 60, S, &v);
+    ck_assert(v.allowed);
+    /* the same long split made with the boundary moved by one byte */
+    subject(rl, iss, a, 1, 60, S, &v);
+    ck_assert(!v.allowed);
+    iss[sizeof iss - 2] = '\0';
+    char moved[702];
+    snprintf(moved, sizeof moved, "i%s", a);
+    subject(rl, iss, moved, 1, 60, S, &v);
+    ck_assert(v.allowed);
+    gw_rl_free(rl);
+}
+END_TEST
+
+/* The id is a function of the pair alone (one subject, one bucket, in every worker and across
+ * restarts) and differs for every pair tried. */
+START_TEST(test_ratelimit_subject_ids_are_stable_and_distinct)
+{
+    static const char *const pairs[][2] = {
+        {"ab", "c"},  {"a", "bc"},   {"abc", ""},   {"", "abc"},
+        {"iss", "a"}, {"iss", "a "}, {"iss ", "a"}, {"is", "sa"},
+    };
+    enum { N = sizeof pairs / sizeof *pairs };
+    unsigned char id[N][32], again[32];
+    for (size_t i = 0; i < N; i++) {
+        ck_assert_int_eq(gw_subject_id(pairs[i][0], pairs[i][1], id[i]), 0);
+        ck_assert_int_eq(gw_subject_id(pairs[i][0], pairs[i][1], again), 0);
+        ck_assert_mem_eq(id[i], again, 32);
+        for (size_t k = 0; k < i; k++)
+            ck_assert_msg(memcmp(id[i], id[k], 32) != 0, "%s+%s and %s+%s share an id", pairs[i][0],
+                          pairs[i][1], pairs[k][0], pairs[k][1]);
+    }
 }
 END_TEST
 
@@ -72,7 +176,7 @@ START_TEST(test_ratelimit_many_subjects_evict_idle_buckets)
     /* far more subjects than the table holds: the idle ones make room, none is refused */
     for (int i = 0; i < 200000; i++) {
         snprintf(sub, sizeof sub, "s%d", i);
-        gw_rl_subject(rl, "iss", sub, 5, 1, S + (uint64_t)i, &v);
+        subject(rl, "iss", sub, 5, 1, S + (uint64_t)i, &v);
         ck_assert(v.allowed);
     }
     gw_rl_free(rl);
@@ -112,6 +216,7 @@ END_TEST
 struct racer {
     struct gw_rl *rl;
     int allowed;
+    unsigned char id[32];
 };
 
 static void *race(void *p)
@@ -121,7 +226,7 @@ static void *race(void *p)
     for (int i = 0; i < 1000; i++) {
         gw_rl_upstream(r->rl, 100, 3600, 1000000, S, 86400, &v);
         r->allowed += v.allowed;
-        gw_rl_subject(r->rl, "iss", "shared", 50, 3600, S, &v);
+        gw_rl_subject(r->rl, r->id, 50, 3600, S, &v);
         r->allowed += v.allowed ? 1000 : 0;
     }
     return NULL;
@@ -134,7 +239,8 @@ START_TEST(test_ratelimit_is_exact_under_contention)
     struct racer r[4];
     pthread_t t[4];
     for (int i = 0; i < 4; i++) {
-        r[i] = (struct racer){rl, 0};
+        r[i] = (struct racer){rl, 0, {0}};
+        ck_assert_int_eq(gw_subject_id("iss", "shared", r[i].id), 0);
         pthread_create(&t[i], NULL, race, &r[i]);
     }
     int up = 0, sub = 0;
@@ -233,6 +339,9 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_ratelimit_burst_then_refill);
     tcase_add_test(t, test_ratelimit_subjects_are_separate_and_exact);
+    tcase_add_test(t, test_ratelimit_long_subject_limited_at_its_burst_and_keeps_its_bucket);
+    tcase_add_test(t, test_ratelimit_long_prefix_and_split_subjects_are_separate);
+    tcase_add_test(t, test_ratelimit_subject_ids_are_stable_and_distinct);
     tcase_add_test(t, test_ratelimit_many_subjects_evict_idle_buckets);
     tcase_add_test(t, test_ratelimit_upstream_and_daily);
     tcase_add_test(t, test_ratelimit_is_exact_under_contention);
