@@ -80,6 +80,7 @@ struct gw_req {
     cJSON *body;
     int upstream_status;
     double upstream_ms;
+    bool upstream_sent; /* a byte of this call's request may have left (outcome "upstream") */
     struct gw_principal *principal;   /* once authenticated (a reference) */
     const char *auth_failure;         /* the reason class, for the access log */
     const struct gw_credential *cred; /* the upstream credential of the op */
@@ -166,11 +167,19 @@ static cJSON *parse_answer(struct evbuffer *body);
 /* "name": */
 #define KEY(b, name) GW_JBUF_LIT((b), "\"" name "\":")
 
+/* What became of a change upstream (an outcome's "upstream"): answered, not_sent (no byte of
+ * the request left: the change did not happen), or unknown (sent, no answer: it may have). */
+static const char *upstream_fate(const struct gw_req *r)
+{
+    return r->upstream_status > 0 ? "answered" : r->upstream_sent ? "unknown" : "not_sent";
+}
+
 /* The members of r's record, in record order, written as JSON text (no tree: this runs for
  * every change and every denial). reasons: denied; status < 0: none (intent, denied);
- * created_id: create-user's new user. Never a token, a password or a credential. */
+ * created_id: create-user's new user; upstream: an outcome's upstream_fate, else NULL. Never a
+ * token, a password or a credential. */
 static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struct gw_msgs *reasons,
-                           int status, const char *created_id)
+                           int status, const char *created_id, const char *upstream)
 {
     struct gw_jbuf b = {0};
     const struct gw_op *op = r->route.op;
@@ -296,6 +305,11 @@ static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struc
                          (long long)(gw_mono_ms() - r->t0));
         gw_jbuf_raw(&b, num, (size_t)n);
     }
+    if (upstream) {
+        GW_JBUF_LIT(&b, ",");
+        KEY(&b, "upstream");
+        gw_jbuf_string(&b, upstream);
+    }
     return gw_jbuf_take(&b);
 }
 
@@ -361,7 +375,8 @@ static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
 {
     struct gw_audit *a = r->w->d->audit;
     if (gw_audit_enabled(a))
-        audit_post(r->w, GW_AUDIT_DENIED, audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL));
+        audit_post(r->w, GW_AUDIT_DENIED,
+                   audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL, NULL));
 }
 
 /* finish: the outcome a written intent owes, or the read record of an allowed read. */
@@ -382,13 +397,14 @@ static void audit_answer(struct gw_req *r, struct evbuffer *body)
             cJSON_Delete(j);
         }
         audit_post(r->w, GW_AUDIT_OUTCOME,
-                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created));
+                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created,
+                                 upstream_fate(r)));
         free(created);
         r->intent_written = false;
     } else if (r->allowed && r->snap->cfg->audit.include_reads &&
                !gw_policy_op_changes_users(r->route.op)) {
         audit_post(r->w, GW_AUDIT_READ,
-                   audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL));
+                   audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL, NULL));
     }
 }
 
@@ -615,6 +631,7 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
     const struct gw_config *cfg = r->snap->cfg;
     const char *method = target_only ? "GET" : r->method;
     r->upstream_status = 0; /* the status logged and audited is this call's */
+    r->upstream_sent = false;
     /* HighLevel's own limits, for every caller together: refused here, not upstream */
     const struct gw_config *rc = r->snap->cfg;
     struct gw_rl_verdict v;
@@ -684,6 +701,7 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
 static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, const char *method)
 {
     r->upstream_ms = res->ms;
+    r->upstream_sent = res->sent;
     if (res->err == GW_UP_SHUTDOWN) {
         /* the worker is being torn down: its connections are freed right after. A change
          * already sent still owes its outcome (status 0: no answer) */
@@ -907,7 +925,7 @@ static void write_intent(struct gw_req *r)
 {
     struct gw_audit_item *it = calloc(1, sizeof *it);
     if (it)
-        it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL);
+        it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL, NULL);
     if (r->intent_done == NULL)
         r->intent_done = event_new(r->w->base, -1, 0, on_intent, r);
     if (it == NULL || it->members == NULL || r->intent_done == NULL) {

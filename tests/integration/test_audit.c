@@ -150,6 +150,8 @@ START_TEST(test_changes_write_intent_then_outcome_and_nothing_secret)
         ck_assert_str_eq(sget(mine[0], "policy"), "harness-all");
         ck_assert_ptr_null(cJSON_GetObjectItem(mine[0], "status"));
         ck_assert_int_eq(cJSON_GetObjectItem(mine[1], "status")->valueint, statuses[k]);
+        ck_assert_str_eq(sget(mine[1], "upstream"), "answered");
+        ck_assert_ptr_null(cJSON_GetObjectItem(mine[0], "upstream"));
         const cJSON *actor = cJSON_GetObjectItem(mine[0], "actor");
         ck_assert_str_eq(sget(actor, "sub"), "svc-test");
         ck_assert_str_eq(sget(actor, "iss"), ISSUER_RS);
@@ -609,6 +611,44 @@ START_TEST(test_damaged_tail_refuses_start)
 }
 END_TEST
 
+/* ---- what an outcome says about the upstream ---- */
+
+START_TEST(test_outcome_of_a_change_never_sent_says_not_sent)
+{
+    env_start(&E, &(struct env_opts){.no_sandbox = true});
+    char rid[80];
+    send_ok("POST", "/users/", CREATE_BODY, rid, sizeof rid, 502); /* nobody listens upstream */
+    wait_records(E.audit_file, 2);
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    cJSON *mine[4];
+    ck_assert_int_eq(of_request(v, n, rid, mine, 4), 2);
+    ck_assert_str_eq(sget(mine[1], "event"), "outcome");
+    ck_assert_int_eq(cJSON_GetObjectItem(mine[1], "status")->valueint, 0);
+    ck_assert_str_eq(sget(mine[1], "upstream"), "not_sent");
+    records_free(v);
+}
+END_TEST
+
+START_TEST(test_outcome_of_a_change_sent_without_answer_says_unknown)
+{
+    env_start(&E, &(struct env_opts){.sandbox_args = "--delay-ms 1500",
+                                     .upstream_json = "\"timeout_ms\": 300"});
+    char rid[80];
+    int before = journal_count(&E);
+    send_ok("POST", "/users/", CREATE_BODY, rid, sizeof rid, 504);
+    ck_assert_int_eq(journal_count(&E), before + 1); /* it reached the upstream: it may be done */
+    wait_records(E.audit_file, 2);
+    int n;
+    cJSON **v = records(E.audit_file, &n);
+    cJSON *mine[4];
+    ck_assert_int_eq(of_request(v, n, rid, mine, 4), 2);
+    ck_assert_int_eq(cJSON_GetObjectItem(mine[1], "status")->valueint, 0);
+    ck_assert_str_eq(sget(mine[1], "upstream"), "unknown");
+    records_free(v);
+}
+END_TEST
+
 /* audit.stdout for containers: the same lines on stdout (here: the gateway's log) */
 START_TEST(test_stdout_sink)
 {
@@ -641,6 +681,8 @@ int main(void)
     tcase_add_test(t, test_reads_audited_when_asked);
     tcase_add_test(t, test_stdout_sink);
     tcase_add_test(t, test_damaged_tail_refuses_start);
+    tcase_add_test(t, test_outcome_of_a_change_never_sent_says_not_sent);
+    tcase_add_test(t, test_outcome_of_a_change_sent_without_answer_says_unknown);
     suite_add_tcase(s, t);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
