@@ -89,9 +89,9 @@ struct gw_req {
     bool allowed;                     /* a policy allowed the request */
     cJSON *target;                    /* update/delete: the user as fetched (audit "before") */
     struct gw_audit_item *intent;     /* a change's intent record, until the writer answers */
-    struct event *intent_done;
-    bool intent_written;  /* the change may go upstream: an outcome is owed */
-    char cert_sha256[65]; /* the client certificate's SHA-256 (mTLS), or "" */
+    struct event *intent_done;        /* the writer's answer, or audit.sync_timeout_ms passed */
+    bool intent_written;              /* the change may go upstream: an outcome is owed */
+    char cert_sha256[65];             /* the client certificate's SHA-256 (mTLS), or "" */
 };
 
 static const char *status_reason(int code)
@@ -329,12 +329,10 @@ static void on_audit_flush(evutil_socket_t fd, short what, void *arg)
     for (struct gw_audit_item *it = list, *next; it; it = next) {
         next = it->next;
         it->next = NULL;
-        if (it->done) {
-            it->ok = false;
-            event_active(it->done, EV_TIMEOUT, 0);
-        } else {
+        if (it->done)
+            gw_audit_refuse(w->d->audit, it);
+        else
             gw_audit_lost(w->d->audit, it);
-        }
     }
 }
 
@@ -343,12 +341,10 @@ static void audit_enqueue(struct gw_worker *w, struct gw_audit_item *it)
 {
     if (!gw_audit_fits(it)) {
         gw_log_error("audit: a %s record is too large to write", gw_audit_event_name(it->event));
-        if (it->done) {
-            it->ok = false;
-            event_active(it->done, EV_TIMEOUT, 0);
-        } else {
+        if (it->done)
+            gw_audit_refuse(w->d->audit, it);
+        else
             gw_audit_lost(w->d->audit, it);
-        }
         return;
     }
     it->next = NULL;
@@ -900,12 +896,35 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
 
 static void on_target(struct gw_upstream_result *res, void *arg);
 
-/* The writer's answer about r's intent record (on r's worker). */
+/* The writer's answer about r's intent record, or audit.sync_timeout_ms passed (on r's
+ * worker; whichever comes first: the other is dropped). */
 static void on_intent(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct gw_req *r = arg;
+    struct gw_audit *a = r->w->d->audit;
+    if (r->intent == NULL)
+        return;
+    if (!gw_audit_answered(a, r->intent)) {
+        /* A hung or slow disk must not hold the change (and its connection) for ever. The
+         * record is the log's from here; if it is written after all, this outcome follows it. */
+        r->upstream_sent = false;
+        char *outcome = audit_members(r, GW_AUDIT_OUTCOME, NULL, 0, NULL, upstream_fate(r));
+        if (gw_audit_abandon(a, r->intent, outcome)) {
+            r->intent = NULL;
+            gw_log_error("request %s: %s %s: the audit log did not confirm the intent record "
+                         "within audit.sync_timeout_ms (%ld ms); the change was not sent",
+                         r->request_id, r->method, r->route.upstream_path,
+                         r->snap->cfg->audit.sync_timeout_ms);
+            reply_error(r, GW_R_UNAVAILABLE,
+                        "the audit log did not confirm the intent in time; the change was not "
+                        "sent",
+                        NULL, 0);
+            return;
+        }
+    }
+    event_del(r->intent_done); /* the writer's answer, if it came as the deadline passed */
     bool ok = r->intent->ok;
     free(r->intent->members);
     free(r->intent);
@@ -920,7 +939,8 @@ static void on_intent(evutil_socket_t fd, short what, void *arg)
 }
 
 /* SPEC §9: a change goes upstream only after its intent record is written (and, with
- * audit.fsync, on disk). The worker's loop keeps running meanwhile. */
+ * audit.fsync, on disk), within audit.sync_timeout_ms. The worker's loop keeps running
+ * meanwhile. */
 static void write_intent(struct gw_req *r)
 {
     struct gw_audit_item *it = calloc(1, sizeof *it);
@@ -928,7 +948,10 @@ static void write_intent(struct gw_req *r)
         it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL, NULL);
     if (r->intent_done == NULL)
         r->intent_done = event_new(r->w->base, -1, 0, on_intent, r);
-    if (it == NULL || it->members == NULL || r->intent_done == NULL) {
+    long ms = r->snap->cfg->audit.sync_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (it == NULL || it->members == NULL || r->intent_done == NULL ||
+        event_add(r->intent_done, &tv) != 0) {
         if (it)
             free(it->members);
         free(it);
@@ -938,7 +961,7 @@ static void write_intent(struct gw_req *r)
     it->event = GW_AUDIT_INTENT;
     it->done = r->intent_done;
     r->intent = it;
-    audit_enqueue(r->w, it); /* on_intent follows: written, or refused (503) */
+    audit_enqueue(r->w, it); /* on_intent follows: written, refused (503) or too late (503) */
 }
 
 /* The policy decision (SPEC 6.2) on what the request asks. update-user and delete-user are
@@ -1470,7 +1493,7 @@ static void admin_metrics(void *arg, struct evbuffer *out)
                         (unsigned long long)st.batches);
     evbuffer_add_printf(
         out,
-        "# HELP ghl_gateway_audit_last_seq The seq of the last audit record written (an anchor "
+        "# HELP ghl_gateway_audit_last_seq The seq of the last audit record on disk (an anchor "
         "for audit-verify).\n# TYPE ghl_gateway_audit_last_seq gauge\n"
         "ghl_gateway_audit_last_seq %llu\n"
         "# HELP ghl_gateway_audit_fsyncs_total fdatasync calls on the audit file (group "
@@ -1481,9 +1504,17 @@ static void admin_metrics(void *arg, struct evbuffer *out)
         "ghl_gateway_audit_write_failures_total %llu\n"
         "# HELP ghl_gateway_audit_records_lost_total Audit records that could not be written.\n"
         "# TYPE ghl_gateway_audit_records_lost_total counter\n"
-        "ghl_gateway_audit_records_lost_total %llu\n",
+        "ghl_gateway_audit_records_lost_total %llu\n"
+        "# HELP ghl_gateway_audit_sync_timeouts_total Changes refused (503, not sent) because "
+        "their intent record was not on disk within audit.sync_timeout_ms.\n"
+        "# TYPE ghl_gateway_audit_sync_timeouts_total counter\n"
+        "ghl_gateway_audit_sync_timeouts_total %llu\n"
+        "# HELP ghl_gateway_audit_repairs_total Torn last lines of the audit file cut off at "
+        "start.\n# TYPE ghl_gateway_audit_repairs_total counter\n"
+        "ghl_gateway_audit_repairs_total %llu\n",
         (unsigned long long)st.last_seq, (unsigned long long)st.fsyncs,
-        (unsigned long long)st.write_failures, (unsigned long long)st.lost);
+        (unsigned long long)st.write_failures, (unsigned long long)st.lost,
+        (unsigned long long)st.sync_timeouts, (unsigned long long)st.repairs);
     evbuffer_add_printf(out,
                         "# HELP ghl_gateway_reloads_total SIGHUP reloads.\n"
                         "# TYPE ghl_gateway_reloads_total counter\n"
@@ -1541,7 +1572,7 @@ int gw_server_run(const char *config_path)
         gw_snapshot_unref(snap);
         return 1;
     }
-    char why[400];
+    char why[1200];
     d.rl = gw_rl_new();
     d.audit = d.rl ? gw_audit_open(snap->cfg, why, sizeof why) : NULL;
     if (d.rl == NULL)

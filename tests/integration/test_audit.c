@@ -568,33 +568,39 @@ START_TEST(test_reads_audited_when_asked)
 }
 END_TEST
 
-/* A file whose last record is damaged (or torn) is not written after: check says why and run
- * refuses to start, so an operator looks at the file first. */
-START_TEST(test_damaged_tail_refuses_start)
+/* A torn last line is repaired (check says run will, audit-repair does it by hand); a last
+ * line that is whole but wrong refuses run, check and audit-repair alike, naming the line. */
+START_TEST(test_torn_tail_is_repaired_other_damage_refuses_start)
 {
     env_start(&E, NULL);
     send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"T\"}", NULL, 0, 200);
     wait_records(E.audit_file, 2);
     ck_assert_int_eq(env_stop_gateway(&E, 10000), 0);
-    char cmd[1400], *out;
+    char cmd[1400], repair[1400], *out;
     snprintf(cmd, sizeof cmd, "%s check -c %s", bin_path("ghl-gateway"), E.config);
+    snprintf(repair, sizeof repair, "%s audit-repair %s", bin_path("ghl-gateway"), E.audit_file);
     ck_assert_int_eq(run_cmd(cmd, &out), 0);
     ck_assert_msg(strstr(out, "audit chain continues at seq 3") != NULL, "%s", out);
+    ck_assert_ptr_null(strstr(out, "audit repair at start"));
     free(out);
     FILE *f = fopen(E.audit_file, "a");
     fputs("{\"v\":1,\"seq\":3", f); /* a torn write */
     fclose(f);
-    ck_assert_int_eq(run_cmd(cmd, &out), 1);
-    ck_assert_msg(strstr(out, "its last line is incomplete") != NULL, "%s", out);
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "audit repair at start: ") && strstr(out, "ends in a torn line") &&
+                      strstr(out, "audit chain continues at seq 3"),
+                  "%s", out);
     free(out);
-    snprintf(cmd, sizeof cmd, "%s run -c %s", bin_path("ghl-gateway"), E.config);
-    ck_assert_int_eq(run_cmd(cmd, &out), 1);
-    ck_assert_msg(strstr(out, "its last line is incomplete") != NULL, "%s", out);
+    ck_assert_int_eq(run_cmd(repair, &out), 0);
+    ck_assert_msg(strstr(out, "the torn last line (14 bytes) moved to ") &&
+                      strstr(out, "the chain ends at seq 2"),
+                  "%s", out);
     free(out);
-    /* a complete line that does not verify: the same */
+    ck_assert_int_eq(run_cmd(repair, &out), 0);
+    ck_assert_msg(strstr(out, "nothing to repair (2 records verified)"), "%s", out);
+    free(out);
+    /* a complete line that does not verify: refused, named, left as it is */
     char *text = slurp(E.audit_file);
-    char *cut = strrchr(text, '{');
-    *cut = '\0';
     char *name = NULL; /* in the last record (the outcome) */
     for (char *at = strstr(text, "\"T\""); at; at = strstr(at + 1, "\"T\""))
         name = at;
@@ -603,11 +609,20 @@ START_TEST(test_damaged_tail_refuses_start)
     f = fopen(E.audit_file, "w");
     fputs(text, f);
     fclose(f);
-    free(text);
-    snprintf(cmd, sizeof cmd, "%s check -c %s", bin_path("ghl-gateway"), E.config);
     ck_assert_int_eq(run_cmd(cmd, &out), 1);
-    ck_assert_msg(strstr(out, "its last record does not verify") != NULL, "%s", out);
+    ck_assert_msg(strstr(out, "audit.jsonl:2: its last record does not verify") != NULL, "%s", out);
     free(out);
+    snprintf(cmd, sizeof cmd, "timeout 20 %s run -c %s", bin_path("ghl-gateway"), E.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "audit.jsonl:2: its last record does not verify") != NULL, "%s", out);
+    free(out);
+    ck_assert_int_eq(run_cmd(repair, &out), 1);
+    ck_assert_msg(strstr(out, "audit.jsonl:2: the hash does not match the record"), "%s", out);
+    free(out);
+    char *after = slurp(E.audit_file);
+    ck_assert_str_eq(after, text);
+    free(after);
+    free(text);
 }
 END_TEST
 
@@ -680,7 +695,7 @@ int main(void)
     tcase_add_test(t, test_group_commit_under_concurrency);
     tcase_add_test(t, test_reads_audited_when_asked);
     tcase_add_test(t, test_stdout_sink);
-    tcase_add_test(t, test_damaged_tail_refuses_start);
+    tcase_add_test(t, test_torn_tail_is_repaired_other_damage_refuses_start);
     tcase_add_test(t, test_outcome_of_a_change_never_sent_says_not_sent);
     tcase_add_test(t, test_outcome_of_a_change_sent_without_answer_says_unknown);
     suite_add_tcase(s, t);
