@@ -1374,6 +1374,12 @@ bool gw_audit_abandon(struct gw_audit *a, struct gw_audit_item *it, char *outcom
         it->abandoned = true;
         it->outcome = outcome;
         a->st.sync_timeouts++;
+        /* a hung disk: not ready (/readyz) until a write gets through again */
+        a->ready = false;
+        snprintf(a->why, sizeof a->why,
+                 "%s: a record was not on disk within audit.sync_timeout_ms (a slow or hung "
+                 "disk)",
+                 a->path ? a->path : "audit.stdout");
     }
     pthread_mutex_unlock(&a->mu);
     if (!taken)

@@ -124,7 +124,7 @@ bool gw_audit_answered(struct gw_audit *a, const struct gw_audit_item *it);
  * the log's: its event is never touched again (the submitter may free it), the item is freed
  * by the log, and if the record is written after all, a record with the members outcome
  * (taken; may be NULL) follows it, so the log says the change was not sent. Counted in
- * stats.sync_timeouts. */
+ * stats.sync_timeouts; the log is not ready until a write succeeds again. */
 bool gw_audit_abandon(struct gw_audit *a, struct gw_audit_item *it, char *outcome);
 /* A waited item that could not be handed over (refused by submit, or too large): answered with
  * ok false and its event activated; an abandoned one is freed. */

@@ -1033,10 +1033,16 @@ START_TEST(test_sync_slower_than_sync_timeout_answers_503_and_forwards_nothing)
     snprintf(rid, sizeof rid, "%s", response_header(&r, "X-Request-Id"));
     response_free(&r);
     ck_assert_int_eq(metric_now("ghl_gateway_audit_sync_timeouts_total"), 1);
+    char *body;
+    ck_assert_int_eq(admin_get(&E, "/readyz", &body), 503); /* a hung disk is not ready */
+    ck_assert_msg(strstr(body, "audit.sync_timeout_ms"), "%s", body);
+    free(body);
     /* the intent is written late: an outcome follows it saying the change was not sent */
     set_disk("");
     char *log = wait_for_text(E.audit_file, "\"not_sent\"", 5000);
     free(log);
+    ck_assert_int_eq(admin_get(&E, "/readyz", &body), 200); /* written again: ready */
+    free(body);
     ck_assert_int_eq(journal_count(&E), before); /* nothing went upstream, then or later */
     ck_assert_int_eq(env_stop_gateway(&E, 10000), 0);
     assert_verifies(E.audit_file);

@@ -2382,7 +2382,11 @@ START_TEST(test_abandoned_intent_written_late_is_followed_by_its_outcome)
     ck_assert(gw_audit_abandon(a, it, members_for(2)));
     /* the item is the log's now, and its event is never activated (the request that owned it
      * may be gone): after the writer is done with it, nothing fired */
+    char why[300];
+    ck_assert(!gw_audit_ready(a, why, sizeof why)); /* a hung disk is not ready... */
+    ck_assert_msg(strstr(why, "not on disk within audit.sync_timeout_ms"), "%s", why);
     struct gw_audit_stats st = wait_stats(a, 2, 0);
+    ck_assert(gw_audit_ready(a, why, sizeof why));               /* ...until a write gets through */
     ck_assert_int_eq(event_base_loop(base, EVLOOP_NONBLOCK), 1); /* no event pending or active */
     ck_assert_int_eq(w.fired, 0);
     event_free(done);
