@@ -811,9 +811,9 @@ int send_raw(const struct env *e, const char *raw, size_t len, struct response *
     struct tls_client c;
     char ca[600];
     snprintf(ca, sizeof ca, "%s/ca.crt", e->certs);
+    memset(r, 0, sizeof *r); /* a send that fails leaves an empty response to free */
     if (tls_connect(&c, e->gateway.port, 0, NULL, NULL, ca) != 0) {
         tls_close(&c);
-        memset(r, 0, sizeof *r);
         return -1;
     }
     int rc = tls_send(&c, raw, len);

@@ -728,8 +728,9 @@ START_TEST(test_crash_torn_tail_and_move_aside_never_fork_the_chain)
                       strstr(log, torn) && strstr(log, msg),
                   "%s", log);
     free(log);
-    char *cut = slurp(torn);
-    ck_assert_str_eq(cut, half);
+    char *cut = slurp(torn); /* the kill may have torn a write of its own before these bytes */
+    size_t cl = strlen(cut), hl = strlen(half);
+    ck_assert_msg(cl >= hl && strcmp(cut + cl - hl, half) == 0, "%s", cut);
     free(cut);
     ck_assert_int_eq(metric_now("ghl_gateway_audit_repairs_total"), 1);
     ck_assert_int_eq(metric_now("ghl_gateway_audit_last_seq"), last);
