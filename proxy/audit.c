@@ -750,8 +750,8 @@ int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *note, siz
     int rc = a->path ? continue_chain(a, &t, why, whylen) : 0;
     if (rc == 0 && a->path && t.torn > 0)
         snprintf(note, notelen,
-                 "%s ends in a torn line (%zu bytes): run moves it to %s.torn and continues "
-                 "from seq %llu",
+                 "%s ends in a torn line (%zu bytes): run moves it to %s.torn (.torn.N when that "
+                 "exists) and continues from seq %llu",
                  a->path, t.torn, a->path, (unsigned long long)a->seq);
     *seq = a->seq;
     gw_audit_free(a);
