@@ -26,21 +26,29 @@
  * line it writes can be read back by open and by audit-verify. */
 #define MAX_LINE (64u << 20)
 #define MAX_SEQ 9007199254740991ull /* 2^53 - 1: exact in every JSON reader */
-#define BATCH_BYTES (4u << 20)      /* one write() */
+#define BATCH_BYTES (4u << 20)      /* one write(); also the most kept unsynced (pending) */
 #define MAX_KEY_FILE 4096           /* the HMAC key file */
 #define MIN_KEY_BYTES 32            /* HMAC-SHA256: at least the hash's length */
 #define RETRY_MS 1000               /* after a failed write */
 #define SYNC_LAG_S 0.1 /* records nobody waits for are on disk within this, or when idle */
 #define HASH_SUFFIX_LEN (9 + HEX_LEN + 2) /* ,"hash":"<64 hex>"} */
+#define MAX_TORN_FILES 1000               /* <file>.torn, .torn.1 ... .torn.999 */
 
 static const char zeros[HEX_LEN + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
 const double gw_audit_write_buckets[8] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1};
 
+/* A growing byte buffer (the writer's batches and its unsynced bytes). */
+struct buf {
+    char *p;
+    size_t n, cap;
+};
+
 struct gw_audit {
     char *path;       /* NULL: no file sink */
     char *state_path; /* <path>.chain */
+    char *dir;        /* their folder: synced after a create or a rename in it */
     bool to_stdout, fsync;
     unsigned char *key; /* HMAC key, or NULL for SHA-256 */
     size_t keylen;
@@ -55,18 +63,25 @@ struct gw_audit {
     bool stop, reopen;
     bool waiting; /* the writer sleeps on cv: a submitter wakes it (otherwise it will look) */
 
-    /* the chain: written by the writer only (and read under mu for the stats) */
+    /* the chain's end, the last record written: the writer's (read under mu for the stats) */
     uint64_t seq;
     char prev[HEX_LEN + 1];
-    /* the writer's: records written but not yet synced (none waits for them), and when the
-     * last sync was */
-    bool unsynced;
+    /* The file, the writer's. regular: synced (with audit.fsync) and cut back on failure.
+     * durable: its size at the last successful sync. pending: the bytes written after that
+     * without a sync (records nobody waited for), with their last seq and counts: written
+     * again after a failure (rewrite: the file past durable must be cut first). */
+    bool regular;
+    off_t durable;
+    struct buf pending;
+    uint64_t pending_seq, pending_counts[GW_AUDIT_EVENTS];
+    bool rewrite;
     double last_sync;
+    bool state_writing; /* the state file says "writing" for this file */
 
     /* under mu */
     struct gw_audit_stats st;
     bool ready;
-    char why[200];
+    char why[300];
 };
 
 const char *gw_audit_event_name(enum gw_audit_event e)
@@ -194,25 +209,38 @@ out:
 
 /* ---- opening: where the chain continues ---- */
 
-/* The last line of fd (without its newline) into *line. Returns 1 with it, 0 for an empty
- * file, -1 with why (unreadable, an incomplete last line, or a line past MAX_LINE). */
-static int last_line(int fd, char **line, size_t *len, char *why, size_t whylen)
+static int write_all(int fd, const char *p, size_t n)
 {
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        snprintf(why, whylen, "cannot stat: %s", strerror(errno));
-        return -1;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
     }
-    if (!S_ISREG(st.st_mode) || st.st_size == 0)
-        return 0; /* a device (or a pipe) has no last line to continue from */
-    off_t end = st.st_size;
-    char c;
-    if (pread(fd, &c, 1, end - 1) != 1 || c != '\n') {
-        snprintf(why, whylen,
-                 "its last line is incomplete (a crash during a write?): check it with "
-                 "ghl-gateway audit-verify and move it aside");
+    return 0;
+}
+
+/* fsync of a folder: a file created or renamed in it is there after a crash. Returns 0, or -1
+ * with errno. */
+static int sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return -1;
-    }
+    int rc = fsync(fd);
+    int e = errno;
+    close(fd);
+    errno = e;
+    return rc;
+}
+
+/* The last line of fd, which ends with a newline, without it into *line. Returns 0, or -1
+ * with why (unreadable, or a line past MAX_LINE). */
+static int last_line(int fd, off_t end, char **line, size_t *len, char *why, size_t whylen)
+{
     size_t want = 4096;
     for (;;) {
         if ((off_t)want > end)
@@ -238,7 +266,7 @@ static int last_line(int fd, char **line, size_t *len, char *why, size_t whylen)
             memcpy(*line, buf + i, *len);
             (*line)[*len] = '\0';
             free(buf);
-            return 1;
+            return 0;
         }
         free(buf);
         if (want >= (size_t)MAX_LINE + 2) {
@@ -249,9 +277,34 @@ static int last_line(int fd, char **line, size_t *len, char *why, size_t whylen)
     }
 }
 
-/* The state file: "<seq> <hash>\n", the chain's end at the last reopen or stop. Returns 1
- * with it, 0 when absent, -1 when unreadable or malformed. */
-static int read_state(const char *path, uint64_t *seq, char hash[HEX_LEN + 1])
+/* The number of newlines in fd's first end bytes (the number of its last line), for messages. */
+static size_t count_lines(int fd, off_t end)
+{
+    char buf[65536];
+    size_t n = 0;
+    for (off_t at = 0; at < end;) {
+        ssize_t r = pread(fd, buf, sizeof buf, at);
+        if (r <= 0)
+            break;
+        for (ssize_t i = 0; i < r && at + i < end; i++)
+            n += buf[i] == '\n';
+        at += r;
+    }
+    return n;
+}
+
+/* The chain state file: the chain's end, and whether it is known to be the last record
+ * written (clean). */
+struct state {
+    uint64_t seq;
+    char hash[HEX_LEN + 1];
+    bool clean;
+};
+
+/* "<seq> <hash> clean|writing\n" (the newline may be missing; a state without the word, from
+ * an older version, reads as writing). Returns 1 with it, 0 when absent, -1 when unreadable
+ * or malformed. */
+static int read_state(const char *path, struct state *s)
 {
     FILE *f = fopen(path, "re");
     if (f == NULL)
@@ -261,38 +314,337 @@ static int read_state(const char *path, uint64_t *seq, char hash[HEX_LEN + 1])
     if (fgets(buf, sizeof buf, f) && buf[0] >= '0' && buf[0] <= '9') { /* no sign, no space */
         char *end;
         errno = 0;
-        unsigned long long s = strtoull(buf, &end, 10);
-        if (errno == 0 && end != buf && *end == ' ' && s < MAX_SEQ && strlen(end + 1) >= HEX_LEN &&
-            is_hex64(end + 1) && (end[1 + HEX_LEN] == '\n' || end[1 + HEX_LEN] == '\0')) {
-            *seq = s;
-            memcpy(hash, end + 1, HEX_LEN);
-            hash[HEX_LEN] = '\0';
-            rc = 1;
+        unsigned long long v = strtoull(buf, &end, 10);
+        if (errno == 0 && end != buf && *end == ' ' && v < MAX_SEQ && strlen(end + 1) >= HEX_LEN &&
+            is_hex64(end + 1)) {
+            const char *rest = end + 1 + HEX_LEN;
+            bool clean = strncmp(rest, " clean", 6) == 0;
+            if (clean)
+                rest += 6;
+            else if (strncmp(rest, " writing", 8) == 0)
+                rest += 8;
+            if (*rest == '\n' || *rest == '\0') {
+                s->seq = v;
+                memcpy(s->hash, end + 1, HEX_LEN);
+                s->hash[HEX_LEN] = '\0';
+                s->clean = clean;
+                rc = 1;
+            }
         }
     }
     fclose(f);
     return rc;
 }
 
-static void write_state(struct gw_audit *a)
+/* Saves the chain's end (a->seq, a->prev) as clean or writing: written to <state>.tmp, synced,
+ * renamed over the state file, and the folder synced, so a crash leaves the old state or the
+ * new one. Returns 0, or -1 (logged). */
+static int write_state(struct gw_audit *a, bool clean)
 {
     if (a->state_path == NULL)
-        return;
-    char tmp[4200], buf[128];
-    snprintf(tmp, sizeof tmp, "%s.tmp", a->state_path);
-    int n = snprintf(buf, sizeof buf, "%llu %s\n", (unsigned long long)a->seq, a->prev);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
-    if (fd < 0 || write(fd, buf, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
-        rename(tmp, a->state_path) != 0) {
-        gw_log_error("audit: cannot save the chain state %s: %s", a->state_path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
+        return 0;
+    char *tmp = NULL, buf[128];
+    if (asprintf(&tmp, "%s.tmp", a->state_path) < 0) {
+        gw_log_error("audit: cannot save the chain state %s: out of memory", a->state_path);
+        return -1;
     }
+    int n = snprintf(buf, sizeof buf, "%llu %s %s\n", (unsigned long long)a->seq, a->prev,
+                     clean ? "clean" : "writing");
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int rc = fd >= 0 && n > 0 && write_all(fd, buf, (size_t)n) == 0 && fsync(fd) == 0 ? 0 : -1;
+    int e = errno;
+    if (fd >= 0 && close(fd) != 0 && rc == 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc == 0 && (rename(tmp, a->state_path) != 0 || sync_dir(a->dir) != 0)) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc != 0)
+        gw_log_error("audit: cannot save the chain state %s: %s", a->state_path, strerror(e));
+    free(tmp);
+    return rc;
+}
+
+/* What an audit file holds (scan_file). */
+struct tail {
+    bool exists, regular; /* a device or a pipe: exists, not regular (nothing to read back) */
+    off_t size;
+    uint64_t seq; /* the last whole record (0: none) and its hash */
+    char hash[HEX_LEN + 1];
+    uint64_t records; /* whole records verified (a whole scan only) */
+    off_t cut;        /* with torn: where the torn bytes start */
+    size_t torn;      /* the bytes after the last newline (0: the file ends with one) */
+    char torn_head[40];
+};
+
+/* Verifies every line of fd (its first record taken as given, as audit-verify --continue
+ * does), stopping at a last line without newline (torn). s: the state, whose record, if in the
+ * file, must have its hash. Returns 0, -1 with why "FILE:LINE: ..." for damage, -2 when the
+ * file cannot be read. */
+static int scan_whole(int fd, const char *path, const unsigned char *key, size_t keylen,
+                      const struct state *s, const char *state_path, struct tail *t, char *why,
+                      size_t whylen)
+{
+    int dfd = dup(fd);
+    FILE *in = dfd >= 0 ? fdopen(dfd, "re") : NULL;
+    if (in == NULL) {
+        snprintf(why, whylen, "%s: cannot read: %s", path, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return -2;
+    }
+    char *line = NULL;
+    size_t cap = 0, lineno = 0;
+    off_t at = 0;
+    ssize_t got;
+    int rc = 0;
+    while (rc == 0 && (got = getline(&line, &cap, in)) > 0) {
+        lineno++;
+        size_t n = (size_t)got;
+        if (line[n - 1] != '\n') { /* getline's last line only */
+            if (n > (size_t)MAX_LINE + 1) {
+                snprintf(why, whylen,
+                         "%s:%zu: the last line has no newline and is longer than a "
+                         "record can be (%u bytes): not a torn write",
+                         path, lineno, MAX_LINE);
+                rc = -1;
+                break;
+            }
+            t->cut = at;
+            t->torn = n;
+            size_t h = n < sizeof t->torn_head - 1 ? n : sizeof t->torn_head - 1;
+            memcpy(t->torn_head, line, h);
+            t->torn_head[h] = '\0';
+            break;
+        }
+        uint64_t seq = 0;
+        char p[HEX_LEN + 1], h[HEX_LEN + 1], lw[200];
+        if (n - 1 > MAX_LINE) {
+            snprintf(why, whylen, "%s:%zu: the line is longer than %u bytes", path, lineno,
+                     MAX_LINE);
+            rc = -1;
+        } else if (check_line(line, n - 1, key, keylen, &seq, p, h, lw, sizeof lw) != 0) {
+            snprintf(why, whylen, "%s:%zu: %s", path, lineno, lw);
+            rc = -1;
+        } else if (t->seq != 0 && seq != t->seq + 1) {
+            snprintf(why, whylen,
+                     "%s:%zu: seq %llu follows seq %llu (a record is missing, moved or inserted)",
+                     path, lineno, (unsigned long long)seq, (unsigned long long)t->seq);
+            rc = -1;
+        } else if (t->seq != 0 && strcmp(p, t->hash) != 0) {
+            snprintf(why, whylen, "%s:%zu: prev does not match the hash of the record before", path,
+                     lineno);
+            rc = -1;
+        } else if (s && s->seq == seq && strcmp(s->hash, h) != 0) {
+            snprintf(why, whylen,
+                     "%s:%zu: the record with seq %llu is not the one %s remembers: the file was "
+                     "replaced or altered",
+                     path, lineno, (unsigned long long)seq, state_path);
+            rc = -1;
+        }
+        if (rc != 0)
+            break;
+        t->seq = seq;
+        memcpy(t->hash, h, sizeof t->hash);
+        t->records++;
+        at += (off_t)n;
+    }
+    if (rc == 0 && ferror(in)) {
+        snprintf(why, whylen, "%s: cannot read: %s", path, strerror(errno));
+        rc = -2;
+    }
+    free(line);
+    fclose(in);
+    return rc;
+}
+
+/* What path holds: nothing (absent, empty, not a regular file), its last whole record (only
+ * that one verified when the file ends with a newline, unless whole), and a torn last line
+ * (then every record before it is verified). Returns 0, -1 with why for damage ("FILE:LINE:
+ * ..."), -2 with why when the file cannot be read. */
+static int scan_file(const char *path, const unsigned char *key, size_t keylen, bool whole,
+                     const struct state *s, const char *state_path, struct tail *t, char *why,
+                     size_t whylen)
+{
+    memset(t, 0, sizeof *t);
+    memcpy(t->hash, zeros, sizeof t->hash);
+    int fd = open(path, O_RDONLY | O_CLOEXEC); /* the append descriptor cannot read */
+    if (fd < 0) {
+        if (errno == ENOENT)
+            return 0;
+        snprintf(why, whylen, "%s: cannot read: %s", path, strerror(errno));
+        return -2;
+    }
+    t->exists = true;
+    struct stat st;
+    char c = '\n', err[300], *line = NULL;
+    size_t len = 0;
+    int rc = 0;
+    if (fstat(fd, &st) != 0) {
+        snprintf(why, whylen, "%s: cannot stat: %s", path, strerror(errno));
+        close(fd);
+        return -2;
+    }
+    t->regular = S_ISREG(st.st_mode);
+    t->size = t->regular ? st.st_size : 0;
+    if (t->size == 0) {
+        /* empty, or a device (or a pipe): no last line to read */
+    } else if (pread(fd, &c, 1, st.st_size - 1) != 1) {
+        snprintf(why, whylen, "%s: cannot read: %s", path, strerror(errno));
+        rc = -2;
+    } else if (whole || c != '\n') {
+        rc = scan_whole(fd, path, key, keylen, s, state_path, t, why, whylen);
+    } else if (last_line(fd, st.st_size, &line, &len, err, sizeof err) != 0) {
+        snprintf(why, whylen, "%s: %s", path, err);
+        rc = -2;
+    } else {
+        char p[HEX_LEN + 1];
+        if (check_line(line, len, key, keylen, &t->seq, p, t->hash, err, sizeof err) != 0) {
+            snprintf(why, whylen, "%s:%zu: its last record does not verify (%s)", path,
+                     count_lines(fd, st.st_size), err);
+            rc = -1;
+        }
+        free(line);
+    }
+    close(fd);
+    return rc;
+}
+
+/* Where the chain continues (see audit.h): from the file's last whole record, or for a file
+ * without one, from the state file when that is clean (or when the file holds only the torn
+ * first record after it). Fills t and a->seq/prev; changes nothing (a torn last line is cut by
+ * the caller). Returns 0, or -1 with why. */
+static int continue_chain(struct gw_audit *a, struct tail *t, char *why, size_t whylen)
+{
+    struct state s;
+    int have = read_state(a->state_path, &s);
+    if (have < 0) {
+        snprintf(why, whylen, "audit: the chain state %s is unreadable or malformed",
+                 a->state_path);
+        return -1;
+    }
+    char err[600];
+    int rc = scan_file(a->path, a->key, a->keylen, false, have ? &s : NULL, a->state_path, t, err,
+                       sizeof err);
+    if (rc != 0) {
+        snprintf(why, whylen, "audit.file %s%s", err,
+                 rc == -2 ? ""
+                          : ": check the file with ghl-gateway audit-verify (only a torn last "
+                            "line is repaired at start)");
+        return -1;
+    }
+    if (t->seq > 0) {
+        if (have && s.seq == t->seq && strcmp(s.hash, t->hash) != 0) {
+            snprintf(why, whylen,
+                     "audit.file %s: its last record (seq %llu) is not the one %s remembers: "
+                     "the file was replaced or altered",
+                     a->path, (unsigned long long)t->seq, a->state_path);
+            return -1;
+        }
+        if (have && s.seq > t->seq) {
+            snprintf(why, whylen,
+                     "audit.file %s ends at seq %llu but the log had reached seq %llu (%s): "
+                     "records are missing",
+                     a->path, (unsigned long long)t->seq, (unsigned long long)s.seq, a->state_path);
+            return -1;
+        }
+        a->seq = t->seq;
+        memcpy(a->prev, t->hash, sizeof a->prev);
+    } else {
+        /* A torn line alone is the first record after the state's (a crash during the first
+         * write to this file) when it starts with that seq: nothing whole came after it. */
+        char next[48];
+        snprintf(next, sizeof next, "{\"v\":1,\"seq\":%llu,",
+                 (unsigned long long)(have ? s.seq + 1 : 1));
+        bool torn_next = t->torn > 0 && strncmp(t->torn_head, next, strlen(next)) == 0;
+        if (have && !s.clean && !torn_next) {
+            snprintf(why, whylen,
+                     "audit.file %s %s, but the chain state %s knows seq %llu and records may "
+                     "have been written after it (no clean stop since it was saved): continuing "
+                     "would fork the chain. Restore the file that holds the records after seq "
+                     "%llu as %s (the file moved aside, or a rotated file not yet reopened); a "
+                     "torn last line is repaired at start. Moving a file aside is never the "
+                     "recovery",
+                     a->path,
+                     !t->exists    ? "is missing"
+                     : !t->regular ? "is not a regular file (its records cannot be read back)"
+                     : t->torn     ? "holds no whole record (only a torn line)"
+                                   : "is empty",
+                     a->state_path, (unsigned long long)s.seq, (unsigned long long)s.seq, a->path);
+            return -1;
+        }
+        if (have) {
+            a->seq = s.seq; /* a new file after a rotation or a clean stop */
+            memcpy(a->prev, s.hash, sizeof a->prev);
+        }
+    }
+    a->st.last_seq = a->seq;
+    return 0;
+}
+
+/* Moves the torn bytes of path (from t->cut to the end) into path.torn (.torn.N when that
+ * exists), synced with its folder before path is cut and synced: a crash in between leaves the
+ * bytes in both. Fills torn_path. Returns 0, or -1 with why. */
+static int cut_torn(const char *path, const char *dir, const struct tail *t, char *torn_path,
+                    size_t tplen, char *why, size_t whylen)
+{
+    int out = -1;
+    for (int i = 0; i < MAX_TORN_FILES && out < 0; i++) {
+        int n = i ? snprintf(torn_path, tplen, "%s.torn.%d", path, i)
+                  : snprintf(torn_path, tplen, "%s.torn", path);
+        if (n < 0 || (size_t)n >= tplen) {
+            errno = ENAMETOOLONG;
+            break;
+        }
+        out = open(torn_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+        if (out < 0 && errno != EEXIST)
+            break;
+    }
+    if (out < 0) {
+        snprintf(why, whylen, "cannot create %s: %s", torn_path, strerror(errno));
+        return -1;
+    }
+    int in = open(path, O_RDWR | O_CLOEXEC);
+    char buf[65536];
+    int rc = in >= 0 ? 0 : -1;
+    for (off_t at = t->cut; rc == 0 && at < t->size;) {
+        size_t want = t->size - at < (off_t)sizeof buf ? (size_t)(t->size - at) : sizeof buf;
+        ssize_t r = pread(in, buf, want, at);
+        if (r <= 0 || write_all(out, buf, (size_t)r) != 0)
+            rc = -1;
+        at += r > 0 ? r : 0;
+    }
+    if (rc == 0 &&
+        (fsync(out) != 0 || sync_dir(dir) != 0 || ftruncate(in, t->cut) != 0 || fsync(in) != 0))
+        rc = -1;
+    int e = errno;
+    if (close(out) != 0 && rc == 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (in >= 0)
+        close(in);
+    if (rc != 0)
+        snprintf(why, whylen, "cannot move its torn last line to %s: %s", torn_path, strerror(e));
+    return rc;
 }
 
 static int open_file(const char *path)
 {
     return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+}
+
+/* The folder of path, for sync_dir (malloc'd). */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL)
+        return strdup(".");
+    if (slash == path)
+        return strdup("/");
+    return strndup(path, (size_t)(slash - path));
 }
 
 /* A log with its settings and key, no descriptor open. NULL with why. */
@@ -327,7 +679,9 @@ static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t
     }
     if (cfg->audit.file) {
         a->path = strdup(cfg->audit.file);
-        if (a->path == NULL || asprintf(&a->state_path, "%s.chain", a->path) < 0) {
+        a->dir = a->path ? dir_of(a->path) : NULL;
+        if (a->path == NULL || a->dir == NULL ||
+            asprintf(&a->state_path, "%s.chain", a->path) < 0) {
             a->state_path = NULL;
             snprintf(why, whylen, "out of memory");
             goto bad;
@@ -337,65 +691,6 @@ static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t
 bad:
     gw_audit_free(a);
     return NULL;
-}
-
-/* Where the chain continues: the file's last record (which must verify), or the state file
- * for an empty or absent file. Returns 0, or -1 with why. */
-static int continue_chain(struct gw_audit *a, char *why, size_t whylen)
-{
-    char err[300];
-    char *line = NULL;
-    size_t len = 0;
-    int rfd = open(a->path, O_RDONLY | O_CLOEXEC); /* the append descriptor cannot read */
-    int got = rfd >= 0 ? last_line(rfd, &line, &len, err, sizeof err) : errno == ENOENT ? 0 : -1;
-    if (rfd >= 0)
-        close(rfd);
-    else if (got < 0)
-        snprintf(err, sizeof err, "cannot read: %s", strerror(errno));
-    if (got < 0) {
-        snprintf(why, whylen, "audit.file %s: %s", a->path, err);
-        return -1;
-    }
-    uint64_t sseq = 0;
-    char shash[HEX_LEN + 1];
-    int state = read_state(a->state_path, &sseq, shash);
-    if (state < 0) {
-        snprintf(why, whylen, "audit: the chain state %s is unreadable or malformed",
-                 a->state_path);
-        free(line);
-        return -1;
-    }
-    if (got == 1) {
-        char prev[HEX_LEN + 1];
-        int rc = check_line(line, len, a->key, a->keylen, &a->seq, prev, a->prev, err, sizeof err);
-        free(line);
-        if (rc != 0) {
-            snprintf(why, whylen,
-                     "audit.file %s: its last record does not verify (%s): check the file with "
-                     "ghl-gateway audit-verify",
-                     a->path, err);
-            return -1;
-        }
-        if (state == 1 && sseq == a->seq && strcmp(shash, a->prev) != 0) {
-            snprintf(why, whylen,
-                     "audit.file %s: its last record (seq %llu) is not the one %s remembers: "
-                     "the file was replaced or altered",
-                     a->path, (unsigned long long)a->seq, a->state_path);
-            return -1;
-        }
-        if (state == 1 && sseq > a->seq) {
-            snprintf(why, whylen,
-                     "audit.file %s ends at seq %llu but the log had reached seq %llu (%s): "
-                     "records are missing",
-                     a->path, (unsigned long long)a->seq, (unsigned long long)sseq, a->state_path);
-            return -1;
-        }
-    } else if (state == 1) {
-        a->seq = sseq; /* a new file after a rotation: continue the old one's chain */
-        memcpy(a->prev, shash, sizeof a->prev);
-    }
-    a->st.last_seq = a->seq;
-    return 0;
 }
 
 struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t whylen)
@@ -409,26 +704,55 @@ struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t wh
     }
     if (a->path == NULL)
         return a;
+    struct tail t;
+    if (continue_chain(a, &t, why, whylen) != 0)
+        goto bad;
+    if (t.torn > 0) { /* as a write-ahead log's recovery does: a human is not needed for it */
+        char torn[4200], err[400];
+        if (cut_torn(a->path, a->dir, &t, torn, sizeof torn, err, sizeof err) != 0) {
+            snprintf(why, whylen, "audit.file %s: %s", a->path, err);
+            goto bad;
+        }
+        a->st.repairs++;
+        gw_log_warn("audit: %s ended in a torn line (%zu bytes: a crash during a write; no "
+                    "change was sent on it): moved to %s; the chain continues from seq %llu",
+                    a->path, t.torn, torn, (unsigned long long)a->seq);
+    }
     a->fd = open_file(a->path);
-    if (a->fd < 0) {
+    struct stat st;
+    if (a->fd < 0 || fstat(a->fd, &st) != 0) {
         snprintf(why, whylen, "audit.file: cannot open %s: %s", a->path, strerror(errno));
         goto bad;
     }
-    if (continue_chain(a, why, whylen) != 0)
+    a->regular = S_ISREG(st.st_mode);
+    a->durable = a->regular ? st.st_size : 0;
+    if (a->regular && sync_dir(a->dir) != 0) { /* the file, if just created, survives a crash */
+        snprintf(why, whylen, "audit.file %s: cannot sync its folder %s: %s", a->path, a->dir,
+                 strerror(errno));
         goto bad;
+    }
     return a;
 bad:
     gw_audit_free(a);
     return NULL;
 }
 
-int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *why, size_t whylen)
+int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *note, size_t notelen,
+                     char *why, size_t whylen)
 {
     *seq = 0;
+    if (notelen)
+        note[0] = '\0';
     struct gw_audit *a = audit_new(cfg, why, whylen);
     if (a == NULL)
         return -1;
-    int rc = a->path ? continue_chain(a, why, whylen) : 0;
+    struct tail t;
+    int rc = a->path ? continue_chain(a, &t, why, whylen) : 0;
+    if (rc == 0 && a->path && t.torn > 0)
+        snprintf(note, notelen,
+                 "%s ends in a torn line (%zu bytes): run moves it to %s.torn (.torn.N when that "
+                 "exists) and continues from seq %llu",
+                 a->path, t.torn, a->path, (unsigned long long)a->seq);
     *seq = a->seq;
     gw_audit_free(a);
     return rc;
@@ -440,11 +764,6 @@ bool gw_audit_enabled(const struct gw_audit *a)
 }
 
 /* ---- the writer ---- */
-
-struct buf {
-    char *p;
-    size_t n, cap;
-};
 
 static int buf_add(struct buf *b, const char *s, size_t n)
 {
@@ -488,21 +807,6 @@ static int compose(const struct gw_audit *a, const struct gw_audit_item *it, uin
     memcpy(prev, hash, HEX_LEN + 1);
     return 0;
 }
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static double now_s(void)
 {
     struct timespec t;
@@ -510,182 +814,335 @@ static double now_s(void)
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
 }
 
-/* The file's size, or -1 when it is not a regular file (nothing to cut back). */
-static off_t file_size(int fd)
+/* A failed write or sync: not ready until a write succeeds again. */
+static void note_failure(struct gw_audit *a, const char *why)
 {
-    struct stat st;
-    return fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) ? st.st_size : -1;
+    pthread_mutex_lock(&a->mu);
+    a->st.write_failures++;
+    if (a->ready)
+        gw_log_error("audit: %s; changes are refused (503) until a write succeeds", why);
+    a->ready = false;
+    snprintf(a->why, sizeof a->why, "%s", why);
+    pthread_mutex_unlock(&a->mu);
 }
 
-/* Writes b to the sinks; with sync, syncs the file. Returns 0, or -1 with why, the file cut
- * back to `before` (its size before the records being written: no partial line stays). */
-static int flush_batch(struct gw_audit *a, const struct buf *b, bool sync, off_t before, char *why,
-                       size_t whylen)
+/* Records up to seq are on disk (or written, where nothing is synced): counted, and the log is
+ * ready again. */
+static void note_durable(struct gw_audit *a, uint64_t seq, const uint64_t counts[GW_AUDIT_EVENTS],
+                         bool synced)
 {
-    if (a->fd >= 0) {
-        if (write_all(a->fd, b->p, b->n) != 0 ||
-            (sync && fdatasync(a->fd) != 0 && errno != EINVAL && errno != EROFS)) {
-            int e = errno;
-            if (before >= 0 && ftruncate(a->fd, before) != 0)
-                gw_log_error("audit: cannot cut a failed write off %s: %s", a->path,
-                             strerror(errno));
-            snprintf(why, whylen, "audit.file %s: %s", a->path, strerror(e));
-            return -1;
-        }
-        if (sync) {
-            pthread_mutex_lock(&a->mu);
-            a->st.fsyncs++;
-            pthread_mutex_unlock(&a->mu);
-        }
-        if (a->out_fd >= 0 && write_all(a->out_fd, b->p, b->n) != 0)
-            gw_log_error("audit.stdout: %s (the file has the records)", strerror(errno));
+    pthread_mutex_lock(&a->mu);
+    for (int e = 0; e < GW_AUDIT_EVENTS; e++)
+        a->st.records[e] += counts[e];
+    a->st.last_seq = seq;
+    if (synced)
+        a->st.fsyncs++;
+    if (!a->ready)
+        gw_log_info("audit: writing again (seq %llu)", (unsigned long long)seq);
+    a->ready = true;
+    pthread_mutex_unlock(&a->mu);
+}
+
+/* The stdout sink gets records once the file has them on disk. */
+static void copy_to_stdout(struct gw_audit *a, const char *p, size_t n)
+{
+    if (a->out_fd >= 0 && n > 0 && write_all(a->out_fd, p, n) != 0)
+        gw_log_error("audit.stdout: %s (the file has the records)", strerror(errno));
+}
+
+/* After a failed write or sync the file is cut back to its durable size: what follows it may
+ * be a partial line, or bytes whose pages a failed sync dropped (Linux reports the next sync
+ * of such a file as a success). The pending records are written again before the next sync. */
+static void cut_back(struct gw_audit *a)
+{
+    if (!a->regular)
+        return; /* a device cannot be cut, nor synced */
+    if (ftruncate(a->fd, a->durable) != 0)
+        gw_log_error("audit: cannot cut a failed write off %s: %s", a->path, strerror(errno));
+    a->rewrite = true;
+}
+
+/* Before a write after a failure: the file back to its durable size and the pending records
+ * in it again, the same bytes (seq and hashes). Returns 0 or -1 (errno). */
+static int rewrite_pending(struct gw_audit *a)
+{
+    if (!a->rewrite)
         return 0;
-    }
-    if (a->out_fd >= 0 && write_all(a->out_fd, b->p, b->n) != 0) {
-        snprintf(why, whylen, "audit.stdout: %s", strerror(errno));
+    if (ftruncate(a->fd, a->durable) != 0 || write_all(a->fd, a->pending.p, a->pending.n) != 0)
         return -1;
-    }
+    a->rewrite = false;
     return 0;
 }
 
-/* Syncs records written without a sync (see write_items). A failure is a write failure:
- * not ready until a write succeeds. */
-static void sync_file(struct gw_audit *a)
+/* The pending records and b are on disk: counted, copied to stdout, forgotten. */
+static void synced(struct gw_audit *a, const struct buf *b, uint64_t seq,
+                   const uint64_t counts[GW_AUDIT_EVENTS])
 {
-    a->unsynced = false;
-    a->last_sync = now_s();
-    if (a->fd < 0)
-        return;
-    if (fdatasync(a->fd) != 0 && errno != EINVAL && errno != EROFS) {
-        int e = errno;
-        pthread_mutex_lock(&a->mu);
-        a->st.write_failures++;
-        if (a->ready)
-            gw_log_error("audit: sync %s: %s; changes are refused (503) until a write succeeds",
-                         a->path, strerror(e));
-        a->ready = false;
-        snprintf(a->why, sizeof a->why, "audit.file %s: %s", a->path, strerror(e));
-        pthread_mutex_unlock(&a->mu);
-        return;
+    uint64_t all[GW_AUDIT_EVENTS];
+    for (int e = 0; e < GW_AUDIT_EVENTS; e++) {
+        all[e] = a->pending_counts[e] + (counts ? counts[e] : 0);
+        a->pending_counts[e] = 0;
     }
-    pthread_mutex_lock(&a->mu);
-    a->st.fsyncs++;
-    pthread_mutex_unlock(&a->mu);
+    a->durable += (off_t)(a->pending.n + (b ? b->n : 0));
+    copy_to_stdout(a, a->pending.p, a->pending.n);
+    if (b)
+        copy_to_stdout(a, b->p, b->n);
+    a->pending.n = 0;
+    a->last_sync = now_s();
+    note_durable(a, b ? seq : a->pending_seq, all, true);
+}
+
+/* Writes b (records up to seq, with counts) to the sinks; with sync, b and every pending record
+ * are then on disk. Returns 0, or -1 with why (the file cut back). */
+static int put_batch(struct gw_audit *a, struct buf *b, uint64_t seq,
+                     const uint64_t counts[GW_AUDIT_EVENTS], bool sync, char *why, size_t whylen)
+{
+    if (a->fd < 0) { /* stdout alone */
+        if (a->out_fd >= 0 && write_all(a->out_fd, b->p, b->n) != 0) {
+            snprintf(why, whylen, "audit.stdout: %s", strerror(errno));
+            return -1;
+        }
+        note_durable(a, seq, counts, false);
+        return 0;
+    }
+    /* a crash from here on may leave records after the state: it must not read as clean */
+    if (!a->state_writing) {
+        if (write_state(a, false) != 0) {
+            snprintf(why, whylen, "audit: cannot mark the chain state %s as being written",
+                     a->state_path);
+            return -1;
+        }
+        a->state_writing = true;
+    }
+    if (rewrite_pending(a) != 0 || write_all(a->fd, b->p, b->n) != 0)
+        goto fail;
+    if (!(a->fsync && a->regular)) { /* written is all a device, or a log without fsync, gets */
+        if (a->regular)
+            a->durable += (off_t)b->n;
+        copy_to_stdout(a, b->p, b->n);
+        note_durable(a, seq, counts, false);
+        return 0;
+    }
+    /* kept until a sync succeeds; when memory runs out, synced now */
+    if (!sync && buf_add(&a->pending, b->p, b->n) == 0) {
+        for (int e = 0; e < GW_AUDIT_EVENTS; e++)
+            a->pending_counts[e] += counts[e];
+        a->pending_seq = seq;
+        return 0;
+    }
+    if (fdatasync(a->fd) != 0)
+        goto fail;
+    synced(a, b, seq, counts);
+    return 0;
+fail:;
+    int e = errno;
+    cut_back(a);
+    snprintf(why, whylen, "audit.file %s: %s", a->path, strerror(e));
+    return -1;
+}
+
+/* Puts the pending records on disk (idle, before a reopen, at stop, and again every RETRY_MS
+ * after a failed sync). Returns 0, or -1 (a write failure, noted). */
+static int make_durable(struct gw_audit *a)
+{
+    if (a->fd < 0 || !a->regular || (a->pending.n == 0 && !a->rewrite))
+        return 0;
+    if (rewrite_pending(a) != 0 || (a->pending.n > 0 && fdatasync(a->fd) != 0)) {
+        char why[300];
+        snprintf(why, sizeof why, "audit.file %s: %s", a->path, strerror(errno));
+        cut_back(a);
+        note_failure(a, why);
+        return -1;
+    }
+    if (a->pending.n > 0)
+        synced(a, NULL, 0, NULL);
+    return 0;
 }
 
 static void reopen_file(struct gw_audit *a)
 {
     if (a->path == NULL)
         return;
-    int fd = open_file(a->path);
-    if (fd < 0) {
-        gw_log_error("audit: SIGUSR1: cannot reopen %s: %s; still writing the old file", a->path,
-                     strerror(errno));
+    if (make_durable(a) != 0) { /* the renamed file keeps every record it was given */
+        gw_log_error("audit: SIGUSR1: the last records of %s are not on disk; still writing it",
+                     a->path);
         return;
     }
-    if (a->unsynced) /* the renamed file keeps every record it was given */
-        sync_file(a);
+    int fd = open_file(a->path);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        gw_log_error("audit: SIGUSR1: cannot reopen %s: %s; still writing the old file", a->path,
+                     strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    bool regular = S_ISREG(st.st_mode);
+    if (regular && sync_dir(a->dir) != 0) {
+        gw_log_error("audit: SIGUSR1: cannot sync the folder of %s: %s; still writing the old file",
+                     a->path, strerror(errno));
+        close(fd);
+        return;
+    }
     close(a->fd);
     a->fd = fd;
-    write_state(a); /* a new empty file continues this chain, even across a restart */
+    a->regular = regular;
+    a->durable = regular ? st.st_size : 0;
+    a->rewrite = false;
+    /* until the new file has a record, a restart continues the chain from the state (clean);
+     * if it cannot be saved, the state stays "writing" and a restart before that refuses */
+    write_state(a, true);
+    a->state_writing = false;
     gw_log_info("audit: SIGUSR1: %s reopened at seq %llu", a->path, (unsigned long long)a->seq);
 }
 
-/* Writes the items of list (in order), then tells the waiting ones. Returns the items that
- * failed and nobody waits for (to retry), in order. */
-static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_item *list)
+/* A batch written (or not): its items told or freed. Under mu, so that a submitter abandons a
+ * waited item either before (the log's then: its event is not touched) or after (answered).
+ * An abandoned intent written after all is followed by the outcome its submitter gave: the
+ * list of those is returned. Failed items nobody waits for are appended to *rt (to retry). */
+static struct gw_audit_item *answer_batch(struct gw_audit *a, struct gw_audit_item *batch, bool ok,
+                                          struct gw_audit_item ***rt)
 {
-    struct buf b = {0};
-    uint64_t seq = a->seq;
-    char prev[HEX_LEN + 1];
-    memcpy(prev, a->prev, sizeof prev);
-    char why[300] = "";
-    bool ok = true;
-    size_t n = 0;
-    uint64_t counts[GW_AUDIT_EVENTS] = {0};
-    double t0 = now_s();
-    off_t before = file_size(a->fd);
-    for (struct gw_audit_item *it = list; it && ok; it = it->next) {
-        if (seq >= MAX_SEQ) {
-            snprintf(why, sizeof why, "seq %llu is the last a chain can hold",
-                     (unsigned long long)seq);
-            ok = false;
-            break;
-        }
-        if (compose(a, it, seq + 1, prev, &b) != 0) {
-            snprintf(why, sizeof why, "out of memory composing a record");
-            ok = false;
-            break;
-        }
-        it->seq = ++seq;
-        counts[it->event]++;
-        n++;
-        if (b.n >= BATCH_BYTES && it->next) {
-            /* one write per BATCH_BYTES; the sync comes once, at the end */
-            ok = flush_batch(a, &b, false, before, why, sizeof why) == 0;
-            b.n = 0;
-        }
-    }
-    /* Group commit: a batch is synced when a request waits for one of its records (an intent:
-     * the change goes upstream only once it is on disk), or when the last sync is SYNC_LAG_S
-     * old. Other batches (outcomes, denials, reads) are written now and synced with the next
-     * synced batch, or when the writer goes idle: so concurrent changes do not queue behind
-     * syncs nobody waits for. */
-    bool waited = false;
-    for (struct gw_audit_item *it = list; it && !waited; it = it->next)
-        waited = it->done != NULL;
-    bool sync = a->fsync && (waited || t0 - a->last_sync >= SYNC_LAG_S);
-    if (!ok) {
-        if (before >= 0 && ftruncate(a->fd, before) != 0) /* a part may have been written */
-            gw_log_error("audit: cannot cut a failed write off %s: %s", a->path, strerror(errno));
-    } else if ((ok = flush_batch(a, &b, sync, before, why, sizeof why) == 0) && a->fsync &&
-               a->fd >= 0) {
-        a->unsynced = !sync;
-        if (sync)
-            a->last_sync = t0;
-    }
-    free(b.p);
-    double dt = now_s() - t0;
+    struct gw_audit_item *follow = NULL, **ft = &follow;
     pthread_mutex_lock(&a->mu);
-    if (ok) {
-        a->seq = seq;
-        memcpy(a->prev, prev, sizeof prev);
-        for (int e = 0; e < GW_AUDIT_EVENTS; e++)
-            a->st.records[e] += counts[e];
-        a->st.last_seq = seq;
-        a->st.batches++;
-        a->st.write_seconds_sum += dt;
-        for (int i = 0; i < 8; i++)
-            if (dt <= gw_audit_write_buckets[i])
-                a->st.write_le[i]++;
-        if (!a->ready)
-            gw_log_info("audit: writing again (seq %llu)", (unsigned long long)seq);
-        a->ready = true;
-    } else {
-        a->st.write_failures++;
-        if (a->ready)
-            gw_log_error("audit: %s; changes are refused (503) until a write succeeds", why);
-        a->ready = false;
-        snprintf(a->why, sizeof a->why, "%s", why);
-    }
-    pthread_mutex_unlock(&a->mu);
-    /* a failed batch: the whole batch is off the file (nothing was acknowledged) */
-    struct gw_audit_item *retry = NULL, **rt = &retry;
-    for (struct gw_audit_item *it = list, *next; it; it = next) {
+    for (struct gw_audit_item *it = batch, *next; it; it = next) {
         next = it->next;
         it->next = NULL;
-        if (it->done) {
-            it->ok = ok;
-            event_active(it->done, EV_TIMEOUT, 0); /* it belongs to its submitter now */
-        } else if (ok) {
+        if (it->abandoned && ok && it->outcome) {
+            free(it->members);
+            it->members = it->outcome;
+            it->outcome = NULL;
+            it->event = GW_AUDIT_OUTCOME;
+            it->done = NULL;
+            it->abandoned = false;
+            *ft = it;
+            ft = &it->next;
+        } else if (it->abandoned || (it->done == NULL && ok)) {
+            free(it->outcome);
             free(it->members);
             free(it);
+        } else if (it->done) {
+            it->ok = ok;
+            it->answered = true;
+            event_active(it->done, EV_TIMEOUT, 0); /* it belongs to its submitter now */
         } else {
-            *rt = it;
-            rt = &it->next;
+            **rt = it;
+            *rt = &it->next;
         }
     }
+    pthread_mutex_unlock(&a->mu);
+    return follow;
+}
+
+/* Writes the items of list in order, in batches of about BATCH_BYTES, and tells the waiting
+ * ones. After a failed batch the rest fails with it (the file keeps the order of events).
+ * Returns the failed items nobody waits for (to retry), in order. */
+static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_item *list)
+{
+    struct gw_audit_item *retry = NULL, **rt = &retry;
+    struct buf b = {0};
+    while (list) {
+        struct gw_audit_item *batch = list, *last = NULL;
+        uint64_t seq = a->seq, counts[GW_AUDIT_EVENTS] = {0};
+        char prev[HEX_LEN + 1], why[300] = "";
+        memcpy(prev, a->prev, sizeof prev);
+        bool ok = true, waited = false;
+        b.n = 0;
+        double t0 = now_s();
+        for (struct gw_audit_item *it = list; it; it = it->next) {
+            if (seq >= MAX_SEQ) {
+                snprintf(why, sizeof why, "seq %llu is the last a chain can hold",
+                         (unsigned long long)seq);
+                ok = false;
+                break;
+            }
+            if (compose(a, it, seq + 1, prev, &b) != 0) {
+                snprintf(why, sizeof why, "out of memory composing a record");
+                ok = false;
+                break;
+            }
+            it->seq = ++seq;
+            counts[it->event]++;
+            waited |= it->done != NULL;
+            last = it;
+            if (b.n >= BATCH_BYTES)
+                break; /* one write per BATCH_BYTES */
+        }
+        if (ok) {
+            list = last->next;
+            last->next = NULL;
+        } else {
+            list = NULL; /* the batch and the rest fail together */
+        }
+        /* Group commit: a batch is synced when a request waits for one of its records (an
+         * intent: the change goes upstream only once it is on disk), when the last sync is
+         * SYNC_LAG_S old, when BATCH_BYTES wait for one, or after a failure. Other batches
+         * (outcomes, denials, reads) are written now and synced with the next synced batch, or when
+         * the writer goes idle: so concurrent changes do not queue behind syncs nobody waits for.
+         */
+        bool sync = waited || t0 - a->last_sync >= SYNC_LAG_S ||
+                    a->pending.n + b.n >= BATCH_BYTES || a->rewrite;
+        if (ok)
+            ok = put_batch(a, &b, seq, counts, sync, why, sizeof why) == 0;
+        double dt = now_s() - t0;
+        if (ok) {
+            pthread_mutex_lock(&a->mu);
+            a->seq = seq;
+            memcpy(a->prev, prev, sizeof prev);
+            a->st.batches++;
+            a->st.write_seconds_sum += dt;
+            for (int i = 0; i < 8; i++)
+                if (dt <= gw_audit_write_buckets[i])
+                    a->st.write_le[i]++;
+            pthread_mutex_unlock(&a->mu);
+        } else {
+            note_failure(a, why);
+        }
+        struct gw_audit_item *follow = answer_batch(a, batch, ok, &rt);
+        if (follow) { /* written next, before the rest */
+            struct gw_audit_item *t = follow;
+            while (t->next)
+                t = t->next;
+            t->next = list;
+            list = follow;
+        }
+    }
+    free(b.p);
     return retry;
+}
+
+/* The writer's last pass: everything written is put on disk and, when it is, the state saved
+ * as clean; what could not be written is counted as lost. */
+static void writer_stop(struct gw_audit *a, struct gw_audit_item *retry)
+{
+    bool durable = make_durable(a) == 0 && a->pending.n == 0 && !a->rewrite;
+    if (durable && a->fd >= 0 && a->regular && !a->fsync && fdatasync(a->fd) != 0) {
+        char why[300]; /* SIGTERM syncs the file even without audit.fsync (SPEC §1.2) */
+        snprintf(why, sizeof why, "audit.file %s: %s", a->path, strerror(errno));
+        note_failure(a, why);
+        durable = false;
+    }
+    size_t lost = 0;
+    for (struct gw_audit_item *it = retry, *next; it; it = next) {
+        next = it->next;
+        free(it->members);
+        free(it);
+        lost++;
+    }
+    for (int e = 0; e < GW_AUDIT_EVENTS && a->pending.n > 0; e++)
+        lost += a->pending_counts[e];
+    if (lost)
+        gw_log_error("audit: %zu record(s) could not be written before stopping", lost);
+    pthread_mutex_lock(&a->mu);
+    a->st.lost += lost;
+    uint64_t last = a->st.last_seq;
+    pthread_mutex_unlock(&a->mu);
+    if (durable)
+        write_state(a, true);
+    else if (a->path)
+        gw_log_error("audit: the records after seq %llu are not on disk: the chain state %s is "
+                     "not saved as clean",
+                     (unsigned long long)last, a->state_path);
 }
 
 static void *writer_main(void *arg)
@@ -694,28 +1151,21 @@ static void *writer_main(void *arg)
     struct gw_audit_item *retry = NULL;
     for (;;) {
         pthread_mutex_lock(&a->mu);
-        if (a->unsynced && a->head == NULL && retry == NULL && !a->stop && !a->reopen) {
-            pthread_mutex_unlock(&a->mu); /* idle: put what was written on disk */
-            sync_file(a);
-            continue;
-        }
-        while (a->head == NULL && retry == NULL && !a->stop && !a->reopen) {
+        while (a->head == NULL && !a->stop && !a->reopen) {
+            if (retry || a->rewrite) {
+                /* after a failure: try again in a while, or as soon as more arrives */
+                struct timespec t;
+                clock_gettime(CLOCK_REALTIME, &t);
+                t.tv_sec += RETRY_MS / 1000;
+                a->waiting = true;
+                pthread_cond_timedwait(&a->cv, &a->mu, &t);
+                a->waiting = false;
+                break;
+            }
+            if (a->pending.n > 0)
+                break; /* idle: put what was written on disk */
             a->waiting = true;
             pthread_cond_wait(&a->cv, &a->mu);
-            a->waiting = false;
-        }
-        if (retry && a->head == NULL && !a->stop && !a->reopen && a->unsynced) {
-            pthread_mutex_unlock(&a->mu); /* what was written before the failure: on disk */
-            sync_file(a);
-            continue;
-        }
-        if (retry && a->head == NULL && !a->stop && !a->reopen) {
-            /* after a failure: try again in a while, or as soon as more arrives */
-            struct timespec t;
-            clock_gettime(CLOCK_REALTIME, &t);
-            t.tv_sec += RETRY_MS / 1000;
-            a->waiting = true;
-            pthread_cond_timedwait(&a->cv, &a->mu, &t);
             a->waiting = false;
         }
         bool reopen = a->reopen, stop = a->stop;
@@ -733,22 +1183,12 @@ static void *writer_main(void *arg)
             t->next = list;
             list = retry;
         }
-        retry = list ? write_items(a, list) : NULL;
-        if (stop) { /* submit refuses from now on: one pass wrote what was queued */
-            if (a->unsynced)
-                sync_file(a);
-            size_t lost = 0;
-            for (struct gw_audit_item *it = retry, *next; it; it = next) {
-                next = it->next;
-                free(it->members);
-                free(it);
-                lost++;
-            }
-            if (lost)
-                gw_log_error("audit: %zu record(s) could not be written before stopping", lost);
-            pthread_mutex_lock(&a->mu);
-            a->st.lost += lost;
-            pthread_mutex_unlock(&a->mu);
+        if (list)
+            retry = write_items(a, list);
+        else
+            make_durable(a); /* idle, or a failed sync tried again */
+        if (stop) {          /* submit refuses from now on: one pass wrote what was queued */
+            writer_stop(a, retry);
             return NULL;
         }
     }
@@ -774,9 +1214,6 @@ void gw_audit_stop(struct gw_audit *a)
     pthread_mutex_unlock(&a->mu);
     pthread_join(a->thread, NULL);
     a->started = false;
-    if (a->fd >= 0 && fsync(a->fd) != 0 && errno != EINVAL)
-        gw_log_error("audit: fsync %s at stop: %s", a->path, strerror(errno));
-    write_state(a);
 }
 
 void gw_audit_free(struct gw_audit *a)
@@ -786,10 +1223,11 @@ void gw_audit_free(struct gw_audit *a)
     gw_audit_stop(a);
     for (struct gw_audit_item *it = a->head, *next; it; it = next) {
         next = it->next;
-        if (it->done) {
+        if (it->done && !it->abandoned) {
             it->ok = false;
             continue; /* its submitter's */
         }
+        free(it->outcome);
         free(it->members);
         free(it);
     }
@@ -801,8 +1239,10 @@ void gw_audit_free(struct gw_audit *a)
         OPENSSL_clear_free(a->key, a->keylen + 1);
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
+    free(a->pending.p);
     free(a->path);
     free(a->state_path);
+    free(a->dir);
     free(a);
 }
 
@@ -918,6 +1358,52 @@ bool gw_audit_ready(struct gw_audit *a, char *why, size_t whylen)
     return r;
 }
 
+bool gw_audit_answered(struct gw_audit *a, const struct gw_audit_item *it)
+{
+    pthread_mutex_lock(&a->mu);
+    bool answered = it->answered;
+    pthread_mutex_unlock(&a->mu);
+    return answered;
+}
+
+bool gw_audit_abandon(struct gw_audit *a, struct gw_audit_item *it, char *outcome)
+{
+    pthread_mutex_lock(&a->mu);
+    bool taken = !it->answered;
+    if (taken) {
+        it->abandoned = true;
+        it->outcome = outcome;
+        a->st.sync_timeouts++;
+        /* a hung disk: not ready (/readyz) until a write gets through again */
+        a->ready = false;
+        snprintf(a->why, sizeof a->why,
+                 "%s: a record was not on disk within audit.sync_timeout_ms (a slow or hung "
+                 "disk)",
+                 a->path ? a->path : "audit.stdout");
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (!taken)
+        free(outcome);
+    return taken;
+}
+
+void gw_audit_refuse(struct gw_audit *a, struct gw_audit_item *it)
+{
+    pthread_mutex_lock(&a->mu);
+    bool abandoned = it->abandoned;
+    if (!abandoned) {
+        it->ok = false;
+        it->answered = true;
+        event_active(it->done, EV_TIMEOUT, 0);
+    }
+    pthread_mutex_unlock(&a->mu);
+    if (abandoned) {
+        free(it->outcome);
+        free(it->members);
+        free(it);
+    }
+}
+
 char *gw_audit_members(const cJSON *o)
 {
     char *t = cJSON_PrintUnformatted(o);
@@ -1027,4 +1513,59 @@ int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char
     }
     fprintf(out, "%llu records verified\n", (unsigned long long)count);
     return 0;
+}
+
+/* ---- audit-repair ---- */
+
+int gw_audit_repair(const char *file, const unsigned char *key, size_t keylen, FILE *out, FILE *err)
+{
+    char *state_path = NULL, why[700];
+    char *dir = dir_of(file);
+    if (dir == NULL || asprintf(&state_path, "%s.chain", file) < 0) {
+        fprintf(err, "out of memory\n");
+        free(dir);
+        return 2;
+    }
+    struct state s;
+    struct tail t;
+    int have = read_state(state_path, &s), rc = 0;
+    if (have < 0) {
+        fprintf(err, "%s: the chain state %s is unreadable or malformed\n", file, state_path);
+        rc = 1;
+    } else if ((rc = scan_file(file, key, keylen, true, have ? &s : NULL, state_path, &t, why,
+                               sizeof why)) != 0) {
+        fprintf(err, "%s\n", why);
+        rc = rc == -2 ? 2 : 1;
+    } else if (!t.exists || !t.regular) {
+        fprintf(err, "%s: %s\n", file, t.exists ? "not a regular file" : "no such file");
+        rc = 2;
+    } else if (have && t.seq > 0 && s.seq > t.seq) {
+        fprintf(err,
+                "%s ends at seq %llu but the log had reached seq %llu (%s): records are "
+                "missing\n",
+                file, (unsigned long long)t.seq, (unsigned long long)s.seq, state_path);
+        rc = 1;
+    } else if (t.torn == 0) {
+        fprintf(out, "%s: nothing to repair (%llu records verified%s)\n", file,
+                (unsigned long long)t.records, t.seq ? "" : "; the file holds none");
+    } else {
+        char torn[4200];
+        if (cut_torn(file, dir, &t, torn, sizeof torn, why, sizeof why) != 0) {
+            fprintf(err, "%s: %s\n", file, why);
+            rc = 2;
+        } else if (t.seq) {
+            fprintf(out,
+                    "%s: the torn last line (%zu bytes) moved to %s; %llu records verified, "
+                    "the chain ends at seq %llu\n",
+                    file, t.torn, torn, (unsigned long long)t.records, (unsigned long long)t.seq);
+        } else {
+            fprintf(out,
+                    "%s: the torn last line (%zu bytes) moved to %s; the file holds no "
+                    "whole record\n",
+                    file, t.torn, torn);
+        }
+    }
+    free(state_path);
+    free(dir);
+    return rc;
 }

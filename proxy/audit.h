@@ -1,16 +1,24 @@
 /* audit: the tamper-evident audit log (SPEC §9).
  *
  * Owns: the audit file (and the stdout sink), the hash chain (SHA-256, or HMAC-SHA256 with
- * audit.hmac_key_file), seq, and one writer thread with group commit: workers hand records
- * over without blocking their event loop (a worker hands over a loop pass's records at once);
- * the writer takes every record queued and writes them with one write(). With audit.fsync it
- * syncs with one fdatasync() every batch a request waits for (an intent record), and only
- * then tells those requests that it is durable; batches nobody waits for are synced with the
- * next such batch, when the last sync is 100 ms old, when the writer is idle, before a reopen
- * and at stop (so the fsync count can be lower than the batch count). A failed write is cut back
- * off the file (ftruncate to the size before it), so the file never holds a partial line; the
- * records nobody waits for are kept and retried, intent records fail (the change is not forwarded:
- * 503), and the log is not ready (/readyz) until a write succeeds again.
+ * audit.hmac_key_file), seq, the chain state file <file>.chain, and one writer thread with
+ * group commit: workers hand records over without blocking their event loop (a worker hands
+ * over a loop pass's records at once); the writer takes every record queued and writes them
+ * with one write() per batch. With audit.fsync it syncs with one fdatasync() every batch a
+ * request waits for (an intent record), and only then tells those requests that it is durable;
+ * batches nobody waits for are synced with the next such batch, when the last sync is 100 ms
+ * old, when 4 MiB wait for a sync, when the writer is idle, before a reopen and at stop (so the
+ * fsync count can be lower than the batch count).
+ *
+ * Durability: a record counts as written (stats, last_seq, the stdout copy) once it is on disk.
+ * The bytes written since the last successful sync are kept in memory: every failed write or
+ * sync (any errno: after a failed fsync Linux may drop the dirty pages and report the next
+ * fsync as a success) cuts the file back to its last durable size, and those bytes are written
+ * again before the next sync, with the same seq and hashes. A failed batch's intent records
+ * fail (the change is not forwarded: 503); its other records are kept and retried; the log is
+ * not ready (/readyz) until a write succeeds again. A file that is not a regular file (a
+ * device, a pipe) is written but never synced nor cut. A new file and the state file are made
+ * durable in their folder (fsync of the folder after create and rename).
  *
  * The line format, which audit-verify checks and README.md documents for other verifiers:
  *   {"v":1,"seq":N,"ts":"...",<members>,"prev":"<64 hex>","hash":"<64 hex>"}\n
@@ -18,14 +26,21 @@
  * hex digits of the previous record's hash (64 zeros for the first record) and body is the
  * line without its newline and without ,"hash":"..." (so it ends with "prev":"..."}).
  *
- * On start the chain continues from the file's last record (which must be a complete line
- * whose hash verifies), or, for an empty file (after a rotation), from the state file
- * <file>.chain written at every reopen and at stop; seq never goes back. SIGUSR1 reopens the
- * file: the first record of a new file chains to the last one of the old.
+ * The chain never forks. The state file holds "<seq> <hash> clean|writing": clean is saved at
+ * a stop with every record on disk and at a reopen, and before the first record after either
+ * the state is durably marked writing. On start the chain continues from the file's last
+ * record (which must verify, and not end before the state's seq); a missing or empty file
+ * continues from the state only when it is clean (otherwise the records after it are in a file
+ * that was moved or lost: open refuses and says so). A torn last line (no final newline: a
+ * crash during a write; no change was forwarded on it) is repaired at open: every record before
+ * it is verified, the torn bytes go to <file>.torn (.torn.N when that exists) and are cut off.
+ * SIGUSR1 reopens the file: the first record of a new file chains to the last one of the old.
  *
- * Memory: a waited item belongs to its submitter (the writer only sets ok and activates its
- * event); other items belong to the log once submitted. Threads: submit and the stats from any
- * thread; open/start/stop/free from the main thread; the writer is the log's own thread.
+ * Memory: a waited item belongs to its submitter (the writer only sets ok and seq and activates
+ * its event, under the log's lock) until the submitter abandons it (gw_audit_abandon): then
+ * it is the log's; other items belong to the log once submitted. Threads: submit, abandon and
+ * the stats from any thread; open/start/stop/free from the main thread; the writer is the
+ * log's own thread.
  */
 #ifndef GW_AUDIT_H
 #define GW_AUDIT_H
@@ -56,18 +71,25 @@ struct gw_audit_item {
     struct event *done;
     bool ok;
     uint64_t seq; /* set with ok */
+    /* under the log's lock: */
+    bool answered;  /* ok and seq are set and done was activated */
+    bool abandoned; /* its submitter stopped waiting: the log's, and done is not touched */
+    char *outcome;  /* with abandoned: the members of the record written after it, if it is */
 };
 
 struct gw_audit;
 
-/* Opens the file and continues its chain (see above). Returns NULL with why filled: the file
- * cannot be opened, its last line is incomplete or does not verify, or it ends before the seq
- * the state file remembers (records were removed). cfg's audit.file NULL and stdout false: a
- * log that writes nothing (and never fails). */
+/* Opens the file and continues its chain (see above), repairing a torn last line (logged as a
+ * warning, counted in stats.repairs). Returns NULL with why filled: the file cannot be opened
+ * or made durable, a record does not verify (why names FILE:LINE), it ends before the seq the
+ * state file remembers (records were removed), or it is missing or empty and the state is not
+ * clean. cfg's audit.file NULL and stdout false: a log that writes nothing (and never fails). */
 struct gw_audit *gw_audit_open(const struct gw_config *cfg, char *why, size_t whylen);
-/* check: what gw_audit_open would find, without creating or opening the file for writing.
- * Returns 0 with the seq the chain would continue from, or -1 with why. */
-int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *why, size_t whylen);
+/* check: what gw_audit_open would find and do, changing nothing. Returns 0 with the seq the
+ * chain would continue from and in note what open would repair first ("" when nothing), or
+ * -1 with why. */
+int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *note, size_t notelen,
+                     char *why, size_t whylen);
 int gw_audit_start(struct gw_audit *a);
 /* Writes what is queued, syncs, saves the state file and joins the writer. */
 void gw_audit_stop(struct gw_audit *a);
@@ -75,7 +97,8 @@ void gw_audit_free(struct gw_audit *a);
 /* SIGUSR1: the writer reopens the file before its next write. */
 void gw_audit_reopen(struct gw_audit *a);
 
-/* Hands an item over. Returns 0, or -1 when the queue is full (the item is not taken). */
+/* Hands an item over. Returns 0, or -1 when the queue is full (the item is not taken). A waited
+ * item's submitter learns the result from its event, then asks gw_audit_answered. */
 int gw_audit_submit(struct gw_audit *a, struct gw_audit_item *it);
 /* Hands over a list of n items (linked by next, in order) at once: one lock, one wake-up of
  * the writer. All or none: returns 0, or -1 (none taken) when they do not fit the queue, one
@@ -93,10 +116,26 @@ void gw_audit_lost(struct gw_audit *a, struct gw_audit_item *it);
  * frees members and counts the record as lost. */
 void gw_audit_post(struct gw_audit *a, enum gw_audit_event e, char *members);
 
+/* Has the writer answered the waited item it (ok and seq set; its event activated)? Once true
+ * it stays true, and the item is its submitter's again. */
+bool gw_audit_answered(struct gw_audit *a, const struct gw_audit_item *it);
+/* The submitter stops waiting (audit.sync_timeout_ms). Returns false when the writer answered
+ * first (the item stays the submitter's; outcome is freed). Returns true when the item is now
+ * the log's: its event is never touched again (the submitter may free it), the item is freed
+ * by the log, and if the record is written after all, a record with the members outcome
+ * (taken; may be NULL) follows it, so the log says the change was not sent. Counted in
+ * stats.sync_timeouts; the log is not ready until a write succeeds again. */
+bool gw_audit_abandon(struct gw_audit *a, struct gw_audit_item *it, char *outcome);
+/* A waited item that could not be handed over (refused by submit, or too large): answered with
+ * ok false and its event activated; an abandoned one is freed. */
+void gw_audit_refuse(struct gw_audit *a, struct gw_audit_item *it);
+
 struct gw_audit_stats {
-    uint64_t records[GW_AUDIT_EVENTS];
+    uint64_t records[GW_AUDIT_EVENTS]; /* on disk (written, for a log without sync) */
     uint64_t fsyncs, write_failures, lost;
-    uint64_t last_seq;
+    uint64_t sync_timeouts;   /* waited records abandoned by their submitter */
+    uint64_t repairs;         /* torn last lines cut off at open */
+    uint64_t last_seq;        /* of the last record on disk: never one that a crash could undo */
     double write_seconds_sum; /* write + sync time of the batches */
     uint64_t batches;
     uint64_t write_le[8]; /* batch write+sync time histogram, cumulative le buckets below */
@@ -117,5 +156,14 @@ char *gw_audit_members(const cJSON *o);
 int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char *key,
                     size_t keylen, uint64_t anchor_seq, const char *anchor_hash, bool cont,
                     FILE *out, FILE *err);
+
+/* audit-repair: verifies every record of file (its first taken as given, as --continue; the
+ * last whole one against <file>.chain when that exists) and cuts a torn last line into
+ * file.torn (.torn.N), synced before the cut. Prints what it did on out and returns 0
+ * (repaired, or nothing to repair), or names the bad line on err and returns 1 (nothing
+ * changed), 2 when the file cannot be read or the repair cannot be written. key: HMAC key or
+ * NULL. */
+int gw_audit_repair(const char *file, const unsigned char *key, size_t keylen, FILE *out,
+                    FILE *err);
 
 #endif

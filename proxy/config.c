@@ -699,6 +699,7 @@ static const struct field audit_fields[] = {
     {"fsync", K_BOOL, C(audit.fsync), .idef = 1},
     {"hmac_key_file", K_PATH_NULL, C(audit.hmac_key_file), .need = NEED_READ},
     {"include_reads", K_BOOL, C(audit.include_reads), .idef = 0},
+    {"sync_timeout_ms", K_INT, C(audit.sync_timeout_ms), 1, 600000, .idef = 5000},
     {NULL},
 };
 static const struct field access_log_fields[] = {

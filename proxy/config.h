@@ -102,6 +102,7 @@ struct gw_config {
         bool fsync;
         char *hmac_key_file;
         bool include_reads;
+        long sync_timeout_ms; /* a change waits this long for its intent record (then 503) */
     } audit;
     struct {
         char *file;

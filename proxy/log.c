@@ -298,6 +298,14 @@ void gw_log_error(const char *fmt, ...)
     va_end(ap);
 }
 
+void gw_log_warn(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vlog("warning", fmt, ap);
+    va_end(ap);
+}
+
 void gw_log_info(const char *fmt, ...)
 {
     va_list ap;

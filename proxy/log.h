@@ -49,6 +49,7 @@ void gw_log_access(struct gw_log *l, const struct gw_access *a);
 
 /* "ghl-gateway: <time> error: ..." on stderr. Never give it a token or a secret. */
 void gw_log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void gw_log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void gw_log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Formats ms since the epoch as 2026-11-26T19:32:11.123Z into buf (at least 25 bytes). */

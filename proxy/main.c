@@ -126,8 +126,8 @@ static int cmd_check(int argc, char **argv)
     if (s)
         gw_jwks_check(s->auth, &errs);
     uint64_t audit_seq = 0;
-    char why[400];
-    if (s && gw_audit_inspect(s->cfg, &audit_seq, why, sizeof why) != 0) {
+    char why[1200], note[1200];
+    if (s && gw_audit_inspect(s->cfg, &audit_seq, note, sizeof note, why, sizeof why) != 0) {
         gw_errs_add(&errs, "%s", why);
         gw_snapshot_unref(s);
         s = NULL;
@@ -138,6 +138,8 @@ static int cmd_check(int argc, char **argv)
         summary(s);
         printf("  audit chain continues at seq %llu (%s)\n", (unsigned long long)audit_seq + 1,
                s->cfg->audit.hmac_key_file ? "HMAC-SHA256" : "SHA-256");
+        if (note[0])
+            printf("  audit repair at start: %s\n", note);
     }
     for (size_t i = 0; i < errs.nwarn; i++)
         fprintf(stderr, "%s\n", errs.warn[i]);
@@ -160,7 +162,6 @@ static int cmd_version(int argc, char **argv)
            "2.1");
     return 0;
 }
-
 
 /* Loads what the offline commands decide with (no key, certificate or credential file is
  * read); prints the problems when it does not load. */
@@ -372,6 +373,40 @@ static int cmd_audit_verify(int argc, char **argv)
     free(files);
     return rc;
 }
+static int cmd_audit_repair(int argc, char **argv)
+{
+    const struct command *c = find("audit-repair");
+    const char *keyfile = NULL, *file = NULL;
+    for (int i = 0; i < argc; i++) {
+        if (is_help(argv[i])) {
+            printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
+            return 0;
+        }
+        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc && keyfile == NULL)
+            keyfile = argv[++i];
+        else if (argv[i][0] != '-' && file == NULL)
+            file = argv[i];
+        else
+            return usage_error(c, "unexpected argument");
+    }
+    if (file == NULL)
+        return usage_error(c, "no file to repair");
+    unsigned char *key = NULL;
+    size_t keylen = 0;
+    if (keyfile) {
+        char why[300];
+        key = (unsigned char *)gw_read_secret(keyfile, 4096, &keylen, why, sizeof why);
+        if (key == NULL) {
+            fprintf(stderr, "ghl-gateway audit-repair: --key %s: %s\n", keyfile, why);
+            return 2;
+        }
+    }
+    int rc = gw_audit_repair(file, key, keylen, stdout, stderr);
+    if (key)
+        OPENSSL_clear_free(key, keylen + 1);
+    return rc;
+}
+
 /* Reads the signing key: an HMAC secret (the file but one trailing newline) or a PEM private
  * key, as libjwt takes them. */
 static unsigned char *read_signing_key(const char *path, size_t *len)
@@ -535,6 +570,16 @@ static const struct command commands[] = {
      "kept elsewhere): a truncated tail fails. --continue: the first file is a rotated one; its\n"
      "first seq and prev are taken as given (and printed).",
      cmd_audit_verify},
+    {"audit-repair", "audit-repair FILE [--key FILE]",
+     "Cut a torn last line (a crash during a write: no final newline) off an audit file that no\n"
+     "gateway is writing, after verifying every record before it (the first one taken as\n"
+     "given, as audit-verify --continue does; the last against FILE.chain when that exists).\n"
+     "The cut bytes go to FILE.torn (FILE.torn.N when that exists), synced before the cut.\n"
+     "'run' makes the same repair by itself at start. Exit 0 when repaired or nothing needed\n"
+     "it, 1 when anything but the last line is wrong (nothing is changed then; the bad line is\n"
+     "named), 2 when the file cannot be read or written. --key: the HMAC key file of\n"
+     "audit.hmac_key_file.",
+     cmd_audit_repair},
     {"mint",
      "mint --key FILE --alg ALG [--kid KID] --iss ISS --sub SUB [--aud AUD] [--scope 'a b'] "
      "[--ttl SECONDS] [--claim NAME=JSON]...",

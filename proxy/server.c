@@ -80,6 +80,7 @@ struct gw_req {
     cJSON *body;
     int upstream_status;
     double upstream_ms;
+    bool upstream_sent; /* a byte of this call's request may have left (outcome "upstream") */
     struct gw_principal *principal;   /* once authenticated (a reference) */
     const char *auth_failure;         /* the reason class, for the access log */
     const struct gw_credential *cred; /* the upstream credential of the op */
@@ -88,9 +89,9 @@ struct gw_req {
     bool allowed;                     /* a policy allowed the request */
     cJSON *target;                    /* update/delete: the user as fetched (audit "before") */
     struct gw_audit_item *intent;     /* a change's intent record, until the writer answers */
-    struct event *intent_done;
-    bool intent_written;  /* the change may go upstream: an outcome is owed */
-    char cert_sha256[65]; /* the client certificate's SHA-256 (mTLS), or "" */
+    struct event *intent_done;        /* the writer's answer, or audit.sync_timeout_ms passed */
+    bool intent_written;              /* the change may go upstream: an outcome is owed */
+    char cert_sha256[65];             /* the client certificate's SHA-256 (mTLS), or "" */
 };
 
 static const char *status_reason(int code)
@@ -166,11 +167,19 @@ static cJSON *parse_answer(struct evbuffer *body);
 /* "name": */
 #define KEY(b, name) GW_JBUF_LIT((b), "\"" name "\":")
 
+/* What became of a change upstream (an outcome's "upstream"): answered, not_sent (no byte of
+ * the request left: the change did not happen), or unknown (sent, no answer: it may have). */
+static const char *upstream_fate(const struct gw_req *r)
+{
+    return r->upstream_status > 0 ? "answered" : r->upstream_sent ? "unknown" : "not_sent";
+}
+
 /* The members of r's record, in record order, written as JSON text (no tree: this runs for
  * every change and every denial). reasons: denied; status < 0: none (intent, denied);
- * created_id: create-user's new user. Never a token, a password or a credential. */
+ * created_id: create-user's new user; upstream: an outcome's upstream_fate, else NULL. Never a
+ * token, a password or a credential. */
 static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struct gw_msgs *reasons,
-                           int status, const char *created_id)
+                           int status, const char *created_id, const char *upstream)
 {
     struct gw_jbuf b = {0};
     const struct gw_op *op = r->route.op;
@@ -296,6 +305,11 @@ static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struc
                          (long long)(gw_mono_ms() - r->t0));
         gw_jbuf_raw(&b, num, (size_t)n);
     }
+    if (upstream) {
+        GW_JBUF_LIT(&b, ",");
+        KEY(&b, "upstream");
+        gw_jbuf_string(&b, upstream);
+    }
     return gw_jbuf_take(&b);
 }
 
@@ -315,12 +329,10 @@ static void on_audit_flush(evutil_socket_t fd, short what, void *arg)
     for (struct gw_audit_item *it = list, *next; it; it = next) {
         next = it->next;
         it->next = NULL;
-        if (it->done) {
-            it->ok = false;
-            event_active(it->done, EV_TIMEOUT, 0);
-        } else {
+        if (it->done)
+            gw_audit_refuse(w->d->audit, it);
+        else
             gw_audit_lost(w->d->audit, it);
-        }
     }
 }
 
@@ -329,12 +341,10 @@ static void audit_enqueue(struct gw_worker *w, struct gw_audit_item *it)
 {
     if (!gw_audit_fits(it)) {
         gw_log_error("audit: a %s record is too large to write", gw_audit_event_name(it->event));
-        if (it->done) {
-            it->ok = false;
-            event_active(it->done, EV_TIMEOUT, 0);
-        } else {
+        if (it->done)
+            gw_audit_refuse(w->d->audit, it);
+        else
             gw_audit_lost(w->d->audit, it);
-        }
         return;
     }
     it->next = NULL;
@@ -361,7 +371,8 @@ static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
 {
     struct gw_audit *a = r->w->d->audit;
     if (gw_audit_enabled(a))
-        audit_post(r->w, GW_AUDIT_DENIED, audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL));
+        audit_post(r->w, GW_AUDIT_DENIED,
+                   audit_members(r, GW_AUDIT_DENIED, reasons, -1, NULL, NULL));
 }
 
 /* finish: the outcome a written intent owes, or the read record of an allowed read. */
@@ -382,13 +393,14 @@ static void audit_answer(struct gw_req *r, struct evbuffer *body)
             cJSON_Delete(j);
         }
         audit_post(r->w, GW_AUDIT_OUTCOME,
-                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created));
+                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created,
+                                 upstream_fate(r)));
         free(created);
         r->intent_written = false;
     } else if (r->allowed && r->snap->cfg->audit.include_reads &&
                !gw_policy_op_changes_users(r->route.op)) {
         audit_post(r->w, GW_AUDIT_READ,
-                   audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL));
+                   audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL, NULL));
     }
 }
 
@@ -615,6 +627,7 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
     const struct gw_config *cfg = r->snap->cfg;
     const char *method = target_only ? "GET" : r->method;
     r->upstream_status = 0; /* the status logged and audited is this call's */
+    r->upstream_sent = false;
     /* HighLevel's own limits, for every caller together: refused here, not upstream */
     const struct gw_config *rc = r->snap->cfg;
     struct gw_rl_verdict v;
@@ -684,6 +697,7 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
 static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, const char *method)
 {
     r->upstream_ms = res->ms;
+    r->upstream_sent = res->sent;
     if (res->err == GW_UP_SHUTDOWN) {
         /* the worker is being torn down: its connections are freed right after. A change
          * already sent still owes its outcome (status 0: no answer) */
@@ -911,12 +925,35 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
 
 static void on_target(struct gw_upstream_result *res, void *arg);
 
-/* The writer's answer about r's intent record (on r's worker). */
+/* The writer's answer about r's intent record, or audit.sync_timeout_ms passed (on r's
+ * worker; whichever comes first: the other is dropped). */
 static void on_intent(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     struct gw_req *r = arg;
+    struct gw_audit *a = r->w->d->audit;
+    if (r->intent == NULL)
+        return;
+    if (!gw_audit_answered(a, r->intent)) {
+        /* A hung or slow disk must not hold the change (and its connection) for ever. The
+         * record is the log's from here; if it is written after all, this outcome follows it. */
+        r->upstream_sent = false;
+        char *outcome = audit_members(r, GW_AUDIT_OUTCOME, NULL, 0, NULL, upstream_fate(r));
+        if (gw_audit_abandon(a, r->intent, outcome)) {
+            r->intent = NULL;
+            gw_log_error("request %s: %s %s: the audit log did not confirm the intent record "
+                         "within audit.sync_timeout_ms (%ld ms); the change was not sent",
+                         r->request_id, r->method, r->route.upstream_path,
+                         r->snap->cfg->audit.sync_timeout_ms);
+            reply_error(r, GW_R_UNAVAILABLE,
+                        "the audit log did not confirm the intent in time; the change was not "
+                        "sent",
+                        NULL, 0);
+            return;
+        }
+    }
+    event_del(r->intent_done); /* the writer's answer, if it came as the deadline passed */
     bool ok = r->intent->ok;
     free(r->intent->members);
     free(r->intent);
@@ -931,15 +968,19 @@ static void on_intent(evutil_socket_t fd, short what, void *arg)
 }
 
 /* SPEC §9: a change goes upstream only after its intent record is written (and, with
- * audit.fsync, on disk). The worker's loop keeps running meanwhile. */
+ * audit.fsync, on disk), within audit.sync_timeout_ms. The worker's loop keeps running
+ * meanwhile. */
 static void write_intent(struct gw_req *r)
 {
     struct gw_audit_item *it = calloc(1, sizeof *it);
     if (it)
-        it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL);
+        it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL, NULL);
     if (r->intent_done == NULL)
         r->intent_done = event_new(r->w->base, -1, 0, on_intent, r);
-    if (it == NULL || it->members == NULL || r->intent_done == NULL) {
+    long ms = r->snap->cfg->audit.sync_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    if (it == NULL || it->members == NULL || r->intent_done == NULL ||
+        event_add(r->intent_done, &tv) != 0) {
         if (it)
             free(it->members);
         free(it);
@@ -949,7 +990,7 @@ static void write_intent(struct gw_req *r)
     it->event = GW_AUDIT_INTENT;
     it->done = r->intent_done;
     r->intent = it;
-    audit_enqueue(r->w, it); /* on_intent follows: written, or refused (503) */
+    audit_enqueue(r->w, it); /* on_intent follows: written, refused (503) or too late (503) */
 }
 
 /* The policy decision (SPEC 6.2) on what the request asks. update-user and delete-user are
@@ -1481,7 +1522,7 @@ static void admin_metrics(void *arg, struct evbuffer *out)
                         (unsigned long long)st.batches);
     evbuffer_add_printf(
         out,
-        "# HELP ghl_gateway_audit_last_seq The seq of the last audit record written (an anchor "
+        "# HELP ghl_gateway_audit_last_seq The seq of the last audit record on disk (an anchor "
         "for audit-verify).\n# TYPE ghl_gateway_audit_last_seq gauge\n"
         "ghl_gateway_audit_last_seq %llu\n"
         "# HELP ghl_gateway_audit_fsyncs_total fdatasync calls on the audit file (group "
@@ -1492,9 +1533,17 @@ static void admin_metrics(void *arg, struct evbuffer *out)
         "ghl_gateway_audit_write_failures_total %llu\n"
         "# HELP ghl_gateway_audit_records_lost_total Audit records that could not be written.\n"
         "# TYPE ghl_gateway_audit_records_lost_total counter\n"
-        "ghl_gateway_audit_records_lost_total %llu\n",
+        "ghl_gateway_audit_records_lost_total %llu\n"
+        "# HELP ghl_gateway_audit_sync_timeouts_total Changes refused (503, not sent) because "
+        "their intent record was not on disk within audit.sync_timeout_ms.\n"
+        "# TYPE ghl_gateway_audit_sync_timeouts_total counter\n"
+        "ghl_gateway_audit_sync_timeouts_total %llu\n"
+        "# HELP ghl_gateway_audit_repairs_total Torn last lines of the audit file cut off at "
+        "start.\n# TYPE ghl_gateway_audit_repairs_total counter\n"
+        "ghl_gateway_audit_repairs_total %llu\n",
         (unsigned long long)st.last_seq, (unsigned long long)st.fsyncs,
-        (unsigned long long)st.write_failures, (unsigned long long)st.lost);
+        (unsigned long long)st.write_failures, (unsigned long long)st.lost,
+        (unsigned long long)st.sync_timeouts, (unsigned long long)st.repairs);
     evbuffer_add_printf(out,
                         "# HELP ghl_gateway_reloads_total SIGHUP reloads.\n"
                         "# TYPE ghl_gateway_reloads_total counter\n"
@@ -1552,7 +1601,7 @@ int gw_server_run(const char *config_path)
         gw_snapshot_unref(snap);
         return 1;
     }
-    char why[400];
+    char why[1200];
     d.rl = gw_rl_new();
     d.audit = d.rl ? gw_audit_open(snap->cfg, why, sizeof why) : NULL;
     if (d.rl == NULL)

@@ -486,8 +486,9 @@ static void take_buffered(struct bufferevent *bev, struct evbuffer *in)
  * it), from its own buffer, which SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER allows (libevent sets
  * it too); an error shows there as the connection's error event. */
 #define DIRECT_WRITE_MAX 16384
-static void send_request(struct up_conn *c, const struct gw_upstream_call *call)
+static void send_request(struct up_conn *c, struct gw_upstream_call *call)
 {
+    call->res.sent = true; /* from here bytes may leave, even when SSL_write reports WANT_* */
     SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
     if (ssl && call->len > 0 && call->len <= DIRECT_WRITE_MAX &&
         evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
@@ -555,6 +556,7 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
         long ms = call->snap->cfg->upstream.timeout_ms;
         struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
         evtimer_add(call->deadline, &tv);
+        call->res.sent = true; /* queued on a connected connection: it goes out when it can */
         bufferevent_write(c->bev, call->req, call->len);
         return;
     }

@@ -43,6 +43,10 @@ struct gw_upstream_result {
     const char *hvalue[GW_UPSTREAM_MAX_HEADERS];
     struct evbuffer *body;
     double ms; /* from send to answer (or failure) */
+    /* Some byte of the request may have left: it was handed to a connected TLS connection.
+     * False: none did (DNS, connect or handshake failed, or the call ended before); a change
+     * not sent cannot have happened. */
+    bool sent;
 };
 
 typedef void (*gw_upstream_cb)(struct gw_upstream_result *r, void *arg);

@@ -1,11 +1,14 @@
 /* audit-verify on any file: the input is written as a file in a private folder (made once) and
  * gw_audit_verify reads it without a key, with an HMAC key, with --continue and an anchor, and
- * with --continue alone; gw_audit_open reads its last record as a restart would. When the
- * input is a JSON object, gw_audit_members turns it into record members. Checks: verify
- * answers 0 or 1 for a readable file; what verifies also verifies with --continue, and a log
- * that verifies can be continued by gw_audit_open; the members, put back in braces, are the
- * same object. */
+ * with --continue alone; gw_audit_open reads its last record as a restart would (repairing a
+ * torn last line), and gw_audit_repair (audit-repair) runs on a fresh copy. When the input is a
+ * JSON object, gw_audit_members turns it into record members. Checks: verify answers 0 or 1
+ * for a readable file; what verifies also verifies with --continue, and a log that verifies
+ * can be continued by gw_audit_open; a file open repaired, or audit-repair accepted, then
+ * verifies with --continue; audit-repair refusing changes nothing; the members, put back in
+ * braces, are the same object. */
 #include <fcntl.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +20,18 @@
 #include "json.h"
 
 static const unsigned char key[32] = "0123456789abcdef0123456789abcdef";
-static const char anchor_hash[] = "0000000000000000000000000000000000000000000000000000000000000000";
+static const char anchor_hash[] =
+    "0000000000000000000000000000000000000000000000000000000000000000";
 
-static char dir[64], path[128];
+static char dir[64], path[128], torn[160];
 static FILE *devnull;
 
 static void cleanup(void)
 {
     if (path[0])
         unlink(path);
+    if (torn[0])
+        unlink(torn);
     if (dir[0])
         rmdir(dir);
 }
@@ -36,6 +42,7 @@ static void init(void)
     if (mkdtemp(dir) == NULL)
         abort();
     snprintf(path, sizeof path, "%s/audit.jsonl", dir);
+    snprintf(torn, sizeof torn, "%s.torn", path);
     devnull = fopen("/dev/null", "w");
     if (devnull == NULL)
         abort();
@@ -111,7 +118,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct gw_audit *a = gw_audit_open(&cfg, why, sizeof why);
     if (plain == 0 && a == NULL)
         abort();
+    bool opened = a != NULL, repaired = unlink(torn) == 0;
     gw_audit_free(a);
+    if (opened && repaired &&
+        ((size > 0 && data[size - 1] == '\n') ||
+         gw_audit_verify(files, 1, NULL, 0, 0, NULL, true, devnull, devnull) != 0))
+        abort(); /* only a torn last line is cut, and what is left verifies */
+
+    /* audit-repair on the input as it came */
+    write_input(data, size);
+    int rr = gw_audit_repair(path, NULL, 0, devnull, devnull);
+    unlink(torn);
+    if (rr != 0 && rr != 1)
+        abort(); /* the file is readable and writable */
+    if (rr == 0 && gw_audit_verify(files, 1, NULL, 0, 0, NULL, true, devnull, devnull) != 0)
+        abort();
+    if (rr == 1) { /* refused: the file is as it was */
+        FILE *f = fopen(path, "rb");
+        bool same = f != NULL;
+        for (size_t i = 0; same && i < size; i++)
+            same = fgetc(f) == data[i];
+        if (f && same)
+            same = fgetc(f) == EOF;
+        if (f)
+            fclose(f);
+        if (!same)
+            abort();
+    }
 
     members(data, size);
     return 0;

@@ -179,12 +179,9 @@ int wait_port(int port, int timeout_ms)
     return -1;
 }
 
-static pid_t spawn(char *const argv[], const char *log)
-{
-    return spawn_in(argv, log, NULL);
-}
-
-pid_t spawn_in(char *const argv[], const char *log, const char *cwd)
+/* spawn_in with env: "NAME=VALUE ..." (space-separated, may be NULL) added to the child's
+ * environment. */
+static pid_t spawn_env(char *const argv[], const char *log, const char *cwd, const char *env)
 {
     pid_t parent = getpid();
     pid_t pid = fork();
@@ -192,6 +189,9 @@ pid_t spawn_in(char *const argv[], const char *log, const char *cwd)
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() != parent || (cwd && chdir(cwd) != 0))
             _exit(127);
+        char *vars = env ? strdup(env) : NULL, *save = NULL;
+        for (char *v = vars ? strtok_r(vars, " ", &save) : NULL; v; v = strtok_r(NULL, " ", &save))
+            putenv(v); /* the child execs next: the strings stay */
         int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0644);
         if (fd >= 0) {
             dup2(fd, 1);
@@ -202,6 +202,16 @@ pid_t spawn_in(char *const argv[], const char *log, const char *cwd)
         _exit(127);
     }
     return pid;
+}
+
+static pid_t spawn(char *const argv[], const char *log)
+{
+    return spawn_env(argv, log, NULL, NULL);
+}
+
+pid_t spawn_in(char *const argv[], const char *log, const char *cwd)
+{
+    return spawn_env(argv, log, cwd, NULL);
 }
 
 static void split_args(char *s, char **argv, int *argc, int max)
@@ -276,7 +286,8 @@ static void start_gateway(struct env *e, const struct env_opts *o)
                   e->config,
                   NULL};
     bool vgr = under_valgrind();
-    e->gateway.pid = spawn(vgr ? vg : argv, e->gateway.log);
+    e->gateway.pid =
+        spawn_env(vgr ? vg : argv, e->gateway.log, NULL, e->gateway_env[0] ? e->gateway_env : NULL);
     if (wait_port(e->gateway.port, vgr ? 60000 : 5000) != 0) {
         char *log = slurp(e->gateway.log);
         ck_abort_msg("ghl-gateway did not start: %s", log);
@@ -415,6 +426,8 @@ void env_start(struct env *e, const struct env_opts *o)
                              "\"daily\": 1000000000 } }",
         o->gateway_json ? ",\n  " : "", o->gateway_json ? o->gateway_json : "");
     write_file(e->config, cfg);
+    if (o->gateway_env)
+        snprintf(e->gateway_env, sizeof e->gateway_env, "%s", o->gateway_env);
     ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-test", "users.readonly users.write", NULL,
                           e->token, sizeof e->token),
                      0);
@@ -798,9 +811,9 @@ int send_raw(const struct env *e, const char *raw, size_t len, struct response *
     struct tls_client c;
     char ca[600];
     snprintf(ca, sizeof ca, "%s/ca.crt", e->certs);
+    memset(r, 0, sizeof *r); /* a send that fails leaves an empty response to free */
     if (tls_connect(&c, e->gateway.port, 0, NULL, NULL, ca) != 0) {
         tls_close(&c);
-        memset(r, 0, sizeof *r);
         return -1;
     }
     int rc = tls_send(&c, raw, len);

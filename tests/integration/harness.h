@@ -40,8 +40,9 @@ struct env {
     struct proc gateway;
     int admin_port; /* the gateway's plain-HTTP admin listener */
     char audit_file[600];
-    char token[4096];    /* RS256, users.readonly + users.write, minted at start */
-    char token_ro[4096]; /* RS256, users.readonly only */
+    char token[4096];       /* RS256, users.readonly + users.write, minted at start */
+    char token_ro[4096];    /* RS256, users.readonly only */
+    char gateway_env[2048]; /* env_opts.gateway_env, kept for restarts */
 };
 
 /* Options for env_start; zero values mean the defaults described beside them. */
@@ -57,6 +58,8 @@ struct env_opts {
                                      (default: the test certificates) */
     const char *credentials_json; /* replaces the "credentials" object */
     int workers;                  /* default 2 */
+    const char *gateway_env;      /* NAME=VALUE ... (space-separated) added to the gateway's
+                                     environment, e.g. an LD_PRELOAD shim */
     int extra_users;              /* seed this many more users (UserMany000000000001...) */
     const char *seed_users;       /* more seed entries: JSON objects joined by commas */
     const char *rate_limit_json;  /* replaces the "rate_limit" object (default: limits so high

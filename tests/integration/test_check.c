@@ -194,6 +194,23 @@ START_TEST(test_check_usage_errors_exit_2)
     snprintf(cmd, sizeof cmd, "%s frobnicate", bin_path("ghl-gateway"));
     ck_assert_int_eq(run_cmd(cmd, &out), 2);
     free(out);
+    /* audit-repair: a file is required; --help says what it does */
+    snprintf(cmd, sizeof cmd, "%s audit-repair", bin_path("ghl-gateway"));
+    ck_assert_int_eq(run_cmd(cmd, &out), 2);
+    ck_assert_msg(strstr(out, "usage: ghl-gateway audit-repair FILE [--key FILE]") != NULL, "%s",
+                  out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s audit-repair a.jsonl b.jsonl", bin_path("ghl-gateway"));
+    ck_assert_int_eq(run_cmd(cmd, &out), 2);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s audit-repair --help", bin_path("ghl-gateway"));
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "torn last line") && strstr(out, "FILE.torn"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s --help", bin_path("ghl-gateway"));
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    ck_assert_msg(strstr(out, "ghl-gateway audit-repair FILE") != NULL, "%s", out);
+    free(out);
 }
 END_TEST
 

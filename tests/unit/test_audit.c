@@ -11,6 +11,8 @@
  * prev || body), prev the 64 ASCII hex digits of the previous hash, body the line without its
  * newline and without ,"hash":"..." (so it ends with "prev":"..."}). */
 #include <check.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <ftw.h>
@@ -19,6 +21,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,6 +131,52 @@ static void put_lines(const char *path, char *const *v, size_t n)
     for (size_t i = 0; i < n; i++)
         fprintf(f, "%s\n", v[i]);
     ck_assert_int_eq(fclose(f), 0);
+}
+
+/* ---- the disk, as a failing or slow one answers ----
+ * These definitions take the place of libc's fdatasync and fsync for proxy/audit.c (linked in
+ * from gwcore); the real ones are called through dlsym. Each test runs in its own process. */
+
+static atomic_int sync_fail_n;      /* the next n fdatasync calls fail ... */
+static atomic_int sync_fail_errno;  /* ... with this errno ... */
+static atomic_bool sync_fail_drops; /* ... and lose what was written since the last sync, as
+                                       Linux may drop the dirty pages whose writeback failed */
+static atomic_int sync_delay_ms;    /* every fdatasync sleeps this long first */
+static atomic_int dir_syncs;        /* fsync calls on folders */
+static off_t synced_size = -1;      /* the audit file's size at its last successful sync */
+
+static int real_sync(const char *name, int fd)
+{
+    int (*f)(int) = (int (*)(int))dlsym(RTLD_NEXT, name);
+    ck_assert_ptr_nonnull(f);
+    return f(fd);
+}
+
+int fdatasync(int fd)
+{
+    int ms = atomic_load(&sync_delay_ms);
+    if (ms > 0)
+        usleep((useconds_t)ms * 1000);
+    if (atomic_load(&sync_fail_n) > 0) {
+        atomic_fetch_sub(&sync_fail_n, 1);
+        if (atomic_load(&sync_fail_drops) && synced_size >= 0)
+            ck_assert_int_eq(ftruncate(fd, synced_size), 0);
+        errno = atomic_load(&sync_fail_errno);
+        return -1;
+    }
+    int rc = real_sync("fdatasync", fd);
+    struct stat st;
+    if (rc == 0 && fstat(fd, &st) == 0)
+        synced_size = st.st_size;
+    return rc;
+}
+
+int fsync(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode))
+        atomic_fetch_add(&dir_syncs, 1);
+    return real_sync("fsync", fd);
 }
 
 /* ---- the hash, independently of proxy/audit.c ---- */
@@ -708,7 +757,7 @@ START_TEST(test_reopened_log_continues_at_seq_4)
     char h[65], want[128];
     member_of(v[4], "hash", h);
     free_lines(v);
-    snprintf(want, sizeof want, "5 %s\n", h);
+    snprintf(want, sizeof want, "5 %s clean\n", h);
     char *state = slurp(in_dir("audit.jsonl.chain"), NULL);
     ck_assert_str_eq(state, want);
     free(state);
@@ -760,7 +809,7 @@ START_TEST(test_empty_file_continues_from_state_file)
     memset(h7, 'a', 64);
     h7[64] = '\0';
     put(f, "");
-    snprintf(state, sizeof state, "7 %s\n", h7);
+    snprintf(state, sizeof state, "7 %s clean\n", h7);
     put(in_dir("audit.jsonl.chain"), state);
     write_records(f, 2, false, NULL);
     check_chain(f, NULL, 8, h7, 2);
@@ -782,7 +831,7 @@ START_TEST(test_state_file_without_newline_is_read)
     make_dir();
     const char *f = in_dir("audit.jsonl");
     char state[128];
-    snprintf(state, sizeof state, "41 %s", ZEROS);
+    snprintf(state, sizeof state, "41 %s clean", ZEROS);
     put(in_dir("audit.jsonl.chain"), state);
     write_records(f, 1, false, NULL);
     check_chain(f, NULL, 42, ZEROS, 1);
@@ -818,26 +867,6 @@ START_TEST(test_rotation_continues_the_chain_in_the_new_file)
 }
 END_TEST
 
-START_TEST(test_open_refuses_last_line_without_newline)
-{
-    make_dir();
-    const char *f = in_dir("audit.jsonl");
-    write_records(f, 2, false, NULL);
-    ck_assert_int_eq(truncate(f, 0), 0);
-    write_records(f, 2, false, NULL); /* empty file: continues at 3 from the state file */
-    size_t len;
-    free(slurp(f, &len));
-    ck_assert_int_eq(truncate(f, (off_t)len - 1), 0);
-    const char *why = open_refused(f, NULL);
-    char want[512];
-    snprintf(want, sizeof want,
-             "audit.file %s: its last line is incomplete (a crash during a write?): check it "
-             "with ghl-gateway audit-verify and move it aside",
-             f);
-    ck_assert_str_eq(why, want);
-}
-END_TEST
-
 START_TEST(test_open_refuses_last_record_with_altered_hash)
 {
     make_dir();
@@ -852,8 +881,9 @@ START_TEST(test_open_refuses_last_record_with_altered_hash)
     const char *why = open_refused(f, NULL);
     char want[512];
     snprintf(want, sizeof want,
-             "audit.file %s: its last record does not verify (the hash does not match the "
-             "record): check the file with ghl-gateway audit-verify",
+             "audit.file %s:2: its last record does not verify (the hash does not match the "
+             "record): check the file with ghl-gateway audit-verify (only a torn last line is "
+             "repaired at start)",
              f);
     ck_assert_str_eq(why, want);
     /* a last line that is not a record at all */
@@ -1808,6 +1838,622 @@ START_TEST(test_event_names)
 }
 END_TEST
 
+/* ================= the chain state: clean or writing ================= */
+
+static char *state_of(const char *file)
+{
+    char p[300];
+    snprintf(p, sizeof p, "%s.chain", file);
+    return slurp(p, NULL);
+}
+
+/* The hash of the last line of file. */
+static void last_hash(const char *file, char out[65])
+{
+    size_t n;
+    char **v = lines_of(file, &n);
+    ck_assert_uint_gt(n, 0);
+    member_of(v[n - 1], "hash", out);
+    free_lines(v);
+}
+
+START_TEST(test_state_is_writing_before_the_first_record_and_clean_at_stop_and_rotation)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *old = in_dir("audit.jsonl.1");
+    write_records(f, 2, true, NULL);
+    char h[65], want[160];
+    last_hash(f, h);
+    snprintf(want, sizeof want, "2 %s clean\n", h);
+    char *st = state_of(f);
+    ck_assert_str_eq(st, want); /* a clean stop: the last record written */
+    free(st);
+
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    st = state_of(f);
+    ck_assert_str_eq(st, want); /* nothing written yet: still clean */
+    free(st);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(3));
+    ck_assert(it->ok);
+    free_item(it);
+    snprintf(want, sizeof want, "2 %s writing\n", h);
+    st = state_of(f);
+    ck_assert_str_eq(st, want); /* saved before record 3: a crash now is not a clean stop */
+    free(st);
+
+    /* rotation: clean at the reopen, writing again before the new file's first record */
+    ck_assert_int_eq(rename(f, old), 0);
+    gw_audit_reopen(a);
+    for (int i = 0; i < 5000 && access(f, F_OK) != 0; i++)
+        usleep(1000);
+    char h3[65];
+    last_hash(old, h3);
+    snprintf(want, sizeof want, "3 %s clean\n", h3);
+    for (int i = 0; i < 5000; i++) { /* the state is saved right after the new file is made */
+        st = state_of(f);
+        if (strcmp(st, want) == 0)
+            break;
+        free(st);
+        st = NULL;
+        usleep(1000);
+    }
+    ck_assert_msg(st != NULL, "the state after the reopen is not \"%s\"", want);
+    free(st);
+    it = submit_and_wait(a, members_for(4));
+    ck_assert(it->ok);
+    free_item(it);
+    snprintf(want, sizeof want, "3 %s writing\n", h3);
+    st = state_of(f);
+    ck_assert_str_eq(st, want);
+    free(st);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    last_hash(f, h);
+    snprintf(want, sizeof want, "4 %s clean\n", h);
+    st = state_of(f);
+    ck_assert_str_eq(st, want);
+    free(st);
+}
+END_TEST
+
+/* A "crash": the file and its state as they are while records are being written (copied
+ * before the log stops, then put back after it). */
+struct image {
+    char *file, *state;
+    size_t flen;
+};
+
+static struct image crash_image(const char *f)
+{
+    struct image im;
+    im.file = slurp(f, &im.flen);
+    im.state = state_of(f);
+    return im;
+}
+
+static void restore_image(const char *f, struct image *im)
+{
+    char p[300];
+    put_file(f, im->file, im->flen);
+    snprintf(p, sizeof p, "%s.chain", f);
+    put(p, im->state);
+    free(im->file);
+    free(im->state);
+}
+
+/* Records 1..2 with a clean stop, then 3..5 written by a log that "crashes". */
+static void write_and_crash(const char *f)
+{
+    write_records(f, 2, true, NULL);
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 3, 2);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(5));
+    ck_assert(it->ok);
+    free_item(it);
+    struct image im = crash_image(f);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    restore_image(f, &im);
+}
+
+START_TEST(test_file_moved_aside_after_a_crash_refuses_and_says_how_to_recover)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *moved = in_dir("audit.jsonl.moved");
+    write_and_crash(f);
+    ck_assert_int_eq(rename(f, moved), 0);
+    const char *why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, " is missing, but the chain state ") &&
+                      strstr(why, "knows seq 2 and records may have been written after it") &&
+                      strstr(why, "Restore the file that holds the records after seq 2") &&
+                      strstr(why, "Moving a file aside is never the recovery"),
+                  "%s", why);
+    ck_assert_int_eq(access(f, F_OK), -1); /* refused before creating it */
+    put(f, "");                            /* an empty file is no better */
+    why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, " is empty, but the chain state "), "%s", why);
+    /* check (gw_audit_inspect) says the same */
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)f;
+    uint64_t seq;
+    char note[300], w[1200];
+    ck_assert_int_eq(gw_audit_inspect(&cfg, &seq, note, sizeof note, w, sizeof w), -1);
+    ck_assert_msg(strstr(w, "knows seq 2"), "%s", w);
+    /* the recovery: the file put back; the chain continues from its last record */
+    ck_assert_int_eq(rename(moved, f), 0);
+    write_records(f, 1, true, NULL);
+    check_chain(f, NULL, 1, ZEROS, 6);
+}
+END_TEST
+
+START_TEST(test_missing_file_continues_only_from_a_clean_state)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl"), *g = in_dir("b.jsonl");
+    char h[65], state[160];
+    /* a state from before this rule ("<seq> <hash>") is not known to be clean */
+    memset(h, 'c', 64);
+    h[64] = '\0';
+    snprintf(state, sizeof state, "7 %s\n", h);
+    put(in_dir("audit.jsonl.chain"), state);
+    const char *why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, "knows seq 7"), "%s", why);
+    snprintf(state, sizeof state, "7 %s writing\n", h);
+    put(in_dir("audit.jsonl.chain"), state);
+    why = open_refused(f, NULL);
+    ck_assert_msg(strstr(why, "knows seq 7"), "%s", why);
+    snprintf(state, sizeof state, "7 %s clean\n", h);
+    put(in_dir("audit.jsonl.chain"), state);
+    write_records(f, 1, false, NULL);
+    check_chain(f, NULL, 8, h, 1);
+    /* a file with records continues from them whatever the state says (behind them) */
+    write_and_crash(g);
+    write_records(g, 1, true, NULL);
+    check_chain(g, NULL, 1, ZEROS, 6);
+}
+END_TEST
+
+/* ================= a torn last line ================= */
+
+/* The length of the torn line append_torn writes for seq. */
+static size_t torn_len(unsigned long long seq)
+{
+    char *l = rec(NULL, seq, "\"event\":\"outcome\",\"sub\":\"torn\"", ZEROS, NULL);
+    size_t half = strlen(l) / 2;
+    free(l);
+    return half;
+}
+
+/* Appends the first half of a sealed record with seq to file (no newline): a torn write. */
+static size_t append_torn(const char *file, unsigned long long seq)
+{
+    char *l = rec(NULL, seq, "\"event\":\"outcome\",\"sub\":\"torn\"", ZEROS, NULL);
+    size_t half = torn_len(seq);
+    FILE *fp = fopen(file, "a");
+    ck_assert_ptr_nonnull(fp);
+    ck_assert_uint_eq(fwrite(l, 1, half, fp), half);
+    ck_assert_int_eq(fclose(fp), 0);
+    free(l);
+    return half;
+}
+
+START_TEST(test_torn_last_line_is_cut_into_file_torn_and_the_chain_continues)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_and_crash(f); /* records 1..5, the state "writing" */
+    size_t len0;
+    char *before = slurp(f, &len0);
+    size_t half = append_torn(f, 6);
+    /* check says what run will do, and changes nothing */
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)f;
+    uint64_t seq;
+    char note[600], why[600];
+    ck_assert_int_eq(gw_audit_inspect(&cfg, &seq, note, sizeof note, why, sizeof why), 0);
+    ck_assert_uint_eq(seq, 5);
+    ck_assert_msg(strstr(note, "ends in a torn line") && strstr(note, "continues from seq 5"), "%s",
+                  note);
+    size_t len1;
+    free(slurp(f, &len1));
+    ck_assert_uint_eq(len1, len0 + half);
+    ck_assert_int_eq(access(in_dir("audit.jsonl.torn"), F_OK), -1);
+
+    struct gw_audit *a = open_ok(f, true, NULL);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.repairs, 1);
+    ck_assert_uint_eq(st.last_seq, 5);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    post_n(a, 6, 1);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 6);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(6);
+    /* the cut bytes, exactly */
+    size_t tl;
+    char *torn = slurp(in_dir("audit.jsonl.torn"), &tl);
+    ck_assert_uint_eq(tl, half);
+    char *l = rec(NULL, 6, "\"event\":\"outcome\",\"sub\":\"torn\"", ZEROS, NULL);
+    ck_assert_int_eq(memcmp(torn, l, half), 0);
+    free(l);
+    free(torn);
+    free(before);
+    /* a second one goes to .torn.1 */
+    append_torn(f, 7);
+    write_records(f, 1, true, NULL);
+    check_chain(f, NULL, 1, ZEROS, 7);
+    ck_assert_int_eq(access(in_dir("audit.jsonl.torn.1"), F_OK), 0);
+}
+END_TEST
+
+START_TEST(test_torn_tail_after_damage_refuses_names_the_line_and_changes_nothing)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    write_records(f, 4, false, NULL);
+    size_t n;
+    char **v = lines_of(f, &n);
+    char *at = strstr(v[1], "\"i\":2");
+    ck_assert_ptr_nonnull(at);
+    at[4] = '7';
+    put_lines(f, v, n);
+    free_lines(v);
+    append_torn(f, 5);
+    size_t len0;
+    char *before = slurp(f, &len0);
+    const char *why = open_refused(f, NULL);
+    char want[600];
+    snprintf(want, sizeof want,
+             "audit.file %s:2: the hash does not match the record: check the file with "
+             "ghl-gateway audit-verify (only a torn last line is repaired at start)",
+             f);
+    ck_assert_str_eq(why, want);
+    size_t len1;
+    char *after = slurp(f, &len1);
+    ck_assert_uint_eq(len1, len0);
+    ck_assert_int_eq(memcmp(before, after, len0), 0);
+    ck_assert_int_eq(access(in_dir("audit.jsonl.torn"), F_OK), -1);
+    free(before);
+    free(after);
+    /* a record missing before the torn line */
+    write_records(in_dir("b.jsonl"), 3, false, NULL);
+    v = lines_of(in_dir("b.jsonl"), &n);
+    char *l2[3] = {v[0], v[2]};
+    put_lines(in_dir("b.jsonl"), l2, 2);
+    free_lines(v);
+    append_torn(in_dir("b.jsonl"), 4);
+    why = open_refused(in_dir("b.jsonl"), NULL);
+    ck_assert_msg(strstr(why, "b.jsonl:2: seq 3 follows seq 1"), "%s", why);
+}
+END_TEST
+
+START_TEST(test_file_of_only_a_torn_line_continues_when_it_is_the_next_record)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char state[160];
+    char h[65];
+    memset(h, 'd', 64);
+    h[64] = '\0';
+    /* a crash during the first write after the state was marked writing */
+    snprintf(state, sizeof state, "9 %s writing\n", h);
+    put(in_dir("audit.jsonl.chain"), state);
+    put(f, "");
+    append_torn(f, 10);
+    write_records(f, 1, false, NULL);
+    check_chain(f, NULL, 10, h, 1);
+    /* a torn line that is not the next record proves nothing */
+    const char *g = in_dir("b.jsonl");
+    put(in_dir("b.jsonl.chain"), state);
+    put(g, "");
+    append_torn(g, 12);
+    const char *why = open_refused(g, NULL);
+    ck_assert_msg(strstr(why, "holds no whole record (only a torn line)") &&
+                      strstr(why, "knows seq 9"),
+                  "%s", why);
+}
+END_TEST
+
+/* gw_audit_repair into strings */
+static int r_rc;
+static char r_out[2048], r_err[2048];
+
+static int repair(const char *file, const char *key)
+{
+    char *o = NULL, *e = NULL;
+    size_t on = 0, en = 0;
+    FILE *out = open_memstream(&o, &on), *err = open_memstream(&e, &en);
+    r_rc = gw_audit_repair(file, (const unsigned char *)key, key ? strlen(key) : 0, out, err);
+    fclose(out);
+    fclose(err);
+    snprintf(r_out, sizeof r_out, "%s", o);
+    snprintf(r_err, sizeof r_err, "%s", e);
+    free(o);
+    free(e);
+    return r_rc;
+}
+
+START_TEST(test_audit_repair_cuts_a_torn_line_and_refuses_other_damage)
+{
+    make_dir();
+    const char *f = in_dir("rot.jsonl"); /* a rotated file: no state of its own */
+    char h[8][65];
+    char **v = chain(KEY_A, 4, h);
+    put_lines(f, v + 1, 3); /* seq 2..4: the first record taken as given */
+    append_torn(f, 5);
+    ck_assert_int_eq(repair(f, NULL), 1); /* without the key nothing verifies */
+    ck_assert_msg(strstr(r_err, "rot.jsonl:1: the hash does not match"), "%s", r_err);
+    size_t half = torn_len(5);
+    ck_assert_int_eq(repair(f, KEY_A), 0);
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s: the torn last line (%zu bytes) moved to %s.torn; 3 records verified, the chain "
+             "ends at seq 4\n",
+             f, half, f);
+    ck_assert_str_eq(r_out, want);
+    ck_assert_str_eq(r_err, "");
+    ck_assert_int_eq(repair(f, KEY_A), 0);
+    snprintf(want, sizeof want, "%s: nothing to repair (3 records verified)\n", f);
+    ck_assert_str_eq(r_out, want);
+    const char *files[] = {f};
+    ck_assert_int_eq(verify_files(files, 1, KEY_A, 0, NULL, true), 0);
+
+    /* a whole last line that is wrong: 1, nothing changed */
+    v[3][strlen(v[3]) - 3] ^= 1;
+    put_lines(f, v, 4);
+    size_t l0, l1;
+    free(slurp(f, &l0));
+    ck_assert_int_eq(repair(f, KEY_A), 1);
+    ck_assert_msg(strstr(r_err, "rot.jsonl:4: "), "%s", r_err);
+    free(slurp(f, &l1));
+    ck_assert_uint_eq(l0, l1);
+    free_lines(v);
+    /* a file that is not there */
+    ck_assert_int_eq(repair(in_dir("none.jsonl"), NULL), 2);
+}
+END_TEST
+
+/* ================= durability ================= */
+
+START_TEST(test_new_file_and_state_are_synced_with_their_folder)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    int at_open = atomic_load(&dir_syncs);
+    ck_assert_int_ge(at_open, 1); /* the new file */
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(1));
+    ck_assert(it->ok);
+    free_item(it);
+    ck_assert_int_ge(atomic_load(&dir_syncs), at_open + 1); /* the state, renamed */
+    int before = atomic_load(&dir_syncs);
+    ck_assert_int_eq(rename(f, in_dir("audit.jsonl.1")), 0);
+    gw_audit_reopen(a);
+    it = submit_and_wait(a, members_for(2));
+    ck_assert(it->ok);
+    free_item(it);
+    /* the new file, the state saved clean at the reopen, the state marked writing */
+    ck_assert_int_ge(atomic_load(&dir_syncs), before + 3);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+}
+END_TEST
+
+static const int sync_errnos[] = {EIO, ENOSPC, EROFS, EINVAL, EDQUOT};
+
+START_TEST(test_every_sync_error_fails_the_waited_record)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(1));
+    ck_assert(it->ok);
+    free_item(it);
+    size_t len0;
+    free(slurp(f, &len0));
+    atomic_store(&sync_fail_errno, sync_errnos[_i]);
+    atomic_store(&sync_fail_n, 1);
+    it = submit_and_wait(a, members_for(2));
+    ck_assert_msg(!it->ok, "errno %d ignored", sync_errnos[_i]);
+    free_item(it);
+    char why[300], want[400];
+    ck_assert(!gw_audit_ready(a, why, sizeof why));
+    snprintf(want, sizeof want, "audit.file %s: %s", f, strerror(sync_errnos[_i]));
+    ck_assert_str_eq(why, want);
+    size_t len1;
+    free(slurp(f, &len1));
+    ck_assert_uint_eq(len1, len0); /* cut back: the record is not in the file */
+    it = submit_and_wait(a, members_for(3));
+    ck_assert(it->ok);
+    ck_assert_uint_eq(it->seq, 2);
+    free_item(it);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 2);
+}
+END_TEST
+
+START_TEST(test_records_of_a_failed_sync_are_written_again_with_their_seq)
+{
+    /* Records nobody waits for are written without a sync; the sync that follows fails and,
+     * as Linux may after a failed writeback, their bytes are gone from the file while the next
+     * sync would succeed. They must be written again, not presumed durable. */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(1)); /* on disk, synced */
+    ck_assert(it->ok);
+    free_item(it);
+    struct gw_audit_stats st0, st;
+    gw_audit_get_stats(a, &st0);
+    atomic_store(&sync_fail_errno, EIO);
+    atomic_store(&sync_fail_drops, true);
+    atomic_store(&sync_fail_n, 1);
+    /* within SYNC_LAG_S of that sync: written, not synced; then the idle sync fails */
+    ck_assert_int_eq(gw_audit_submit_list(a, item_list(GW_AUDIT_OUTCOME, 2, 3), 3), 0);
+    for (int i = 0; i < 5000; i++) {
+        gw_audit_get_stats(a, &st);
+        if (st.write_failures > 0)
+            break;
+        usleep(1000);
+    }
+    ck_assert_uint_eq(st.write_failures, 1);
+    ck_assert_uint_eq(st.batches, st0.batches + 1); /* the batch itself was written */
+    ck_assert_uint_eq(st.fsyncs, st0.fsyncs);
+    ck_assert_uint_eq(st.last_seq, 1); /* 2..4 are not claimed: they are not on disk */
+    ck_assert_uint_eq(st.records[GW_AUDIT_OUTCOME], 0);
+    char why[300];
+    ck_assert(!gw_audit_ready(a, why, sizeof why));
+    /* the next sync succeeds: 2..4 are written again before it, with the same seq */
+    it = submit_and_wait(a, members_for(5));
+    ck_assert(it->ok);
+    ck_assert_uint_eq(it->seq, 5);
+    free_item(it);
+    gw_audit_get_stats(a, &st);
+    ck_assert_uint_eq(st.last_seq, 5);
+    ck_assert_uint_eq(st.records[GW_AUDIT_OUTCOME], 3);
+    ck_assert(gw_audit_ready(a, why, sizeof why));
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 5);
+    size_t n;
+    char **v = lines_of(f, &n);
+    for (size_t k = 0; k < n; k++)
+        ck_assert_int_eq(i_of(v[k]), (long)k + 1);
+    free_lines(v);
+    ck_assert_int_eq(verify1(f, NULL), 0);
+    ck_verified(5);
+}
+END_TEST
+
+START_TEST(test_records_not_on_disk_at_stop_leave_the_state_writing)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    struct gw_audit_item *it = submit_and_wait(a, members_for(1));
+    ck_assert(it->ok);
+    free_item(it);
+    atomic_store(&sync_fail_errno, EIO);
+    atomic_store(&sync_fail_n, 1000);
+    post_n(a, 2, 2);
+    gw_audit_stop(a);
+    struct gw_audit_stats st;
+    gw_audit_get_stats(a, &st);
+    gw_audit_free(a);
+    ck_assert_uint_eq(st.lost, 2);
+    ck_assert_uint_eq(st.last_seq, 1);
+    char *state = state_of(f);
+    ck_assert_msg(strstr(state, " writing\n") != NULL, "%s", state);
+    free(state);
+    check_chain(f, NULL, 1, ZEROS, 1);
+}
+END_TEST
+
+/* ================= a submitter that stops waiting ================= */
+
+START_TEST(test_abandoned_intent_written_late_is_followed_by_its_outcome)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    atomic_store(&sync_delay_ms, 400); /* a slow disk */
+    struct event_base *base = event_base_new();
+    struct waiter w = {base, 0};
+    struct gw_audit_item *it = calloc(1, sizeof *it);
+    it->event = GW_AUDIT_INTENT;
+    it->members = members_for(1);
+    it->done = event_new(base, -1, 0, done_cb, &w);
+    ck_assert_int_eq(gw_audit_submit(a, it), 0);
+    usleep(50000); /* the writer is in its sync now */
+    ck_assert(!gw_audit_answered(a, it));
+    struct event *done = it->done;
+    ck_assert(gw_audit_abandon(a, it, members_for(2)));
+    /* the item is the log's now, and its event is never activated (the request that owned it
+     * may be gone): after the writer is done with it, nothing fired */
+    char why[300];
+    ck_assert(!gw_audit_ready(a, why, sizeof why)); /* a hung disk is not ready... */
+    ck_assert_msg(strstr(why, "not on disk within audit.sync_timeout_ms"), "%s", why);
+    struct gw_audit_stats st = wait_stats(a, 2, 0);
+    ck_assert(gw_audit_ready(a, why, sizeof why));               /* ...until a write gets through */
+    ck_assert_int_eq(event_base_loop(base, EVLOOP_NONBLOCK), 1); /* no event pending or active */
+    ck_assert_int_eq(w.fired, 0);
+    event_free(done);
+    event_base_free(base);
+    ck_assert_uint_eq(st.sync_timeouts, 1);
+    ck_assert_uint_eq(st.records[GW_AUDIT_INTENT], 1);
+    ck_assert_uint_eq(st.records[GW_AUDIT_OUTCOME], 1);
+    atomic_store(&sync_delay_ms, 0);
+    /* answered first: abandoning is refused and the item stays the submitter's */
+    it = submit_and_wait(a, members_for(3));
+    ck_assert(it->ok);
+    ck_assert(gw_audit_answered(a, it));
+    ck_assert(!gw_audit_abandon(a, it, members_for(99)));
+    free_item(it);
+    gw_audit_stop(a);
+    gw_audit_get_stats(a, &st);
+    gw_audit_free(a);
+    ck_assert_uint_eq(st.sync_timeouts, 1);
+    check_chain(f, NULL, 1, ZEROS, 3);
+    size_t n;
+    char **v = lines_of(f, &n);
+    for (size_t k = 0; k < n; k++)
+        ck_assert_int_eq(i_of(v[k]), (long)k + 1); /* the intent, its outcome, the next */
+    free_lines(v);
+}
+END_TEST
+
+START_TEST(test_abandoned_intent_that_fails_is_freed_without_an_outcome)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    struct gw_audit *a = open_ok(f, true, NULL);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    atomic_store(&sync_delay_ms, 300);
+    atomic_store(&sync_fail_errno, EIO);
+    atomic_store(&sync_fail_n, 1);
+    struct gw_audit_item *it = calloc(1, sizeof *it);
+    struct event_base *base = event_base_new();
+    struct waiter w = {base, 0};
+    it->event = GW_AUDIT_INTENT;
+    it->members = members_for(1);
+    it->done = event_new(base, -1, 0, done_cb, &w);
+    ck_assert_int_eq(gw_audit_submit(a, it), 0);
+    usleep(50000);
+    struct event *done = it->done;
+    ck_assert(gw_audit_abandon(a, it, members_for(2)));
+    event_free(done);
+    event_base_free(base);
+    for (int i = 0; i < 5000; i++) {
+        struct gw_audit_stats st;
+        gw_audit_get_stats(a, &st);
+        if (st.write_failures > 0)
+            break;
+        usleep(1000);
+    }
+    atomic_store(&sync_delay_ms, 0);
+    post_n(a, 3, 1);
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 1); /* neither the intent nor an outcome for it */
+    size_t n;
+    char **v = lines_of(f, &n);
+    ck_assert_int_eq(i_of(v[0]), 3);
+    free_lines(v);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("audit");
@@ -1842,13 +2488,41 @@ static Suite *suite(void)
     tcase_add_test(t, test_empty_file_continues_from_state_file);
     tcase_add_test(t, test_state_file_without_newline_is_read);
     tcase_add_test(t, test_rotation_continues_the_chain_in_the_new_file);
-    tcase_add_test(t, test_open_refuses_last_line_without_newline);
     tcase_add_test(t, test_open_refuses_last_record_with_altered_hash);
     tcase_add_test(t, test_open_refuses_state_seq_beyond_the_file);
     tcase_add_loop_test(t, test_open_refuses_malformed_state_file, 0,
                         (int)(sizeof bad_states / sizeof bad_states[0]));
     tcase_add_test(t, test_open_refuses_unopenable_file);
     tcase_add_test(t, test_open_refuses_state_with_the_same_seq_and_another_hash);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("chain state");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_state_is_writing_before_the_first_record_and_clean_at_stop_and_rotation);
+    tcase_add_test(t, test_file_moved_aside_after_a_crash_refuses_and_says_how_to_recover);
+    tcase_add_test(t, test_missing_file_continues_only_from_a_clean_state);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("repair");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_torn_last_line_is_cut_into_file_torn_and_the_chain_continues);
+    tcase_add_test(t, test_torn_tail_after_damage_refuses_names_the_line_and_changes_nothing);
+    tcase_add_test(t, test_file_of_only_a_torn_line_continues_when_it_is_the_next_record);
+    tcase_add_test(t, test_audit_repair_cuts_a_torn_line_and_refuses_other_damage);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("durability");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_new_file_and_state_are_synced_with_their_folder);
+    tcase_add_loop_test(t, test_every_sync_error_fails_the_waited_record, 0,
+                        (int)(sizeof sync_errnos / sizeof sync_errnos[0]));
+    tcase_add_test(t, test_records_of_a_failed_sync_are_written_again_with_their_seq);
+    tcase_add_test(t, test_records_not_on_disk_at_stop_leave_the_state_writing);
+    tcase_add_test(t, test_abandoned_intent_written_late_is_followed_by_its_outcome);
+    tcase_add_test(t, test_abandoned_intent_that_fails_is_freed_without_an_outcome);
     suite_add_tcase(s, t);
 
     t = tcase_create("waited");

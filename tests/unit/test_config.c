@@ -207,6 +207,7 @@ START_TEST(test_config_minimal_file_gets_every_default)
     ck_assert(c->audit.fsync);
     ck_assert_ptr_null(c->audit.hmac_key_file);
     ck_assert(!c->audit.include_reads);
+    ck_assert_int_eq(c->audit.sync_timeout_ms, 5000);
     ck_assert_ptr_null(c->access_log.file);
     ck_assert_int_eq(c->rate_limit.per_subject.burst, 100);
     ck_assert_int_eq(c->rate_limit.per_subject.per_seconds, 10);
@@ -237,7 +238,8 @@ START_TEST(test_config_explicit_values_override_defaults)
         "                \"ca_file\": \"certs/dev/ca.crt\", \"max_idle_connections\": 0 },\n"
         "  \"credentials\": { \"agency_token_file\": null },\n"
         "  \"audit\": { \"file\": null, \"stdout\": true, \"fsync\": false,\n"
-        "             \"hmac_key_file\": \"keys/hs.secret\", \"include_reads\": true },\n"
+        "             \"hmac_key_file\": \"keys/hs.secret\", \"include_reads\": true,\n"
+        "             \"sync_timeout_ms\": 250 },\n"
         "  \"access_log\": { \"file\": \"audit/access.log\" },\n"
         "  \"rate_limit\": { \"per_subject\": { \"burst\": 5, \"per_seconds\": 1 },\n"
         "                  \"upstream\": { \"daily\": 7 } },\n"
@@ -258,6 +260,7 @@ START_TEST(test_config_explicit_values_override_defaults)
     ck_assert(!c->audit.fsync);
     ck_assert_str_eq(c->audit.hmac_key_file, in_dir("keys/hs.secret"));
     ck_assert(c->audit.include_reads);
+    ck_assert_int_eq(c->audit.sync_timeout_ms, 250);
     ck_assert_str_eq(c->access_log.file, in_dir("audit/access.log"));
     ck_assert_int_eq(c->rate_limit.per_subject.burst, 5);
     ck_assert_int_eq(c->rate_limit.per_subject.per_seconds, 1);
@@ -851,7 +854,8 @@ START_TEST(test_config_reports_every_problem)
              "    \"workerz\": 1\n"
              "  },\n"
              "  \"tls\": { \"min_version\": \"1.1\" },\n"
-             "  \"audit\": { \"fsync\": \"yes\" },\n"
+             "  \"audit\": { \"fsync\": \"yes\",\n"
+             "             \"sync_timeout_ms\": 0 },\n"
              "  \"limits\": { \"max_body_bytes\": -1 }\n"
              "}\n",
              &errs, &path);
@@ -859,8 +863,9 @@ START_TEST(test_config_reports_every_problem)
     ASSERT_ERR(errs, "%s:4: listen.workerz: unknown key", path);
     ASSERT_ERR(errs, "%s:6: tls.min_version: must be \"1.2\" or \"1.3\"", path);
     ASSERT_ERR(errs, "%s:7: audit.fsync: must be true or false", path);
-    ASSERT_ERR(errs, "%s:8: limits.max_body_bytes: must be between 0 and 16777216", path);
-    ck_assert_uint_eq(errs.n, 5);
+    ASSERT_ERR(errs, "%s:8: audit.sync_timeout_ms: must be between 1 and 600000", path);
+    ASSERT_ERR(errs, "%s:9: limits.max_body_bytes: must be between 0 and 16777216", path);
+    ck_assert_uint_eq(errs.n, 6);
     gw_errs_free(&errs);
 }
 END_TEST
