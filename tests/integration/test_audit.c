@@ -79,9 +79,11 @@ static int of_request(cJSON **v, int n, const char *rid, cJSON **out, int cap)
 
 static int verify(const char *args, char **out)
 {
-    char cmd[2000];
-    snprintf(cmd, sizeof cmd, "%s audit-verify %s", bin_path("ghl-gateway"), args);
-    return run_cmd(cmd, out);
+    char *cmd = NULL;
+    ck_assert_int_ge(asprintf(&cmd, "%s audit-verify %s", bin_path("ghl-gateway"), args), 0);
+    int rc = run_cmd(cmd, out);
+    free(cmd);
+    return rc;
 }
 
 static void assert_verifies(const char *args)
