@@ -77,6 +77,7 @@ struct gw_req {
     uint64_t bytes_in;
     struct gw_route route;
     bool routed;
+    bool changes; /* the op changes users (gw_policy_op_changes_users): audited, passed back */
     cJSON *body;
     int upstream_status;
     double upstream_ms;
@@ -88,6 +89,7 @@ struct gw_req {
     const struct gw_policy *policy;   /* the allowing policy, or the first that matched */
     bool allowed;                     /* a policy allowed the request */
     cJSON *target;                    /* update/delete: the user as fetched (audit "before") */
+    char *created_id;                 /* create-user done: the new user's id (its outcome) */
     struct gw_audit_item *intent;     /* a change's intent record, until the writer answers */
     struct event *intent_done;        /* the writer's answer, or audit.sync_timeout_ms passed */
     bool intent_written;              /* the change may go upstream: an outcome is owed */
@@ -133,6 +135,7 @@ static void req_free(struct gw_req *r)
     if (r->intent_done)
         event_free(r->intent_done);
     cJSON_Delete(r->target);
+    free(r->created_id);
     if (r->routed)
         gw_route_free(&r->route);
     cJSON_Delete(r->body);
@@ -161,8 +164,6 @@ static bool valid_request_id(const char *s)
 #define MAX_REPLY_HEADERS (GW_UPSTREAM_MAX_HEADERS + 4)
 
 /* ---- audit records (SPEC §9) ---- */
-
-static cJSON *parse_answer(struct evbuffer *body);
 
 /* "name": */
 #define KEY(b, name) GW_JBUF_LIT((b), "\"" name "\":")
@@ -376,29 +377,18 @@ static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
 }
 
 /* finish: the outcome a written intent owes, or the read record of an allowed read. */
-static void audit_answer(struct gw_req *r, struct evbuffer *body)
+static void audit_answer(struct gw_req *r)
 {
     struct gw_audit *a = r->w->d->audit;
     if (!gw_audit_enabled(a) || !r->routed || r->route.op == NULL)
         return;
     if (r->intent_written) {
-        char *created = NULL;
-        const struct gw_op *op = r->route.op;
-        if (op->method == GW_M_POST && body && r->upstream_status >= 200 &&
-            r->upstream_status < 300) {
-            cJSON *j = parse_answer(body); /* create-user: the new user's id */
-            const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
-            if (cJSON_IsString(id))
-                created = strdup(id->valuestring);
-            cJSON_Delete(j);
-        }
         audit_post(r->w, GW_AUDIT_OUTCOME,
-                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, created,
+                   audit_members(r, GW_AUDIT_OUTCOME, NULL, r->upstream_status, r->created_id,
                                  upstream_fate(r)));
-        free(created);
         r->intent_written = false;
     } else if (r->allowed && r->snap->cfg->audit.include_reads &&
-               !gw_policy_op_changes_users(r->route.op)) {
+               !r->changes) {
         audit_post(r->w, GW_AUDIT_READ,
                    audit_members(r, GW_AUDIT_READ, NULL, r->upstream_status, NULL, NULL));
     }
@@ -459,7 +449,7 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
         .bytes_in = r->bytes_in,
     };
     /* the request's strings live in the connection until the reply is sent: log first */
-    audit_answer(r, body);
+    audit_answer(r);
     a.bytes_out = body ? evbuffer_get_length(body) : 0;
     a.duration_ms = gw_mono_ms() - r->t0;
     gw_m_request(&r->w->m, a.op, status, a.duration_ms / 1000);
@@ -701,7 +691,7 @@ static bool upstream_failed(struct gw_req *r, struct gw_upstream_result *res, co
     if (res->err == GW_UP_SHUTDOWN) {
         /* the worker is being torn down: its connections are freed right after. A change
          * already sent still owes its outcome (status 0: no answer) */
-        audit_answer(r, NULL);
+        audit_answer(r);
         req_free(r);
         return true;
     }
@@ -784,33 +774,13 @@ static int answer_is_json(const struct gw_upstream_result *res, bool bytes, char
     return 1;
 }
 
-/* An answer the gateway cannot use as it promises (not JSON, or not of the op's shape) to a
- * change the upstream reports done: counted and logged as a protocol error, and passed back
- * as it came. The caller must learn that the change happened; a 502 would invite a retry that
- * repeats it. */
-static void pass_done_change(struct gw_req *r, struct gw_upstream_result *res, const char *why)
-{
-    gw_m_inc(&r->w->m.up_errors[GW_UPE_PROTOCOL]);
-    gw_log_error("request %s: %s %s: %s; the change is done, so the answer is passed back as it "
-                 "came",
-                 r->request_id, r->method, r->route.upstream_path, why);
-    pass_answer(r, res, NULL);
-}
-
-/* A change the upstream reports done (2xx to create, update or delete), with or without an
- * audit file, whatever policy allowed it. */
-static bool change_done(const struct gw_req *r, const struct gw_upstream_result *res)
-{
-    return res->status >= 200 && res->status <= 299 && gw_policy_op_changes_users(r->route.op);
-}
-
 /* An answer that is not JSON (answer_is_json) from a misbehaving hop: callers are promised
  * the upstream's JSON. A successful read becomes the gateway's 502; an error status (a 429 or
  * a 503 page from a proxy in between) keeps its status and X-RateLimit-* headers with a body
- * in the upstream's error shape, so callers still back off; a change the upstream reports
- * done is passed through as it came (pass_done_change). parsed_later: the body is read by the
- * strict parser next (read rules), so only its Content-Type is checked here.
- * Returns true when r was answered. */
+ * in the upstream's error shape, so callers still back off (a change the upstream reports
+ * done never comes here: answer_change). parsed_later: the body is read by the strict parser
+ * next (read rules), so only its Content-Type is checked here. Returns true when r was
+ * answered. */
 static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bool parsed_later)
 {
     bool success = res->status >= 200 && res->status <= 299;
@@ -818,10 +788,6 @@ static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bo
     int ok = answer_is_json(res, !parsed_later, why, sizeof why);
     if (ok == 1)
         return false;
-    if (change_done(r, res)) {
-        pass_done_change(r, res, ok < 0 ? "out of memory checking the answer" : why);
-        return true;
-    }
     if (ok < 0) {
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return true;
@@ -860,14 +826,93 @@ static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bo
     return true;
 }
 
+/* The read rules of the allowing policy (visibility by location, redaction) on a parsed
+ * answer (taken). OK: *out is the answer to send, or NULL when out of memory. */
+static enum gw_filter_result filter_answer(struct gw_req *r, cJSON *reply, struct evbuffer **out,
+                                           char *why, size_t whylen)
+{
+    *out = NULL;
+    enum gw_filter_result fr =
+        gw_policy_filter_reply(r->policy, r->route.op, r->principal->claims, reply, why, whylen);
+    if (fr == GW_FILTER_OK) {
+        char *text = cJSON_PrintUnformatted(reply);
+        struct evbuffer *b = text ? evbuffer_new() : NULL;
+        if (b && evbuffer_add(b, text, strlen(text)) == 0)
+            *out = b;
+        else if (b)
+            evbuffer_free(b);
+        cJSON_free(text);
+    }
+    cJSON_Delete(reply);
+    return fr;
+}
+
+/* An answer the gateway cannot use as it promises (not JSON, not of the op's shape) to a
+ * change the upstream reports done: counted and logged as a protocol error, and passed back
+ * as it came. */
+static void pass_done_change(struct gw_req *r, struct gw_upstream_result *res, const char *why)
+{
+    gw_m_inc(&r->w->m.up_errors[GW_UPE_PROTOCOL]);
+    gw_log_error("request %s: %s %s: %s; the change is done, so the answer is passed back as it "
+                 "came",
+                 r->request_id, r->method, r->route.upstream_path, why);
+    pass_answer(r, res, NULL);
+}
+
+/* A change (create, update, delete) the upstream reports done (2xx), with or without an audit
+ * file, under any policy: the caller must learn that it happened, and a 502 would invite a
+ * retry that repeats it, so the answer always goes back (pass_done_change when the gateway
+ * cannot use it). Its body is parsed once when something needs the tree (the read rules, or
+ * an audited create's new user id for the outcome record); otherwise only checked. */
+static void answer_change(struct gw_req *r, struct gw_upstream_result *res)
+{
+    char why[300];
+    bool filtered = gw_policy_filters_reads(r->policy);
+    bool wants_id = r->intent_written && r->route.op->method == GW_M_POST;
+    int ok = answer_is_json(res, !(filtered || wants_id), why, sizeof why);
+    if (ok != 1 || evbuffer_get_length(res->body) == 0 || !(filtered || wants_id)) {
+        if (ok == 1)
+            pass_answer(r, res, NULL);
+        else
+            pass_done_change(r, res, ok < 0 ? "out of memory checking the answer" : why);
+        return;
+    }
+    cJSON *reply = parse_answer(res->body);
+    if (reply == NULL) {
+        pass_done_change(r, res, "the upstream's answer is not JSON");
+        return;
+    }
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(reply, "id");
+    if (wants_id && cJSON_IsString(id))
+        r->created_id = strdup(id->valuestring);
+    if (!filtered) {
+        cJSON_Delete(reply);
+        pass_answer(r, res, NULL);
+        return;
+    }
+    struct evbuffer *out;
+    enum gw_filter_result fr = filter_answer(r, reply, &out, why, sizeof why);
+    if (fr != GW_FILTER_OK || out == NULL) {
+        pass_done_change(r, res, fr != GW_FILTER_OK ? why : "out of memory applying read rules");
+        return;
+    }
+    pass_answer(r, res, out);
+    evbuffer_free(out);
+}
+
 static void on_upstream(struct gw_upstream_result *res, void *arg)
 {
     struct gw_req *r = arg;
     if (upstream_failed(r, res, r->method))
         return;
     r->upstream_status = res->status;
-    bool filtered = res->status >= 200 && res->status <= 299 &&
-                    gw_policy_filters_reads(r->policy) && evbuffer_get_length(res->body) > 0;
+    bool success = res->status >= 200 && res->status <= 299;
+    if (success && r->changes) {
+        answer_change(r, res);
+        return;
+    }
+    bool filtered =
+        success && gw_policy_filters_reads(r->policy) && evbuffer_get_length(res->body) > 0;
     if (refuse_non_json(r, res, filtered))
         return;
     char why[300];
@@ -875,28 +920,17 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         pass_answer(r, res, NULL);
         return;
     }
-    /* the read rules of the allowing policy: visibility by location, redaction */
     cJSON *reply = parse_answer(res->body);
     if (reply == NULL) {
         snprintf(why, sizeof why,
                  "the upstream's answer is not JSON, so policy %s's read rules cannot be applied",
                  gw_policy_name(r->policy));
-        if (change_done(r, res))
-            pass_done_change(r, res, why);
-        else
-            reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
+        reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
-    const cJSON *claims = r->principal->claims;
-    enum gw_filter_result fr =
-        gw_policy_filter_reply(r->policy, r->route.op, claims, reply, why, sizeof why);
-    if (fr == GW_FILTER_MALFORMED && change_done(r, res)) {
-        cJSON_Delete(reply);
-        pass_done_change(r, res, why);
-        return;
-    }
+    struct evbuffer *out;
+    enum gw_filter_result fr = filter_answer(r, reply, &out, why, sizeof why);
     if (fr != GW_FILTER_OK) {
-        cJSON_Delete(reply);
         r->allowed = false;
         if (fr == GW_FILTER_FORBIDDEN) {
             gw_m_denial(&r->w->m, gw_policy_name(r->policy), r->route.op->id);
@@ -908,17 +942,10 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         reply_error(r, fr == GW_FILTER_FORBIDDEN ? GW_R_FORBIDDEN : GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
-    char *text = cJSON_PrintUnformatted(reply);
-    cJSON_Delete(reply);
-    struct evbuffer *out = evbuffer_new();
-    if (text == NULL || out == NULL || evbuffer_add(out, text, strlen(text)) != 0) {
-        cJSON_free(text);
-        if (out)
-            evbuffer_free(out);
+    if (out == NULL) {
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return;
     }
-    cJSON_free(text);
     pass_answer(r, res, out);
     evbuffer_free(out);
 }
@@ -1019,7 +1046,7 @@ static void decide(struct gw_req *r, const cJSON *target, bool target_pending)
     }
     if (target_pending)
         send_upstream(r, true, on_target); /* GET the user, then decide again */
-    else if (gw_policy_op_changes_users(r->route.op) && gw_audit_enabled(r->w->d->audit))
+    else if (r->changes && gw_audit_enabled(r->w->d->audit))
         write_intent(r); /* the change goes upstream once its intent is on disk */
     else
         send_upstream(r, false, on_upstream);
@@ -1112,6 +1139,7 @@ static void handle(struct gw_conn *conn, struct gw_http_req *rq, void *arg)
         return;
     }
     const struct gw_op *op = r->route.op;
+    r->changes = gw_policy_op_changes_users(op);
     enum gw_auth_reason ar = authenticate(r);
     if (ar != GW_AUTH_OK) {
         gw_m_inc(&w->m.auth_failures[ar]);
