@@ -311,6 +311,19 @@ static int cmd_policy_test(int argc, char **argv)
     return failed == 0 ? 0 : 1;
 }
 
+/* An audit chain's HMAC key (--key FILE) for audit-verify and audit-repair. Returns 0, or -1
+ * after saying why on stderr. */
+static int read_audit_key(const char *cmd, const char *keyfile, unsigned char **key, size_t *keylen)
+{
+    char why[300];
+    *key = (unsigned char *)gw_read_secret(keyfile, 4096, keylen, why, sizeof why);
+    if (*key == NULL) {
+        fprintf(stderr, "ghl-gateway %s: --key %s: %s\n", cmd, keyfile, why);
+        return -1;
+    }
+    return 0;
+}
+
 static int cmd_audit_verify(int argc, char **argv)
 {
     const struct command *c = find("audit-verify");
@@ -358,14 +371,9 @@ static int cmd_audit_verify(int argc, char **argv)
     }
     unsigned char *key = NULL;
     size_t keylen = 0;
-    if (keyfile) {
-        char why[300];
-        key = (unsigned char *)gw_read_secret(keyfile, 4096, &keylen, why, sizeof why);
-        if (key == NULL) {
-            fprintf(stderr, "ghl-gateway audit-verify: --key %s: %s\n", keyfile, why);
-            free(files);
-            return 2;
-        }
+    if (keyfile && read_audit_key("audit-verify", keyfile, &key, &keylen) != 0) {
+        free(files);
+        return 2;
     }
     int rc = gw_audit_verify(files, nfiles, key, keylen, aseq, ahash, cont, stdout, stderr);
     if (key)
@@ -373,6 +381,7 @@ static int cmd_audit_verify(int argc, char **argv)
     free(files);
     return rc;
 }
+
 static int cmd_audit_repair(int argc, char **argv)
 {
     const struct command *c = find("audit-repair");
@@ -393,14 +402,8 @@ static int cmd_audit_repair(int argc, char **argv)
         return usage_error(c, "no file to repair");
     unsigned char *key = NULL;
     size_t keylen = 0;
-    if (keyfile) {
-        char why[300];
-        key = (unsigned char *)gw_read_secret(keyfile, 4096, &keylen, why, sizeof why);
-        if (key == NULL) {
-            fprintf(stderr, "ghl-gateway audit-repair: --key %s: %s\n", keyfile, why);
-            return 2;
-        }
-    }
+    if (keyfile && read_audit_key("audit-repair", keyfile, &key, &keylen) != 0)
+        return 2;
     int rc = gw_audit_repair(file, key, keylen, stdout, stderr);
     if (key)
         OPENSSL_clear_free(key, keylen + 1);
