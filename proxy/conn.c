@@ -21,7 +21,6 @@
 
 #include "log.h"
 #include "snapshot.h"
-#include "worker.h"
 
 #define RECORD_MAX 16384    /* one TLS record's worth of plaintext: the unit of reads and writes */
 #define OUT_CAP (64u << 10) /* replies queued past this: read no further request until sent */
@@ -41,8 +40,21 @@ enum conn_state {
  * every write: two epoll_ctl calls each), reads take every record OpenSSL has (so read-ahead
  * is safe: one read(2) per segment instead of two per record), and an idle connection holds
  * two small buffers instead of a bufferevent. */
+/* Every connection of one worker, and what they need from it. */
+struct gw_conns {
+    struct event_base *base;
+    int id; /* the worker's, for the log */
+    gw_conn_handler handle;
+    void (*count)(void *arg, size_t n);
+    void *arg;
+    struct gw_snapshot *snap; /* borrowed from the worker: limits, and new connections' TLS */
+    bool draining;
+    struct gw_conn *head;
+    size_t n;
+};
+
 struct gw_conn {
-    struct gw_worker *w;
+    struct gw_conns *set;
     struct gw_conn *next, *prev;
     int fd; /* -1 once closed (ST_DEAD) */
     SSL *ssl;
@@ -73,7 +85,7 @@ struct gw_conn {
 
 static const struct gw_config *cfg(const struct gw_conn *c)
 {
-    return c->w->snap->cfg;
+    return c->set->snap->cfg;
 }
 
 static void arm(struct gw_conn *c, long ms)
@@ -241,7 +253,7 @@ static int tls_write(struct gw_conn *c)
 
 static void conn_free(struct gw_conn *c)
 {
-    struct gw_worker *w = c->w;
+    struct gw_conns *set = c->set;
     event_del(&c->timer);
     if (c->kick)
         event_free(c->kick);
@@ -252,18 +264,12 @@ static void conn_free(struct gw_conn *c)
     if (c->prev)
         c->prev->next = c->next;
     else
-        w->conns = c->next;
+        set->head = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    w->nconns--;
-    atomic_store_explicit(&w->m.connections, w->nconns, memory_order_relaxed);
-    if (w->listener_paused && !w->draining &&
-        w->nconns < (size_t)w->snap->cfg->limits.max_connections) {
-        evconnlistener_enable(w->listener);
-        w->listener_paused = false;
-    }
+    set->n--;
     free(c);
-    gw_worker_maybe_exit(w);
+    set->count(set->arg, set->n);
 }
 
 /* The peer is gone or must be cut off. A request with the handler stays until its reply. */
@@ -326,7 +332,7 @@ static void dispatch(struct gw_conn *c)
 {
     c->st = ST_BUSY;
     evtimer_del(&c->timer);
-    c->w->handler(c, c->rq, c->w);
+    c->set->handle(c, c->rq, c->set->arg);
 }
 
 /* The request is refused: nothing more is read, and the handler answers it and closes. */
@@ -362,7 +368,7 @@ static void process(struct gw_conn *c)
             if (len == 0 || (len == 1 && evbuffer_pullup(in, 1)[0] == '\r'))
                 break;
             if (new_request(c) != 0) {
-                gw_log_error("worker %d: cannot read a request (out of memory)", c->w->id);
+                gw_log_error("worker %d: cannot read a request (out of memory)", c->set->id);
                 conn_free(c);
                 return;
             }
@@ -530,8 +536,8 @@ static void on_kick(evutil_socket_t fd, short what, void *arg)
 /* Reads the pipelined bytes after this callback returns (not from inside the reply). */
 static void kick(struct gw_conn *c)
 {
-    if (c->kick == NULL && (c->kick = event_new(c->w->base, -1, 0, on_kick, c)) == NULL) {
-        gw_log_error("worker %d: cannot schedule a pipelined request (out of memory)", c->w->id);
+    if (c->kick == NULL && (c->kick = event_new(c->set->base, -1, 0, on_kick, c)) == NULL) {
+        gw_log_error("worker %d: cannot schedule a pipelined request (out of memory)", c->set->id);
         return; /* read again when more bytes arrive */
     }
     event_active(c->kick, EV_TIMEOUT, 0);
@@ -541,8 +547,8 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
 {
     (void)l;
     (void)salen;
-    struct gw_worker *w = arg;
-    const struct gw_config *cf = w->snap->cfg;
+    struct gw_conns *set = arg;
+    const struct gw_config *cf = set->snap->cfg;
     /* A reply is written as it is ready, often in more than one TLS record: without this,
      * Nagle's algorithm holds the last segment back until the client's delayed ACK (40 ms). */
     int one = 1;
@@ -550,9 +556,9 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     struct gw_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         goto fail;
-    c->w = w;
+    c->set = set;
     c->fd = fd;
-    c->ssl = SSL_new(w->snap->server_ctx);
+    c->ssl = SSL_new(set->snap->server_ctx);
     c->in = evbuffer_new();
     c->out = evbuffer_new();
     /* the listener made fd non-blocking (accept4 with SOCK_NONBLOCK) */
@@ -563,9 +569,9 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     SSL_set_read_ahead(c->ssl, 1);
     SSL_set_mode(c->ssl, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
     SSL_set_accept_state(c->ssl);
-    event_assign(&c->rd, w->base, fd, EV_READ | EV_PERSIST, on_readable, c);
-    event_assign(&c->wr, w->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
-    evtimer_assign(&c->timer, w->base, on_timer, c);
+    event_assign(&c->rd, set->base, fd, EV_READ | EV_PERSIST, on_readable, c);
+    event_assign(&c->wr, set->base, fd, EV_WRITE | EV_PERSIST, on_writable, c);
+    evtimer_assign(&c->timer, set->base, on_timer, c);
     if (sa->sa_family == AF_INET)
         inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof c->peer);
     else if (sa->sa_family == AF_INET6)
@@ -575,19 +581,15 @@ void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int s
     c->accepted_ms = gw_now_ms();
     c->accepted_mono = gw_mono_ms();
     arm(c, cf->limits.header_timeout_ms); /* TLS handshake + first head */
-    c->next = w->conns;
-    if (w->conns)
-        w->conns->prev = c;
-    w->conns = c;
-    w->nconns++;
-    atomic_store_explicit(&w->m.connections, w->nconns, memory_order_relaxed);
-    if (w->nconns >= (size_t)cf->limits.max_connections && !w->listener_paused) {
-        evconnlistener_disable(w->listener);
-        w->listener_paused = true;
-    }
+    c->next = set->head;
+    if (set->head)
+        set->head->prev = c;
+    set->head = c;
+    set->n++;
+    set->count(set->arg, set->n);
     return;
 fail:
-    gw_log_error("worker %d: cannot set up a connection (out of memory)", w->id);
+    gw_log_error("worker %d: cannot set up a connection (out of memory)", set->id);
     if (c) {
         if (c->ssl)
             SSL_free(c->ssl);
@@ -645,7 +647,7 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
         conn_free(c);
         return 0;
     }
-    close = close || c->rq->head.wants_close || c->rq->rejected || c->w->draining ||
+    close = close || c->rq->head.wants_close || c->rq->rejected || c->set->draining ||
             cfg(c)->limits.keepalive_timeout_ms == 0;
     bool head_only = c->rq->head.method && strcmp(c->rq->head.method, "HEAD") == 0;
     size_t blen = body ? evbuffer_get_length(body) : 0;
@@ -715,9 +717,34 @@ size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
     return blen;
 }
 
-void gw_conn_close_idle(struct gw_worker *w)
+struct gw_conns *gw_conns_new(struct event_base *base, int id, gw_conn_handler handle,
+                              void (*count)(void *arg, size_t n), void *arg)
 {
-    struct gw_conn *c = w->conns, *next;
+    struct gw_conns *set = calloc(1, sizeof *set);
+    if (set == NULL)
+        return NULL;
+    set->base = base;
+    set->id = id;
+    set->handle = handle;
+    set->count = count;
+    set->arg = arg;
+    return set;
+}
+
+void gw_conns_use(struct gw_conns *set, struct gw_snapshot *snap)
+{
+    set->snap = snap;
+}
+
+size_t gw_conns_count(const struct gw_conns *set)
+{
+    return set->n;
+}
+
+void gw_conns_drain(struct gw_conns *set)
+{
+    set->draining = true;
+    struct gw_conn *c = set->head, *next;
     for (; c; c = next) {
         next = c->next;
         if (c->st != ST_IDLE)
@@ -731,12 +758,15 @@ void gw_conn_close_idle(struct gw_worker *w)
     }
 }
 
-void gw_conn_free_all(struct gw_worker *w)
+void gw_conns_free(struct gw_conns *set)
 {
-    struct gw_conn *c = w->conns;
+    if (set == NULL)
+        return;
+    struct gw_conn *c = set->head;
     while (c) {
         struct gw_conn *next = c->next;
         conn_free(c);
         c = next;
     }
+    free(set);
 }

@@ -30,10 +30,10 @@
 #include "http1.h"
 #include "reply.h"
 
+struct event_base;
 struct evbuffer;
 struct evconnlistener;
 struct sockaddr;
-struct gw_worker;
 struct gw_conn;
 
 /* One request as read from the client. */
@@ -52,7 +52,25 @@ struct gw_http_req {
  * gw_conn_reply exactly once for it. */
 typedef void (*gw_conn_handler)(struct gw_conn *c, struct gw_http_req *rq, void *arg);
 
-/* evconnlistener callback; arg is the worker. */
+/* A worker's connections (the set owns them), and what they need from the worker: its loop,
+ * the handler of each request, and count, told the number of open connections whenever it
+ * changes (the worker pauses accepting at limits.max_connections, and may exit once draining
+ * leaves none). Returns NULL when out of memory. */
+struct gw_conns;
+struct gw_snapshot;
+struct gw_conns *gw_conns_new(struct event_base *base, int id, gw_conn_handler handle,
+                              void (*count)(void *arg, size_t n), void *arg);
+/* The snapshot new connections take their TLS context from, and every connection its limits
+ * (borrowed: the caller keeps it alive while it is in use). Set before the first accept. */
+void gw_conns_use(struct gw_conns *set, struct gw_snapshot *snap);
+size_t gw_conns_count(const struct gw_conns *set);
+/* Graceful shutdown: closes every connection not in the middle of a request; the others close
+ * after their reply. */
+void gw_conns_drain(struct gw_conns *set);
+/* Frees every connection and the set (worker teardown). */
+void gw_conns_free(struct gw_conns *set);
+
+/* evconnlistener callback; arg is the set. */
 void gw_conn_accept(struct evconnlistener *l, int fd, struct sockaddr *sa, int salen, void *arg);
 
 /* The single value of a header of the request (see gw_http1_header). */
@@ -72,9 +90,5 @@ SSL *gw_conn_ssl(const struct gw_conn *c);
 size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
                      const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body, bool close);
 
-/* Closes every connection that is not in the middle of a request (graceful shutdown). */
-void gw_conn_close_idle(struct gw_worker *w);
-/* Frees every connection (worker teardown). */
-void gw_conn_free_all(struct gw_worker *w);
 
 #endif

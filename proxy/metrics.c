@@ -5,6 +5,8 @@
 
 #include <event2/buffer.h>
 
+#include "audit.h"
+
 const double gw_m_buckets[GW_M_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                                            0.25,   0.5,   1,      2.5,   5,    10,    30};
 
@@ -349,4 +351,64 @@ void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, s
                         (unsigned long long)misses);
     help(out, "ghl_gateway_connections_active", "gauge", "Open client connections.");
     evbuffer_add_printf(out, "ghl_gateway_connections_active %zu\n", conns);
+}
+
+void gw_metrics_render_daemon(struct evbuffer *out, const struct gw_m_daemon *d)
+{
+    help(out, "ghl_gateway_jwks_fetches_total", "counter",
+         "JWKS URL fetches, by issuer and result (since the configuration was loaded).");
+    for (size_t i = 0; i < d->njwks; i++)
+        for (int k = 0; k < 2; k++) {
+            evbuffer_add_printf(out, "ghl_gateway_jwks_fetches_total{issuer=\"");
+            label(out, d->jwks[i].issuer);
+            evbuffer_add_printf(out, "\",result=\"%s\"} %llu\n", k ? "error" : "ok",
+                                (unsigned long long)(k ? d->jwks[i].failed : d->jwks[i].ok));
+        }
+    const struct gw_audit_stats *st = d->audit;
+    help(out, "ghl_gateway_audit_records_total", "counter", "Audit records written.");
+    for (int e = 0; e < GW_AUDIT_EVENTS; e++)
+        evbuffer_add_printf(out, "ghl_gateway_audit_records_total{event=\"%s\"} %llu\n",
+                            gw_audit_event_name((enum gw_audit_event)e),
+                            (unsigned long long)st->records[e]);
+    help(out, "ghl_gateway_audit_write_seconds", "histogram",
+         "Time to write and sync one batch of audit records.");
+    for (int i = 0; i < 8; i++)
+        evbuffer_add_printf(out, "ghl_gateway_audit_write_seconds_bucket{le=\"%g\"} %llu\n",
+                            gw_audit_write_buckets[i], (unsigned long long)st->write_le[i]);
+    evbuffer_add_printf(out,
+                        "ghl_gateway_audit_write_seconds_bucket{le=\"+Inf\"} %llu\n"
+                        "ghl_gateway_audit_write_seconds_sum %.6f\n"
+                        "ghl_gateway_audit_write_seconds_count %llu\n",
+                        (unsigned long long)st->batches, st->write_seconds_sum,
+                        (unsigned long long)st->batches);
+    static const struct {
+        const char *name, *type, *help;
+    } audit_rows[] = {
+        {"ghl_gateway_audit_last_seq", "gauge",
+         "The seq of the last audit record on disk (an anchor for audit-verify)."},
+        {"ghl_gateway_audit_fsyncs_total", "counter",
+         "fdatasync calls on the audit file (group commit: one per batch)."},
+        {"ghl_gateway_audit_write_failures_total", "counter", "Failed audit writes."},
+        {"ghl_gateway_audit_records_lost_total", "counter",
+         "Audit records that could not be written."},
+        {"ghl_gateway_audit_sync_timeouts_total", "counter",
+         "Changes refused (503, not sent) because their intent record was not on disk within "
+         "audit.sync_timeout_ms."},
+        {"ghl_gateway_audit_repairs_total", "counter",
+         "Torn last lines of the audit file cut off at start."},
+    };
+    const uint64_t audit_values[] = {st->last_seq, st->fsyncs,        st->write_failures,
+                                     st->lost,     st->sync_timeouts, st->repairs};
+    for (size_t i = 0; i < sizeof audit_rows / sizeof *audit_rows; i++) {
+        help(out, audit_rows[i].name, audit_rows[i].type, audit_rows[i].help);
+        evbuffer_add_printf(out, "%s %llu\n", audit_rows[i].name,
+                            (unsigned long long)audit_values[i]);
+    }
+    help(out, "ghl_gateway_reloads_total", "counter", "SIGHUP reloads.");
+    evbuffer_add_printf(out,
+                        "ghl_gateway_reloads_total{result=\"ok\"} %llu\n"
+                        "ghl_gateway_reloads_total{result=\"error\"} %llu\n",
+                        (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_failed);
+    help(out, "ghl_gateway_config_generation", "gauge", "The configuration in use.");
+    evbuffer_add_printf(out, "ghl_gateway_config_generation %lu\n", d->generation);
 }

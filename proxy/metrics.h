@@ -80,4 +80,20 @@ void gw_m_inc(gw_counter *c);
 void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, size_t n,
                        const char *const *auth_names, size_t nreasons);
 
+/* The daemon's own figures (SPEC §10), rendered after the workers' shards: the JWKS fetches
+ * of the configuration's issuers, the audit log's statistics, reloads and the generation. */
+struct gw_audit_stats;
+struct gw_m_jwks {
+    const char *issuer;
+    uint64_t ok, failed;
+};
+struct gw_m_daemon {
+    const struct gw_m_jwks *jwks; /* one per issuer with a JWKS URL */
+    size_t njwks;
+    const struct gw_audit_stats *audit;
+    uint64_t reloads_ok, reloads_failed;
+    unsigned long generation;
+};
+void gw_metrics_render_daemon(struct evbuffer *out, const struct gw_m_daemon *d);
+
 #endif

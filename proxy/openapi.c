@@ -632,6 +632,24 @@ const struct gw_param *gw_op_param(const struct gw_op *op, enum gw_param_in in, 
     return NULL;
 }
 
+bool gw_openapi_secret(const struct gw_op *op, const char *member)
+{
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(op->body_schema, "properties");
+    const cJSON *sch = cJSON_GetObjectItemCaseSensitive(props, member);
+    if (sch == NULL)
+        return false;
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(sch, "format");
+    if (cJSON_IsString(format) && strcmp(format->valuestring, "password") == 0)
+        return true;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "writeOnly")))
+        return true;
+    /* HighLevel's document marks its password with a masked example, "*******" */
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(sch, "example");
+    if (!cJSON_IsString(ex) || ex->valuestring[0] == '\0')
+        return false;
+    return strspn(ex->valuestring, "*") == strlen(ex->valuestring);
+}
+
 const char *gw_openapi_default_path(void)
 {
     /* Installed layout first: <prefix>/bin/ghl-gateway -> <prefix>/share/ghl-gateway/openapi. */

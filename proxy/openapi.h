@@ -99,6 +99,11 @@ bool gw_openapi_has_scope(const struct gw_openapi *m, const char *scope);
 /* The parameter of op named name in the given place, or NULL. */
 const struct gw_param *gw_op_param(const struct gw_op *op, enum gw_param_in in, const char *name);
 
+/* A body member of op that holds a secret, which no log or audit record may show: declared
+ * with format "password" or writeOnly, or (as HighLevel's document marks its password) with an
+ * example of asterisks only. */
+bool gw_openapi_secret(const struct gw_op *op, const char *member);
+
 const char *gw_method_name(enum gw_method m);
 /* Method from its name (exact, upper case); 0 if not one of enum gw_method. */
 enum gw_method gw_method_from_name(const char *name);

@@ -939,6 +939,44 @@ static void check_target(const struct gw_policy *p, const struct gw_openapi *api
     target_pins(p, api, t, id, out);
 }
 
+/* The company a request names: companyId of its body, else of its query. */
+static const char *request_company(const struct gw_route *r, const cJSON *body)
+{
+    const char *company = jstr(body, "companyId");
+    return company == NULL && r ? gw_route_query(r, "companyId") : company;
+}
+
+void gw_policy_about(const struct gw_route *r, const cJSON *body, const cJSON *target,
+                     struct gw_policy_about *out)
+{
+    out->company = request_company(r, body);
+    const cJSON *roles = cJSON_GetObjectItemCaseSensitive(target, "roles");
+    out->locations = cJSON_GetObjectItemCaseSensitive(roles, "locationIds");
+    if (!cJSON_IsArray(out->locations))
+        out->locations = cJSON_GetObjectItemCaseSensitive(body, "locationIds");
+    if (!cJSON_IsArray(out->locations))
+        out->locations = NULL;
+    out->location = out->locations == NULL && r ? gw_route_query(r, "locationId") : NULL;
+}
+
+bool gw_policy_user_grant(const cJSON *user, size_t i, const char **name, const cJSON **value)
+{
+    static const struct {
+        bool in_roles;
+        const char *name;
+    } granting[] = {
+        {true, "type"},    {true, "role"},         {true, "locationIds"},
+        {false, "scopes"}, {false, "permissions"},
+    };
+    if (i >= sizeof granting / sizeof *granting)
+        return false;
+    const cJSON *from =
+        granting[i].in_roles ? cJSON_GetObjectItemCaseSensitive(user, "roles") : user;
+    *name = granting[i].name;
+    *value = cJSON_GetObjectItemCaseSensitive(from, granting[i].name);
+    return true;
+}
+
 /* Every violation of p, in the order of SPEC §6.3. */
 static void check_policy(const struct gw_policy *p, const struct gw_openapi *api,
                          const struct gw_decision_input *in, struct gw_msgs *out)
@@ -948,9 +986,7 @@ static void check_policy(const struct gw_policy *p, const struct gw_openapi *api
         gw_msgs_add(out, "policy %s: operation %s is not allowed", p->name, op->id);
         return;
     }
-    const char *company = jstr(in->body, "companyId");
-    if (company == NULL && in->route)
-        company = gw_route_query(in->route, "companyId");
+    const char *company = request_company(in->route, in->body);
     if (company && !p->companies_all && !in_list(&p->companies, company))
         gw_msgs_add(out, "policy %s: company %s is not allowed", p->name, company);
     const cJSON *locs = cJSON_GetObjectItemCaseSensitive(in->body, "locationIds");

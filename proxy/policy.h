@@ -94,6 +94,22 @@ enum gw_filter_result gw_policy_filter_reply(const struct gw_policy *p, const st
 /* get-user: a GET of one user by path parameter, whose answer is checked for visibility. */
 bool gw_policy_reads_one_user(const struct gw_op *op);
 
+/* What a request is about, in SPEC §6.3's terms (the audit record's target): the company it
+ * names (companyId of the body, else of the query) and the locations of the user it touches
+ * (roles.locationIds as fetched, else the body's locationIds, else the query's locationId).
+ * Pointers into the inputs; target and body may be NULL. */
+struct gw_policy_about {
+    const char *company;    /* or NULL */
+    const cJSON *locations; /* an array, or NULL */
+    const char *location;   /* when locations is NULL: the query's locationId, or NULL */
+};
+void gw_policy_about(const struct gw_route *r, const cJSON *body, const cJSON *target,
+                     struct gw_policy_about *out);
+/* The members of a user object that grant (what the target rule checks: type, role and
+ * locationIds of its roles, scopes, permissions), by index: i-th name and value (NULL when the
+ * user has none). Returns false past the last. */
+bool gw_policy_user_grant(const cJSON *user, size_t i, const char **name, const cJSON **value);
+
 /* Ops that change an existing user (PUT, PATCH or DELETE on a path with a parameter:
  * update-user, delete-user): the decision needs the target user as the upstream has it. */
 bool gw_policy_needs_target(const struct gw_op *op);

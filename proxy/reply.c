@@ -13,31 +13,62 @@ enum shape {
     LIST,           /* message is an array */
 };
 
+/* The reason phrases of the statuses the gateway sends, its own and those passed back from the
+ * upstream: the status line and the "error" member of its own bodies. */
+static const struct {
+    int code;
+    const char *phrase;
+} phrases[] = {
+    {200, "OK"},
+    {201, "Created"},
+    {202, "Accepted"},
+    {204, "No Content"},
+    {400, "Bad Request"},
+    {401, "Unauthorized"},
+    {403, "Forbidden"},
+    {404, "Not Found"},
+    {409, "Conflict"},
+    {413, "Payload Too Large"},
+    {415, "Unsupported Media Type"},
+    {422, "Unprocessable Entity"},
+    {429, "Too Many Requests"},
+    {431, "Request Header Fields Too Large"},
+    {500, "Internal Server Error"},
+    {502, "Bad Gateway"},
+    {503, "Service Unavailable"},
+    {504, "Gateway Timeout"},
+};
+
+const char *gw_status_phrase(int code)
+{
+    for (size_t i = 0; i < sizeof phrases / sizeof *phrases; i++)
+        if (phrases[i].code == code)
+            return phrases[i].phrase;
+    return code < 300 ? "OK" : code < 500 ? "Client Error" : "Server Error";
+}
+
 static const struct {
     int status;
-    const char *reason; /* status line and "error" member */
     enum shape shape;
     const char *message; /* FIXED and FIXED_NO_ERROR */
     bool closes;
 } table[GW_R_KINDS] = {
-    [GW_R_UNAUTHORIZED] = {401, "Unauthorized", FIXED, "Invalid token: access token is invalid"},
-    [GW_R_SCOPE] = {401, "Unauthorized", FIXED_NO_ERROR,
-                    "The token is not authorized for this scope."},
-    [GW_R_VERSION_MISSING] = {400, "Bad Request", FIXED_NO_ERROR, "version header was not found."},
-    [GW_R_VERSION_INVALID] = {400, "Bad Request", FIXED_NO_ERROR, "version header is invalid"},
-    [GW_R_BAD_REQUEST] = {400, "Bad Request", GIVEN},
-    [GW_R_BAD_FRAMING] = {400, "Bad Request", GIVEN, NULL, true},
-    [GW_R_FORBIDDEN] = {403, "Forbidden", GIVEN},
-    [GW_R_NOT_FOUND] = {404, "Not Found", GIVEN},
-    [GW_R_TOO_LARGE] = {413, "Payload Too Large", FIXED, "request entity too large", true},
-    [GW_R_HEADERS_TOO_LARGE] = {431, "Request Header Fields Too Large", FIXED,
-                                "request header fields too large", true},
-    [GW_R_UNSUPPORTED_MEDIA] = {415, "Unsupported Media Type", GIVEN},
-    [GW_R_UNPROCESSABLE] = {422, "Unprocessable Entity", LIST},
-    [GW_R_RATE_LIMITED] = {429, "Too Many Requests", FIXED, "Too many requests"},
-    [GW_R_BAD_GATEWAY] = {502, "Bad Gateway", GIVEN},
-    [GW_R_UNAVAILABLE] = {503, "Service Unavailable", GIVEN},
-    [GW_R_TIMEOUT] = {504, "Gateway Timeout", FIXED, "upstream timed out"},
+    [GW_R_UNAUTHORIZED] = {401, FIXED, "Invalid token: access token is invalid"},
+    [GW_R_SCOPE] = {401, FIXED_NO_ERROR, "The token is not authorized for this scope."},
+    [GW_R_VERSION_MISSING] = {400, FIXED_NO_ERROR, "version header was not found."},
+    [GW_R_VERSION_INVALID] = {400, FIXED_NO_ERROR, "version header is invalid"},
+    [GW_R_BAD_REQUEST] = {400, GIVEN},
+    [GW_R_BAD_FRAMING] = {400, GIVEN, NULL, true},
+    [GW_R_FORBIDDEN] = {403, GIVEN},
+    [GW_R_NOT_FOUND] = {404, GIVEN},
+    [GW_R_TOO_LARGE] = {413, FIXED, "request entity too large", true},
+    [GW_R_HEADERS_TOO_LARGE] = {431, FIXED, "request header fields too large", true},
+    [GW_R_UNSUPPORTED_MEDIA] = {415, GIVEN},
+    [GW_R_UNPROCESSABLE] = {422, LIST},
+    [GW_R_RATE_LIMITED] = {429, FIXED, "Too many requests"},
+    [GW_R_BAD_GATEWAY] = {502, GIVEN},
+    [GW_R_UNAVAILABLE] = {503, GIVEN},
+    [GW_R_TIMEOUT] = {504, FIXED, "upstream timed out"},
 };
 
 int gw_reply_status(enum gw_reply_kind k)
@@ -47,7 +78,7 @@ int gw_reply_status(enum gw_reply_kind k)
 
 const char *gw_reply_reason(enum gw_reply_kind k)
 {
-    return table[k].reason;
+    return gw_status_phrase(table[k].status);
 }
 
 bool gw_reply_closes(enum gw_reply_kind k)
@@ -65,7 +96,7 @@ int gw_reply_body(struct evbuffer *out, enum gw_reply_kind k, const char *msg,
         rc |= gw_json_append_string(out, table[k].message);
         break;
     case GIVEN:
-        rc |= gw_json_append_string(out, msg ? msg : table[k].reason);
+        rc |= gw_json_append_string(out, msg ? msg : gw_reply_reason(k));
         break;
     case LIST:
         rc |= evbuffer_add(out, "[", 1);
@@ -79,7 +110,7 @@ int gw_reply_body(struct evbuffer *out, enum gw_reply_kind k, const char *msg,
     }
     if (table[k].shape != FIXED_NO_ERROR) {
         rc |= evbuffer_add(out, ",\"error\":", 9);
-        rc |= gw_json_append_string(out, table[k].reason);
+        rc |= gw_json_append_string(out, gw_reply_reason(k));
     }
     rc |= evbuffer_add(out, "}", 1);
     return rc ? -1 : 0;

@@ -1,6 +1,8 @@
-/* reply: the one table of the gateway's own responses (SPEC §8), in the upstream's JSON shape.
+/* reply: the one table of the gateway's own responses (SPEC §8), in the upstream's JSON shape,
+ * and the one table of HTTP reason phrases.
  *
- * Owns: status, reason phrase, body shape and whether the connection closes after, per kind.
+ * Owns: status, body shape and whether the connection closes after, per kind; the reason
+ * phrase of every status the gateway sends (its own, and the upstream's passed back).
  * Memory: bodies are appended to a caller-owned evbuffer. Threads: any (the table is const).
  */
 #ifndef GW_REPLY_H
@@ -30,6 +32,9 @@ enum gw_reply_kind {
     GW_R_TIMEOUT,           /* 504 */
     GW_R_KINDS
 };
+
+/* The reason phrase of an HTTP status (a generic one for a status not in the table). */
+const char *gw_status_phrase(int code);
 
 int gw_reply_status(enum gw_reply_kind k);
 const char *gw_reply_reason(enum gw_reply_kind k);

@@ -24,7 +24,6 @@
 #include "log.h"
 #include "snapshot.h"
 #include "tls.h"
-#include "worker.h"
 
 #define MAX_HEAD_BYTES (32u << 10) /* status line and headers */
 #define MAX_HEADER_LINES 100
@@ -82,7 +81,10 @@ struct gw_upstream_call {
 };
 
 struct gw_upstream_pool {
-    struct gw_worker *w;
+    struct event_base *base;
+    struct evdns_base *dns;
+    const struct gw_snapshot *snap; /* borrowed: the snapshot connections are pooled under */
+    bool draining;
     struct up_conn *conns;
     struct gw_upstream_call *calls;
     size_t nidle;
@@ -93,7 +95,7 @@ static void start_attempt(struct gw_upstream_call *call);
 
 static const struct gw_config *cfg_of(const struct gw_upstream_pool *p)
 {
-    return p->w->snap->cfg;
+    return p->snap->cfg;
 }
 
 static void call_reset_headers(struct gw_upstream_call *call)
@@ -200,7 +202,7 @@ static void make_idle(struct up_conn *c)
     struct gw_upstream_pool *p = c->pool;
     /* an answer that came before the whole request was sent leaves request bytes queued: the
      * next request would follow them on the wire */
-    if (!c->keepalive || p->w->draining || c->generation != p->w->snap->generation ||
+    if (!c->keepalive || p->draining || c->generation != p->snap->generation ||
         p->nidle >= (size_t)cfg_of(p)->upstream.max_idle_connections ||
         evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
         conn_free(c);
@@ -643,9 +645,9 @@ static struct up_conn *conn_new(struct gw_upstream_pool *p, const struct gw_snap
     /* one read(2) per segment, not a record header then its body; on_read takes the records
      * read ahead that the TLS bufferevent does not look for (take_buffered) */
     SSL_set_read_ahead(ssl, 1);
-    c->bev = bufferevent_openssl_socket_new(p->w->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+    c->bev = bufferevent_openssl_socket_new(p->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
                                             BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-    c->idle_timer = evtimer_new(p->w->base, idle_timeout, c);
+    c->idle_timer = evtimer_new(p->base, idle_timeout, c);
     if (c->bev == NULL || c->idle_timer == NULL) {
         /* a failed bufferevent_openssl_socket_new may already have freed the SSL */
         if (c->bev)
@@ -662,7 +664,7 @@ static struct up_conn *conn_new(struct gw_upstream_pool *p, const struct gw_snap
     if (p->conns)
         p->conns->prev = c;
     p->conns = c;
-    if (bufferevent_socket_connect_hostname(c->bev, p->w->dns, AF_UNSPEC, cfg->upstream.host,
+    if (bufferevent_socket_connect_hostname(c->bev, p->dns, AF_UNSPEC, cfg->upstream.host,
                                             (int)cfg->upstream.port) != 0) {
         /* the error event is delivered (deferred) by libevent */
     }
@@ -750,8 +752,8 @@ struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, struct gw_
     call->snap = gw_snapshot_ref(snap);
     call->req = OPENSSL_malloc(len);
     call->res.body = evbuffer_new();
-    call->deadline = evtimer_new(p->w->base, on_deadline, call);
-    call->fail_soon = event_new(p->w->base, -1, 0, on_fail_soon, call);
+    call->deadline = evtimer_new(p->base, on_deadline, call);
+    call->fail_soon = event_new(p->base, -1, 0, on_fail_soon, call);
     if (call->req == NULL || call->res.body == NULL || call->deadline == NULL ||
         call->fail_soon == NULL) {
         OPENSSL_free(call->req);
@@ -779,12 +781,39 @@ struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, struct gw_
     return call;
 }
 
-struct gw_upstream_pool *gw_upstream_pool_new(struct gw_worker *w)
+struct gw_upstream_pool *gw_upstream_pool_new(struct event_base *base, struct evdns_base *dns)
 {
     struct gw_upstream_pool *p = calloc(1, sizeof *p);
-    if (p)
-        p->w = w;
+    if (p) {
+        p->base = base;
+        p->dns = dns;
+    }
     return p;
+}
+
+static void close_idle(struct gw_upstream_pool *p)
+{
+    struct up_conn *c = p->conns;
+    while (c) {
+        struct up_conn *next = c->next;
+        if (c->idle)
+            conn_free(c);
+        c = next;
+    }
+}
+
+void gw_upstream_pool_use(struct gw_upstream_pool *p, const struct gw_snapshot *snap)
+{
+    bool changed = p->snap != NULL && p->snap != snap;
+    p->snap = snap;
+    if (changed) /* the upstream, its CA or the credentials may have changed */
+        close_idle(p);
+}
+
+void gw_upstream_pool_drain(struct gw_upstream_pool *p)
+{
+    p->draining = true;
+    close_idle(p);
 }
 
 void gw_upstream_pool_free(struct gw_upstream_pool *p)
@@ -800,17 +829,6 @@ void gw_upstream_pool_free(struct gw_upstream_pool *p)
         c = next;
     }
     free(p);
-}
-
-void gw_upstream_close_idle(struct gw_upstream_pool *p)
-{
-    struct up_conn *c = p->conns;
-    while (c) {
-        struct up_conn *next = c->next;
-        if (c->idle)
-            conn_free(c);
-        c = next;
-    }
 }
 
 size_t gw_upstream_idle(const struct gw_upstream_pool *p)

@@ -19,9 +19,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+struct event_base;
 struct evbuffer;
+struct evdns_base;
 struct gw_snapshot;
-struct gw_worker;
 
 enum gw_upstream_error {
     GW_UP_OK = 0,
@@ -54,7 +55,15 @@ typedef void (*gw_upstream_cb)(struct gw_upstream_result *r, void *arg);
 struct gw_upstream_pool;
 struct gw_upstream_call;
 
-struct gw_upstream_pool *gw_upstream_pool_new(struct gw_worker *w);
+/* A worker's pool on its loop and resolver. */
+struct gw_upstream_pool *gw_upstream_pool_new(struct event_base *base, struct evdns_base *dns);
+/* The snapshot whose connections may be kept for reuse (borrowed: the caller keeps it alive
+ * while it is in use; set before the first send). Connections opened under another one are
+ * not pooled, and changing it closes the idle ones (a reload may have changed the upstream,
+ * its CA or the credentials); connections with a call in flight finish it first. */
+void gw_upstream_pool_use(struct gw_upstream_pool *p, const struct gw_snapshot *snap);
+/* The worker is draining: no connection is kept for reuse from now on, idle ones close. */
+void gw_upstream_pool_drain(struct gw_upstream_pool *p);
 void gw_upstream_pool_free(struct gw_upstream_pool *p);
 
 /* Sends request[0..len) (a complete HTTP/1.1 request) under snap (the request's snapshot:
@@ -63,10 +72,6 @@ void gw_upstream_pool_free(struct gw_upstream_pool *p);
 struct gw_upstream_call *gw_upstream_send(struct gw_upstream_pool *p, struct gw_snapshot *snap,
                                           const char *request, size_t len, bool retryable,
                                           gw_upstream_cb cb, void *arg);
-
-/* Closes the idle pooled connections (a reload may have changed the upstream, its CA or the
- * credentials); connections with a call in flight finish it first and are not reused after. */
-void gw_upstream_close_idle(struct gw_upstream_pool *p);
 
 /* Number of idle pooled connections (for tests and metrics). */
 size_t gw_upstream_idle(const struct gw_upstream_pool *p);

@@ -1,68 +1,61 @@
-/* worker: the state one worker thread owns (private to server.c, conn.c and upstream.c).
+/* worker: one worker thread and everything it owns: its event loop, its listening socket
+ * (SO_REUSEPORT), its client connections (conn), its upstream pool and DNS resolver, its token
+ * cache, its metrics shard, the snapshot its new requests start on, and the batching of its
+ * access log lines and audit records per loop pass. Requests (request.c) run on its loop with
+ * what it gives them (struct gw_req_env).
  *
- * Each worker has its own event loop, evhttp, listening socket (SO_REUSEPORT), DNS resolver and
- * upstream pool; nothing in here is touched by another thread except `wake` (event_active from
- * the main thread) and the atomics of struct gw_daemon.
+ * What the workers share is handed in by the daemon (struct gw_worker_shared) and outlives
+ * them. The struct is private to worker.c.
+ *
+ * Memory: gw_worker_new / gw_worker_free. Threads: gw_worker_new, gw_worker_start,
+ * gw_worker_join, gw_worker_finish and gw_worker_free from the main thread; gw_worker_wake
+ * and gw_worker_metrics from any thread; everything else runs on the worker's own thread.
  */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
 
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdint.h>
 
-#include "conn.h"
-#include "metrics.h"
-
-struct event_base;
-struct evconnlistener;
-struct evdns_base;
-struct event;
-struct gw_daemon;
+struct gw_audit;
+struct gw_config;
+struct gw_log;
+struct gw_metrics;
+struct gw_rl;
 struct gw_snapshot;
-struct gw_token_cache;
-struct gw_upstream_pool;
+struct gw_worker;
 
-struct gw_worker {
-    int id;
-    pthread_t thread;
-    struct gw_daemon *d;
-    struct event_base *base;
-    gw_conn_handler handler; /* what a complete request is handed to */
-    struct evconnlistener *listener;
-    struct evdns_base *dns;
-    struct gw_upstream_pool *pool;
-    struct event *wake;       /* activated by the main thread: look at d->stopping */
-    struct gw_snapshot *snap; /* the snapshot new requests start on (a reference is held) */
-    struct gw_conn *conns;    /* every open client connection */
-    size_t nconns;
-    size_t inflight;      /* requests between dispatch and reply */
-    bool listener_paused; /* at limits.max_connections */
-    bool draining;
-    struct event *drain_timer;
-    struct event *accept_resume;
-    bool stopped; /* being torn down: no more loop exits to schedule */
-    /* Verified tokens. Its principals point into w->snap's issuers: a new snapshot must clear
-     * it (reload). */
-    struct gw_token_cache *cache;
-    struct gw_metrics m; /* this worker's shard, summed when scraped */
-    /* Access log lines of this loop pass, written by one write(2) when the pass has handled
-     * what was ready (access_flush is made active behind them) or when they grow large. */
-    struct evbuffer *access_buf;
-    struct event *access_flush;
-    /* Audit records of this loop pass, handed to the writer together by audit_flush (made
-     * active behind them): one lock and one wake-up of the writer per pass, not per record. */
-    struct gw_audit_item *audit_head, *audit_tail;
-    size_t audit_n;
-    struct event *audit_flush;
-    /* Random bytes for new request ids, drawn from RAND_bytes a pool at a time. */
-    unsigned char rid_pool[4096];
-    size_t rid_used;
+/* What the workers share, owned by the daemon. */
+struct gw_worker_shared {
+    struct gw_audit *audit;
+    struct gw_log *access;
+    struct gw_rl *rl;
+    size_t nworkers; /* the token cache's entries are shared out among them */
+    /* the daemon's current snapshot, as a new reference (workers adopt it when woken) */
+    struct gw_snapshot *(*snapshot)(void *arg);
+    bool (*stopping)(void *arg); /* drain: stop accepting, finish what is in flight */
+    bool (*forced)(void *arg);   /* stop now */
+    void (*exited)(void *arg);   /* a worker's loop has ended (called on its thread) */
+    void *arg;
 };
 
-/* Ends the worker's loop once it is draining and holds no connection and no request. */
-void gw_worker_maybe_exit(struct gw_worker *w);
+/* 0 when the listen address of cfg is free, else -1 with the failure logged: the workers bind
+ * it with SO_REUSEPORT, which would let them share it with another running instance. */
+int gw_worker_port_free(const struct gw_config *cfg);
+/* Sets up worker id on snap (a reference is taken): its loop, listener, pool, cache. Returns
+ * NULL with the failure logged. */
+struct gw_worker *gw_worker_new(const struct gw_worker_shared *shared, int id,
+                                struct gw_snapshot *snap);
+/* Runs the worker's loop on a thread of its own. Returns 0 or -1. */
+int gw_worker_start(struct gw_worker *w);
+void gw_worker_join(struct gw_worker *w);
+/* From any thread: the worker looks at the daemon's snapshot and stopping flags. */
+void gw_worker_wake(struct gw_worker *w);
+/* After its loop has ended: hands over the audit records of its last pass (before the audit
+ * log stops, so that it answers the intents still queued). */
+void gw_worker_finish(struct gw_worker *w);
+void gw_worker_free(struct gw_worker *w);
+/* The worker's metrics shard (read by a scrape from any thread). */
+struct gw_metrics *gw_worker_metrics(struct gw_worker *w);
 
 #endif
