@@ -20,7 +20,7 @@
  * device, a pipe) is written but never synced nor cut. A new file and the state file are made
  * durable in their folder (fsync of the folder after create and rename).
  *
- * The line format, which audit-verify checks and README.md documents for other verifiers:
+ * The line format, which audit-verify checks and docs/audit.md documents for other verifiers:
  *   {"v":1,"seq":N,"ts":"...",<members>,"prev":"<64 hex>","hash":"<64 hex>"}\n
  * hash = hex(SHA-256(prev || body)), or HMAC-SHA256 with the key, where prev is the 64 ASCII
  * hex digits of the previous record's hash (64 zeros for the first record) and body is the

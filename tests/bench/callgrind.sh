@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Instructions per request through the real gateway, counted by callgrind: repeatable on a
 # noisy machine (the same binary, inputs and environment give the same count), so a change's
-# cost shows as a figure to compare with the one in README.md.
+# cost shows as a figure to compare with the one in docs/performance.md.
 #
 #   tests/bench/callgrind.sh [N] [get|create|create-noaudit]
 #       N requests (default 2000) on one keep-alive connection, RS256: GET /users/{id} (default);
