@@ -442,47 +442,15 @@ static bool pass_back(const char *name)
     return strcasecmp(name, "Content-Type") == 0 || strncasecmp(name, "X-RateLimit-", 12) == 0;
 }
 
-/* Appends to a growing buffer that may hold a credential: every copy is wiped on release. */
-struct sbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-
-static void sb_add(struct sbuf *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->n + n + 1 > b->cap) {
-        size_t nc = (b->n + n + 1) * 2;
-        char *np = OPENSSL_malloc(nc);
-        if (np == NULL) {
-            b->oom = true;
-            return;
-        }
-        if (b->p) {
-            memcpy(np, b->p, b->n);
-            OPENSSL_clear_free(b->p, b->cap);
-        }
-        b->p = np;
-        b->cap = nc;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = '\0';
-}
-
-static void sb_str(struct sbuf *b, const char *s)
-{
-    sb_add(b, s, strlen(s));
-}
-
 /* One upstream request being built (send_upstream). */
 struct up_req {
     const struct gw_req *r;
     const char *body; /* the serialized body, or NULL */
     size_t body_len;
-    char scratch[300]; /* a value formatted for this request */
+    /* values formatted for this request (all are taken before use); config.c caps the host at
+     * 255 bytes, so "[host]:65535" fits */
+    char host[300];
+    char length[24];
 };
 
 static const char *up_host(struct up_req *u, size_t *len)
@@ -494,11 +462,11 @@ static const char *up_host(struct up_req *u, size_t *len)
         return cfg->upstream.host;
     }
     int n = cfg->upstream.port == 443
-                ? snprintf(u->scratch, sizeof u->scratch, "[%s]", cfg->upstream.host)
-                : snprintf(u->scratch, sizeof u->scratch, "%s%s%s:%ld", v6 ? "[" : "",
-                           cfg->upstream.host, v6 ? "]" : "", cfg->upstream.port);
-    *len = n > 0 && (size_t)n < sizeof u->scratch ? (size_t)n : 0;
-    return *len ? u->scratch : NULL;
+                ? snprintf(u->host, sizeof u->host, "[%s]", cfg->upstream.host)
+                : snprintf(u->host, sizeof u->host, "%s%s%s:%ld", v6 ? "[" : "", cfg->upstream.host,
+                           v6 ? "]" : "", cfg->upstream.port);
+    *len = n > 0 && (size_t)n < sizeof u->host ? (size_t)n : 0;
+    return *len ? u->host : NULL;
 }
 
 static const char *up_version(struct up_req *u, size_t *len)
@@ -543,25 +511,39 @@ static const char *up_content_length(struct up_req *u, size_t *len)
         v /= 10;
     } while (v);
     *len = sizeof tmp - i;
-    memcpy(u->scratch, tmp + i, *len);
-    return u->scratch;
+    memcpy(u->length, tmp + i, *len);
+    return u->length;
 }
 
 /* The headers of every upstream request, and the only ones (SPEC §7: nothing from the caller
- * is copied); a value function answering NULL leaves its header out of this request. */
+ * is copied); a value function answering NULL leaves its header out of this request. Each
+ * line starts with `head` (the name, and the credential's scheme before its value). */
+#define UP_HEADER(head, value)                                                                     \
+    {                                                                                              \
+        head, sizeof(head) - 1, value                                                              \
+    }
 static const struct {
-    const char *name;
-    const char *prefix; /* before the value (the credential's scheme) */
+    const char *head;
+    size_t len;
     const char *(*value)(struct up_req *u, size_t *len);
 } up_headers[] = {
-    {"Host", "", up_host},
-    {"Version", "", up_version},
-    {"Accept", "", up_accept},
-    {"Authorization", "Bearer ", up_credential},
-    {"X-Request-Id", "", up_request_id},
-    {"Content-Type", "", up_content_type},
-    {"Content-Length", "", up_content_length},
+    UP_HEADER("Host: ", up_host),
+    UP_HEADER("Version: ", up_version),
+    UP_HEADER("Accept: ", up_accept),
+    UP_HEADER("Authorization: Bearer ", up_credential),
+    UP_HEADER("X-Request-Id: ", up_request_id),
+    UP_HEADER("Content-Type: ", up_content_type),
+    UP_HEADER("Content-Length: ", up_content_length),
 };
+#undef UP_HEADER
+#define UP_HEADERS (sizeof up_headers / sizeof *up_headers)
+
+/* Appends n bytes at *at (the request's buffer was sized for all of them). */
+static void put(char **at, const char *s, size_t n)
+{
+    memcpy(*at, s, n);
+    *at += n;
+}
 
 /* FORWARD (or FETCH_TARGET, with target_only: the GET of the user a change would touch: same
  * path, no query, no body): one request upstream with the op's credential, within HighLevel's
@@ -588,41 +570,50 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return;
     }
+    /* the values first, so that the request is built in one buffer of its exact size (it holds
+     * the credential: wiped when freed) */
     struct up_req u = {.r = r, .body = body, .body_len = body ? strlen(body) : 0};
-    struct sbuf b = {0};
-    sb_str(&b, method);
-    sb_str(&b, " ");
-    sb_str(&b, r->route.upstream_path);
-    if (query[0]) {
-        sb_str(&b, "?");
-        sb_str(&b, query);
+    const char *values[UP_HEADERS];
+    size_t lens[UP_HEADERS];
+    size_t mlen = strlen(method), plen = strlen(r->route.upstream_path), qlen = strlen(query);
+    size_t total = mlen + 1 + plen + (qlen ? 1 + qlen : 0) + 11 + 2 + u.body_len;
+    for (size_t i = 0; i < UP_HEADERS; i++) {
+        lens[i] = 0;
+        values[i] = up_headers[i].value(&u, &lens[i]);
+        if (values[i])
+            total += up_headers[i].len + lens[i] + 2;
     }
-    sb_str(&b, " HTTP/1.1\r\n");
-    for (size_t i = 0; i < sizeof up_headers / sizeof *up_headers; i++) {
-        size_t len = 0;
-        const char *value = up_headers[i].value(&u, &len);
-        if (value == NULL)
-            continue;
-        sb_str(&b, up_headers[i].name);
-        sb_str(&b, ": ");
-        sb_str(&b, up_headers[i].prefix);
-        sb_add(&b, value, len);
-        sb_str(&b, "\r\n");
-    }
-    sb_str(&b, "\r\n");
-    if (body)
-        sb_add(&b, body, u.body_len);
-    free(query);
-    cJSON_free(body);
-    if (b.oom) {
-        if (b.p)
-            OPENSSL_clear_free(b.p, b.cap);
+    char *req = OPENSSL_malloc(total);
+    if (req == NULL) {
+        free(query);
+        cJSON_free(body);
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return;
     }
+    char *at = req;
+    put(&at, method, mlen);
+    put(&at, " ", 1);
+    put(&at, r->route.upstream_path, plen);
+    if (qlen) {
+        put(&at, "?", 1);
+        put(&at, query, qlen);
+    }
+    put(&at, " HTTP/1.1\r\n", 11);
+    for (size_t i = 0; i < UP_HEADERS; i++)
+        if (values[i]) {
+            put(&at, up_headers[i].head, up_headers[i].len);
+            put(&at, values[i], lens[i]);
+            put(&at, "\r\n", 2);
+        }
+    put(&at, "\r\n", 2);
+    if (body)
+        put(&at, body, u.body_len);
+    free(query);
+    cJSON_free(body);
     bool retryable = target_only || r->route.op->method == GW_M_GET;
-    struct gw_upstream_call *call = r->env->send(r->env->arg, r->snap, b.p, b.n, retryable, cb, r);
-    OPENSSL_clear_free(b.p, b.cap);
+    struct gw_upstream_call *call =
+        r->env->send(r->env->arg, r->snap, req, total, retryable, cb, r);
+    OPENSSL_clear_free(req, total);
     if (call == NULL)
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
 }
