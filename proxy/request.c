@@ -867,10 +867,13 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         return;
     }
     cJSON *reply = parse_answer(res->body);
-    if (reply == NULL) {
+    if (reply == NULL) { /* the parse is this answer's JSON check: counted and logged as one */
         snprintf(why, sizeof why,
                  "the upstream's answer is not JSON, so policy %s's read rules cannot be applied",
                  gw_policy_name(r->policy));
+        gw_m_inc(&r->env->m->up_errors[GW_UPE_PROTOCOL]);
+        gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
+                     why);
         reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }

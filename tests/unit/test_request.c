@@ -1799,8 +1799,9 @@ END_TEST
 
 /* ======================= answers that are not JSON ======================= */
 
-/* A read answered 2xx with something that is not JSON becomes the gateway's 502; under read
- * rules, the strict parser refuses it. */
+/* A read answered 2xx with something that is not JSON becomes the gateway's 502, counted as a
+ * protocol error and logged (docs/requests.md, step 8); under read rules the strict parser is
+ * the check. */
 START_TEST(test_read_answer_not_json_is_502)
 {
     const struct {
@@ -1834,10 +1835,8 @@ START_TEST(test_read_answer_not_json_is_502)
         ASSERT_STAGES(GW_RS_READ, GW_RS_AUTHENTICATE, GW_RS_VALIDATE, GW_RS_DECIDE, GW_RS_FORWARD,
                       GW_RS_OUTCOME, GW_RS_REPLY);
         ck_assert_int_eq(the_log()->upstream_status, 200);
-        if (i < 5) {
-            ck_assert_uint_eq(N(W.m->up_errors[GW_UPE_PROTOCOL]), before + 1);
-            assert_logged_once("GET /users/u1: the upstream's answer (status 200)");
-        }
+        ck_assert_uint_eq(N(W.m->up_errors[GW_UPE_PROTOCOL]), before + 1);
+        assert_logged_once("GET /users/u1: the upstream's answer ");
     }
 }
 END_TEST
