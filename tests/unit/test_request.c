@@ -2315,6 +2315,9 @@ START_TEST(test_target_fetch_answers_are_passed_back_or_502)
         ck_assert_uint_eq(W.nrecs, 0);
         assert_log(st, "update-user", "b-bot", "svc-bot", NULL, cases[i].status);
     }
+    /* the error log names the call that brought the answer: the GET */
+    assert_logged_once("GET /users/u1: the upstream's answer (status 500) has Content-Type "
+                       "text/html, not JSON");
 }
 END_TEST
 
