@@ -275,6 +275,8 @@ static void mint_tokens(void)
 
 /* ---- the snapshot ---- */
 
+/* Writes gateway.json (o: what differs from the defaults, or NULL) and makes its snapshot the
+ * one new requests start on. */
 static void boot(const struct opts *o)
 {
     static const struct opts none = {0};
