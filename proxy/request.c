@@ -714,9 +714,10 @@ static int answer_is_json(const struct gw_upstream_result *res, bool bytes, char
  * a 503 page from a proxy in between) keeps its status and X-RateLimit-* headers with a body
  * in the upstream's error shape, so callers still back off (a change the upstream reports
  * done never comes here: answer_change). parsed_later: the body is read by the strict parser
- * next (read rules), so only its Content-Type is checked here. Returns true when r was
- * answered. */
-static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bool parsed_later)
+ * next (read rules), so only its Content-Type is checked here. method: the call's (the target
+ * fetch is a GET whatever the request's method). Returns true when r was answered. */
+static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, const char *method,
+                            bool parsed_later)
 {
     bool success = res->status >= 200 && res->status <= 299;
     char why[300];
@@ -728,7 +729,7 @@ static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, bo
         return true;
     }
     gw_m_inc(&r->env->m->up_errors[GW_UPE_PROTOCOL]);
-    gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path, why);
+    gw_log_error("request %s: %s %s: %s", r->request_id, method, r->route.upstream_path, why);
     if (success) {
         reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return true;
@@ -850,7 +851,7 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
     }
     bool filtered =
         success && gw_policy_filters_reads(r->policy) && evbuffer_get_length(res->body) > 0;
-    if (refuse_non_json(r, res, filtered))
+    if (refuse_non_json(r, res, r->method, filtered))
         return;
     char why[300];
     if (!filtered) {
@@ -858,10 +859,13 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
         return;
     }
     cJSON *reply = parse_answer(res->body);
-    if (reply == NULL) {
+    if (reply == NULL) { /* the parse is this answer's JSON check: counted and logged as one */
         snprintf(why, sizeof why,
                  "the upstream's answer is not JSON, so policy %s's read rules cannot be applied",
                  gw_policy_name(r->policy));
+        gw_m_inc(&r->env->m->up_errors[GW_UPE_PROTOCOL]);
+        gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
+                     why);
         reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return;
     }
@@ -1000,7 +1004,7 @@ static void on_target(struct gw_upstream_result *res, void *arg)
         return;
     if (res->status < 200 || res->status > 299) {
         r->upstream_status = res->status;
-        if (!refuse_non_json(r, res, false))
+        if (!refuse_non_json(r, res, "GET", false))
             pass_answer(r, res, NULL); /* a user that does not exist, 401, 429 ... */
         return;
     }
