@@ -879,6 +879,10 @@ static void on_upstream(struct gw_upstream_result *res, void *arg)
             gw_msgs_add(&m, "%s", why);
             audit_denied(r, &m);
             gw_msgs_free(&m);
+        } else { /* not the op's shape: as an answer that is not JSON */
+            gw_m_inc(&r->env->m->up_errors[GW_UPE_PROTOCOL]);
+            gw_log_error("request %s: %s %s: %s", r->request_id, r->method, r->route.upstream_path,
+                         why);
         }
         reply_error(r, fr == GW_FILTER_FORBIDDEN ? GW_R_FORBIDDEN : GW_R_BAD_GATEWAY, why, NULL, 0);
         return;

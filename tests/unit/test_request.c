@@ -1658,10 +1658,12 @@ START_TEST(test_search_list_is_filtered_and_its_count_lowered)
 }
 END_TEST
 
-/* A list answer of another shape cannot be filtered: 502. */
+/* A list answer of another shape cannot be filtered: 502, counted and logged as an answer
+ * that is not JSON is. */
 START_TEST(test_malformed_list_is_502)
 {
     up_json(200, "{'users':'none','count':0}");
+    uint64_t before = N(W.m->up_errors[GW_UPE_PROTOCOL]);
     CALL(.method = "GET", .target = "/users/search?companyId=co1&locationId=LOC1", .token = T.bot);
     ASSERT_REPLY(502, "{'statusCode':502,'message':'the upstream`s answer to search-users is "
                       "not a list of users','error':'Bad Gateway'}");
@@ -1670,6 +1672,7 @@ START_TEST(test_malformed_list_is_502)
     ck_assert_uint_eq(W.nrecs, 0); /* not a denial */
     ck_assert_uint_eq(denials("b-bot", "search-users"), 0);
     assert_log(502, "search-users", "b-bot", "svc-bot", NULL, 200);
+    ck_assert_uint_eq(N(W.m->up_errors[GW_UPE_PROTOCOL]), before + 1);
 }
 END_TEST
 
