@@ -21,55 +21,6 @@
 
 #define MAX_CONFIG_BYTES (1u << 20)
 
-/* ---- error lists ---- */
-
-static void vpush(char ***v, size_t *n, size_t *cap, const char *fmt, va_list ap)
-    __attribute__((format(printf, 4, 0)));
-static void vpush(char ***v, size_t *n, size_t *cap, const char *fmt, va_list ap)
-{
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        return;
-    if (*n == *cap) {
-        size_t nc = *cap ? *cap * 2 : 8;
-        char **nv = realloc(*v, nc * sizeof *nv);
-        if (nv == NULL) {
-            free(s);
-            return;
-        }
-        *v = nv;
-        *cap = nc;
-    }
-    (*v)[(*n)++] = s;
-}
-
-void gw_errs_add(struct gw_errs *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vpush(&e->line, &e->n, &e->cap, fmt, ap);
-    va_end(ap);
-}
-
-void gw_errs_warn(struct gw_errs *e, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vpush(&e->warn, &e->nwarn, &e->wcap, fmt, ap);
-    va_end(ap);
-}
-
-void gw_errs_free(struct gw_errs *e)
-{
-    for (size_t i = 0; i < e->n; i++)
-        free(e->line[i]);
-    for (size_t i = 0; i < e->nwarn; i++)
-        free(e->warn[i]);
-    free(e->line);
-    free(e->warn);
-    memset(e, 0, sizeof *e);
-}
-
 /* ---- walking context ---- */
 
 struct ctx {
@@ -96,9 +47,9 @@ static void err_at(struct ctx *x, const cJSON *node, const char *key, const char
     va_end(ap);
     int line = line_of(x, node);
     if (line > 0)
-        gw_errs_add(x->errs, "%s:%d: %s: %s", x->c->file, line, key, msg);
+        gw_msgs_add(&x->errs->problems, "%s:%d: %s: %s", x->c->file, line, key, msg);
     else
-        gw_errs_add(x->errs, "%s: %s: %s", x->c->file, key, msg);
+        gw_msgs_add(&x->errs->problems, "%s: %s: %s", x->c->file, key, msg);
 }
 
 static char *resolve_path(struct ctx *x, const char *p)
@@ -779,7 +730,7 @@ struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_e
     size_t len;
     char *buf = gw_read_file(path, MAX_CONFIG_BYTES, &len);
     if (buf == NULL) {
-        gw_errs_add(errs, "%s: cannot read: %s", path,
+        gw_msgs_add(&errs->problems, "%s: cannot read: %s", path,
                     errno == EFBIG ? "larger than 1 MiB" : strerror(errno));
         return NULL;
     }
@@ -793,10 +744,11 @@ struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
 {
     struct gw_config *c = calloc(1, sizeof *c);
     if (c == NULL) {
-        gw_errs_add(errs, "%s: out of memory", path);
+        gw_msgs_add(&errs->problems, "%s: out of memory", path);
         return NULL;
     }
-    struct ctx x = {.c = c, .errs = errs, .check_files = check_files, .nerr_before = errs->n};
+    struct ctx x = {
+        .c = c, .errs = errs, .check_files = check_files, .nerr_before = errs->problems.n};
     c->file = strdup(path);
     const char *slash = strrchr(path, '/');
     c->dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
@@ -807,13 +759,13 @@ struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
         .max_bytes = MAX_CONFIG_BYTES, .max_depth = 32, .allow_comments = true, .lines = &x.lines};
     cJSON *root = gw_json_parse(buf, len, &o, &je);
     if (root == NULL) {
-        gw_errs_add(errs, "%s:%d: %s", path, je.line, je.msg);
+        gw_msgs_add(&errs->problems, "%s:%d: %s", path, je.line, je.msg);
         gw_json_lines_free(&x.lines);
         gw_config_free(c);
         return NULL;
     }
     if (!cJSON_IsObject(root)) {
-        gw_errs_add(errs, "%s:1: the configuration must be a JSON object", path);
+        gw_msgs_add(&errs->problems, "%s:1: the configuration must be a JSON object", path);
     } else {
         walk(&x, root, c, top_fields, "");
         check_defaults(&x, root);
@@ -830,8 +782,9 @@ struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
     if (c->listen.address && c->admin.address && c->listen.port == c->admin.port &&
         (strcmp(c->listen.address, c->admin.address) == 0 ||
          strcmp(c->listen.address, "0.0.0.0") == 0 || strcmp(c->admin.address, "0.0.0.0") == 0))
-        gw_errs_add(errs, "%s: admin.port: %ld is also listen.port", path, c->admin.port);
-    if (errs->n > x.nerr_before) {
+        gw_msgs_add(&errs->problems, "%s: admin.port: %ld is also listen.port", path,
+                    c->admin.port);
+    if (errs->problems.n > x.nerr_before) {
         gw_config_free(c);
         return NULL;
     }

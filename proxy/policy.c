@@ -174,9 +174,9 @@ static void perr(struct loader *l, const cJSON *node, const char *member, const 
     va_end(ap);
     int line = gw_json_line(&l->lines, node);
     if (line > 0)
-        gw_errs_add(l->errs, "%s:%d: %s: %s", l->file, line, member, msg);
+        gw_msgs_add(&l->errs->problems, "%s:%d: %s: %s", l->file, line, member, msg);
     else
-        gw_errs_add(l->errs, "%s: %s: %s", l->file, member, msg);
+        gw_msgs_add(&l->errs->problems, "%s: %s: %s", l->file, member, msg);
 }
 
 /* An array of non-empty strings (or, with allow_single, one string). */
@@ -390,7 +390,7 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
     size_t len;
     char *buf = gw_read_file(path, MAX_POLICY_BYTES, &len);
     if (buf == NULL) {
-        gw_errs_add(l->errs, "%s: cannot read: %s", path, strerror(errno));
+        gw_msgs_add(&l->errs->problems, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
     struct gw_json_error je;
@@ -398,7 +398,7 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
     cJSON *root = gw_json_parse(buf, len, &o, &je);
     free(buf);
     if (root == NULL) {
-        gw_errs_add(l->errs, "%s:%d: %s", path, je.line, je.msg);
+        gw_msgs_add(&l->errs->problems, "%s:%d: %s", path, je.line, je.msg);
         return -1;
     }
     int rc = 0;
@@ -406,7 +406,7 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
                                         "companies", "locations",   "grant",    "fields",
                                         "reads",     NULL};
     if (!cJSON_IsObject(root)) {
-        gw_errs_add(l->errs, "%s:1: a policy must be a JSON object", path);
+        gw_msgs_add(&l->errs->problems, "%s:1: a policy must be a JSON object", path);
         cJSON_Delete(root);
         return -1;
     }
@@ -458,10 +458,10 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
     } else {
         rc |= read_strings(l, v, "companies", false, &p->companies);
         if (in_list(&p->companies, "*"))
-            gw_errs_warn(l->errs,
-                         "warning: %s:%d: companies: \"*\" inside a list is a company id; "
-                         "\"companies\": \"*\" means every company",
-                         path, gw_json_line(&l->lines, v));
+            gw_msgs_add(&l->errs->warnings,
+                        "warning: %s:%d: companies: \"*\" inside a list is a company id; "
+                        "\"companies\": \"*\" means every company",
+                        path, gw_json_line(&l->lines, v));
     }
     v = cJSON_GetObjectItemCaseSensitive(root, "locations");
     if (v == NULL) {
@@ -470,10 +470,10 @@ static int load_one(struct loader *l, const char *path, struct gw_policy *p)
     } else {
         rc |= read_locations(l, v, p);
         if (in_list(&p->locations, "*"))
-            gw_errs_warn(l->errs,
-                         "warning: %s:%d: locations: \"*\" inside a list is a location id; "
-                         "\"locations\": \"*\" means every location",
-                         path, gw_json_line(&l->lines, v));
+            gw_msgs_add(&l->errs->warnings,
+                        "warning: %s:%d: locations: \"*\" inside a list is a location id; "
+                        "\"locations\": \"*\" means every location",
+                        path, gw_json_line(&l->lines, v));
     }
     if ((v = cJSON_GetObjectItemCaseSensitive(root, "grant")))
         rc |= read_grant(l, v, p);
@@ -526,7 +526,7 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
         return NULL;
     DIR *d = opendir(dir);
     if (d == NULL) {
-        gw_errs_add(errs, "policies.dir: cannot open %s: %s", dir, strerror(errno));
+        gw_msgs_add(&errs->problems, "policies.dir: cannot open %s: %s", dir, strerror(errno));
         free(ps);
         return NULL;
     }
@@ -538,11 +538,12 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
         if (e->d_name[0] == '.' || l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
             continue;
         if (n == MAX_POLICY_FILES) {
-            gw_errs_add(errs, "policies.dir: more than %d policy files", MAX_POLICY_FILES);
+            gw_msgs_add(&errs->problems, "policies.dir: more than %d policy files",
+                        MAX_POLICY_FILES);
             break;
         }
         if ((names[n] = strdup(e->d_name)) == NULL) {
-            gw_errs_add(errs, "policies.dir: out of memory");
+            gw_msgs_add(&errs->problems, "policies.dir: out of memory");
             break;
         }
         n++;
@@ -550,24 +551,24 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
     closedir(d);
     qsort(names, n, sizeof *names, cmp_names);
     ps->p = calloc(n + 1, sizeof *ps->p);
-    size_t before = errs->n;
+    size_t before = errs->problems.n;
     for (size_t i = 0; i < n && ps->p; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         struct loader l = {.api = api, .errs = errs, .file = path};
         struct gw_policy *p = &ps->p[ps->n++];
-        size_t had = errs->n;
-        if (load_one(&l, path, p) != 0 && errs->n == had)
-            gw_errs_add(errs, "%s: out of memory", path);
+        size_t had = errs->problems.n;
+        if (load_one(&l, path, p) != 0 && errs->problems.n == had)
+            gw_msgs_add(&errs->problems, "%s: out of memory", path);
         gw_json_lines_free(&l.lines);
         for (size_t k = 0; p->name && k + 1 < ps->n; k++)
             if (ps->p[k].name && strcmp(ps->p[k].name, p->name) == 0)
-                gw_errs_add(errs, "%s: name: %s is also the name of %s", path, p->name,
+                gw_msgs_add(&errs->problems, "%s: name: %s is also the name of %s", path, p->name,
                             ps->p[k].file);
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
-    if (ps->p == NULL || errs->n > before) {
+    if (ps->p == NULL || errs->problems.n > before) {
         gw_policies_free(ps);
         return NULL;
     }

@@ -109,8 +109,8 @@ static char *errs_text(const struct gw_errs *e)
     char *s = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
-    for (size_t i = 0; i < e->n; i++)
-        fprintf(f, "  [%zu] %s\n", i, e->line[i]);
+    for (size_t i = 0; i < e->problems.n; i++)
+        fprintf(f, "  [%zu] %s\n", i, e->problems.v[i]);
     fclose(f);
     return s;
 }
@@ -123,8 +123,8 @@ static struct gw_policies *load_ok(void)
         char *t = errs_text(&errs);
         ck_abort_msg("policies refused:\n%s", t);
     }
-    ck_assert_msg(errs.n == 0, "policies loaded with %zu errors: %s", errs.n,
-                  errs.n ? errs.line[0] : "");
+    ck_assert_msg(errs.problems.n == 0, "policies loaded with %zu errors: %s", errs.problems.n,
+                  errs.problems.n ? errs.problems.v[0] : "");
     gw_errs_free(&errs);
     return ps;
 }
@@ -142,20 +142,20 @@ static void load_bad(struct gw_errs *errs)
     struct gw_policies *ps = gw_policies_load(g_dir, api, errs);
     if (ps != NULL) {
         gw_policies_free(ps);
-        ck_abort_msg("policies accepted (%zu errors)", errs->n);
+        ck_abort_msg("policies accepted (%zu errors)", errs->problems.n);
     }
-    ck_assert_msg(errs->n >= 1, "refused without an error message");
+    ck_assert_msg(errs->problems.n >= 1, "refused without an error message");
 }
 
 /* True when one error line contains every one of the NULL-terminated substrings. */
 static bool has_err_all(const struct gw_errs *e, ...)
 {
-    for (size_t i = 0; i < e->n; i++) {
+    for (size_t i = 0; i < e->problems.n; i++) {
         va_list ap;
         va_start(ap, e);
         bool all = true;
         for (const char *w = va_arg(ap, const char *); w; w = va_arg(ap, const char *))
-            if (strstr(e->line[i], w) == NULL) {
+            if (strstr(e->problems.v[i], w) == NULL) {
                 all = false;
                 break;
             }
@@ -171,7 +171,7 @@ static bool has_err_all(const struct gw_errs *e, ...)
         if (!has_err_all(&(errs), __VA_ARGS__, (const char *)NULL)) {                              \
             char *t_ = errs_text(&(errs));                                                         \
             ck_abort_msg("no error line containing all of [%s]; got %zu:\n%s", #__VA_ARGS__,       \
-                         (errs).n, t_);                                                            \
+                         (errs).problems.n, t_);                                                   \
         }                                                                                          \
     } while (0)
 
