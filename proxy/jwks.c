@@ -19,7 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
-#include "auth.h"
+#include "issuers.h"
 #include "keys.h"
 #include "log.h"
 #include "tls.h"
