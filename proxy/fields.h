@@ -33,7 +33,7 @@ struct gw_fields {
     bool unknown_first;         /* unknown keys first, then the table's order (policy files);
                                    else problems in the file's order (the configuration) */
     bool oom;                   /* an allocation failed: what was read is incomplete */
-    void *user;                 /* what custom readers need besides the value */
+    const void *user;           /* what custom readers need besides the value */
 };
 
 enum gw_field_kind {
