@@ -1,13 +1,18 @@
 #include "msgs.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void gw_msgs_addv(struct gw_msgs *m, const char *fmt, va_list ap)
+void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...)
 {
     char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (rc < 0)
         return;
     if (m->n == m->cap) {
         size_t nc = m->cap ? m->cap * 2 : 8;
@@ -20,14 +25,6 @@ void gw_msgs_addv(struct gw_msgs *m, const char *fmt, va_list ap)
         m->cap = nc;
     }
     m->v[m->n++] = s;
-}
-
-void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    gw_msgs_addv(m, fmt, ap);
-    va_end(ap);
 }
 
 void gw_msgs_free(struct gw_msgs *m)

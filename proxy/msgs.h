@@ -9,7 +9,6 @@
 #ifndef GW_MSGS_H
 #define GW_MSGS_H
 
-#include <stdarg.h>
 #include <stddef.h>
 
 struct gw_msgs {
@@ -18,8 +17,6 @@ struct gw_msgs {
 };
 
 void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void gw_msgs_addv(struct gw_msgs *m, const char *fmt, va_list ap)
-    __attribute__((format(printf, 2, 0)));
 void gw_msgs_free(struct gw_msgs *m);
 
 /* What a check of files finds (config, keys, policies, the OpenAPI document): problems, which
