@@ -49,26 +49,24 @@ int gw_buf_grow(struct gw_buf *b, size_t more)
 
 int gw_buf_printf(struct gw_buf *b, const char *fmt, ...)
 {
-    if (b->failed)
+    if (b->failed || (b->p == NULL && gw_buf_grow(b, 0) != 0)) /* room to print in once */
         return -1;
     va_list ap;
     va_start(ap, fmt);
-    int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->alloc - b->n : 0, fmt, ap);
+    int k = vsnprintf(b->p + b->n, b->alloc - b->n, fmt, ap);
     va_end(ap);
     if (k < 0) {
-        if (b->p)
-            b->p[b->n] = '\0';
+        b->p[b->n] = '\0';
         b->failed = true;
         return -1;
     }
-    if (b->p && (size_t)k < b->alloc - b->n && (size_t)k <= b->max - b->n) {
+    if ((size_t)k < b->alloc - b->n) { /* alloc is at most max + 1: within the cap */
         b->n += (size_t)k;
         return 0;
     }
     char *o = gw_buf_space(b, (size_t)k);
     if (o == NULL) {
-        if (b->p)
-            b->p[b->n] = '\0'; /* a cut text may have been written past n */
+        b->p[b->n] = '\0'; /* a cut text was written past n */
         return -1;
     }
     va_start(ap, fmt);

@@ -67,6 +67,10 @@ START_TEST(test_buf_empty_take_gives_an_empty_string)
     ck_assert_int_eq(gw_buf_add(&b, NULL, 0), 0); /* 0 bytes fit a cap of 0 */
     ck_assert_int_eq(gw_buf_str(&b, "x"), -1);
     ck_assert_ptr_null(gw_buf_take(&b));
+    ck_assert_int_eq(gw_buf_printf(&b, "%s", ""), 0);
+    ck_assert_int_eq(gw_buf_printf(&b, "%d", 1), -1); /* printed in place, then found too long */
+    ck_assert_str_eq(b.p, "");
+    gw_buf_free(&b);
 }
 END_TEST
 
