@@ -66,7 +66,8 @@ int gw_buf_printf(struct gw_buf *b, const char *fmt, ...)
     }
     char *o = gw_buf_space(b, (size_t)k);
     if (o == NULL) {
-        b->p[b->n] = '\0'; /* a cut text was written past n */
+        if (b->p)              /* still the buffer printed into: a failed grow keeps it */
+            b->p[b->n] = '\0'; /* a cut text was written past n */
         return -1;
     }
     va_start(ap, fmt);
