@@ -7,6 +7,7 @@
 #include "openapi.h"
 #include "route.h"
 #include "snapshot.h"
+#include "validate.h"
 
 static int refuse(struct gw_admission *a, enum gw_reply_kind kind)
 {

@@ -21,9 +21,9 @@
 
 #include <cJSON.h>
 
+#include "msgs.h"
 #include "policy.h"
 #include "reply.h"
-#include "validate.h"
 
 struct gw_credential;
 struct gw_principal;

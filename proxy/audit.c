@@ -33,17 +33,12 @@
 #define SYNC_LAG_S 0.1 /* records nobody waits for are on disk within this, or when idle */
 #define HASH_SUFFIX_LEN (9 + HEX_LEN + 2) /* ,"hash":"<64 hex>"} */
 #define MAX_TORN_FILES 1000               /* <file>.torn, .torn.1 ... .torn.999 */
+_Static_assert(GW_AUDIT_MAX_MEMBERS + 1024 == MAX_LINE, "a record's line is its members and 1 KiB");
 
 static const char zeros[HEX_LEN + 1] =
     "0000000000000000000000000000000000000000000000000000000000000000";
 
 const double gw_audit_write_buckets[8] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1};
-
-/* A growing byte buffer (the writer's batches and its unsynced bytes). */
-struct buf {
-    char *p;
-    size_t n, cap;
-};
 
 struct gw_audit {
     char *path;       /* NULL: no file sink */
@@ -72,7 +67,7 @@ struct gw_audit {
      * again after a failure (rewrite: the file past durable must be cut first). */
     bool regular;
     off_t durable;
-    struct buf pending;
+    struct gw_buf pending; /* at most BATCH_BYTES */
     uint64_t pending_seq, pending_counts[GW_AUDIT_EVENTS];
     bool rewrite;
     double last_sync;
@@ -658,6 +653,7 @@ static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t
     a->fd = -1;
     a->out_fd = -1;
     a->ready = true;
+    a->pending = (struct gw_buf)GW_BUF_INIT(BATCH_BYTES);
     memcpy(a->prev, zeros, sizeof a->prev);
     pthread_mutex_init(&a->mu, NULL);
     pthread_cond_init(&a->cv, NULL);
@@ -765,44 +761,27 @@ bool gw_audit_enabled(const struct gw_audit *a)
 
 /* ---- the writer ---- */
 
-static int buf_add(struct buf *b, const char *s, size_t n)
-{
-    if (n == 0) /* b->p may still be NULL, and memcpy() must not see it even for 0 bytes */
-        return 0;
-    if (b->n + n > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->n + n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (p == NULL)
-            return -1;
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    return 0;
-}
-
 /* Appends the line of it (seq and prev advanced in *seq / prev). */
 static int compose(const struct gw_audit *a, const struct gw_audit_item *it, uint64_t seq,
-                   char prev[HEX_LEN + 1], struct buf *out)
+                   char prev[HEX_LEN + 1], struct gw_buf *out)
 {
-    char ts[40], head[128];
+    char ts[40];
     gw_log_iso8601(gw_now_ms(), ts, sizeof ts);
-    int hn = snprintf(head, sizeof head, "{\"v\":1,\"seq\":%llu,\"ts\":\"%s\",",
-                      (unsigned long long)seq, ts);
-    if (hn < 0 || (size_t)hn >= sizeof head) /* a cut head would be signed into the chain */
-        return -1;
     size_t start = out->n;
-    if (buf_add(out, head, (size_t)hn) != 0 || buf_add(out, it->members, strlen(it->members)) ||
-        buf_add(out, ",\"prev\":\"", 9) || buf_add(out, prev, HEX_LEN) || buf_add(out, "\"}", 2))
-        return -1;
+    gw_buf_printf(out, "{\"v\":1,\"seq\":%llu,\"ts\":\"%s\",", (unsigned long long)seq, ts);
+    gw_buf_str(out, it->members);
+    GW_JBUF_LIT(out, ",\"prev\":\"");
+    gw_buf_add(out, prev, HEX_LEN);
+    GW_JBUF_LIT(out, "\"}");
     char hash[HEX_LEN + 1];
-    if (chain_hash(a->key, a->keylen, prev, out->p + start, out->n - start, hash) != 0)
+    if (out->failed ||
+        chain_hash(a->key, a->keylen, prev, out->p + start, out->n - start, hash) != 0)
         return -1;
-    out->n--; /* the closing brace: the hash member goes before it */
-    if (buf_add(out, ",\"hash\":\"", 9) || buf_add(out, hash, HEX_LEN) || buf_add(out, "\"}\n", 3))
+    gw_buf_truncate(out, out->n - 1); /* the closing brace: the hash member goes before it */
+    GW_JBUF_LIT(out, ",\"hash\":\"");
+    gw_buf_add(out, hash, HEX_LEN);
+    GW_JBUF_LIT(out, "\"}\n");
+    if (out->failed)
         return -1;
     memcpy(prev, hash, HEX_LEN + 1);
     return 0;
@@ -875,7 +854,7 @@ static int rewrite_pending(struct gw_audit *a)
 }
 
 /* The pending records and b are on disk: counted, copied to stdout, forgotten. */
-static void synced(struct gw_audit *a, const struct buf *b, uint64_t seq,
+static void synced(struct gw_audit *a, const struct gw_buf *b, uint64_t seq,
                    const uint64_t counts[GW_AUDIT_EVENTS])
 {
     uint64_t all[GW_AUDIT_EVENTS];
@@ -887,14 +866,14 @@ static void synced(struct gw_audit *a, const struct buf *b, uint64_t seq,
     copy_to_stdout(a, a->pending.p, a->pending.n);
     if (b)
         copy_to_stdout(a, b->p, b->n);
-    a->pending.n = 0;
+    gw_buf_reset(&a->pending);
     a->last_sync = now_s();
     note_durable(a, b ? seq : a->pending_seq, all, true);
 }
 
 /* Writes b (records up to seq, with counts) to the sinks; with sync, b and every pending record
  * are then on disk. Returns 0, or -1 with why (the file cut back). */
-static int put_batch(struct gw_audit *a, struct buf *b, uint64_t seq,
+static int put_batch(struct gw_audit *a, struct gw_buf *b, uint64_t seq,
                      const uint64_t counts[GW_AUDIT_EVENTS], bool sync, char *why, size_t whylen)
 {
     if (a->fd < 0) { /* stdout alone */
@@ -924,7 +903,7 @@ static int put_batch(struct gw_audit *a, struct buf *b, uint64_t seq,
         return 0;
     }
     /* kept until a sync succeeds; when memory runs out, synced now */
-    if (!sync && buf_add(&a->pending, b->p, b->n) == 0) {
+    if (!sync && gw_buf_add(&a->pending, b->p, b->n) == 0) {
         for (int e = 0; e < GW_AUDIT_EVENTS; e++)
             a->pending_counts[e] += counts[e];
         a->pending_seq = seq;
@@ -1040,14 +1019,15 @@ static struct gw_audit_item *answer_batch(struct gw_audit *a, struct gw_audit_it
 static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_item *list)
 {
     struct gw_audit_item *retry = NULL, **rt = &retry;
-    struct buf b = {0};
+    /* whole records, at least one: the last may start just under BATCH_BYTES */
+    struct gw_buf b = GW_BUF_INIT(BATCH_BYTES + MAX_LINE);
     while (list) {
         struct gw_audit_item *batch = list, *last = NULL;
         uint64_t seq = a->seq, counts[GW_AUDIT_EVENTS] = {0};
         char prev[HEX_LEN + 1], why[300] = "";
         memcpy(prev, a->prev, sizeof prev);
         bool ok = true, waited = false;
-        b.n = 0;
+        gw_buf_reset(&b);
         double t0 = now_s();
         for (struct gw_audit_item *it = list; it; it = it->next) {
             if (seq >= MAX_SEQ) {
@@ -1107,7 +1087,7 @@ static struct gw_audit_item *write_items(struct gw_audit *a, struct gw_audit_ite
             list = follow;
         }
     }
-    free(b.p);
+    gw_buf_free(&b);
     return retry;
 }
 
@@ -1239,7 +1219,7 @@ void gw_audit_free(struct gw_audit *a)
         OPENSSL_clear_free(a->key, a->keylen + 1);
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
-    free(a->pending.p);
+    gw_buf_free(&a->pending);
     free(a->path);
     free(a->state_path);
     free(a->dir);
@@ -1258,7 +1238,7 @@ void gw_audit_reopen(struct gw_audit *a)
 
 bool gw_audit_fits(const struct gw_audit_item *it)
 {
-    return it->members != NULL && strlen(it->members) <= MAX_LINE - 1024;
+    return it->members != NULL && strlen(it->members) <= GW_AUDIT_MAX_MEMBERS;
 }
 
 int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t n)
@@ -1267,7 +1247,7 @@ int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t 
     for (struct gw_audit_item *it = head; it; it = it->next) {
         if (!gw_audit_fits(it)) {
             gw_log_error("audit: a %s record of more than %u bytes is refused",
-                         gw_audit_event_name(it->event), MAX_LINE - 1024);
+                         gw_audit_event_name(it->event), GW_AUDIT_MAX_MEMBERS);
             return -1;
         }
         tail = it;

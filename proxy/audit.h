@@ -107,6 +107,9 @@ int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t 
 /* Builds a record nobody waits for from members (taken). NULL when out of memory (members
  * freed). */
 struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members);
+/* The longest members a record may have: its line, with the members around them, stays within
+ * what audit-verify reads (64 MiB). The cap of a buffer the members are written into. */
+#define GW_AUDIT_MAX_MEMBERS ((64u << 20) - 1024)
 /* Is the record small enough to be written (gw_audit_submit refuses larger ones)? */
 bool gw_audit_fits(const struct gw_audit_item *it);
 /* A record that could not be handed over: freed (it may be NULL: one that could not even be

@@ -93,8 +93,8 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
         if (data)
             OPENSSL_clear_free(data, len + 1);
         if (ok != 0) {
-            gw_errs_add(errs, "%s:%d: auth.issuers[%zu].keys[%zu]: %s", cfg->file, ck->line, idx, k,
-                        why);
+            gw_msgs_add(&errs->problems, "%s:%d: auth.issuers[%zu].keys[%zu]: %s", cfg->file,
+                        ck->line, idx, k, why);
             rc = -1;
             continue;
         }
@@ -105,15 +105,15 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
         char why[300];
         char *buf = gw_read_file(ci->jwks_file, 1u << 20, &len);
         if (buf == NULL) {
-            gw_errs_add(errs, "%s:%d: auth.issuers[%zu].jwks_file: cannot read %s: %s", cfg->file,
-                        ci->line, idx, ci->jwks_file, strerror(errno));
+            gw_msgs_add(&errs->problems, "%s:%d: auth.issuers[%zu].jwks_file: cannot read %s: %s",
+                        cfg->file, ci->line, idx, ci->jwks_file, strerror(errno));
             rc = -1;
         } else {
             is->file_keys = gw_jwks_parse(buf, len, why, sizeof why);
             free(buf);
             if (is->file_keys == NULL) {
-                gw_errs_add(errs, "%s:%d: auth.issuers[%zu].jwks_file: %s: %s", cfg->file, ci->line,
-                            idx, ci->jwks_file, why);
+                gw_msgs_add(&errs->problems, "%s:%d: auth.issuers[%zu].jwks_file: %s: %s",
+                            cfg->file, ci->line, idx, ci->jwks_file, why);
                 rc = -1;
             }
         }
@@ -123,8 +123,9 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
         for (size_t k = 0; k < is->nkeys; k++)
             if (is->keys[k].kid && is->file_keys->keys[f].kid &&
                 strcmp(is->keys[k].kid, is->file_keys->keys[f].kid) == 0) {
-                gw_errs_add(errs, "%s:%d: auth.issuers[%zu]: kid %s is both in keys and in %s",
-                            cfg->file, ci->line, idx, is->keys[k].kid, ci->jwks_file);
+                gw_msgs_add(&errs->problems,
+                            "%s:%d: auth.issuers[%zu]: kid %s is both in keys and in %s", cfg->file,
+                            ci->line, idx, is->keys[k].kid, ci->jwks_file);
                 rc = -1;
             }
     /* HMAC and public keys never meet in one issuer (config.c checks the "keys"; a JWKS
@@ -133,7 +134,8 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
     for (size_t k = 0; k < is->nkeys; k++)
         hmac |= gw_alg_is_hmac(is->keys[k].alg);
     if (hmac && (ci->jwks_file || ci->jwks_url)) {
-        gw_errs_add(errs, "%s:%d: auth.issuers[%zu]: HMAC secrets cannot be combined with a JWKS",
+        gw_msgs_add(&errs->problems,
+                    "%s:%d: auth.issuers[%zu]: HMAC secrets cannot be combined with a JWKS",
                     cfg->file, ci->line, idx);
         rc = -1;
     }
@@ -181,7 +183,7 @@ int gw_auth_build(const struct gw_config *cfg, struct gw_auth **out, struct gw_e
         urls |= cfg->auth.issuers[i].jwks_url != NULL;
     }
     if (rc == 0 && urls && (a->fetcher = gw_jwks_fetcher_new(a)) == NULL) {
-        gw_errs_add(errs, "%s: auth: cannot set up the JWKS fetcher", cfg->file);
+        gw_msgs_add(&errs->problems, "%s: auth: cannot set up the JWKS fetcher", cfg->file);
         rc = -1;
     }
     if (rc != 0) {

@@ -22,7 +22,6 @@
 #ifndef GW_AUTH_H
 #define GW_AUTH_H
 
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -30,12 +29,12 @@
 
 #include <cJSON.h>
 
+#include "issuers.h"
 #include "keys.h"
 
 struct gw_config;
 struct gw_cfg_issuer;
 struct gw_errs;
-struct gw_jwks_fetcher;
 struct gw_op;
 
 /* The reason classes of SPEC §4 (WWW-Authenticate, access log, metrics). */
@@ -53,29 +52,6 @@ enum gw_auth_reason {
     GW_AUTH_REASONS
 };
 const char *gw_auth_reason_name(enum gw_auth_reason r);
-
-struct gw_issuer {
-    const struct gw_cfg_issuer *cfg; /* issuer, audiences, leeway, lifetime, claim names */
-    struct gw_key *keys;             /* from "keys" (pem_file / secret_file) */
-    size_t nkeys;
-    struct gw_keyset *file_keys; /* from jwks_file, or NULL */
-    /* from jwks_url: the last good fetch, or NULL. Read (and referenced) and swapped only under
-     * url_mu: a bare atomic load could pick up a set the fetcher frees before the reference
-     * is taken. */
-    struct gw_keyset *url_keys;
-    pthread_mutex_t url_mu;
-    /* moves, under url_mu and with the swap, when a key leaves the URL set (gw_jwks_install):
-     * a principal verified at another epoch is not served from a cache */
-    atomic_ulong key_epoch;
-    atomic_llong refetch_wanted; /* an unknown kid was seen: when (seconds), 0 if not */
-};
-
-struct gw_auth {
-    struct gw_issuer *issuers;
-    size_t nissuers;
-    size_t max_token_bytes;
-    struct gw_jwks_fetcher *fetcher; /* NULL when no issuer has a jwks_url */
-};
 
 struct gw_principal {
     atomic_int refs;

@@ -14,15 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-struct gw_errs {
-    char **line;
-    size_t n, cap;
-    char **warn;
-    size_t nwarn, wcap;
-};
-void gw_errs_add(struct gw_errs *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void gw_errs_warn(struct gw_errs *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void gw_errs_free(struct gw_errs *e);
+#include "msgs.h"
 
 struct gw_cfg_key {
     char *kid; /* NULL when absent */

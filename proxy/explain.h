@@ -17,7 +17,7 @@
 
 #include <cJSON.h>
 
-#include "validate.h"
+#include "msgs.h"
 
 struct gw_snapshot;
 

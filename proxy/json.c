@@ -1055,59 +1055,45 @@ int gw_json_append_string(struct evbuffer *out, const char *s)
 
 /* ---- the JSON text writer ---- */
 
-static bool jbuf_room(struct gw_jbuf *b, size_t more)
-{
-    if (b->oom)
-        return false;
-    if (b->cap - b->n >= more)
-        return true;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap - b->n < more) {
-        if (cap > SIZE_MAX / 2) {
-            b->oom = true;
-            return false;
-        }
-        cap *= 2;
-    }
-    char *np = realloc(b->p, cap);
-    if (np == NULL) {
-        b->oom = true;
-        return false;
-    }
-    b->p = np;
-    b->cap = cap;
-    return true;
-}
-
-void gw_jbuf_raw(struct gw_jbuf *b, const char *s, size_t n)
-{
-    if (jbuf_room(b, n + 1)) { /* + 1: the NUL gw_jbuf_take adds */
-        memcpy(b->p + b->n, s, n);
-        b->n += n;
-    }
-}
-
-void gw_jbuf_string(struct gw_jbuf *b, const char *s)
+void gw_jbuf_string(struct gw_buf *b, const char *s)
 {
     if (s == NULL) {
         GW_JBUF_LIT(b, "null");
         return;
     }
     const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
-    /* at most 6 bytes out per byte in, the quotes and the NUL */
-    if ((size_t)(end - p) > (SIZE_MAX - 3) / 6) {
-        b->oom = true;
+    size_t len = (size_t)(end - p);
+    /* at most 6 bytes out per byte in, and the quotes: written in place when that fits */
+    size_t room = b->max - b->n;
+    char *o = room >= 2 && len <= (room - 2) / 6 ? gw_buf_space(b, len * 6 + 2) : NULL;
+    if (o != NULL) {
+        size_t w = 0;
+        o[w++] = '"';
+        while (p < end)
+            w += escape_char(&p, end, o + w);
+        o[w++] = '"';
+        gw_buf_advance(b, w);
         return;
     }
-    if (!jbuf_room(b, (size_t)(end - p) * 6 + 3))
+    if (b->failed)
         return;
-    b->p[b->n++] = '"';
-    while (p < end)
-        b->n += escape_char(&p, end, b->p + b->n);
-    b->p[b->n++] = '"';
+    /* near the cap: in pieces, so that only the bytes really written count against it */
+    char piece[256];
+    size_t n = 0;
+    piece[n++] = '"';
+    while (p < end) {
+        if (n + 8 > sizeof piece) {
+            if (gw_buf_add(b, piece, n) != 0)
+                return;
+            n = 0;
+        }
+        n += escape_char(&p, end, piece + n);
+    }
+    piece[n++] = '"';
+    gw_buf_add(b, piece, n);
 }
 
-void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v)
+void gw_jbuf_value(struct gw_buf *b, const cJSON *v)
 {
     if (cJSON_IsTrue(v)) {
         GW_JBUF_LIT(b, "true");
@@ -1125,10 +1111,10 @@ void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v)
             n = snprintf(num, sizeof num, "%.0f", d);
         else if ((n = snprintf(num, sizeof num, "%.15g", d)) < 0 || strtod(num, NULL) != d)
             n = snprintf(num, sizeof num, "%.17g", d); /* 15 digits did not read back */
-        gw_jbuf_raw(b, num, (size_t)n);
+        gw_buf_add(b, num, (size_t)n);
     } else if (cJSON_IsArray(v) || cJSON_IsObject(v)) {
         bool obj = cJSON_IsObject(v);
-        gw_jbuf_raw(b, obj ? "{" : "[", 1);
+        gw_buf_add(b, obj ? "{" : "[", 1);
         for (const cJSON *c = v->child; c; c = c->next) {
             if (c != v->child)
                 GW_JBUF_LIT(b, ",");
@@ -1138,21 +1124,8 @@ void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v)
             }
             gw_jbuf_value(b, c);
         }
-        gw_jbuf_raw(b, obj ? "}" : "]", 1);
+        gw_buf_add(b, obj ? "}" : "]", 1);
     } else { /* NULL, null, and raw or invalid nodes (never built by the parser) */
         GW_JBUF_LIT(b, "null");
     }
-}
-
-char *gw_jbuf_take(struct gw_jbuf *b)
-{
-    char *p = NULL;
-    if (!b->oom && jbuf_room(b, 1)) {
-        b->p[b->n] = '\0';
-        p = b->p;
-    } else {
-        free(b->p);
-    }
-    *b = (struct gw_jbuf){0};
-    return p;
 }

@@ -18,6 +18,8 @@
 
 #include <cJSON.h>
 
+#include "buf.h"
+
 /* Set in the type of a number written with a fraction or an exponent ("1.0", "1e3"), so that
  * claims which must be integers can refuse them. cJSON's own checks mask it out (type & 0xFF). */
 #define GW_JSON_FRACTION_LITERAL (1 << 12)
@@ -65,24 +67,16 @@ char *gw_read_file(const char *path, size_t max_bytes, size_t *len);
 struct evbuffer;
 int gw_json_append_string(struct evbuffer *out, const char *s);
 
-/* A growing text buffer that JSON is written into (audit records: no cJSON tree, no
- * copy). After an allocation fails every call does nothing and gw_jbuf_take returns NULL, so
- * the writer checks once, at the end. */
-struct gw_jbuf {
-    char *p;
-    size_t n, cap;
-    bool oom;
-};
-void gw_jbuf_raw(struct gw_jbuf *b, const char *s, size_t n);
-#define GW_JBUF_LIT(b, lit) gw_jbuf_raw((b), "" lit, sizeof(lit) - 1)
+/* The JSON text writer (audit records, error bodies: no cJSON tree, no copy), appending to a
+ * capped buffer (buf.h): past its cap or out of memory the buffer fails and gw_buf_take returns
+ * NULL, so the writer checks once, at the end. */
+/* JSON text known when compiling (punctuation, member names), as is. */
+#define GW_JBUF_LIT(b, lit) gw_buf_add((b), "" lit, sizeof(lit) - 1)
 /* s as a JSON string literal, as gw_json_append_string writes it; NULL: null. */
-void gw_jbuf_string(struct gw_jbuf *b, const char *s);
+void gw_jbuf_string(struct gw_buf *b, const char *s);
 /* v as JSON text. Numbers as cJSON prints them: integers below 2^53 without a fraction, others
  * with 15 significant digits, or 17 when 15 do not read back the same; not finite: null.
  * NULL: null. */
-void gw_jbuf_value(struct gw_jbuf *b, const cJSON *v);
-/* The text written (NUL-terminated, the caller frees), or NULL if an allocation failed;
- * either way b is empty again. */
-char *gw_jbuf_take(struct gw_jbuf *b);
+void gw_jbuf_value(struct gw_buf *b, const cJSON *v);
 
 #endif

@@ -19,7 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
-#include "auth.h"
+#include "issuers.h"
 #include "keys.h"
 #include "log.h"
 #include "tls.h"
@@ -539,8 +539,9 @@ void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs)
             set = gw_jwks_parse(body, len, why, sizeof why);
         free(body);
         if (set == NULL)
-            gw_errs_warn(errs, "warning: auth.issuers[%zu].jwks_url: %s (the gateway keeps trying)",
-                         i, why);
+            gw_msgs_add(&errs->warnings,
+                        "warning: auth.issuers[%zu].jwks_url: %s (the gateway keeps trying)", i,
+                        why);
         gw_keyset_unref(set);
     }
 }

@@ -128,12 +128,12 @@ static int cmd_check(int argc, char **argv)
     uint64_t audit_seq = 0;
     char why[1200], note[1200];
     if (s && gw_audit_inspect(s->cfg, &audit_seq, note, sizeof note, why, sizeof why) != 0) {
-        gw_errs_add(&errs, "%s", why);
+        gw_msgs_add(&errs.problems, "%s", why);
         gw_snapshot_unref(s);
         s = NULL;
     }
-    for (size_t i = 0; i < errs.n; i++)
-        fprintf(stderr, "%s\n", errs.line[i]);
+    for (size_t i = 0; i < errs.problems.n; i++)
+        fprintf(stderr, "%s\n", errs.problems.v[i]);
     if (s) {
         summary(s);
         printf("  audit chain continues at seq %llu (%s)\n", (unsigned long long)audit_seq + 1,
@@ -141,10 +141,11 @@ static int cmd_check(int argc, char **argv)
         if (note[0])
             printf("  audit repair at start: %s\n", note);
     }
-    for (size_t i = 0; i < errs.nwarn; i++)
-        fprintf(stderr, "%s\n", errs.warn[i]);
+    for (size_t i = 0; i < errs.warnings.n; i++)
+        fprintf(stderr, "%s\n", errs.warnings.v[i]);
     if (s == NULL)
-        fprintf(stderr, "%s: %zu problem%s found\n", path, errs.n, errs.n == 1 ? "" : "s");
+        fprintf(stderr, "%s: %zu problem%s found\n", path, errs.problems.n,
+                errs.problems.n == 1 ? "" : "s");
     gw_errs_free(&errs);
     gw_snapshot_unref(s);
     return s ? 0 : 1;
@@ -170,8 +171,8 @@ static struct gw_snapshot *load_quietly(const char *path)
     struct gw_errs errs = {0};
     struct gw_snapshot *s = gw_snapshot_build_offline(path, &errs);
     if (s == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            fprintf(stderr, "%s\n", errs.line[i]);
+        for (size_t i = 0; i < errs.problems.n; i++)
+            fprintf(stderr, "%s\n", errs.problems.v[i]);
         fprintf(stderr,
                 "%s: the configuration does not load ('ghl-gateway check -c %s' tells "
                 "more)\n",

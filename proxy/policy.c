@@ -2,13 +2,12 @@
 
 #include <dirent.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "config.h"
+#include "fields.h"
 #include "json.h"
 #include "openapi.h"
 #include "route.h"
@@ -155,222 +154,217 @@ void gw_policies_free(struct gw_policies *ps)
 
 /* ---- loading ---- */
 
-struct loader {
-    const struct gw_openapi *api;
-    struct gw_errs *errs;
-    const char *file;
-    struct gw_json_lines lines;
-    size_t before;
-};
+/* A policy file is read through the field tables of fields.h (policy_fields below), problems in
+ * the order of the table after any unknown key; the forms the kinds cannot say (subjects,
+ * companies, locations, permission pins) are custom readers, and what the OpenAPI document
+ * decides (operations, scope patterns, member names) is checked once a list is read. The
+ * reader's user is the OpenAPI model. */
 
-static void perr(struct loader *l, const cJSON *node, const char *member, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void perr(struct loader *l, const cJSON *node, const char *member, const char *fmt, ...)
+#define ENTRIES "entries must be non-empty strings"
+
+/* A list of a policy: an array of non-empty strings. Returns 0, or -1 (a problem added). */
+static int read_list(struct gw_fields *x, const cJSON *v, const char *key, struct strlist *out)
 {
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    int line = gw_json_line(&l->lines, node);
-    if (line > 0)
-        gw_errs_add(l->errs, "%s:%d: %s: %s", l->file, line, member, msg);
-    else
-        gw_errs_add(l->errs, "%s: %s: %s", l->file, member, msg);
+    static const struct gw_field list = {"", GW_F_STRLIST, offsetof(struct strlist, v),
+                                         .off2 = offsetof(struct strlist, n), .msg = ENTRIES};
+    return gw_fields_read(x, v, out, &list, key);
 }
 
-/* An array of non-empty strings (or, with allow_single, one string). */
-static int read_strings(struct loader *l, const cJSON *v, const char *member, bool allow_single,
-                        struct strlist *out)
+static void read_description(struct gw_fields *x, const cJSON *v, void *base,
+                             const struct gw_field *f, const char *key)
 {
-    if (allow_single && cJSON_IsString(v) && v->valuestring[0]) {
-        out->v = calloc(1, sizeof *out->v);
-        if (out->v == NULL || (out->v[0] = strdup(v->valuestring)) == NULL)
+    (void)base, (void)f;
+    if (v && !cJSON_IsString(v)) /* "" too: a description is not needed */
+        gw_fields_problem(x, v, key, "must be a string");
+}
+
+/* The values of one claim: a string, or an array of them. */
+static int read_values(struct gw_fields *x, const cJSON *v, const char *key, struct strlist *out)
+{
+    if (cJSON_IsString(v) && v->valuestring[0]) {
+        out->v = calloc(2, sizeof *out->v);
+        if (out->v == NULL || (out->v[0] = strdup(v->valuestring)) == NULL) {
+            x->oom = true;
             return -1;
+        }
         out->n = 1;
         return 0;
     }
     if (!cJSON_IsArray(v)) {
-        perr(l, v, member, "must be %s",
-             allow_single ? "a string or an array of strings" : "an array of strings");
+        gw_fields_problem(x, v, key, "must be a string or an array of strings");
         return -1;
     }
-    size_t n = (size_t)cJSON_GetArraySize(v);
-    out->v = calloc(n + 1, sizeof *out->v);
-    if (out->v == NULL)
-        return -1;
-    for (const cJSON *e = v->child; e; e = e->next) {
-        if (!cJSON_IsString(e) || e->valuestring[0] == '\0') {
-            perr(l, e, member, "entries must be non-empty strings");
-            return -1;
-        }
-        if ((out->v[out->n] = strdup(e->valuestring)) == NULL)
-            return -1;
-        out->n++;
-    }
-    return 0;
+    return read_list(x, v, key, out);
 }
 
-/* Members of obj must all be in known (NULL-terminated). */
-static int known_members(struct loader *l, const cJSON *obj, const char *prefix,
-                         const char *const *known)
+/* [{claim: value or [values], ...}, ...]: the first problem stops the reading. */
+static void read_subjects(struct gw_fields *x, const cJSON *v, void *base, const struct gw_field *f,
+                          const char *key)
 {
-    int rc = 0;
-    for (const cJSON *m = obj->child; m; m = m->next) {
-        bool ok = false;
-        for (const char *const *k = known; *k && !ok; k++)
-            ok = strcmp(*k, m->string) == 0;
-        if (!ok) {
-            char member[200];
-            snprintf(member, sizeof member, "%s%s", prefix, m->string);
-            perr(l, m, member, "unknown key");
-            rc = -1;
-        }
-    }
-    return rc;
-}
-
-static int read_subjects(struct loader *l, const cJSON *v, struct gw_policy *p)
-{
+    (void)f;
+    struct gw_policy *p = base;
+    if (v == NULL)
+        return;
     if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
-        perr(l, v, "subjects", "must be a non-empty array of objects");
-        return -1;
+        gw_fields_problem(x, v, key, "must be a non-empty array of objects");
+        return;
     }
-    p->subjects = calloc((size_t)cJSON_GetArraySize(v), sizeof *p->subjects);
-    if (p->subjects == NULL)
-        return -1;
+    if ((p->subjects = calloc((size_t)cJSON_GetArraySize(v), sizeof *p->subjects)) == NULL) {
+        x->oom = true;
+        return;
+    }
     for (const cJSON *e = v->child; e; e = e->next) {
         if (!cJSON_IsObject(e) || e->child == NULL) {
-            perr(l, e, "subjects", "each entry must be a non-empty object of claim: value");
-            return -1;
+            gw_fields_problem(x, e, key, "each entry must be a non-empty object of claim: value");
+            return;
         }
         struct subj_entry *se = &p->subjects[p->nsubjects++];
-        se->m = calloc((size_t)cJSON_GetArraySize(e), sizeof *se->m);
-        if (se->m == NULL)
-            return -1;
+        if ((se->m = calloc((size_t)cJSON_GetArraySize(e), sizeof *se->m)) == NULL) {
+            x->oom = true;
+            return;
+        }
         for (const cJSON *m = e->child; m; m = m->next) {
             struct subj_member *sm = &se->m[se->n++];
-            if ((sm->claim = strdup(m->string)) == NULL)
-                return -1;
-            char member[200];
-            snprintf(member, sizeof member, "subjects.%s", m->string);
-            if (read_strings(l, m, member, true, &sm->values) != 0 || sm->values.n == 0) {
+            if ((sm->claim = strdup(m->string)) == NULL) {
+                x->oom = true;
+                return;
+            }
+            char member[256];
+            snprintf(member, sizeof member, "%s.%s", key, m->string);
+            if (read_values(x, m, member, &sm->values) != 0 || sm->values.n == 0) {
                 if (sm->values.n == 0 && cJSON_IsArray(m))
-                    perr(l, m, member, "must list at least one value");
-                return -1;
+                    gw_fields_problem(x, m, member, "must list at least one value");
+                return;
             }
         }
     }
-    return 0;
 }
 
-static int read_locations(struct loader *l, const cJSON *v, struct gw_policy *p)
+/* "*" inside a list is an id like any other: said, since it looks like the "*" form. */
+static void warn_star_in_list(struct gw_fields *x, const cJSON *v, const char *key,
+                              const struct strlist *l, const char *what)
 {
+    if (in_list(l, "*"))
+        gw_msgs_add(&x->errs->warnings,
+                    "warning: %s:%d: %s: \"*\" inside a list is a %s id; \"%s\": \"*\" means "
+                    "every %s",
+                    x->file, gw_fields_line(x, v), key, what, key, what);
+}
+
+/* "*" or a list of company ids. */
+static void read_companies(struct gw_fields *x, const cJSON *v, void *base,
+                           const struct gw_field *f, const char *key)
+{
+    (void)f;
+    struct gw_policy *p = base;
+    if (v == NULL)
+        return;
+    if (cJSON_IsString(v) && strcmp(v->valuestring, "*") == 0) {
+        p->companies_all = true;
+        return;
+    }
+    read_list(x, v, key, &p->companies);
+    warn_star_in_list(x, v, key, &p->companies, "company");
+}
+
+/* "*", a list of location ids, or {"claim": name}: the caller's own locations. */
+static void read_locations(struct gw_fields *x, const cJSON *v, void *base,
+                           const struct gw_field *f, const char *key)
+{
+    (void)f;
+    struct gw_policy *p = base;
+    if (v == NULL)
+        return;
     if (cJSON_IsString(v) && strcmp(v->valuestring, "*") == 0) {
         p->loc = LOC_ALL;
-        return 0;
+        return;
     }
     if (cJSON_IsObject(v)) {
         const cJSON *c = cJSON_GetObjectItemCaseSensitive(v, "claim");
         if (cJSON_GetArraySize(v) != 1 || !cJSON_IsString(c) || c->valuestring[0] == '\0') {
-            perr(l, v, "locations", "an object must be {\"claim\": \"<claim name>\"}");
-            return -1;
+            gw_fields_problem(x, v, key, "an object must be {\"claim\": \"<claim name>\"}");
+            return;
         }
         p->loc = LOC_CLAIM;
-        p->loc_claim = strdup(c->valuestring);
-        return p->loc_claim ? 0 : -1;
+        if ((p->loc_claim = strdup(c->valuestring)) == NULL)
+            x->oom = true;
+        return;
     }
     if (!cJSON_IsArray(v)) {
-        perr(l, v, "locations", "must be \"*\", an array of location ids or {\"claim\": name}");
-        return -1;
+        gw_fields_problem(x, v, key,
+                          "must be \"*\", an array of location ids or {\"claim\": name}");
+        return;
     }
     p->loc = LOC_LIST;
-    return read_strings(l, v, "locations", false, &p->locations);
+    read_list(x, v, key, &p->locations);
+    warn_star_in_list(x, v, key, &p->locations, "location");
 }
 
-static int read_scope_patterns(struct loader *l, const cJSON *v, const char *member,
-                               struct strlist *out)
+/* {flag: true|false}: the flags the document declares, pinned. */
+static void read_pins(struct gw_fields *x, const cJSON *v, void *base, const struct gw_field *f,
+                      const char *key)
 {
-    if (read_strings(l, v, member, false, out) != 0)
-        return -1;
-    for (size_t i = 0; i < out->n; i++) {
+    (void)f;
+    struct gw_policy *p = base;
+    const struct gw_openapi *api = x->user;
+    if (v == NULL)
+        return;
+    if (!cJSON_IsObject(v)) {
+        gw_fields_problem(x, v, key, "must be an object of flag: true|false");
+        return;
+    }
+    if ((p->pins = calloc((size_t)cJSON_GetArraySize(v) + 1, sizeof *p->pins)) == NULL) {
+        x->oom = true;
+        return;
+    }
+    for (const cJSON *m = v->child; m; m = m->next) {
+        char member[256];
+        snprintf(member, sizeof member, "%s.%s", key, m->string);
+        size_t idx = api->nperms;
+        for (size_t k = 0; k < api->nperms; k++)
+            if (strcmp(api->perms[k].name, m->string) == 0)
+                idx = k;
+        if (idx == api->nperms)
+            gw_fields_problem(x, m, member, "unknown permission flag");
+        else if (!cJSON_IsBool(m))
+            gw_fields_problem(x, m, member, "must be true or false");
+        else
+            p->pins[p->npins++] = (struct pin){idx, cJSON_IsTrue(m)};
+    }
+}
+
+/* The list a field has just read. */
+static struct strlist field_list(void *base, const struct gw_field *f)
+{
+    return (struct strlist){*GW_FIELD_AT(base, f->off, char **),
+                            *GW_FIELD_AT(base, f->off2, size_t)};
+}
+
+static void check_operations(struct gw_fields *x, const cJSON *v, void *base,
+                             const struct gw_field *f, const char *key)
+{
+    struct strlist ops = field_list(base, f);
+    for (size_t i = 0; i < ops.n; i++)
+        if (gw_openapi_op(x->user, ops.v[i]) == NULL)
+            gw_fields_problem(x, v, key, "unknown operation %s", ops.v[i]);
+}
+
+/* Each pattern must match a scope of the document: a typo would otherwise grant nothing. */
+static void check_scope_patterns(struct gw_fields *x, const cJSON *v, void *base,
+                                 const struct gw_field *f, const char *key)
+{
+    const struct gw_openapi *api = x->user;
+    struct strlist pats = field_list(base, f);
+    for (size_t i = 0; i < pats.n; i++) {
         bool hit = false;
-        for (size_t k = 0; k < l->api->nscopes && !hit; k++)
-            hit = glob_match(out->v[i], l->api->scopes[k]);
+        for (size_t k = 0; k < api->nscopes && !hit; k++)
+            hit = glob_match(pats.v[i], api->scopes[k]);
         if (!hit) {
-            perr(l, v, member, "pattern %s matches no scope of the OpenAPI document", out->v[i]);
-            return -1;
+            gw_fields_problem(x, v, key, "pattern %s matches no scope of the OpenAPI document",
+                              pats.v[i]);
+            return;
         }
     }
-    return 0;
-}
-
-static int read_grant(struct loader *l, const cJSON *g, struct gw_policy *p)
-{
-    static const char *const known[] = {
-        "types",       "roles",         "scopes", "scopes_assigned_to_only", "within_caller_scopes",
-        "permissions", "max_locations", NULL};
-    if (!cJSON_IsObject(g)) {
-        perr(l, g, "grant", "must be an object");
-        return -1;
-    }
-    int rc = known_members(l, g, "grant.", known);
-    p->has_grant = true;
-    const cJSON *v;
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "types")))
-        rc |= read_strings(l, v, "grant.types", false, &p->types);
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "roles")))
-        rc |= read_strings(l, v, "grant.roles", false, &p->roles);
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "scopes")))
-        rc |= read_scope_patterns(l, v, "grant.scopes", &p->scopes);
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "scopes_assigned_to_only")))
-        rc |= read_scope_patterns(l, v, "grant.scopes_assigned_to_only", &p->sato);
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "within_caller_scopes"))) {
-        if (!cJSON_IsBool(v)) {
-            perr(l, v, "grant.within_caller_scopes", "must be true or false");
-            rc = -1;
-        }
-        p->within = cJSON_IsTrue(v);
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "permissions"))) {
-        if (!cJSON_IsObject(v)) {
-            perr(l, v, "grant.permissions", "must be an object of flag: true|false");
-            rc = -1;
-        } else {
-            p->pins = calloc((size_t)cJSON_GetArraySize(v) + 1, sizeof *p->pins);
-            if (p->pins == NULL)
-                return -1;
-            for (const cJSON *f = v->child; f; f = f->next) {
-                char member[200];
-                snprintf(member, sizeof member, "grant.permissions.%s", f->string);
-                size_t idx = l->api->nperms;
-                for (size_t k = 0; k < l->api->nperms; k++)
-                    if (strcmp(l->api->perms[k].name, f->string) == 0)
-                        idx = k;
-                if (idx == l->api->nperms) {
-                    perr(l, f, member, "unknown permission flag");
-                    rc = -1;
-                } else if (!cJSON_IsBool(f)) {
-                    perr(l, f, member, "must be true or false");
-                    rc = -1;
-                } else {
-                    p->pins[p->npins++] = (struct pin){idx, cJSON_IsTrue(f)};
-                }
-            }
-        }
-    }
-    p->max_locations = -1;
-    if ((v = cJSON_GetObjectItemCaseSensitive(g, "max_locations"))) {
-        /* range first: converting a double outside long's range is undefined */
-        if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0 && v->valuedouble <= 100000) ||
-            v->valuedouble != (double)(long)v->valuedouble) {
-            perr(l, v, "grant.max_locations", "must be an integer from 0");
-            rc = -1;
-        } else {
-            p->max_locations = (long)v->valuedouble;
-        }
-    }
-    return rc;
 }
 
 /* The member names requests can write: the properties of every op's body schema. */
@@ -385,132 +379,93 @@ static bool writable_member(const struct gw_openapi *api, const char *name)
     return false;
 }
 
-static int load_one(struct loader *l, const char *path, struct gw_policy *p)
+static void check_writable(struct gw_fields *x, const cJSON *v, void *base,
+                           const struct gw_field *f, const char *key)
+{
+    struct strlist names = field_list(base, f);
+    for (size_t i = 0; i < names.n; i++)
+        if (!writable_member(x->user, names.v[i]))
+            gw_fields_problem(x, v, key, "%s is no member of any request body", names.v[i]);
+}
+
+static void grant_given(struct gw_fields *x, const cJSON *v, void *base, const struct gw_field *f,
+                        const char *key)
+{
+    (void)x, (void)v, (void)f, (void)key;
+    ((struct gw_policy *)base)->has_grant = true;
+}
+
+#define P(member) offsetof(struct gw_policy, member)
+
+static const struct gw_field grant_fields[] = {
+    {"types", GW_F_STRLIST, P(types.v), .off2 = P(types.n), .msg = ENTRIES},
+    {"roles", GW_F_STRLIST, P(roles.v), .off2 = P(roles.n), .msg = ENTRIES},
+    {"scopes", GW_F_STRLIST, P(scopes.v), .off2 = P(scopes.n), .msg = ENTRIES,
+     .after = check_scope_patterns},
+    {"scopes_assigned_to_only", GW_F_STRLIST, P(sato.v), .off2 = P(sato.n), .msg = ENTRIES,
+     .after = check_scope_patterns},
+    {"within_caller_scopes", GW_F_BOOL, P(within)},
+    {"permissions", GW_F_CUSTOM, .custom = read_pins},
+    {"max_locations", GW_F_INT, P(max_locations), 0, 100000, .idef = -1 /* no cap */,
+     .msg = "must be an integer from 0"},
+    {NULL},
+};
+static const struct gw_field fields_fields[] = {
+    {"forbid", GW_F_STRLIST, P(forbid.v), .off2 = P(forbid.n), .msg = ENTRIES,
+     .after = check_writable},
+    {NULL},
+};
+static const struct gw_field reads_fields[] = {
+    {"redact", GW_F_STRLIST, P(redact.v), .off2 = P(redact.n), .msg = ENTRIES},
+    {NULL},
+};
+static const struct gw_field policy_fields[] = {
+    {"name", GW_F_STR, P(name), .required = "a policy needs a non-empty name",
+     .msg = "a policy needs a non-empty name"},
+    {"description", GW_F_CUSTOM, .custom = read_description},
+    {"subjects", GW_F_CUSTOM, .custom = read_subjects, .required = "is required"},
+    {"operations", GW_F_STRLIST, P(ops.v), .off2 = P(ops.n), .msg = ENTRIES,
+     .required = "is required", .after = check_operations},
+    {"companies", GW_F_CUSTOM, .custom = read_companies,
+     .required = "is required (\"*\" or a list of company ids)"},
+    {"locations", GW_F_CUSTOM, .custom = read_locations,
+     .required = "is required (\"*\", a list, or {\"claim\": name})"},
+    {"grant", GW_F_SECTION, .sub = grant_fields, .after = grant_given},
+    {"fields", GW_F_SECTION, .sub = fields_fields},
+    {"reads", GW_F_SECTION, .sub = reads_fields},
+    {NULL},
+};
+
+/* Reads path into p. Returns 0, or -1 with the problems in x->errs (none: out of memory). */
+static int load_one(struct gw_fields *x, const char *path, struct gw_policy *p)
 {
     size_t len;
     char *buf = gw_read_file(path, MAX_POLICY_BYTES, &len);
     if (buf == NULL) {
-        gw_errs_add(l->errs, "%s: cannot read: %s", path, strerror(errno));
+        gw_msgs_add(&x->errs->problems, "%s: cannot read: %s", path, strerror(errno));
         return -1;
     }
     struct gw_json_error je;
-    struct gw_json_opts o = {.max_depth = 16, .allow_comments = true, .lines = &l->lines};
+    struct gw_json_opts o = {.max_depth = 16, .allow_comments = true, .lines = &x->lines};
     cJSON *root = gw_json_parse(buf, len, &o, &je);
     free(buf);
     if (root == NULL) {
-        gw_errs_add(l->errs, "%s:%d: %s", path, je.line, je.msg);
+        gw_msgs_add(&x->errs->problems, "%s:%d: %s", path, je.line, je.msg);
         return -1;
     }
-    int rc = 0;
-    static const char *const known[] = {"name",      "description", "subjects", "operations",
-                                        "companies", "locations",   "grant",    "fields",
-                                        "reads",     NULL};
     if (!cJSON_IsObject(root)) {
-        gw_errs_add(l->errs, "%s:1: a policy must be a JSON object", path);
+        gw_msgs_add(&x->errs->problems, "%s:1: a policy must be a JSON object", path);
         cJSON_Delete(root);
         return -1;
     }
-    rc |= known_members(l, root, "", known);
-    if ((p->file = strdup(path)) == NULL) {
-        cJSON_Delete(root);
-        return -1;
-    }
-    p->max_locations = -1;
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "name");
-    if (!cJSON_IsString(v) || v->valuestring[0] == '\0') {
-        perr(l, v ? v : root, "name", "a policy needs a non-empty name");
-        rc = -1;
-    } else {
-        if ((p->name = strdup(v->valuestring)) == NULL)
-            rc = -1;
-    }
-    v = cJSON_GetObjectItemCaseSensitive(root, "description");
-    if (v && !cJSON_IsString(v)) {
-        perr(l, v, "description", "must be a string");
-        rc = -1;
-    }
-    v = cJSON_GetObjectItemCaseSensitive(root, "subjects");
-    if (v == NULL) {
-        perr(l, root, "subjects", "is required");
-        rc = -1;
-    } else {
-        rc |= read_subjects(l, v, p);
-    }
-    v = cJSON_GetObjectItemCaseSensitive(root, "operations");
-    if (v == NULL) {
-        perr(l, root, "operations", "is required");
-        rc = -1;
-    } else if (read_strings(l, v, "operations", false, &p->ops) == 0) {
-        for (size_t i = 0; i < p->ops.n; i++)
-            if (gw_openapi_op(l->api, p->ops.v[i]) == NULL) {
-                perr(l, v, "operations", "unknown operation %s", p->ops.v[i]);
-                rc = -1;
-            }
-    } else {
-        rc = -1;
-    }
-    v = cJSON_GetObjectItemCaseSensitive(root, "companies");
-    if (v == NULL) {
-        perr(l, root, "companies", "is required (\"*\" or a list of company ids)");
-        rc = -1;
-    } else if (cJSON_IsString(v) && strcmp(v->valuestring, "*") == 0) {
-        p->companies_all = true;
-    } else {
-        rc |= read_strings(l, v, "companies", false, &p->companies);
-        if (in_list(&p->companies, "*"))
-            gw_errs_warn(l->errs,
-                         "warning: %s:%d: companies: \"*\" inside a list is a company id; "
-                         "\"companies\": \"*\" means every company",
-                         path, gw_json_line(&l->lines, v));
-    }
-    v = cJSON_GetObjectItemCaseSensitive(root, "locations");
-    if (v == NULL) {
-        perr(l, root, "locations", "is required (\"*\", a list, or {\"claim\": name})");
-        rc = -1;
-    } else {
-        rc |= read_locations(l, v, p);
-        if (in_list(&p->locations, "*"))
-            gw_errs_warn(l->errs,
-                         "warning: %s:%d: locations: \"*\" inside a list is a location id; "
-                         "\"locations\": \"*\" means every location",
-                         path, gw_json_line(&l->lines, v));
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "grant")))
-        rc |= read_grant(l, v, p);
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "fields"))) {
-        static const char *const fk[] = {"forbid", NULL};
-        if (!cJSON_IsObject(v)) {
-            perr(l, v, "fields", "must be an object");
-            rc = -1;
-        } else {
-            rc |= known_members(l, v, "fields.", fk);
-            const cJSON *f = cJSON_GetObjectItemCaseSensitive(v, "forbid");
-            if (f && read_strings(l, f, "fields.forbid", false, &p->forbid) == 0) {
-                for (size_t i = 0; i < p->forbid.n; i++)
-                    if (!writable_member(l->api, p->forbid.v[i])) {
-                        perr(l, f, "fields.forbid", "%s is no member of any request body",
-                             p->forbid.v[i]);
-                        rc = -1;
-                    }
-            } else if (f) {
-                rc = -1;
-            }
-        }
-    }
-    if ((v = cJSON_GetObjectItemCaseSensitive(root, "reads"))) {
-        static const char *const rk[] = {"redact", NULL};
-        if (!cJSON_IsObject(v)) {
-            perr(l, v, "reads", "must be an object");
-            rc = -1;
-        } else {
-            rc |= known_members(l, v, "reads.", rk);
-            const cJSON *r = cJSON_GetObjectItemCaseSensitive(v, "redact");
-            if (r)
-                rc |= read_strings(l, r, "reads.redact", false, &p->redact);
-        }
-    }
+    size_t before = x->errs->problems.n;
+    gw_fields_defaults(x, p, policy_fields);
+    if ((p->file = strdup(path)) == NULL)
+        x->oom = true;
+    else
+        gw_fields_walk(x, root, p, policy_fields, "");
     cJSON_Delete(root);
-    return rc;
+    return x->errs->problems.n > before || x->oom ? -1 : 0;
 }
 
 static int cmp_names(const void *a, const void *b)
@@ -526,7 +481,7 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
         return NULL;
     DIR *d = opendir(dir);
     if (d == NULL) {
-        gw_errs_add(errs, "policies.dir: cannot open %s: %s", dir, strerror(errno));
+        gw_msgs_add(&errs->problems, "policies.dir: cannot open %s: %s", dir, strerror(errno));
         free(ps);
         return NULL;
     }
@@ -538,11 +493,12 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
         if (e->d_name[0] == '.' || l < 6 || strcmp(e->d_name + l - 5, ".json") != 0)
             continue;
         if (n == MAX_POLICY_FILES) {
-            gw_errs_add(errs, "policies.dir: more than %d policy files", MAX_POLICY_FILES);
+            gw_msgs_add(&errs->problems, "policies.dir: more than %d policy files",
+                        MAX_POLICY_FILES);
             break;
         }
         if ((names[n] = strdup(e->d_name)) == NULL) {
-            gw_errs_add(errs, "policies.dir: out of memory");
+            gw_msgs_add(&errs->problems, "policies.dir: out of memory");
             break;
         }
         n++;
@@ -550,24 +506,25 @@ struct gw_policies *gw_policies_load(const char *dir, const struct gw_openapi *a
     closedir(d);
     qsort(names, n, sizeof *names, cmp_names);
     ps->p = calloc(n + 1, sizeof *ps->p);
-    size_t before = errs->n;
+    size_t before = errs->problems.n;
     for (size_t i = 0; i < n && ps->p; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        struct loader l = {.api = api, .errs = errs, .file = path};
+        struct gw_fields x = {
+            .file = path, .dir = ".", .errs = errs, .unknown_first = true, .user = api};
         struct gw_policy *p = &ps->p[ps->n++];
-        size_t had = errs->n;
-        if (load_one(&l, path, p) != 0 && errs->n == had)
-            gw_errs_add(errs, "%s: out of memory", path);
-        gw_json_lines_free(&l.lines);
+        size_t had = errs->problems.n;
+        if (load_one(&x, path, p) != 0 && errs->problems.n == had)
+            gw_msgs_add(&errs->problems, "%s: out of memory", path);
+        gw_json_lines_free(&x.lines);
         for (size_t k = 0; p->name && k + 1 < ps->n; k++)
             if (ps->p[k].name && strcmp(ps->p[k].name, p->name) == 0)
-                gw_errs_add(errs, "%s: name: %s is also the name of %s", path, p->name,
+                gw_msgs_add(&errs->problems, "%s: name: %s is also the name of %s", path, p->name,
                             ps->p[k].file);
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
-    if (ps->p == NULL || errs->n > before) {
+    if (ps->p == NULL || errs->problems.n > before) {
         gw_policies_free(ps);
         return NULL;
     }

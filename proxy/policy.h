@@ -21,7 +21,7 @@
 
 #include <cJSON.h>
 
-#include "validate.h"
+#include "msgs.h"
 
 struct gw_errs;
 struct gw_op;

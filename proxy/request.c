@@ -134,7 +134,7 @@ static const char *upstream_fate(const struct gw_req *r)
 static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struct gw_msgs *reasons,
                            int status, const char *created_id, const char *upstream)
 {
-    struct gw_jbuf b = {0};
+    struct gw_buf b = GW_BUF_INIT(GW_AUDIT_MAX_MEMBERS);
     const struct gw_op *op = r->route.op;
     const struct gw_principal *p = r->principal;
     KEY(&b, "request_id");
@@ -242,14 +242,14 @@ static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struc
         char num[64];
         int n = snprintf(num, sizeof num, ",\"status\":%d,\"duration_ms\":%lld", status,
                          (long long)(gw_mono_ms() - r->t0));
-        gw_jbuf_raw(&b, num, (size_t)n);
+        gw_buf_add(&b, num, (size_t)n);
     }
     if (upstream) {
         GW_JBUF_LIT(&b, ",");
         KEY(&b, "upstream");
         gw_jbuf_string(&b, upstream);
     }
-    return gw_jbuf_take(&b);
+    return gw_buf_take(&b);
 }
 
 static void audit_denied(struct gw_req *r, const struct gw_msgs *reasons)
@@ -734,13 +734,13 @@ static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, co
         reply_error(r, GW_R_BAD_GATEWAY, why, NULL, 0);
         return true;
     }
-    struct gw_jbuf b = {0};
+    struct gw_buf b = GW_BUF_INIT(sizeof why * 6 + 64); /* the message escaped, and the rest */
     char head[48];
     int hn = snprintf(head, sizeof head, "{\"statusCode\":%d,\"message\":", res->status);
-    gw_jbuf_raw(&b, head, (size_t)hn);
+    gw_buf_add(&b, head, (size_t)hn);
     gw_jbuf_string(&b, why);
     GW_JBUF_LIT(&b, "}");
-    char *text = gw_jbuf_take(&b);
+    char *text = gw_buf_take(&b);
     struct evbuffer *out = text ? evbuffer_new() : NULL;
     if (out == NULL || evbuffer_add(out, text, strlen(text)) != 0) {
         free(text);

@@ -29,7 +29,7 @@
 
 #include <cJSON.h>
 
-#include "validate.h"
+#include "msgs.h"
 
 /* Appends one message per violation of value against schema; returns how many. */
 size_t gw_schema_check(const cJSON *schema, const cJSON *value, struct gw_msgs *out);

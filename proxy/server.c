@@ -102,13 +102,13 @@ static void reload(struct gw_daemon *d)
         return;
     struct gw_errs errs = {0};
     struct gw_snapshot *next = gw_snapshot_build(d->config_path, &errs);
-    for (size_t i = 0; i < errs.nwarn; i++)
-        gw_log_info("%s", errs.warn[i]);
+    for (size_t i = 0; i < errs.warnings.n; i++)
+        gw_log_info("%s", errs.warnings.v[i]);
     if (next == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            gw_log_error("%s", errs.line[i]);
-        gw_log_error("SIGHUP: reload failed (%zu problem%s); still serving generation %lu", errs.n,
-                     errs.n == 1 ? "" : "s", d->snap->generation);
+        for (size_t i = 0; i < errs.problems.n; i++)
+            gw_log_error("%s", errs.problems.v[i]);
+        gw_log_error("SIGHUP: reload failed (%zu problem%s); still serving generation %lu",
+                     errs.problems.n, errs.problems.n == 1 ? "" : "s", d->snap->generation);
         d->reloads_failed++;
         gw_errs_free(&errs);
         return;
@@ -224,11 +224,11 @@ int gw_server_run(const char *config_path)
 {
     struct gw_errs errs = {0};
     struct gw_snapshot *snap = gw_snapshot_build(config_path, &errs);
-    for (size_t i = 0; i < errs.nwarn; i++)
-        gw_log_info("%s", errs.warn[i]);
+    for (size_t i = 0; i < errs.warnings.n; i++)
+        gw_log_info("%s", errs.warnings.v[i]);
     if (snap == NULL) {
-        for (size_t i = 0; i < errs.n; i++)
-            gw_log_error("%s", errs.line[i]);
+        for (size_t i = 0; i < errs.problems.n; i++)
+            gw_log_error("%s", errs.problems.v[i]);
         gw_errs_free(&errs);
         return 1;
     }

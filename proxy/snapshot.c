@@ -58,25 +58,25 @@ static void warn_unservable_ops(struct gw_snapshot *s, struct gw_errs *errs)
     for (size_t i = 0; i < s->api->nops; i++) {
         const struct gw_op *op = &s->api->ops[i];
         if (op->cred == GW_CRED_AGENCY && s->agency.token == NULL)
-            gw_errs_warn(errs,
-                         "warning: op %s has no credential: credentials.agency_token_file "
-                         "is null, so it will answer 503",
-                         op->id);
+            gw_msgs_add(&errs->warnings,
+                        "warning: op %s has no credential: credentials.agency_token_file "
+                        "is null, so it will answer 503",
+                        op->id);
         else if (op->cred == GW_CRED_LOCATION && s->nlocations == 0)
-            gw_errs_warn(errs,
-                         "warning: op %s has no credential: "
-                         "credentials.location_token_files is empty, so it will answer 503",
-                         op->id);
+            gw_msgs_add(&errs->warnings,
+                        "warning: op %s has no credential: "
+                        "credentials.location_token_files is empty, so it will answer 503",
+                        op->id);
         else if (op->cred == GW_CRED_NONE)
-            gw_errs_warn(errs,
-                         "warning: op %s uses no security scheme the gateway holds a "
-                         "credential for, so it will answer 503",
-                         op->id);
+            gw_msgs_add(&errs->warnings,
+                        "warning: op %s uses no security scheme the gateway holds a "
+                        "credential for, so it will answer 503",
+                        op->id);
         if (op->scope == NULL)
-            gw_errs_warn(errs,
-                         "warning: op %s has no scope in the OpenAPI document, so it will "
-                         "answer 503 (no token can be checked for it)",
-                         op->id);
+            gw_msgs_add(&errs->warnings,
+                        "warning: op %s has no scope in the OpenAPI document, so it will "
+                        "answer 503 (no token can be checked for it)",
+                        op->id);
     }
 }
 
@@ -85,7 +85,7 @@ static void warn_unservable_ops(struct gw_snapshot *s, struct gw_errs *errs)
  * still returned, so that the caller reports every problem at once). */
 static struct gw_snapshot *snapshot_start(const char *path, bool offline, struct gw_errs *errs)
 {
-    size_t before = errs->n;
+    size_t before = errs->problems.n;
     struct gw_snapshot *s = calloc(1, sizeof *s);
     if (s != NULL) {
         atomic_init(&s->refs, 1);
@@ -93,37 +93,37 @@ static struct gw_snapshot *snapshot_start(const char *path, bool offline, struct
         s->cfg = gw_config_load(path, !offline, errs);
     }
     if (s == NULL || s->cfg == NULL) {
-        if (errs->n == before)
-            gw_errs_add(errs, "out of memory");
+        if (errs->problems.n == before)
+            gw_msgs_add(&errs->problems, "out of memory");
         gw_snapshot_unref(s);
         return NULL;
     }
     char err[512];
     if (gw_openapi_load(s->cfg->upstream.openapi, &s->api, err, sizeof err) != 0)
-        gw_errs_add(errs, "upstream.openapi: %s", err);
+        gw_msgs_add(&errs->problems, "upstream.openapi: %s", err);
     else if ((s->policies = gw_policies_load(s->cfg->policies.dir, s->api, errs)) == NULL)
-        gw_errs_add(errs, "policies.dir: the policy set is not valid");
+        gw_msgs_add(&errs->problems, "policies.dir: the policy set is not valid");
     return s;
 }
 
 struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
 {
-    size_t before = errs->n;
+    size_t before = errs->problems.n;
     struct gw_snapshot *s = snapshot_start(path, false, errs);
     if (s == NULL)
         return NULL;
     if (s->policies && s->policies->n == 0)
-        gw_errs_warn(errs,
-                     "warning: %s holds no policy file: every request under /users will "
-                     "answer 403",
-                     s->cfg->policies.dir);
+        gw_msgs_add(&errs->warnings,
+                    "warning: %s holds no policy file: every request under /users will "
+                    "answer 403",
+                    s->cfg->policies.dir);
     char err[512];
     const struct gw_config *c = s->cfg;
     if (c->credentials.agency_token_file) {
         s->agency.token = gw_read_secret(c->credentials.agency_token_file, MAX_TOKEN_FILE,
                                          &s->agency.len, err, sizeof err);
         if (s->agency.token == NULL)
-            gw_errs_add(errs, "%s: credentials.agency_token_file: %s", c->file, err);
+            gw_msgs_add(&errs->problems, "%s: credentials.agency_token_file: %s", c->file, err);
     }
     if (c->credentials.nlocation) {
         s->locations = calloc(c->credentials.nlocation, sizeof *s->locations);
@@ -134,7 +134,7 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
             cr->token = gw_read_secret(c->credentials.location[i].file, MAX_TOKEN_FILE, &cr->len,
                                        err, sizeof err);
             if (cr->token == NULL) {
-                gw_errs_add(errs, "%s: credentials.location_token_files.%s: %s", c->file,
+                gw_msgs_add(&errs->problems, "%s: credentials.location_token_files.%s: %s", c->file,
                             c->credentials.location[i].location_id, err);
                 continue;
             }
@@ -143,31 +143,32 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
         }
         qsort(s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
     }
-    if (gw_auth_build(c, &s->auth, errs) != 0 && errs->n == before)
-        gw_errs_add(errs, "%s: auth: cannot load the issuers", c->file);
+    if (gw_auth_build(c, &s->auth, errs) != 0 && errs->problems.n == before)
+        gw_msgs_add(&errs->problems, "%s: auth: cannot load the issuers", c->file);
     if (c->auth.nissuers == 0)
-        gw_errs_warn(errs, "warning: auth.issuers is empty: every request under /users will "
-                           "answer 401");
+        gw_msgs_add(&errs->warnings,
+                    "warning: auth.issuers is empty: every request under /users will "
+                    "answer 401");
     s->server_ctx = gw_tls_server_ctx(c, err, sizeof err);
     if (s->server_ctx == NULL)
-        gw_errs_add(errs, "%s: %s", c->file, err);
+        gw_msgs_add(&errs->problems, "%s: %s", c->file, err);
     s->upstream_ctx = gw_tls_upstream_ctx(c, err, sizeof err);
     if (s->upstream_ctx == NULL)
-        gw_errs_add(errs, "%s: %s", c->file, err);
-    if (errs->n > before)
+        gw_msgs_add(&errs->problems, "%s: %s", c->file, err);
+    if (errs->problems.n > before)
         goto bad;
     warn_unservable_ops(s, errs);
     return s;
 bad:
-    if (errs->n == before)
-        gw_errs_add(errs, "out of memory");
+    if (errs->problems.n == before)
+        gw_msgs_add(&errs->problems, "out of memory");
     gw_snapshot_unref(s);
     return NULL;
 }
 
 struct gw_snapshot *gw_snapshot_build_offline(const char *path, struct gw_errs *errs)
 {
-    size_t before = errs->n;
+    size_t before = errs->problems.n;
     struct gw_snapshot *s = snapshot_start(path, true, errs);
     if (s == NULL)
         return NULL;
@@ -181,12 +182,12 @@ struct gw_snapshot *gw_snapshot_build_offline(const char *path, struct gw_errs *
                  strdup(c->credentials.location[i].location_id)) != NULL)
             s->nlocations++;
     qsort(s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
-    if (errs->n > before)
+    if (errs->problems.n > before)
         goto bad;
     return s;
 bad:
-    if (errs->n == before)
-        gw_errs_add(errs, "out of memory");
+    if (errs->problems.n == before)
+        gw_msgs_add(&errs->problems, "out of memory");
     gw_snapshot_unref(s);
     return NULL;
 }

@@ -43,7 +43,7 @@ struct gw_snapshot {
 };
 
 /* Loads the config at path and everything it names. Returns NULL with every problem in errs;
- * warnings (which do not fail) go to errs->warn in both cases. */
+ * warnings (which do not fail) go to errs->warnings in both cases. */
 struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs);
 /* For the offline commands (explain, policy-test), which decide but never serve: the config
  * (named files not checked), the OpenAPI document, the policies and the issuers' claim rules.

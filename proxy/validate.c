@@ -1,6 +1,5 @@
 #include "validate.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,36 +10,6 @@
 #include "openapi.h"
 #include "route.h"
 #include "schema.h"
-
-void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    int rc = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (rc < 0)
-        return;
-    if (m->n == m->cap) {
-        size_t nc = m->cap ? m->cap * 2 : 8;
-        char **nv = realloc(m->v, nc * sizeof *nv);
-        if (nv == NULL) {
-            free(s);
-            return;
-        }
-        m->v = nv;
-        m->cap = nc;
-    }
-    m->v[m->n++] = s;
-}
-
-void gw_msgs_free(struct gw_msgs *m)
-{
-    for (size_t i = 0; i < m->n; i++)
-        free(m->v[i]);
-    free(m->v);
-    memset(m, 0, sizeof *m);
-}
 
 int gw_validate_version(const struct gw_config *cfg, const char *version, enum gw_reply_kind *kind)
 {

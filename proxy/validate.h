@@ -13,18 +13,12 @@
 
 #include <cJSON.h>
 
+#include "msgs.h"
 #include "reply.h"
 
 struct gw_config;
 struct gw_op;
 struct gw_route;
-
-struct gw_msgs {
-    char **v;
-    size_t n, cap;
-};
-void gw_msgs_add(struct gw_msgs *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void gw_msgs_free(struct gw_msgs *m);
 
 /* Version header: 0 when accepted, else -1 and *kind is the reply to send. */
 int gw_validate_version(const struct gw_config *cfg, const char *version, enum gw_reply_kind *kind);

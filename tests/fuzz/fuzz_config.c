@@ -9,7 +9,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct gw_errs errs = {0};
     struct gw_config *c =
         gw_config_parse("/nonexistent/gw.json", (const char *)data, size, false, &errs);
-    if (c == NULL && errs.n == 0)
+    if (c == NULL && errs.problems.n == 0)
         abort(); /* a refusal always says why */
     gw_config_free(c);
     gw_errs_free(&errs);

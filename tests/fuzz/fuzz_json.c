@@ -29,9 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (v == NULL)
         return 0;
-    struct gw_jbuf b = {0};
+    struct gw_buf b = GW_BUF_INIT(64u << 20); /* the input is at most a few MiB */
     gw_jbuf_value(&b, v);
-    char *written = gw_jbuf_take(&b);
+    char *written = gw_buf_take(&b);
     if (written) {
         struct gw_json_opts o3 = {.max_depth = 17};
         cJSON *back = gw_json_parse(written, strlen(written), &o3, &err);

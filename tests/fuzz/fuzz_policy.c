@@ -244,7 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     struct gw_errs errs = {0};
     struct gw_policies *ps = gw_policies_load(dir, model, &errs);
-    if ((ps == NULL) != (errs.n != 0))
+    if ((ps == NULL) != (errs.problems.n != 0))
         abort(); /* a refusal always says why, and a set with errors is never returned */
     if (ps) {
         if (ps->n != (sep ? 2u : 1u))

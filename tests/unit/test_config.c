@@ -84,8 +84,8 @@ static char *errs_text(const struct gw_errs *e)
     char *s = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
-    for (size_t i = 0; i < e->n; i++)
-        fprintf(f, "  [%zu] %s\n", i, e->line[i]);
+    for (size_t i = 0; i < e->problems.n; i++)
+        fprintf(f, "  [%zu] %s\n", i, e->problems.v[i]);
     fclose(f);
     return s;
 }
@@ -100,8 +100,8 @@ static bool has_err(const struct gw_errs *e, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(want, sizeof want, fmt, ap);
     va_end(ap);
-    for (size_t i = 0; i < e->n; i++)
-        if (strcmp(e->line[i], want) == 0)
+    for (size_t i = 0; i < e->problems.n; i++)
+        if (strcmp(e->problems.v[i], want) == 0)
             return true;
     return false;
 }
@@ -109,9 +109,9 @@ static bool has_err(const struct gw_errs *e, const char *fmt, ...)
 /* True when one error line starts with "<file>:" and contains want. */
 static bool has_err_sub(const struct gw_errs *e, const char *file, const char *want)
 {
-    for (size_t i = 0; i < e->n; i++)
-        if (strncmp(e->line[i], file, strlen(file)) == 0 && e->line[i][strlen(file)] == ':' &&
-            strstr(e->line[i], want) != NULL)
+    for (size_t i = 0; i < e->problems.n; i++)
+        if (strncmp(e->problems.v[i], file, strlen(file)) == 0 &&
+            e->problems.v[i][strlen(file)] == ':' && strstr(e->problems.v[i], want) != NULL)
             return true;
     return false;
 }
@@ -120,7 +120,7 @@ static bool has_err_sub(const struct gw_errs *e, const char *file, const char *w
     do {                                                                                           \
         if (!has_err(&(errs), __VA_ARGS__)) {                                                      \
             char *t_ = errs_text(&(errs));                                                         \
-            ck_abort_msg("missing error; got %zu:\n%s", (errs).n, t_);                             \
+            ck_abort_msg("missing error; got %zu:\n%s", (errs).problems.n, t_);                    \
         }                                                                                          \
     } while (0)
 
@@ -128,7 +128,8 @@ static bool has_err_sub(const struct gw_errs *e, const char *file, const char *w
     do {                                                                                           \
         if (!has_err_sub(&(errs), (file), (want))) {                                               \
             char *t_ = errs_text(&(errs));                                                         \
-            ck_abort_msg("missing error containing '%s'; got %zu:\n%s", (want), (errs).n, t_);     \
+            ck_abort_msg("missing error containing '%s'; got %zu:\n%s", (want), (errs).problems.n, \
+                         t_);                                                                      \
         }                                                                                          \
     } while (0)
 
@@ -142,7 +143,7 @@ static struct gw_config *load_ok(const char *rel, const char *text)
         char *t = errs_text(&errs);
         ck_abort_msg("config refused:\n%s", t);
     }
-    ck_assert_uint_eq(errs.n, 0);
+    ck_assert_uint_eq(errs.problems.n, 0);
     gw_errs_free(&errs);
     return c;
 }
@@ -153,7 +154,7 @@ static void load_bad(const char *rel, const char *text, struct gw_errs *errs, co
     *path = cfg_file(rel, text);
     struct gw_config *c = gw_config_load(*path, true, errs);
     ck_assert_msg(c == NULL, "config accepted");
-    ck_assert_uint_ge(errs->n, 1);
+    ck_assert_uint_ge(errs->problems.n, 1);
 }
 
 static char *in_dir(const char *rel)
@@ -314,7 +315,7 @@ START_TEST(test_config_relative_paths_resolve_against_config_folder)
     ck_assert_int_eq(chdir(g_dir), 0);
     struct gw_errs errs = {0};
     c = gw_config_load("sub/gw.json", true, &errs);
-    ck_assert_msg(c != NULL, "%s", errs.n ? errs.line[0] : "");
+    ck_assert_msg(c != NULL, "%s", errs.problems.n ? errs.problems.v[0] : "");
     ck_assert_str_eq(c->dir, "sub");
     ck_assert_str_eq(c->tls.cert, "sub/../certs/dev/gateway.crt");
     gw_config_free(c);
@@ -324,7 +325,7 @@ START_TEST(test_config_relative_paths_resolve_against_config_folder)
     gw_errs_free(&errs);
     put_file("minimal-rel.json", "{}");
     c = gw_config_load("minimal-rel.json", true, &errs);
-    ck_assert_msg(c != NULL, "%s", errs.n ? errs.line[0] : "");
+    ck_assert_msg(c != NULL, "%s", errs.problems.n ? errs.problems.v[0] : "");
     ck_assert_str_eq(c->dir, ".");
     ck_assert_str_eq(c->tls.cert, "certs/dev/gateway.crt");
     gw_config_free(c);
@@ -355,7 +356,7 @@ START_TEST(test_config_unknown_key_top_level)
     const char *path;
     load_bad("unknown-top.json", "{\n  \"listn\": { \"port\": 1 }\n}\n", &errs, &path);
     ASSERT_ERR(errs, "%s:2: listn: unknown key", path);
-    ck_assert_uint_eq(errs.n, 1);
+    ck_assert_uint_eq(errs.problems.n, 1);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -379,7 +380,7 @@ START_TEST(test_config_unknown_key_nested)
     ASSERT_ERR(errs, "%s:3: listen.workerz: unknown key", path);
     ASSERT_ERR(errs, "%s:6: rate_limit.per_subject.bursts: unknown key", path);
     ASSERT_ERR(errs, "%s:8: auth.issuers[0].leway_s: unknown key", path);
-    ck_assert_uint_eq(errs.n, 3);
+    ck_assert_uint_eq(errs.problems.n, 3);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -411,7 +412,7 @@ START_TEST(test_config_wrong_types_refused)
                "%s:9: credentials.location_token_files: must be an object of \"<locationId>\": "
                "\"path\"",
                path);
-    ck_assert_uint_eq(errs.n, 8);
+    ck_assert_uint_eq(errs.problems.n, 8);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -425,7 +426,7 @@ START_TEST(test_config_out_of_range_ports_refused)
              &path);
     ASSERT_ERR(errs, "%s:2: listen.port: must be between 1 and 65535", path);
     ASSERT_ERR(errs, "%s:3: admin.port: must be between 1 and 65535", path);
-    ck_assert_uint_eq(errs.n, 2);
+    ck_assert_uint_eq(errs.problems.n, 2);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -440,7 +441,7 @@ START_TEST(test_config_string_lists_checked)
     load_bad("lists2.json", "{\"upstream\": {\"api_versions\": [\"2021-07-28\", 5]}}", &errs,
              &path);
     ASSERT_ERR_SUB(errs, path, ": upstream.api_versions: entry 1 must be a non-empty string");
-    ck_assert_uint_eq(errs.n, 1);
+    ck_assert_uint_eq(errs.problems.n, 1);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -454,7 +455,7 @@ START_TEST(test_config_addresses_must_be_ip_literals)
              &path);
     ASSERT_ERR(errs, "%s:1: listen.address: must be an IPv4 or IPv6 address", path);
     ASSERT_ERR(errs, "%s:2: admin.address: must be an IPv4 or IPv6 address", path);
-    ck_assert_uint_eq(errs.n, 2);
+    ck_assert_uint_eq(errs.problems.n, 2);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -484,7 +485,7 @@ START_TEST(test_config_missing_cert_file_named)
     load_bad("nocert.json", "{\n  \"tls\": { \"cert\": \"missing.crt\" }\n}\n", &errs, &path);
     ASSERT_ERR(errs, "%s:2: tls.cert: cannot read %s: No such file or directory", path,
                in_dir("missing.crt"));
-    ck_assert_uint_eq(errs.n, 1);
+    ck_assert_uint_eq(errs.problems.n, 1);
     gw_errs_free(&errs);
     /* without file checks the same config loads */
     struct gw_config *c = gw_config_load(path, false, &errs);
@@ -508,7 +509,7 @@ START_TEST(test_config_folder_where_file_needed_and_back)
     ASSERT_ERR(errs, "%s:3: policies.dir: %s is not a folder", path, in_dir("loc.token"));
     ASSERT_ERR(errs, "%s:4: audit.file: folder %s of %s does not exist", path, in_dir("nowhere"),
                in_dir("nowhere/audit.jsonl"));
-    ck_assert_uint_eq(errs.n, 3);
+    ck_assert_uint_eq(errs.problems.n, 3);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -530,7 +531,7 @@ START_TEST(test_config_missing_default_files_reported)
                in_dir("empty/policies/examples"));
     ASSERT_ERR(errs, "%s: audit.file (default): folder %s of %s does not exist", path,
                in_dir("empty/audit"), in_dir("empty/audit/audit.jsonl"));
-    ck_assert_uint_eq(errs.n, 5);
+    ck_assert_uint_eq(errs.problems.n, 5);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -543,7 +544,7 @@ START_TEST(test_config_tls_min_version)
     const char *path;
     load_bad("tls11.json", "{\"tls\": {\"min_version\": \"1.1\"}}", &errs, &path);
     ASSERT_ERR(errs, "%s:1: tls.min_version: must be \"1.2\" or \"1.3\"", path);
-    ck_assert_uint_eq(errs.n, 1);
+    ck_assert_uint_eq(errs.problems.n, 1);
     gw_errs_free(&errs);
     load_bad("tls12num.json", "{\"tls\": {\"min_version\": 1.2}}", &errs, &path);
     ASSERT_ERR(errs, "%s:1: tls.min_version: must be \"1.2\" or \"1.3\"", path);
@@ -607,8 +608,8 @@ START_TEST(test_config_upstream_url_refused)
         const char *path;
         load_bad(name, text, &errs, &path);
         ck_assert_msg(has_err(&errs, "%s:1: upstream.url: %s", path, bad[i].why), "%s: got %s",
-                      bad[i].url, errs.line[0]);
-        ck_assert_uint_eq(errs.n, 1);
+                      bad[i].url, errs.problems.v[0]);
+        ck_assert_uint_eq(errs.problems.n, 1);
         gw_errs_free(&errs);
     }
 }
@@ -650,7 +651,7 @@ START_TEST(test_config_location_token_files)
                "%s:5: credentials.location_token_files.: a location id is 1 to 64 letters and "
                "digits",
                path);
-    ck_assert_uint_eq(errs.n, 4);
+    ck_assert_uint_eq(errs.problems.n, 4);
     gw_errs_free(&errs);
 
     /* 64 characters is the longest id */
@@ -737,7 +738,7 @@ static void issuers_refused(const char *name, const char *issuers, const char *w
     const char *path;
     load_bad(name, text, &errs, &path);
     ASSERT_ERR_SUB(errs, path, want);
-    if (errs.n != nerr) {
+    if (errs.problems.n != nerr) {
         char *t = errs_text(&errs);
         ck_abort_msg("%s: want %zu errors, got:\n%s", name, nerr, t);
     }
@@ -865,7 +866,7 @@ START_TEST(test_config_reports_every_problem)
     ASSERT_ERR(errs, "%s:7: audit.fsync: must be true or false", path);
     ASSERT_ERR(errs, "%s:8: audit.sync_timeout_ms: must be between 1 and 600000", path);
     ASSERT_ERR(errs, "%s:9: limits.max_body_bytes: must be between 0 and 16777216", path);
-    ck_assert_uint_eq(errs.n, 6);
+    ck_assert_uint_eq(errs.problems.n, 6);
     gw_errs_free(&errs);
 }
 END_TEST
@@ -873,18 +874,18 @@ END_TEST
 START_TEST(test_config_errors_append_to_existing_list)
 {
     struct gw_errs errs = {0};
-    gw_errs_add(&errs, "earlier problem");
+    gw_msgs_add(&errs.problems, "earlier problem");
     const char *path;
     load_bad("append.json", "{\"listen\": {\"port\": 0}}", &errs, &path);
-    ck_assert_uint_eq(errs.n, 2);
-    ck_assert_str_eq(errs.line[0], "earlier problem");
+    ck_assert_uint_eq(errs.problems.n, 2);
+    ck_assert_str_eq(errs.problems.v[0], "earlier problem");
     /* a valid config after earlier problems still loads: only its own problems count */
     struct gw_config *c = gw_config_load(cfg_file("append-ok.json", "{}"), true, &errs);
     ck_assert_ptr_nonnull(c);
-    ck_assert_uint_eq(errs.n, 2);
+    ck_assert_uint_eq(errs.problems.n, 2);
     gw_config_free(c);
     gw_errs_free(&errs);
-    ck_assert_uint_eq(errs.n, 0);
+    ck_assert_uint_eq(errs.problems.n, 0);
 }
 END_TEST
 
@@ -894,7 +895,7 @@ START_TEST(test_config_not_json_reports_line)
     const char *path;
     load_bad("notjson.json", "{\n  \"listen\": {\n    \"port\": 80,\n  }\n}\n", &errs, &path);
     ASSERT_ERR(errs, "%s:4: expected a member name", path);
-    ck_assert_uint_eq(errs.n, 1);
+    ck_assert_uint_eq(errs.problems.n, 1);
     gw_errs_free(&errs);
     load_bad("dupkey.json", "{\n\"listen\": {},\n\"listen\": {}\n}", &errs, &path);
     ASSERT_ERR_SUB(errs, path, "duplicate member \"listen\"");

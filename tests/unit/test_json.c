@@ -275,9 +275,9 @@ static void jbuf_round_trip(const char *text)
     struct gw_json_error e;
     cJSON *v = parse(text, &e);
     ck_assert_msg(v != NULL, "%s: %s", text, e.msg);
-    struct gw_jbuf b = {0};
+    struct gw_buf b = GW_BUF_INIT(1 << 20);
     gw_jbuf_value(&b, v);
-    char *out = gw_jbuf_take(&b);
+    char *out = gw_buf_take(&b);
     ck_assert_ptr_nonnull(out);
     ck_assert_ptr_null(b.p);
     cJSON *w = parse(out, &e);
@@ -303,7 +303,7 @@ END_TEST
 
 START_TEST(test_json_writer_text)
 {
-    struct gw_jbuf b = {0};
+    struct gw_buf b = GW_BUF_INIT(1 << 20);
     cJSON *o = cJSON_CreateObject();
     cJSON_AddNumberToObject(o, "n", 42);
     cJSON_AddNumberToObject(o, "x", 0.1);
@@ -316,7 +316,7 @@ START_TEST(test_json_writer_text)
     gw_jbuf_string(&b, NULL);
     gw_jbuf_value(&b, NULL);
     GW_JBUF_LIT(&b, ">");
-    char *t = gw_jbuf_take(&b);
+    char *t = gw_buf_take(&b);
     /* the same escapes as gw_json_append_string: control and DEL as \u00xx, a byte that is
      * not UTF-8 as U+FFFD; 15 significant digits when they read back the same */
     ck_assert_str_eq(t, "<{\"n\":42,\"x\":0.1,\"big\":1e+300,\"nan\":null,"
@@ -334,11 +334,46 @@ START_TEST(test_json_writer_text)
     big[100000] = '\0';
     big[500] = '\n';
     gw_jbuf_string(&b, big);
-    t = gw_jbuf_take(&b);
+    t = gw_buf_take(&b);
     ck_assert_uint_eq(strlen(t), 100000 - 1 + 6 + 2);
     ck_assert_int_eq(memcmp(t + 501, "\\u000a", 6), 0);
     free(t);
     free(big);
+}
+END_TEST
+
+/* Near its cap a string is written in pieces: only the bytes really written count, so text
+ * that fits exactly is written, and one byte more fails the buffer (take gives NULL). */
+START_TEST(test_json_writer_string_at_the_cap)
+{
+    char s[2000];
+    memset(s, 'a', sizeof s - 1);
+    s[sizeof s - 1] = '\0';
+    s[1000] = '\x01';                       /* 6 bytes out */
+    size_t want = sizeof s - 2 + 6 + 2 + 1; /* the rest, \u0001, the quotes, then "}" */
+    struct gw_buf b = GW_BUF_INIT(want);
+    gw_jbuf_string(&b, s);
+    GW_JBUF_LIT(&b, "}");
+    char *t = gw_buf_take(&b);
+    ck_assert_ptr_nonnull(t);
+    ck_assert_uint_eq(strlen(t), want);
+    ck_assert_int_eq(memcmp(t + 1001, "\\u0001", 6), 0);
+    ck_assert_str_eq(t + want - 2, "\"}");
+    free(t);
+
+    b = (struct gw_buf)GW_BUF_INIT(want - 1);
+    gw_jbuf_string(&b, s);
+    ck_assert(!b.failed);
+    GW_JBUF_LIT(&b, "}");
+    ck_assert(b.failed);
+    ck_assert_ptr_null(gw_buf_take(&b));
+    ck_assert_ptr_null(b.p);
+
+    b = (struct gw_buf)GW_BUF_INIT(want - 3);
+    gw_jbuf_string(&b, s); /* the closing quote does not fit */
+    ck_assert(b.failed);
+    ck_assert_uint_le(b.n, want - 3);
+    ck_assert_ptr_null(gw_buf_take(&b));
 }
 END_TEST
 
@@ -850,6 +885,7 @@ static Suite *json_suite(void)
     tcase_add_test(tc, test_json_duplicates_on_both_paths);
     tcase_add_test(tc, test_json_writer_round_trips);
     tcase_add_test(tc, test_json_writer_text);
+    tcase_add_test(tc, test_json_writer_string_at_the_cap);
     tcase_add_test(tc, test_json_string_runs_between_escapes_and_utf8);
     tcase_add_test(tc, test_json_parses_scalars_at_top_level);
     tcase_add_test(tc, test_json_decodes_every_simple_escape);

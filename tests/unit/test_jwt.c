@@ -319,9 +319,9 @@ static void setup_auth(void)
     snprintf(path, sizeof path, "%s/gateway.json", g_dir);
     struct gw_errs errs = {0};
     g_cfg = gw_config_parse(path, CONFIG, sizeof CONFIG - 1, false, &errs);
-    ck_assert_msg(g_cfg != NULL, "config refused: %s", errs.n ? errs.line[0] : "?");
+    ck_assert_msg(g_cfg != NULL, "config refused: %s", errs.problems.n ? errs.problems.v[0] : "?");
     ck_assert_msg(gw_auth_build(g_cfg, &g_auth, &errs) == 0, "auth refused: %s",
-                  errs.n ? errs.line[0] : "?");
+                  errs.problems.n ? errs.problems.v[0] : "?");
     gw_errs_free(&errs);
 
     size_t pl = strlen(g_k1_pem);

@@ -1422,11 +1422,11 @@ static struct gw_auth *wp_auth(const struct wp_key *wk, int gid, struct gw_confi
     snprintf(cpath, sizeof cpath, "%s/wp%d.json", g_dir, gid);
     struct gw_errs errs = {0};
     struct gw_config *cfg = gw_config_parse(cpath, text, strlen(text), false, &errs);
-    ck_assert_msg(cfg != NULL, "group %d: config refused: %s\n%s", gid, errs.n ? errs.line[0] : "?",
-                  text);
+    ck_assert_msg(cfg != NULL, "group %d: config refused: %s\n%s", gid,
+                  errs.problems.n ? errs.problems.v[0] : "?", text);
     struct gw_auth *a = NULL;
     ck_assert_msg(gw_auth_build(cfg, &a, &errs) == 0, "group %d: auth refused: %s", gid,
-                  errs.n ? errs.line[0] : "?");
+                  errs.problems.n ? errs.problems.v[0] : "?");
     gw_errs_free(&errs);
     free(text);
     *cfgp = cfg;

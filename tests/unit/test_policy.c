@@ -109,8 +109,8 @@ static char *errs_text(const struct gw_errs *e)
     char *s = NULL;
     size_t n = 0;
     FILE *f = open_memstream(&s, &n);
-    for (size_t i = 0; i < e->n; i++)
-        fprintf(f, "  [%zu] %s\n", i, e->line[i]);
+    for (size_t i = 0; i < e->problems.n; i++)
+        fprintf(f, "  [%zu] %s\n", i, e->problems.v[i]);
     fclose(f);
     return s;
 }
@@ -123,8 +123,8 @@ static struct gw_policies *load_ok(void)
         char *t = errs_text(&errs);
         ck_abort_msg("policies refused:\n%s", t);
     }
-    ck_assert_msg(errs.n == 0, "policies loaded with %zu errors: %s", errs.n,
-                  errs.n ? errs.line[0] : "");
+    ck_assert_msg(errs.problems.n == 0, "policies loaded with %zu errors: %s", errs.problems.n,
+                  errs.problems.n ? errs.problems.v[0] : "");
     gw_errs_free(&errs);
     return ps;
 }
@@ -142,20 +142,20 @@ static void load_bad(struct gw_errs *errs)
     struct gw_policies *ps = gw_policies_load(g_dir, api, errs);
     if (ps != NULL) {
         gw_policies_free(ps);
-        ck_abort_msg("policies accepted (%zu errors)", errs->n);
+        ck_abort_msg("policies accepted (%zu errors)", errs->problems.n);
     }
-    ck_assert_msg(errs->n >= 1, "refused without an error message");
+    ck_assert_msg(errs->problems.n >= 1, "refused without an error message");
 }
 
 /* True when one error line contains every one of the NULL-terminated substrings. */
 static bool has_err_all(const struct gw_errs *e, ...)
 {
-    for (size_t i = 0; i < e->n; i++) {
+    for (size_t i = 0; i < e->problems.n; i++) {
         va_list ap;
         va_start(ap, e);
         bool all = true;
         for (const char *w = va_arg(ap, const char *); w; w = va_arg(ap, const char *))
-            if (strstr(e->line[i], w) == NULL) {
+            if (strstr(e->problems.v[i], w) == NULL) {
                 all = false;
                 break;
             }
@@ -171,7 +171,7 @@ static bool has_err_all(const struct gw_errs *e, ...)
         if (!has_err_all(&(errs), __VA_ARGS__, (const char *)NULL)) {                              \
             char *t_ = errs_text(&(errs));                                                         \
             ck_abort_msg("no error line containing all of [%s]; got %zu:\n%s", #__VA_ARGS__,       \
-                         (errs).n, t_);                                                            \
+                         (errs).problems.n, t_);                                                   \
         }                                                                                          \
     } while (0)
 
@@ -492,6 +492,51 @@ START_TEST(test_policy_load_subjects_empty)
     ASSERT_FILE_REFUSED("{\n'name':'p',\n'subjects':[],\n'operations':['get-user'],\n"
                         "'companies':'*',\n'locations':'*'\n}\n",
                         3, "subjects");
+}
+END_TEST
+
+/* A file with many problems shows them all, in one order: unknown keys first, then the members
+ * in the order of the language (name, description, subjects, operations, companies, locations,
+ * grant, fields, reads), each section the same way; warnings apart. */
+START_TEST(test_policy_load_every_problem_in_order)
+{
+    put("p.json", "{\n'reads':{'redact':[5]},\n'locations':['*',5],\n'colour':1,\n"
+                  "'grant':{'max_locations':-1,\n'hue':2,\n'types':'account'},\n"
+                  "'companies':'c1',\n'name':'',\n'operations':['get-user','make-user'],\n"
+                  "'description':5,\n'subjects':[{'groups':[5]}],\n'shade':3\n}\n");
+    struct gw_errs e = {0};
+    load_bad(&e);
+    static const char *const want[] = {
+        "p.json:4: colour: unknown key",
+        "p.json:13: shade: unknown key",
+        "p.json:9: name: a policy needs a non-empty name",
+        "p.json:11: description: must be a string",
+        "p.json:12: subjects.groups: entries must be non-empty strings",
+        "p.json:12: subjects.groups: must list at least one value",
+        "p.json:10: operations: unknown operation make-user",
+        "p.json:8: companies: must be an array of strings",
+        "p.json:3: locations: entries must be non-empty strings",
+        "p.json:6: grant.hue: unknown key",
+        "p.json:7: grant.types: must be an array of strings",
+        "p.json:5: grant.max_locations: must be an integer from 0",
+        "p.json:2: reads.redact: entries must be non-empty strings",
+    };
+    char *t = errs_text(&e);
+    ck_assert_msg(e.problems.n == sizeof want / sizeof *want, "got:\n%s", t);
+    for (size_t i = 0; i < e.problems.n; i++) {
+        char w[512];
+        snprintf(w, sizeof w, "%s/%s", g_dir, want[i]);
+        ck_assert_msg(strcmp(e.problems.v[i], w) == 0, "[%zu] want %s, got:\n%s", i, w, t);
+    }
+    free(t);
+    ck_assert_uint_eq(e.warnings.n, 1); /* the "*" read before the bad entry */
+    char w[512];
+    snprintf(w, sizeof w,
+             "warning: %s/p.json:3: locations: \"*\" inside a list is a location id; "
+             "\"locations\": \"*\" means every location",
+             g_dir);
+    ck_assert_str_eq(e.warnings.v[0], w);
+    gw_errs_free(&e);
 }
 END_TEST
 
@@ -2055,6 +2100,7 @@ static Suite *policy_suite(void)
     /* 1 */
     tcase_add_test(tc, test_policy_load_valid_example_shape);
     tcase_add_test(tc, test_policy_load_unknown_top_level_key);
+    tcase_add_test(tc, test_policy_load_every_problem_in_order);
     tcase_add_test(tc, test_policy_load_unknown_key_in_grant);
     tcase_add_test(tc, test_policy_load_unknown_key_in_fields);
     tcase_add_test(tc, test_policy_load_unknown_key_in_reads);

@@ -307,7 +307,7 @@ static void boot(const struct opts *o)
     snprintf(path, sizeof path, "%s/gateway.json", W.dir);
     struct gw_errs errs = {0};
     struct gw_snapshot *s = gw_snapshot_build(path, &errs);
-    ck_assert_msg(s != NULL, "snapshot refused: %s", errs.n ? errs.line[0] : "?");
+    ck_assert_msg(s != NULL, "snapshot refused: %s", errs.problems.n ? errs.problems.v[0] : "?");
     gw_errs_free(&errs);
     if (W.cache) /* as a worker adopting a snapshot: its principals point into the old issuers */
         gw_token_cache_clear(W.cache);
