@@ -68,6 +68,13 @@ int gw_admit(const struct gw_snapshot *s, const struct gw_route *route,
     return 0;
 }
 
+cJSON *gw_admission_take_body(struct gw_admission *a)
+{
+    cJSON *b = a->body;
+    a->body = NULL;
+    return b;
+}
+
 void gw_admission_free(struct gw_admission *a)
 {
     cJSON_Delete(a->body);

@@ -44,6 +44,8 @@ int gw_admit(const struct gw_snapshot *s, const struct gw_route *route,
              const struct gw_principal *p, const char *version, bool version_repeated,
              const char *content_type, const char *data, size_t len, struct gw_admission *out);
 void gw_admission_free(struct gw_admission *a);
+/* The validated body, now the caller's (cJSON_Delete); the admission no longer holds it. */
+cJSON *gw_admission_take_body(struct gw_admission *a);
 
 /* The credential the op is sent upstream with (SPEC §3), or NULL with why (503). */
 const struct gw_credential *gw_admit_credential(const struct gw_snapshot *s,

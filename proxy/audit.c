@@ -1289,6 +1289,50 @@ struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members)
     return it;
 }
 
+void gw_audit_batch_add(struct gw_audit_batch *b, struct gw_audit_item *it)
+{
+    it->next = NULL;
+    if (b->tail)
+        b->tail->next = it;
+    else
+        b->head = it;
+    b->tail = it;
+    b->n++;
+}
+
+void gw_audit_batch_submit(struct gw_audit *a, struct gw_audit_batch *b)
+{
+    struct gw_audit_item *list = b->head;
+    size_t n = b->n;
+    *b = (struct gw_audit_batch){0};
+    if (list == NULL || gw_audit_submit_list(a, list, n) == 0)
+        return;
+    for (struct gw_audit_item *it = list, *next; it; it = next) {
+        next = it->next;
+        it->next = NULL;
+        if (it->done)
+            gw_audit_refuse(a, it);
+        else
+            gw_audit_lost(a, it);
+    }
+}
+
+struct gw_audit_item *gw_audit_item_waited(enum gw_audit_event e, char *members, struct event *done)
+{
+    struct gw_audit_item *it = gw_audit_item_new(e, members);
+    if (it)
+        it->done = done;
+    return it;
+}
+
+void gw_audit_item_free(struct gw_audit_item *it)
+{
+    if (it) {
+        free(it->members);
+        free(it);
+    }
+}
+
 void gw_audit_lost(struct gw_audit *a, struct gw_audit_item *it)
 {
     const char *e = it ? gw_audit_event_name(it->event) : "";

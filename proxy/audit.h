@@ -104,9 +104,26 @@ int gw_audit_submit(struct gw_audit *a, struct gw_audit_item *it);
  * the writer. All or none: returns 0, or -1 (none taken) when they do not fit the queue, one
  * is too large, or the log is stopping. */
 int gw_audit_submit_list(struct gw_audit *a, struct gw_audit_item *head, size_t n);
+/* Records handed over together (a worker's loop pass): one lock and one wake-up of the writer
+ * for all of them. Written by the functions below only; starts zeroed. */
+struct gw_audit_batch {
+    struct gw_audit_item *head, *tail;
+    size_t n;
+};
+void gw_audit_batch_add(struct gw_audit_batch *b, struct gw_audit_item *it);
+/* Hands the batch over, which is empty after. Refused (the queue is full, the log stopping):
+ * its waited items are answered failed (gw_audit_refuse), the others counted lost. */
+void gw_audit_batch_submit(struct gw_audit *a, struct gw_audit_batch *b);
 /* Builds a record nobody waits for from members (taken). NULL when out of memory (members
  * freed). */
 struct gw_audit_item *gw_audit_item_new(enum gw_audit_event e, char *members);
+/* Builds a record its submitter waits for (an intent): done, an event of the submitter's loop,
+ * is activated once it is on disk or failed (then it->ok says which). members taken; NULL when
+ * out of memory (members freed). */
+struct gw_audit_item *gw_audit_item_waited(enum gw_audit_event e, char *members,
+                                           struct event *done);
+/* Frees an item that is its submitter's (answered, refused, or never handed over). */
+void gw_audit_item_free(struct gw_audit_item *it);
 /* The longest members a record may have: its line, with the members around them, stays within
  * what audit-verify reads (64 MiB). The cap of a buffer the members are written into. */
 #define GW_AUDIT_MAX_MEMBERS ((64u << 20) - 1024)

@@ -90,5 +90,4 @@ SSL *gw_conn_ssl(const struct gw_conn *c);
 size_t gw_conn_reply(struct gw_conn *c, int status, const char *reason,
                      const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body, bool close);
 
-
 #endif

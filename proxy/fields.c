@@ -316,3 +316,8 @@ void gw_fields_free(void *base, const struct gw_field *t)
         }
     }
 }
+
+void gw_fields_oom(struct gw_fields *x)
+{
+    x->oom = true;
+}

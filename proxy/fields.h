@@ -51,6 +51,9 @@ enum gw_field_kind {
 /* Paths: what must exist when check_files is set. */
 enum gw_file_need { GW_NEED_NONE, GW_NEED_READ, GW_NEED_DIR, GW_NEED_PARENT };
 
+/* A custom reader could not allocate: what was read is incomplete (the read fails). */
+void gw_fields_oom(struct gw_fields *x);
+
 struct gw_field;
 /* A custom reader or an after check. v: the member's value; NULL (custom readers only, from
  * gw_fields_defaults): set the default. key: the member's full name ("auth.issuers[0].keys"). */

@@ -104,29 +104,21 @@ static int __attribute__((noinline)) skip_ws_rest(struct parser *ps)
 /* Skips whitespace (and comments where allowed); -1 on an unterminated comment. */
 static inline int skip_ws(struct parser *ps)
 {
-    if (ps->p < ps->end && *ps->p > ' ' && *ps->p != '/')
+    if (ps->p<ps->end && * ps->p> ' ' && *ps->p != '/')
         return 0; /* the common case: no whitespace at all */
     return skip_ws_rest(ps);
 }
 
 /* Bytes a string literal copies as they are: printable ASCII and DEL, not '"' or '\\'. */
 static const unsigned char plain[256] = {
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    1, 1, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 };
 
 /* The end of the run of plain bytes at q (< end): eight at a time while eight are left (a word
@@ -138,8 +130,8 @@ static inline const unsigned char *plain_run(const unsigned char *q, const unsig
         uint64_t v;
         memcpy(&v, q, 8);
         uint64_t quote = v ^ (ones * '"'), bslash = v ^ (ones * '\\');
-        uint64_t special = ((v - ones * 0x20) & ~v) | v | ((quote - ones) & ~quote) |
-                           ((bslash - ones) & ~bslash);
+        uint64_t special =
+            ((v - ones * 0x20) & ~v) | v | ((quote - ones) & ~quote) | ((bslash - ones) & ~bslash);
         if (special & highs)
             break;
         q += 8;
@@ -385,8 +377,7 @@ static int check_duplicates(struct parser *ps, struct member *m, size_t count)
     } else {
         qsort(m, count, sizeof *m, cmp_members);
         for (size_t i = 1; i < count; i++)
-            if (strcmp(m[i - 1].name, m[i].name) == 0 &&
-                (dup == NULL || m[i].index < dup->index))
+            if (strcmp(m[i - 1].name, m[i].name) == 0 && (dup == NULL || m[i].index < dup->index))
                 dup = &m[i];
     }
     if (dup == NULL)
@@ -686,8 +677,8 @@ static bool check_value(struct parser *ps);
 
 /* The string at ps->p past its first escape or non-ASCII byte (kept out of line, so that the
  * common string, plain ASCII, costs its scan and no call). */
-static bool __attribute__((noinline)) check_string_rest(struct parser *ps,
-                                                        const unsigned char *open)
+static bool __attribute__((noinline))
+check_string_rest(struct parser *ps, const unsigned char *open)
 {
     for (;;) {
         ps->p = plain_run(ps->p, ps->end);

@@ -355,6 +355,22 @@ struct gw_jwks_fetcher *gw_jwks_fetcher_new(struct gw_auth *a)
     return f;
 }
 
+/* A fetched key whose kid is not one of the issuer's configured keys (gw_keyset_keep). */
+static bool not_configured(const struct gw_key *key, void *arg)
+{
+    const struct gw_issuer *is = arg;
+    const char *kid = key->kid;
+    bool clash = false;
+    for (size_t s = 0; kid && s < is->nkeys; s++)
+        clash |= is->keys[s].kid && strcmp(is->keys[s].kid, kid) == 0;
+    for (size_t s = 0; kid && is->file_keys && s < is->file_keys->n; s++)
+        clash |= is->file_keys->keys[s].kid && strcmp(is->file_keys->keys[s].kid, kid) == 0;
+    if (clash)
+        gw_log_error("JWKS of issuer %s: kid %.64s is also a configured key; left out",
+                     is->cfg->issuer, kid);
+    return !clash;
+}
+
 static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
 {
     struct gw_issuer *is = &f->a->issuers[i];
@@ -372,24 +388,7 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
         return false;
     }
     /* a kid names one key: URL keys may not shadow (or be shadowed by) configured ones */
-    size_t w = 0;
-    for (size_t k = 0; k < set->n; k++) {
-        const char *kid = set->keys[k].kid;
-        bool clash = false;
-        for (size_t s = 0; kid && s < is->nkeys; s++)
-            clash |= is->keys[s].kid && strcmp(is->keys[s].kid, kid) == 0;
-        for (size_t s = 0; kid && is->file_keys && s < is->file_keys->n; s++)
-            clash |= is->file_keys->keys[s].kid && strcmp(is->file_keys->keys[s].kid, kid) == 0;
-        if (clash) {
-            gw_log_error("JWKS of issuer %s: kid %.64s is also a configured key; left out",
-                         ci->issuer, kid);
-            gw_key_clear(&set->keys[k]);
-            continue;
-        }
-        set->keys[w++] = set->keys[k];
-    }
-    set->n = w;
-    if (set->n == 0) {
+    if (gw_keyset_keep(set, not_configured, is) == 0) {
         gw_keyset_unref(set);
         atomic_fetch_add(&f->st[i].fail, 1);
         gw_log_error("JWKS of issuer %s: no usable key left; keeping the last good keys",

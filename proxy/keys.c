@@ -459,6 +459,21 @@ size_t gw_keyset_withdrawn(const struct gw_keyset *old, const struct gw_keyset *
     return gone;
 }
 
+size_t gw_keyset_keep(struct gw_keyset *s, bool (*keep)(const struct gw_key *k, void *arg),
+                      void *arg)
+{
+    size_t w = 0;
+    for (size_t k = 0; k < s->n; k++) {
+        if (!keep(&s->keys[k], arg)) {
+            gw_key_clear(&s->keys[k]);
+            continue;
+        }
+        s->keys[w++] = s->keys[k];
+    }
+    s->n = w;
+    return w;
+}
+
 void gw_keyset_unref(struct gw_keyset *s)
 {
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)

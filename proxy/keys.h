@@ -75,6 +75,10 @@ void gw_key_clear(struct gw_key *k);
 struct gw_keyset *gw_jwks_parse(const char *buf, size_t len, char *why, size_t whylen);
 struct gw_keyset *gw_keyset_ref(struct gw_keyset *s);
 void gw_keyset_unref(struct gw_keyset *s);
+/* Keeps the keys of a set not yet shared (one reference) for which keep answers true, in
+ * order; the others are cleared. Returns how many are left. */
+size_t gw_keyset_keep(struct gw_keyset *s, bool (*keep)(const struct gw_key *k, void *arg),
+                      void *arg);
 /* How many keys of old are not in next (a key stays when next holds one with the same kid,
  * algorithm and public key): replacing old by next withdraws them. Either may be NULL. */
 size_t gw_keyset_withdrawn(const struct gw_keyset *old, const struct gw_keyset *next);

@@ -184,7 +184,7 @@ static int read_values(struct gw_fields *x, const cJSON *v, const char *key, str
     if (cJSON_IsString(v) && v->valuestring[0]) {
         out->v = calloc(2, sizeof *out->v);
         if (out->v == NULL || (out->v[0] = strdup(v->valuestring)) == NULL) {
-            x->oom = true;
+            gw_fields_oom(x);
             return -1;
         }
         out->n = 1;
@@ -210,7 +210,7 @@ static void read_subjects(struct gw_fields *x, const cJSON *v, void *base, const
         return;
     }
     if ((p->subjects = calloc((size_t)cJSON_GetArraySize(v), sizeof *p->subjects)) == NULL) {
-        x->oom = true;
+        gw_fields_oom(x);
         return;
     }
     for (const cJSON *e = v->child; e; e = e->next) {
@@ -220,13 +220,13 @@ static void read_subjects(struct gw_fields *x, const cJSON *v, void *base, const
         }
         struct subj_entry *se = &p->subjects[p->nsubjects++];
         if ((se->m = calloc((size_t)cJSON_GetArraySize(e), sizeof *se->m)) == NULL) {
-            x->oom = true;
+            gw_fields_oom(x);
             return;
         }
         for (const cJSON *m = e->child; m; m = m->next) {
             struct subj_member *sm = &se->m[se->n++];
             if ((sm->claim = strdup(m->string)) == NULL) {
-                x->oom = true;
+                gw_fields_oom(x);
                 return;
             }
             char member[256];
@@ -287,7 +287,7 @@ static void read_locations(struct gw_fields *x, const cJSON *v, void *base,
         }
         p->loc = LOC_CLAIM;
         if ((p->loc_claim = strdup(c->valuestring)) == NULL)
-            x->oom = true;
+            gw_fields_oom(x);
         return;
     }
     if (!cJSON_IsArray(v)) {
@@ -314,7 +314,7 @@ static void read_pins(struct gw_fields *x, const cJSON *v, void *base, const str
         return;
     }
     if ((p->pins = calloc((size_t)cJSON_GetArraySize(v) + 1, sizeof *p->pins)) == NULL) {
-        x->oom = true;
+        gw_fields_oom(x);
         return;
     }
     for (const cJSON *m = v->child; m; m = m->next) {
@@ -461,7 +461,7 @@ static int load_one(struct gw_fields *x, const char *path, struct gw_policy *p)
     size_t before = x->errs->problems.n;
     gw_fields_defaults(x, p, policy_fields);
     if ((p->file = strdup(path)) == NULL)
-        x->oom = true;
+        gw_fields_oom(x);
     else
         gw_fields_walk(x, root, p, policy_fields, "");
     cJSON_Delete(root);

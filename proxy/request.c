@@ -83,10 +83,7 @@ static void enter(struct gw_req *r, enum gw_req_stage s)
 
 static void req_free(struct gw_req *r)
 {
-    if (r->intent) {
-        free(r->intent->members);
-        free(r->intent);
-    }
+    gw_audit_item_free(r->intent);
     if (r->intent_done)
         event_free(r->intent_done);
     cJSON_Delete(r->target);
@@ -309,7 +306,9 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
 {
     enter(r, GW_RS_REPLY);
     hdrs[nhdrs++] = (struct gw_header){"X-Request-Id", r->request_id};
-    struct gw_access a = {
+    audit_answer(r); /* the outcome a written intent owes, before the line that ends it */
+    /* the request's strings live in the connection until the reply is sent: log first */
+    const struct gw_access a = {
         .ts_ms = r->ts_ms,
         .request_id = r->request_id,
         .ip = r->ip,
@@ -323,11 +322,9 @@ static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t 
         .upstream_status = r->upstream_status,
         .upstream_ms = r->upstream_ms,
         .bytes_in = r->bytes_in,
+        .bytes_out = body ? evbuffer_get_length(body) : 0,
+        .duration_ms = gw_mono_ms() - r->t0,
     };
-    /* the request's strings live in the connection until the reply is sent: log first */
-    audit_answer(r);
-    a.bytes_out = body ? evbuffer_get_length(body) : 0;
-    a.duration_ms = gw_mono_ms() - r->t0;
     gw_m_request(r->env->m, a.op, status, a.duration_ms / 1000);
     r->env->log(r->env->arg, &a);
     r->env->reply(r->env->arg, r->conn, status, gw_status_phrase(status), hdrs, nhdrs, body, close);
@@ -927,8 +924,7 @@ static void on_intent(evutil_socket_t fd, short what, void *arg)
     }
     event_del(r->intent_done); /* the writer's answer, if it came as the deadline passed */
     bool ok = r->intent->ok;
-    free(r->intent->members);
-    free(r->intent);
+    gw_audit_item_free(r->intent);
     r->intent = NULL;
     if (!ok) {
         reply_error(r, GW_R_UNAVAILABLE, "the audit log cannot be written; the change was not sent",
@@ -945,23 +941,21 @@ static void on_intent(evutil_socket_t fd, short what, void *arg)
 static void write_intent(struct gw_req *r)
 {
     enter(r, GW_RS_INTENT);
-    struct gw_audit_item *it = calloc(1, sizeof *it);
-    if (it)
-        it->members = audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL, NULL);
     if (r->intent_done == NULL)
         r->intent_done = event_new(r->env->base, -1, 0, on_intent, r);
+    struct gw_audit_item *it =
+        r->intent_done
+            ? gw_audit_item_waited(GW_AUDIT_INTENT,
+                                   audit_members(r, GW_AUDIT_INTENT, NULL, -1, NULL, NULL),
+                                   r->intent_done)
+            : NULL;
     long ms = r->snap->cfg->audit.sync_timeout_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    if (it == NULL || it->members == NULL || r->intent_done == NULL ||
-        event_add(r->intent_done, &tv) != 0) {
-        if (it)
-            free(it->members);
-        free(it);
+    if (it == NULL || event_add(r->intent_done, &tv) != 0) {
+        gw_audit_item_free(it);
         reply_error(r, GW_R_UNAVAILABLE, "out of memory", NULL, 0);
         return;
     }
-    it->event = GW_AUDIT_INTENT;
-    it->done = r->intent_done;
     r->intent = it;
     /* on_intent follows: written, refused (503) or too late (503) */
     r->env->audit_intent(r->env->arg, it);
@@ -1059,8 +1053,7 @@ static void validate(struct gw_req *r)
         gw_admission_free(&adm);
         return;
     }
-    r->body = adm.body;
-    adm.body = NULL;
+    r->body = gw_admission_take_body(&adm);
     gw_admission_free(&adm);
     r->version = version;
     decide(r, NULL, gw_policy_needs_target(op));

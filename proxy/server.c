@@ -123,7 +123,7 @@ static void reload(struct gw_daemon *d)
     warn_restart_needed(d->snap->cfg, next->cfg);
     pthread_mutex_lock(&d->snap_mu);
     struct gw_snapshot *old = d->snap;
-    next->generation = old->generation + 1;
+    gw_snapshot_follow(next, old);
     d->snap = next;
     pthread_mutex_unlock(&d->snap_mu);
     /* the old keys stay usable by requests in flight; only its refreshing stops */
@@ -248,7 +248,7 @@ int gw_server_run(const char *config_path)
     d.snap = snap;
     d.config_path = config_path;
     pthread_mutex_init(&d.snap_mu, NULL);
-    snap->generation = 1;
+    gw_snapshot_follow(snap, NULL);
     atomic_init(&d.stopping, false);
     d.access = gw_log_open(snap->cfg->access_log.file);
     if (d.access == NULL) {

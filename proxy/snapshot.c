@@ -192,6 +192,11 @@ bad:
     return NULL;
 }
 
+void gw_snapshot_follow(struct gw_snapshot *next, const struct gw_snapshot *prev)
+{
+    next->generation = prev ? prev->generation + 1 : 1;
+}
+
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s)
 {
     atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);

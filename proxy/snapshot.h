@@ -50,6 +50,8 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs);
  * No key, certificate or credential file is read: which credentials are configured is known
  * from the config alone (offline is set). */
 struct gw_snapshot *gw_snapshot_build_offline(const char *path, struct gw_errs *errs);
+/* next replaces prev (NULL: the first of the process): its generation is prev's plus one. */
+void gw_snapshot_follow(struct gw_snapshot *next, const struct gw_snapshot *prev);
 struct gw_snapshot *gw_snapshot_ref(struct gw_snapshot *s);
 void gw_snapshot_unref(struct gw_snapshot *s);
 

@@ -59,8 +59,7 @@ struct gw_worker {
     struct event *access_flush;
     /* Audit records of this loop pass, handed to the writer together by audit_flush (made
      * active behind them): one lock and one wake-up of the writer per pass, not per record. */
-    struct gw_audit_item *audit_head, *audit_tail;
-    size_t audit_n;
+    struct gw_audit_batch audit_batch;
     struct event *audit_flush;
 };
 
@@ -93,20 +92,7 @@ static void on_audit_flush(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gw_worker *w = arg;
-    struct gw_audit_item *list = w->audit_head;
-    size_t n = w->audit_n;
-    w->audit_head = w->audit_tail = NULL;
-    w->audit_n = 0;
-    if (list == NULL || gw_audit_submit_list(w->shared->audit, list, n) == 0)
-        return;
-    for (struct gw_audit_item *it = list, *next; it; it = next) {
-        next = it->next;
-        it->next = NULL;
-        if (it->done)
-            gw_audit_refuse(w->shared->audit, it);
-        else
-            gw_audit_lost(w->shared->audit, it);
-    }
+    gw_audit_batch_submit(w->shared->audit, &w->audit_batch);
 }
 
 /* Queues a record for this pass's hand-over. One too large to write is refused here. */
@@ -120,13 +106,7 @@ static void audit_enqueue(struct gw_worker *w, struct gw_audit_item *it)
             gw_audit_lost(w->shared->audit, it);
         return;
     }
-    it->next = NULL;
-    if (w->audit_tail)
-        w->audit_tail->next = it;
-    else
-        w->audit_head = it;
-    w->audit_tail = it;
-    w->audit_n++;
+    gw_audit_batch_add(&w->audit_batch, it);
     event_active(w->audit_flush, EV_TIMEOUT, 0);
 }
 
