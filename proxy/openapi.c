@@ -342,6 +342,38 @@ static int build_security(struct loader *l, struct gw_op *op, const cJSON *sec)
     return 0;
 }
 
+/* Is a property's schema a secret's: format "password", writeOnly, or (as HighLevel's document
+ * marks its password) an example of asterisks only? */
+static bool secret_schema(const cJSON *sch)
+{
+    const cJSON *format = cJSON_GetObjectItemCaseSensitive(sch, "format");
+    if (cJSON_IsString(format) && strcmp(format->valuestring, "password") == 0)
+        return true;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "writeOnly")))
+        return true;
+    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(sch, "example");
+    return cJSON_IsString(ex) && ex->valuestring[0] != '\0' &&
+           strspn(ex->valuestring, "*") == strlen(ex->valuestring);
+}
+
+/* The op's secret body members, found once at load (the audit record asks for every member). */
+static int find_secrets(struct gw_op *op)
+{
+    const cJSON *props = cJSON_GetObjectItemCaseSensitive(op->body_schema, "properties");
+    size_t n = 0;
+    for (const cJSON *p = cJSON_IsObject(props) ? props->child : NULL; p; p = p->next)
+        n += secret_schema(p);
+    if (n == 0)
+        return 0;
+    op->secret = calloc(n, sizeof *op->secret);
+    if (op->secret == NULL)
+        return -1;
+    for (const cJSON *p = props->child; p; p = p->next)
+        if (secret_schema(p))
+            op->secret[op->nsecret++] = p->string;
+    return 0;
+}
+
 static int build_op(struct loader *l, struct gw_openapi *m, const char *path, enum gw_method meth,
                     const cJSON *oj, const cJSON *path_params)
 {
@@ -405,6 +437,8 @@ static int build_op(struct loader *l, struct gw_openapi *m, const char *path, en
         op->body_schema = cJSON_GetObjectItemCaseSensitive(js, "schema");
         if (op->body_schema == NULL)
             return lfail(l, "%s: request body without an application/json schema", op->id);
+        if (find_secrets(op) != 0)
+            return lfail(l, "out of memory");
     }
     const cJSON *sec = cJSON_GetObjectItemCaseSensitive(oj, "security");
     if (sec == NULL)
@@ -597,6 +631,7 @@ void gw_openapi_free(struct gw_openapi *m)
         for (size_t k = 0; k < op->nsynth; k++)
             free(op->synth[k]);
         free(op->synth);
+        free(op->secret);
     }
     free(m->ops);
     free(m->scopes);
@@ -634,20 +669,10 @@ const struct gw_param *gw_op_param(const struct gw_op *op, enum gw_param_in in, 
 
 bool gw_openapi_secret(const struct gw_op *op, const char *member)
 {
-    const cJSON *props = cJSON_GetObjectItemCaseSensitive(op->body_schema, "properties");
-    const cJSON *sch = cJSON_GetObjectItemCaseSensitive(props, member);
-    if (sch == NULL)
-        return false;
-    const cJSON *format = cJSON_GetObjectItemCaseSensitive(sch, "format");
-    if (cJSON_IsString(format) && strcmp(format->valuestring, "password") == 0)
-        return true;
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(sch, "writeOnly")))
-        return true;
-    /* HighLevel's document marks its password with a masked example, "*******" */
-    const cJSON *ex = cJSON_GetObjectItemCaseSensitive(sch, "example");
-    if (!cJSON_IsString(ex) || ex->valuestring[0] == '\0')
-        return false;
-    return strspn(ex->valuestring, "*") == strlen(ex->valuestring);
+    for (size_t i = 0; i < op->nsecret; i++)
+        if (strcmp(op->secret[i], member) == 0)
+            return true;
+    return false;
 }
 
 const char *gw_openapi_default_path(void)

@@ -69,6 +69,9 @@ struct gw_op {
     bool deprecated;
     char **synth; /* names of path parameters the document uses but does not declare */
     size_t nsynth;
+    const char **secret; /* body members that hold a secret (gw_openapi_secret), from the
+                            document; the names live in doc */
+    size_t nsecret;
 };
 
 struct gw_perm_flag {

@@ -151,6 +151,23 @@ START_TEST(test_openapi_default_path_is_the_shipped_document)
 }
 END_TEST
 
+/* The shipped document marks the password a secret (a masked example): the audit record
+ * redacts what the model names, on create and update; nothing else is marked. */
+START_TEST(test_openapi_secret_members_from_the_document)
+{
+    static const char *const changing[] = {"create-user", "update-user"};
+    for (size_t i = 0; i < 2; i++) {
+        const struct gw_op *op = gw_openapi_op(m, changing[i]);
+        ck_assert_ptr_nonnull(op);
+        ck_assert(gw_openapi_secret(op, "password"));
+        ck_assert(!gw_openapi_secret(op, "email"));
+        ck_assert(!gw_openapi_secret(op, "firstName"));
+        ck_assert_uint_eq(op->nsecret, 1);
+    }
+    ck_assert(!gw_openapi_secret(gw_openapi_op(m, "get-user"), "password"));
+}
+END_TEST
+
 START_TEST(test_openapi_shipped_document_has_the_seven_ops)
 {
     ck_assert_uint_eq(m->nops, 7);
@@ -657,6 +674,7 @@ static Suite *openapi_suite(void)
     tcase_add_checked_fixture(tc, load_shipped, free_shipped);
     tcase_add_test(tc, test_openapi_default_path_is_the_shipped_document);
     tcase_add_test(tc, test_openapi_shipped_document_has_the_seven_ops);
+    tcase_add_test(tc, test_openapi_secret_members_from_the_document);
     tcase_add_test(tc, test_openapi_op_segments);
     tcase_add_test(tc, test_openapi_required_scopes);
     tcase_add_test(tc, test_openapi_credential_kinds);
