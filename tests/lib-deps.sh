@@ -2,7 +2,8 @@
 # when they are missing. Needs root or sudo the first time.
 gw_packages=(build-essential cmake pkg-config libevent-dev libssl-dev libjwt-dev libcjson-dev
              check openssl curl ca-certificates clang libclang-rt-dev
-             python3-yaml systemd cppcheck clang-tidy valgrind)
+             python3-yaml systemd cppcheck clang-tidy valgrind
+             libhiredis-dev redis-server redis-tools)
 
 gw_install_missing() {
   local missing=() p
