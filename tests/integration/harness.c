@@ -179,6 +179,39 @@ int wait_port(int port, int timeout_ms)
     return -1;
 }
 
+/* Waits until the process pid, which appends to log, says (after byte `from` of it) that it
+ * listens on port, and the port answers. A port answering is not enough: free_port's check and
+ * the bind that follows are apart in time, so two suites running side by side can draw the
+ * same port, and the one that binds second would talk to the other's process (seen under
+ * valgrind, whose slow start lost that race: a create reached another suite's sandbox). */
+static int wait_started(pid_t pid, int port, const char *log, long from, int timeout_ms)
+{
+    char needle[64];
+    snprintf(needle, sizeof needle, "listening on 127.0.0.1:%d", port);
+    long end = now_ms() + timeout_ms;
+    while (now_ms() < end) {
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            return -1; /* exited: its log says why */
+        char *text = slurp(log);
+        bool said = text && (long)strlen(text) > from && strstr(text + from, needle) != NULL;
+        free(text);
+        int fd = said ? loopback_connect(port) : -1;
+        if (fd >= 0) {
+            close(fd);
+            return 0;
+        }
+        usleep(20000);
+    }
+    return -1;
+}
+
+/* The size of the file at path now (0 when absent). */
+static long file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (long)st.st_size : 0;
+}
+
 /* spawn_in with env: "NAME=VALUE ..." (space-separated, may be NULL) added to the child's
  * environment. */
 static pid_t spawn_env(char *const argv[], const char *log, const char *cwd, const char *env)
@@ -258,9 +291,10 @@ static void start_sandbox(struct env *e, const struct env_opts *o)
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++)
         argv[argc++] = fixed[i];
     split_args(extra, argv, &argc, 40);
+    long from = file_size(e->sandbox.log);
     e->sandbox.pid = spawn(argv, e->sandbox.log);
-    ck_assert_msg(wait_port(e->sandbox.port, 5000) == 0, "ghl-sandbox did not start: %s",
-                  slurp(e->sandbox.log));
+    ck_assert_msg(wait_started(e->sandbox.pid, e->sandbox.port, e->sandbox.log, from, 5000) == 0,
+                  "ghl-sandbox did not start: %s", slurp(e->sandbox.log));
 }
 
 /* GW_VALGRIND set (ctest label "valgrind"): the gateway runs under memcheck, and a definite
@@ -286,9 +320,11 @@ static void start_gateway(struct env *e, const struct env_opts *o)
                   e->config,
                   NULL};
     bool vgr = under_valgrind();
+    long from = file_size(e->gateway.log);
     e->gateway.pid =
         spawn_env(vgr ? vg : argv, e->gateway.log, NULL, e->gateway_env[0] ? e->gateway_env : NULL);
-    if (wait_port(e->gateway.port, vgr ? 60000 : 5000) != 0) {
+    if (wait_started(e->gateway.pid, e->gateway.port, e->gateway.log, from, vgr ? 60000 : 5000) !=
+        0) {
         char *log = slurp(e->gateway.log);
         ck_abort_msg("ghl-gateway did not start: %s", log);
     }
