@@ -396,9 +396,220 @@ static const struct gw_field rl_upstream_fields[] = {
     {"daily", GW_F_INT, C(rate_limit.upstream.daily), 1, 1000000000, .idef = 200000},
     {NULL},
 };
+/* a decimal number in [lo, hi]: digits only, no sign, space or leading zero */
+static int small_number(const char *s, long lo, long hi, long *out)
+{
+    size_t n = strspn(s, "0123456789");
+    if (n == 0 || n > 5 || s[n] != '\0' || (s[0] == '0' && n > 1))
+        return -1;
+    long v = strtol(s, NULL, 10);
+    if (v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* redis://[host][:port][/db] (no user or password: those come from username and
+ * password_file) or unix:///path[?db=N]. rediss:// needs hiredis 1.0: refused with the reason. */
+static int parse_redis_url(const char *url, struct gw_cfg_redis *r, char *why, size_t whylen)
+{
+    const char *end;
+    if (strncmp(url, "rediss://", 9) == 0) {
+        snprintf(why, whylen,
+                 "rediss:// (TLS) is not supported: Debian bookworm's hiredis 0.14 has no TLS; "
+                 "use a unix socket or a TLS tunnel to Redis (docs/operations.md)");
+        return -1;
+    }
+    if (strncmp(url, "unix://", 7) == 0) {
+        const char *path = url + 7, *q = strchr(path, '?');
+        size_t n = q ? (size_t)(q - path) : strlen(path);
+        if (n < 2 || path[0] != '/' || n >= 108) {
+            snprintf(why, whylen, "must be unix:///absolute/path (at most 107 bytes)");
+            return -1;
+        }
+        if (q && small_number(q + 1 + (strncmp(q + 1, "db=", 3) == 0 ? 3 : 0), 0, 15,
+                                      &r->db) != 0) {
+            snprintf(why, whylen, "a unix socket's database is ?db=0 to ?db=15");
+            return -1;
+        }
+        if (q && strncmp(q + 1, "db=", 3) != 0) {
+            snprintf(why, whylen, "a unix socket's database is ?db=0 to ?db=15");
+            return -1;
+        }
+        r->unix_path = strndup(path, n);
+        return r->unix_path ? 0 : -1;
+    }
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(why, whylen, "must be redis://host[:port][/db] or unix:///path");
+        return -1;
+    }
+    const char *h = url + 8;
+    if (strchr(h, '@')) {
+        snprintf(why, whylen,
+                 "must not hold a user or password: use username and password_file");
+        return -1;
+    }
+    char host[256];
+    if (*h == '[') { /* [IPv6] */
+        const char *rb = strchr(h, ']');
+        if (rb == NULL || (size_t)(rb - h - 1) >= sizeof host || rb == h + 1) {
+            snprintf(why, whylen, "bad IPv6 address");
+            return -1;
+        }
+        memcpy(host, h + 1, (size_t)(rb - h - 1));
+        host[rb - h - 1] = '\0';
+        end = rb + 1;
+    } else {
+        end = h + strcspn(h, ":/");
+        if (end == h || (size_t)(end - h) >= sizeof host) {
+            snprintf(why, whylen, "needs a host");
+            return -1;
+        }
+        memcpy(host, h, (size_t)(end - h));
+        host[end - h] = '\0';
+        for (const char *c = host; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') ||
+                  (*c >= '0' && *c <= '9') || *c == '-' || *c == '.')) {
+                snprintf(why, whylen, "bad character in host");
+                return -1;
+            }
+    }
+    r->port = 6379;
+    if (*end == ':') {
+        const char *d = end + 1;
+        size_t nd = strspn(d, "0123456789");
+        char digits[8];
+        if (nd == 0 || nd > 5 || d[0] == '0') {
+            snprintf(why, whylen, "bad port");
+            return -1;
+        }
+        memcpy(digits, d, nd);
+        digits[nd] = '\0';
+        if (small_number(digits, 1, 65535, &r->port) != 0) {
+            snprintf(why, whylen, "bad port");
+            return -1;
+        }
+        end = d + nd;
+    }
+    r->db = 0;
+    if (*end == '/' && end[1] != '\0') {
+        if (small_number(end + 1, 0, 15, &r->db) != 0) {
+            snprintf(why, whylen, "the database is /0 to /15");
+            return -1;
+        }
+        end += strlen(end);
+    } else if (*end == '/') {
+        end++;
+    }
+    if (*end != '\0') {
+        snprintf(why, whylen, "must be redis://host[:port][/db] or unix:///path");
+        return -1;
+    }
+    r->host = strdup(host);
+    return r->host ? 0 : -1;
+}
+
+static void cust_redis_url(struct gw_fields *x, const cJSON *v, void *base,
+                           const struct gw_field *f, const char *key)
+{
+    struct gw_cfg_redis *r = &((struct gw_config *)base)->rate_limit.redis;
+    (void)f;
+    if (v == NULL)
+        return; /* required: the section's own check says so */
+    if (!cJSON_IsString(v)) {
+        gw_fields_problem(x, v, key, "must be a string");
+        return;
+    }
+    char why[200];
+    free(r->host);
+    free(r->unix_path);
+    r->host = r->unix_path = NULL;
+    if (parse_redis_url(v->valuestring, r, why, sizeof why) != 0) {
+        gw_fields_problem(x, v, key, "%s", why);
+        return;
+    }
+    free(r->url);
+    r->url = strdup(v->valuestring);
+    if (r->url == NULL)
+        gw_fields_oom(x);
+}
+
+static void cust_on_failure(struct gw_fields *x, const cJSON *v, void *base,
+                            const struct gw_field *f, const char *key)
+{
+    int *dst = GW_FIELD_AT(base, f->off, int);
+    static const char *const names[] = {[GW_RLF_LOCAL] = "local", [GW_RLF_DENY] = "deny",
+                                        [GW_RLF_ALLOW] = "allow"};
+    if (v == NULL) {
+        *dst = GW_RLF_LOCAL;
+        return;
+    }
+    for (int i = 0; i < 3; i++)
+        if (cJSON_IsString(v) && strcmp(v->valuestring, names[i]) == 0) {
+            *dst = i;
+            return;
+        }
+    gw_fields_problem(x, v, key, "must be \"local\", \"deny\" or \"allow\"");
+}
+
+static void after_key_prefix(struct gw_fields *x, const cJSON *v, void *base,
+                             const struct gw_field *f, const char *key)
+{
+    const char *p = *GW_FIELD_AT(base, f->off, char *);
+    if (p == NULL)
+        return;
+    size_t n = strlen(p);
+    bool printable = true;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
+            printable = false;
+    if (n > 64 || !printable)
+        gw_fields_problem(x, v, key, "1 to 64 visible ASCII characters, no spaces");
+}
+
+static const struct gw_field redis_fields[] = {
+    {"url", GW_F_CUSTOM, 0, .custom = cust_redis_url},
+    {"username", GW_F_STR_NULL, C(rate_limit.redis.username)},
+    {"password_file", GW_F_PATH_NULL, C(rate_limit.redis.password_file), .need = GW_NEED_READ},
+    {"ca_file", GW_F_PATH_NULL, C(rate_limit.redis.ca_file), .need = GW_NEED_READ},
+    {"key_prefix", GW_F_STR, C(rate_limit.redis.key_prefix), .def = "ghl-gateway:",
+     .after = after_key_prefix},
+    {"timeout_ms", GW_F_INT, C(rate_limit.redis.timeout_ms), 1, 60000, .idef = 50},
+    {"on_failure", GW_F_CUSTOM, C(rate_limit.redis.on_failure), .custom = cust_on_failure},
+    {NULL},
+};
+
+/* rate_limit.redis: null (the default: limits in the process) or the shared store (11.2) */
+static void cust_redis(struct gw_fields *x, const cJSON *v, void *base, const struct gw_field *f,
+                       const char *key)
+{
+    struct gw_config *c = base;
+    struct gw_cfg_redis *r = &c->rate_limit.redis;
+    (void)f;
+    if (v == NULL || cJSON_IsNull(v))
+        return;
+    if (!cJSON_IsObject(v)) {
+        gw_fields_problem(x, v, key, "must be an object or null");
+        return;
+    }
+    r->enabled = true;
+    r->line = gw_json_line(&x->lines, v);
+    gw_fields_defaults(x, c, redis_fields);
+    gw_fields_walk(x, v, c, redis_fields, key);
+    if (r->url == NULL && r->host == NULL && r->unix_path == NULL &&
+        cJSON_GetObjectItemCaseSensitive(v, "url") == NULL)
+        gw_fields_problem(x, v, key, "url is required");
+    if (r->ca_file)
+        gw_fields_problem(x, v, key,
+                          "ca_file is for rediss:// (TLS), which this build cannot do: hiredis "
+                          "0.14 has no TLS");
+}
+
 static const struct gw_field rate_limit_fields[] = {
     {"per_subject", GW_F_SECTION, 0, .sub = per_subject_fields},
     {"upstream", GW_F_SECTION, 0, .sub = rl_upstream_fields},
+    {"replicas", GW_F_INT, C(rate_limit.replicas), 1, 10000, .idef = 1},
+    {"redis", GW_F_CUSTOM, 0, .custom = cust_redis},
     {NULL},
 };
 static const struct gw_field limits_fields[] = {
@@ -548,6 +759,10 @@ void gw_config_free(struct gw_config *c)
         free(is->keys);
     }
     free(c->auth.issuers);
+    gw_fields_free(c, redis_fields);
+    free(c->rate_limit.redis.url);
+    free(c->rate_limit.redis.host);
+    free(c->rate_limit.redis.unix_path);
     free(c->file);
     free(c->dir);
     free(c);

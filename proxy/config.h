@@ -16,6 +16,9 @@
 
 #include "msgs.h"
 
+/* rate_limit.redis.on_failure (SPEC §11.2) */
+enum gw_rl_failure { GW_RLF_LOCAL, GW_RLF_DENY, GW_RLF_ALLOW };
+
 struct gw_cfg_key {
     char *kid; /* NULL when absent */
     char *alg; /* "RS256", "HS256", ... */
@@ -106,6 +109,19 @@ struct gw_config {
         struct {
             long burst, per_seconds, daily;
         } upstream;
+        long replicas; /* without a shared store each replica enforces 1/replicas (11.1) */
+        struct gw_cfg_redis {
+            bool enabled; /* "redis" is an object, not null */
+            char *url;    /* as written */
+            char *host;   /* redis://: a host name or address; NULL for a unix socket */
+            long port;
+            char *unix_path; /* unix:///path */
+            long db;         /* SELECT'ed after AUTH (0: none) */
+            char *username, *password_file, *ca_file, *key_prefix;
+            long timeout_ms;
+            int on_failure; /* enum gw_rl_failure */
+            int line;       /* of the "redis" member, for check's problems */
+        } redis;
     } rate_limit;
     struct {
         long max_header_bytes, max_body_bytes, max_token_bytes, max_json_depth;

@@ -17,6 +17,7 @@
 #include "json.h"
 #include "openapi.h"
 #include "policy.h"
+#include "rlstore.h"
 #include "server.h"
 #include "snapshot.h"
 
@@ -113,6 +114,13 @@ static void summary(const struct gw_snapshot *s)
     printf("  audit      %s%s\n", c->audit.file ? c->audit.file : "(no file)",
            c->audit.fsync ? " (fsync)" : "");
     printf("  access log %s\n", c->access_log.file ? c->access_log.file : "stderr");
+    static const char *const on_failure[] = {"local", "deny", "allow"};
+    if (c->rate_limit.redis.enabled)
+        printf("  rate limits shared on %s (answered, script loaded; on_failure %s)\n",
+               c->rate_limit.redis.url, on_failure[c->rate_limit.redis.on_failure]);
+    else if (c->rate_limit.replicas > 1)
+        printf("  rate limits in this process: 1/%ld of each (rate_limit.replicas)\n",
+               c->rate_limit.replicas);
 }
 
 static int cmd_check(int argc, char **argv)
@@ -127,6 +135,12 @@ static int cmd_check(int argc, char **argv)
         gw_jwks_check(s->auth, &errs);
     uint64_t audit_seq = 0;
     char why[1200], note[1200];
+    const struct gw_cfg_redis *rd = s ? &s->cfg->rate_limit.redis : NULL;
+    if (rd && rd->enabled && gw_rlstore_probe(rd, s->redis.token, why, sizeof why) != 0) {
+        gw_msgs_add(&errs.problems, "%s:%d: rate_limit.redis: %s", s->cfg->file, rd->line, why);
+        gw_snapshot_unref(s);
+        s = NULL;
+    }
     if (s && gw_audit_inspect(s->cfg, &audit_seq, note, sizeof note, why, sizeof why) != 0) {
         gw_msgs_add(&errs.problems, "%s", why);
         gw_snapshot_unref(s);

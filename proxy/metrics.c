@@ -28,7 +28,7 @@ static uint64_t get(const gw_counter *c)
     return atomic_load_explicit((gw_counter *)c, memory_order_relaxed);
 }
 
-static void observe(struct gw_hist *h, double seconds)
+void gw_m_observe(struct gw_hist *h, double seconds)
 {
     if (seconds < 0)
         seconds = 0;
@@ -80,14 +80,14 @@ void gw_m_request(struct gw_metrics *m, const char *op, int status, double secon
 {
     struct gw_op_m *e = op_entry(m, op);
     count_status(e->req, status);
-    observe(&e->dur, seconds);
+    gw_m_observe(&e->dur, seconds);
 }
 
 void gw_m_upstream(struct gw_metrics *m, const char *op, int status, double seconds)
 {
     struct gw_op_m *e = op_entry(m, op);
     count_status(e->up, status);
-    observe(&m->up_dur, seconds);
+    gw_m_observe(&m->up_dur, seconds);
 }
 
 void gw_m_denial(struct gw_metrics *m, const char *policy, const char *op)
@@ -335,6 +335,28 @@ void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, s
         evbuffer_add_printf(out, "ghl_gateway_rate_limited_total{scope=\"%s\"} %llu\n", scopes[k],
                             (unsigned long long)v);
     }
+    static const char *const results[GW_STORE_RESULTS] = {"ok", "error", "timeout"};
+    help(out, "ghl_gateway_ratelimit_store_requests_total", "counter",
+         "Calls to the shared rate-limit store (Redis), by result.");
+    for (size_t k = 0; k < GW_STORE_RESULTS; k++) {
+        uint64_t v = 0;
+        for (size_t s = 0; s < n; s++)
+            v += get(&shards[s]->store_requests[k]);
+        evbuffer_add_printf(out, "ghl_gateway_ratelimit_store_requests_total{result=\"%s\"} %llu\n",
+                            results[k], (unsigned long long)v);
+    }
+    help(out, "ghl_gateway_ratelimit_store_duration_seconds", "histogram",
+         "Time from a call to the shared rate-limit store to its answer.");
+    struct hist_sum sh = {0};
+    bool fallback = false;
+    for (size_t s = 0; s < n; s++) {
+        hist_add(&sh, &shards[s]->store_dur);
+        fallback |= atomic_load_explicit(&shards[s]->store_fallback, memory_order_relaxed);
+    }
+    hist_render(out, "ghl_gateway_ratelimit_store_duration_seconds", NULL, &sh);
+    help(out, "ghl_gateway_ratelimit_fallback", "gauge",
+         "1 while the shared rate-limit store is unusable and on_failure decides.");
+    evbuffer_add_printf(out, "ghl_gateway_ratelimit_fallback %d\n", fallback ? 1 : 0);
     uint64_t hits = 0, misses = 0;
     size_t conns = 0;
     for (size_t s = 0; s < n; s++) {

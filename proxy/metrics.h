@@ -57,6 +57,8 @@ struct gw_denial_m {
 
 enum gw_up_error_kind { GW_UPE_CONNECT, GW_UPE_TLS, GW_UPE_TIMEOUT, GW_UPE_PROTOCOL, GW_UPE_KINDS };
 enum gw_rl_scope { GW_RL_SUBJECT, GW_RL_UPSTREAM, GW_RL_SCOPES };
+/* answers of the shared rate-limit store (SPEC §11.2) */
+enum gw_store_result { GW_STORE_OK, GW_STORE_ERROR, GW_STORE_TIMEOUT, GW_STORE_RESULTS };
 
 struct gw_metrics {
     struct gw_op_m ops[GW_M_OPS];
@@ -66,7 +68,10 @@ struct gw_metrics {
     gw_counter cache_hits, cache_misses;
     gw_counter up_errors[GW_UPE_KINDS];
     gw_counter rate_limited[GW_RL_SCOPES];
-    atomic_size_t connections; /* open client connections */
+    gw_counter store_requests[GW_STORE_RESULTS];
+    struct gw_hist store_dur;
+    atomic_bool store_fallback; /* this worker's store is unusable (on_failure decides) */
+    atomic_size_t connections;  /* open client connections */
 };
 
 /* Writers (the owning worker only). op: the op's id, or NULL for a request no route matched. */
@@ -74,6 +79,7 @@ void gw_m_request(struct gw_metrics *m, const char *op, int status, double secon
 void gw_m_upstream(struct gw_metrics *m, const char *op, int status, double seconds);
 void gw_m_denial(struct gw_metrics *m, const char *policy, const char *op);
 void gw_m_inc(gw_counter *c);
+void gw_m_observe(struct gw_hist *h, double seconds);
 
 /* Appends every metric of the shards (summed) in Prometheus text format 0.0.4. auth_names:
  * the reason class names by index (nreasons of them). */

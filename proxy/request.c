@@ -23,6 +23,7 @@
 #include "policy.h"
 #include "ratelimit.h"
 #include "reply.h"
+#include "rlscript.h"
 #include "route.h"
 #include "snapshot.h"
 #include "token_cache.h"
@@ -59,6 +60,7 @@ struct gw_req {
     int upstream_status;
     double upstream_ms;
     bool upstream_sent; /* a byte of this call's request may have left (outcome "upstream") */
+    bool upstream_paid; /* the shared store took its upstream calls (or on_failure "allow") */
     struct gw_principal *principal;   /* once authenticated (a reference) */
     const char *auth_failure;         /* the reason class, for the access log */
     const struct gw_credential *cred; /* the upstream credential of the op */
@@ -376,6 +378,13 @@ static void reply_limited(struct gw_req *r, const struct gw_rl_verdict *v, enum 
     reply_extra(r, GW_R_RATE_LIMITED, NULL, NULL, 0, h, 4);
 }
 
+/* This replica's share of a limit (SPEC §11.1): 1/replicas of it, at least 1. */
+static long share(long limit, long replicas)
+{
+    long v = replicas > 1 ? limit / replicas : limit;
+    return v < 1 ? 1 : v;
+}
+
 static uint64_t mono_ns(void)
 {
     struct timespec t;
@@ -552,12 +561,16 @@ static void send_upstream(struct gw_req *r, bool target_only, gw_upstream_cb cb)
     r->upstream_status = 0; /* the status logged and audited is this call's */
     r->upstream_sent = false;
     const struct gw_config *rc = r->snap->cfg;
-    struct gw_rl_verdict v;
-    gw_rl_upstream(r->env->rl, rc->rate_limit.upstream.burst, rc->rate_limit.upstream.per_seconds,
-                   rc->rate_limit.upstream.daily, mono_ns(), (int64_t)time(NULL), &v);
-    if (!v.allowed) {
-        reply_limited(r, &v, GW_RL_UPSTREAM);
-        return;
+    if (!r->upstream_paid) {
+        long n = rc->rate_limit.replicas;
+        struct gw_rl_verdict v;
+        gw_rl_upstream(r->env->rl, share(rc->rate_limit.upstream.burst, n),
+                       rc->rate_limit.upstream.per_seconds, share(rc->rate_limit.upstream.daily, n),
+                       mono_ns(), (int64_t)time(NULL), &v);
+        if (!v.allowed) {
+            reply_limited(r, &v, GW_RL_UPSTREAM);
+            return;
+        }
     }
     char *query = target_only ? strdup("") : gw_route_query_string(&r->route);
     char *body = r->body && !target_only ? cJSON_PrintUnformatted(r->body) : NULL;
@@ -1059,8 +1072,59 @@ static void validate(struct gw_req *r)
     decide(r, NULL, gw_policy_needs_target(op));
 }
 
-/* AUTHENTICATE: the bearer token (401 with the reason class), then the subject's rate limit
- * (429); then VALIDATE. */
+/* The subject's limit kept in this process: without a shared store, or when it failed and
+ * on_failure is "local" (this replica's share, 11.1); then VALIDATE. */
+static void limit_locally(struct gw_req *r)
+{
+    const struct gw_config *lc = r->snap->cfg;
+    struct gw_rl_verdict rv;
+    gw_rl_subject(r->env->rl, r->principal->subject_id,
+                  share(lc->rate_limit.per_subject.burst, lc->rate_limit.replicas),
+                  lc->rate_limit.per_subject.per_seconds, mono_ns(), &rv);
+    if (!rv.allowed) {
+        reply_limited(r, &rv, GW_RL_SUBJECT);
+        return;
+    }
+    validate(r);
+}
+
+/* The shared store could not decide (SPEC §11.2): rate_limit.redis.on_failure does. */
+static void store_failed(struct gw_req *r)
+{
+    switch (r->snap->cfg->rate_limit.redis.on_failure) {
+    case GW_RLF_DENY:
+        reply_error(r, GW_R_UNAVAILABLE, "rate-limit store unavailable", NULL, 0);
+        return;
+    case GW_RLF_ALLOW:
+        r->upstream_paid = true;
+        validate(r);
+        return;
+    default:
+        limit_locally(r);
+    }
+}
+
+/* The shared store's answer: all three limits passed and were spent together, or the one
+ * that refused. */
+static void on_store(void *arg, const struct gw_rlstore_answer *a)
+{
+    struct gw_req *r = arg;
+    if (a->result != GW_RLSTORE_VERDICT) {
+        store_failed(r);
+        return;
+    }
+    if (!a->verdict.allowed) {
+        reply_limited(r, &a->verdict, a->scope == GW_RLS_SUBJECT ? GW_RL_SUBJECT : GW_RL_UPSTREAM);
+        return;
+    }
+    r->upstream_paid = true;
+    validate(r);
+}
+
+/* AUTHENTICATE: the bearer token (401 with the reason class), then the rate limits (429): in
+ * the shared store when there is one (one round trip for the subject's bucket and the
+ * upstream calls the request will make), else the subject's here and the upstream's when
+ * the call is sent; then VALIDATE. */
 static void authenticate_and_limit(struct gw_req *r)
 {
     enter(r, GW_RS_AUTHENTICATE);
@@ -1073,14 +1137,21 @@ static void authenticate_and_limit(struct gw_req *r)
         return;
     }
     const struct gw_config *lc = r->snap->cfg;
-    struct gw_rl_verdict rv;
-    gw_rl_subject(env->rl, r->principal->subject_id, lc->rate_limit.per_subject.burst,
-                  lc->rate_limit.per_subject.per_seconds, mono_ns(), &rv);
-    if (!rv.allowed) {
-        reply_limited(r, &rv, GW_RL_SUBJECT);
+    if (!lc->rate_limit.redis.enabled || env->store_check == NULL) {
+        limit_locally(r);
         return;
     }
-    validate(r);
+    struct gw_rlstore_ask ask = {
+        .subject = r->principal->subject_id,
+        .subject_burst = lc->rate_limit.per_subject.burst,
+        .subject_per_seconds = lc->rate_limit.per_subject.per_seconds,
+        .upstream_burst = lc->rate_limit.upstream.burst,
+        .upstream_per_seconds = lc->rate_limit.upstream.per_seconds,
+        .daily = lc->rate_limit.upstream.daily,
+        .cost = gw_policy_needs_target(r->route.op) ? 2 : 1,
+    };
+    if (!env->store_check(env->arg, &ask, on_store, r))
+        store_failed(r); /* unusable now */
 }
 
 /* READ: the request as the connection read it (a refused one is answered at once), its id,

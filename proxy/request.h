@@ -31,6 +31,7 @@
 
 #include "audit.h"
 #include "http1.h"
+#include "rlstore.h"
 #include "upstream.h"
 
 struct event_base;
@@ -85,6 +86,9 @@ struct gw_req_env {
     void (*audit_intent)(void *arg, struct gw_audit_item *it);
     bool (*audit_answered)(void *arg, const struct gw_audit_item *it);
     bool (*audit_abandon)(void *arg, struct gw_audit_item *it, char *outcome);
+    /* the shared rate-limit store (SPEC §11.2), as gw_rlstore_check; NULL without one */
+    bool (*store_check)(void *arg, const struct gw_rlstore_ask *ask, gw_rlstore_cb cb,
+                        void *cbarg);
     /* the client: the reply (as gw_conn_reply: body drained) and the access log line */
     void (*reply)(void *arg, struct gw_conn *c, int status, const char *reason,
                   const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body, bool close);

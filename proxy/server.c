@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
+#include "rlstore.h"
 #include "snapshot.h"
 #include "worker.h"
 
@@ -34,6 +35,7 @@ struct gw_daemon {
     struct gw_audit *audit; /* for the daemon's life (audit.* changes need a restart) */
     struct gw_admin *admin;
     struct gw_rl *rl; /* rate limits: state shared by the workers, limits from the snapshot */
+    struct gw_rlstore_shared store; /* the workers' shared-store connections (SPEC §11.2) */
     struct gw_worker_shared shared;
     struct gw_worker **workers;
     size_t nworkers;
@@ -76,6 +78,11 @@ static void worker_exited(void *arg)
 
 /* ---- main thread ---- */
 
+static bool same_str(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
 static void warn_restart_needed(const struct gw_config *o, const struct gw_config *n)
 {
     if (strcmp(o->listen.address, n->listen.address) != 0 || o->listen.port != n->listen.port ||
@@ -92,6 +99,15 @@ static void warn_restart_needed(const struct gw_config *o, const struct gw_confi
         (o->audit.hmac_key_file == NULL) != (n->audit.hmac_key_file == NULL) ||
         (o->audit.hmac_key_file && strcmp(o->audit.hmac_key_file, n->audit.hmac_key_file) != 0))
         gw_log_error("SIGHUP: audit changed; the audit log keeps its settings until restart");
+    const struct gw_cfg_redis *ro = &o->rate_limit.redis, *rn = &n->rate_limit.redis;
+    if (ro->enabled != rn->enabled ||
+        (ro->enabled && (!same_str(ro->url, rn->url) || !same_str(ro->username, rn->username) ||
+                         !same_str(ro->password_file, rn->password_file) ||
+                         !same_str(ro->key_prefix, rn->key_prefix) ||
+                         ro->timeout_ms != rn->timeout_ms)))
+        gw_log_error("SIGHUP: rate_limit.redis changed; the store's connection keeps its "
+                     "settings until restart (its limits and on_failure apply now%s)",
+                     ro->enabled && !rn->enabled ? "; with redis null, limits are kept here" : "");
 }
 
 /* SIGHUP (SPEC §1.2): everything is loaded and validated first; only a complete new snapshot
@@ -275,6 +291,7 @@ int gw_server_run(const char *config_path)
     d.shared = (struct gw_worker_shared){.audit = d.audit,
                                          .access = d.access,
                                          .rl = d.rl,
+                                         .store = &d.store,
                                          .nworkers = d.nworkers,
                                          .snapshot = current_snapshot,
                                          .stopping = is_stopping,

@@ -143,6 +143,13 @@ struct gw_snapshot *gw_snapshot_build(const char *path, struct gw_errs *errs)
         }
         qsort(s->locations, s->nlocations, sizeof *s->locations, cmp_cred);
     }
+    if (c->rate_limit.redis.password_file) {
+        s->redis.token = gw_read_secret(c->rate_limit.redis.password_file, MAX_TOKEN_FILE,
+                                        &s->redis.len, err, sizeof err);
+        if (s->redis.token == NULL)
+            gw_msgs_add(&errs->problems, "%s:%d: rate_limit.redis.password_file: %s", c->file,
+                        c->rate_limit.redis.line, err);
+    }
     if (gw_auth_build(c, &s->auth, errs) != 0 && errs->problems.n == before)
         gw_msgs_add(&errs->problems, "%s: auth: cannot load the issuers", c->file);
     if (c->auth.nissuers == 0)
@@ -215,6 +222,7 @@ void gw_snapshot_unref(struct gw_snapshot *s)
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     wipe(&s->agency);
+    wipe(&s->redis);
     for (size_t i = 0; i < s->nlocations; i++)
         wipe(&s->locations[i]);
     free(s->locations);

@@ -36,6 +36,7 @@ struct gw_snapshot {
     struct gw_policies *policies;    /* policies.dir, validated against api */
     struct gw_credential agency;     /* token NULL when not configured */
     struct gw_credential *locations; /* sorted by location_id */
+    struct gw_credential redis;      /* rate_limit.redis.password_file's value (token NULL: none) */
     size_t nlocations;
     SSL_CTX *server_ctx;
     SSL_CTX *upstream_ctx;

@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
+#include "rlstore.h"
 #include "snapshot.h"
 #include "token_cache.h"
 #include "upstream.h"
@@ -38,6 +39,7 @@ struct gw_worker {
     struct evconnlistener *listener;
     struct evdns_base *dns;
     struct gw_upstream_pool *pool;
+    struct gw_rlstore *store; /* the shared rate-limit store, when rate_limit.redis is set */
     struct gw_conns *conns; /* every open client connection */
     struct gw_req_env env;  /* what its requests get (request.h) */
     struct gw_req_ids ids;
@@ -83,6 +85,13 @@ static struct gw_upstream_call *env_send(void *arg, struct gw_snapshot *snap, co
 {
     struct gw_worker *w = arg;
     return gw_upstream_send(w->pool, snap, request, len, retryable, cb, cbarg);
+}
+
+static bool env_store_check(void *arg, const struct gw_rlstore_ask *ask, gw_rlstore_cb cb,
+                            void *cbarg)
+{
+    struct gw_worker *w = arg;
+    return gw_rlstore_check(w->store, ask, cb, cbarg);
 }
 
 /* Hands the pass's records to the writer. Refused (the queue is full, the log is stopping):
@@ -372,6 +381,12 @@ struct gw_worker *gw_worker_new(const struct gw_worker_shared *shared, int id,
         w->drain_timer == NULL || w->accept_resume == NULL || w->cache == NULL ||
         w->access_buf == NULL || w->access_flush == NULL || w->audit_flush == NULL)
         goto fail;
+    /* the store's connection settings are the first snapshot's: a reload that changes them
+     * is told to restart (server.c) */
+    if (cfg->rate_limit.redis.enabled && shared->store &&
+        (w->store = gw_rlstore_new(w->base, w->dns, &cfg->rate_limit.redis, snap->redis.token,
+                                   &w->m, shared->store, id)) == NULL)
+        goto fail;
     gw_conns_use(w->conns, snap);
     gw_upstream_pool_use(w->pool, snap);
     w->env = (struct gw_req_env){
@@ -382,6 +397,7 @@ struct gw_worker *gw_worker_new(const struct gw_worker_shared *shared, int id,
         .ids = &w->ids,
         .snapshot = env_snapshot,
         .send = env_send,
+        .store_check = w->store ? env_store_check : NULL,
         .audit_enabled = env_audit_enabled,
         .audit_post = env_audit_post,
         .audit_intent = env_audit_intent,
@@ -443,7 +459,9 @@ void gw_worker_free(struct gw_worker *w)
     if (w == NULL)
         return;
     w->stopped = true;
-    /* ends any call still in flight (after a drain timeout) before the connections go */
+    /* ends any call still in flight (after a drain timeout) before the connections go; a
+     * request that waited on the store goes on as its on_failure says, into the pool */
+    gw_rlstore_free(w->store);
     gw_upstream_pool_free(w->pool);
     gw_conns_free(w->conns);
     gw_token_cache_free(w->cache); /* before the snapshot its principals point into */

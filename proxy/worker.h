@@ -22,6 +22,7 @@ struct gw_config;
 struct gw_log;
 struct gw_metrics;
 struct gw_rl;
+struct gw_rlstore_shared;
 struct gw_snapshot;
 struct gw_worker;
 
@@ -30,6 +31,7 @@ struct gw_worker_shared {
     struct gw_audit *audit;
     struct gw_log *access;
     struct gw_rl *rl;
+    struct gw_rlstore_shared *store; /* the workers' shared-store connections (SPEC §11.2) */
     size_t nworkers; /* the token cache's entries are shared out among them */
     /* the daemon's current snapshot, as a new reference (workers adopt it when woken) */
     struct gw_snapshot *(*snapshot)(void *arg);

@@ -319,7 +319,7 @@ static void start_gateway(struct env *e, const struct env_opts *o)
                   "-c",
                   e->config,
                   NULL};
-    bool vgr = under_valgrind();
+    bool vgr = under_valgrind() && !e->native;
     long from = file_size(e->gateway.log);
     e->gateway.pid =
         spawn_env(vgr ? vg : argv, e->gateway.log, NULL, e->gateway_env[0] ? e->gateway_env : NULL);
@@ -462,6 +462,7 @@ void env_start(struct env *e, const struct env_opts *o)
                              "\"daily\": 1000000000 } }",
         o->gateway_json ? ",\n  " : "", o->gateway_json ? o->gateway_json : "");
     write_file(e->config, cfg);
+    e->native = o->native;
     if (o->gateway_env)
         snprintf(e->gateway_env, sizeof e->gateway_env, "%s", o->gateway_env);
     ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-test", "users.readonly users.write", NULL,

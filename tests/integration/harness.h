@@ -43,6 +43,7 @@ struct env {
     char token[4096];       /* RS256, users.readonly + users.write, minted at start */
     char token_ro[4096];    /* RS256, users.readonly only */
     char gateway_env[2048]; /* env_opts.gateway_env, kept for restarts */
+    bool native;            /* env_opts.native, kept for restarts */
 };
 
 /* Options for env_start; zero values mean the defaults described beside them. */
@@ -58,6 +59,8 @@ struct env_opts {
                                      (default: the test certificates) */
     const char *credentials_json; /* replaces the "credentials" object */
     int workers;                  /* default 2 */
+    bool native;                  /* the gateway runs natively even under GW_VALGRIND (a
+                                     suite of many gateways keeps one under memcheck) */
     const char *gateway_env;      /* NAME=VALUE ... (space-separated) added to the gateway's
                                      environment, e.g. an LD_PRELOAD shim */
     int extra_users;              /* seed this many more users (UserMany000000000001...) */

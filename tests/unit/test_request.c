@@ -61,6 +61,7 @@
 #include "openapi.h"
 #include "ratelimit.h"
 #include "request.h"
+#include "rlscript.h"
 #include "snapshot.h"
 #include "token_cache.h"
 
@@ -119,6 +120,16 @@ struct opts {
     long subject_burst;   /* rate_limit.per_subject.burst per hour; 0: 100 */
     long upstream_burst;  /* rate_limit.upstream.burst per hour; 0: 100 */
     const char *openapi;  /* upstream.openapi (in the folder); NULL: the shipped document */
+    long replicas;        /* rate_limit.replicas; 0: 1 */
+    const char *on_failure; /* given: rate_limit.redis is set, with this on_failure */
+};
+
+/* The fake shared store (gw_req_env.store_check): what it does with a call. */
+enum store_mode {
+    STORE_VERDICT,  /* answers the scripted verdict, from the loop */
+    STORE_UNUSABLE, /* refuses the call: store_check returns false */
+    STORE_ERROR,    /* answers a failure (an error answer, the connection lost) */
+    STORE_TIMEOUT,  /* answers no answer within timeout_ms */
 };
 
 static struct {
@@ -137,6 +148,12 @@ static struct {
     /* the fake upstream */
     struct answer script[MAX];
     size_t nscript, next;
+    /* the fake shared store */
+    enum store_mode store_mode;
+    struct gw_rlstore_answer store_answer; /* STORE_VERDICT's */
+    struct gw_rlstore_ask store_ask;       /* the last call's */
+    unsigned char store_subject[32];
+    int store_calls;
     struct sent sent[MAX];
     size_t nsent;
     /* the fake audit sink */
@@ -294,14 +311,17 @@ static void boot(const struct opts *o)
              "'policies':{'dir':'policies'},"
              "'audit':{'file':null,'include_reads':%s,'sync_timeout_ms':%ld},"
              "'rate_limit':{'per_subject':{'burst':%ld,'per_seconds':3600},"
-             "'upstream':{'burst':%ld,'per_seconds':3600,'daily':200000}},"
+             "'upstream':{'burst':%ld,'per_seconds':3600,'daily':200000},"
+             "'replicas':%ld,'redis':%s%s%s},"
              "'limits':{'max_body_bytes':4096,'max_token_bytes':1024}}",
              o->url ? o->url : "https://" DEFAULT_HOST, o->openapi ? "'" : "",
              o->openapi ? o->openapi : "null", o->openapi ? "'" : "",
              o->no_agency ? "null" : "'agency.token'", o->include_reads ? "true" : "false",
              o->sync_timeout_ms ? o->sync_timeout_ms : 5000,
              o->subject_burst ? o->subject_burst : 100,
-             o->upstream_burst ? o->upstream_burst : 100);
+             o->upstream_burst ? o->upstream_burst : 100, o->replicas ? o->replicas : 1,
+             o->on_failure ? "{'url':'redis://127.0.0.1:6390/1','on_failure':'" : "null",
+             o->on_failure ? o->on_failure : "", o->on_failure ? "'}" : "");
     put_json("gateway.json", text);
     char path[256];
     snprintf(path, sizeof path, "%s/gateway.json", W.dir);
@@ -427,6 +447,59 @@ static struct gw_upstream_call *fake_send(void *arg, struct gw_snapshot *snap, c
     const struct timeval now = {0, 0};
     ck_assert_int_eq(event_base_once(W.base, -1, EV_TIMEOUT, deliver, c, &now), 0);
     return (struct gw_upstream_call *)c;
+}
+
+/* ---- the shared rate-limit store: answers from the loop, never from inside the call ---- */
+
+struct store_call {
+    gw_rlstore_cb cb;
+    void *arg;
+};
+
+static void store_deliver(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct store_call *c = arg;
+    struct gw_rlstore_answer a = W.store_answer;
+    if (W.store_mode == STORE_ERROR)
+        a = (struct gw_rlstore_answer){.result = GW_RLSTORE_ERROR};
+    else if (W.store_mode == STORE_TIMEOUT)
+        a = (struct gw_rlstore_answer){.result = GW_RLSTORE_TIMEOUT};
+    timeline("store answers");
+    c->cb(c->arg, &a);
+    free(c);
+}
+
+static bool fake_store_check(void *arg, const struct gw_rlstore_ask *ask, gw_rlstore_cb cb,
+                             void *cbarg)
+{
+    (void)arg;
+    W.store_calls++;
+    W.store_ask = *ask;
+    memcpy(W.store_subject, ask->subject, 32);
+    W.store_ask.subject = W.store_subject;
+    timeline("store:cost %d", ask->cost);
+    if (W.store_mode == STORE_UNUSABLE)
+        return false;
+    struct store_call *c = malloc(sizeof *c);
+    *c = (struct store_call){cb, cbarg};
+    const struct timeval now = {0, 0};
+    ck_assert_int_eq(event_base_once(W.base, -1, EV_TIMEOUT, store_deliver, c, &now), 0);
+    return true;
+}
+
+/* The env gets a store that does mode; a verdict is allowed unless refused_scope >= 0. */
+static void use_store(enum store_mode mode, int refused_scope)
+{
+    W.env.store_check = fake_store_check;
+    W.store_mode = mode;
+    W.store_answer = (struct gw_rlstore_answer){
+        .result = GW_RLSTORE_VERDICT,
+        .verdict = {.allowed = refused_scope < 0, .retry_after_s = refused_scope < 0 ? 0 : 7,
+                    .max = 5, .remaining = refused_scope < 0 ? 4 : 0, .interval_ms = 10000,
+                    .daily = refused_scope == GW_RLS_DAILY},
+        .scope = refused_scope < 0 ? GW_RLS_SUBJECT : refused_scope};
 }
 
 static struct answer *script(void)
@@ -2484,6 +2557,150 @@ START_TEST(test_stage_names)
 }
 END_TEST
 
+/* ======================= the shared rate-limit store (SPEC §11.2) ======================= */
+
+/* The store's verdict decides alone: it gets the whole limits (not a replica's share) and
+ * the subject, and a request it allowed meets no limit kept here (the local ones, 1 an hour,
+ * would have refused the second). */
+START_TEST(test_store_allowed_is_the_only_limit)
+{
+    boot(&(struct opts){.subject_burst = 1, .upstream_burst = 1, .replicas = 3,
+                        .on_failure = "local"});
+    use_store(STORE_VERDICT, -1);
+    for (int i = 0; i < 2; i++) {
+        next_request();
+        up_json(200, USER_IN);
+        CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+        ck_assert_int_eq(the_reply()->status, 200);
+        ASSERT_STAGES(GW_RS_READ, GW_RS_AUTHENTICATE, GW_RS_VALIDATE, GW_RS_DECIDE,
+                      GW_RS_FORWARD, GW_RS_OUTCOME, GW_RS_REPLY);
+    }
+    ck_assert_int_eq(W.store_calls, 2);
+    ck_assert_int_eq(W.store_ask.cost, 1);
+    ck_assert_int_eq(W.store_ask.subject_burst, 1);
+    ck_assert_int_eq(W.store_ask.subject_per_seconds, 3600);
+    ck_assert_int_eq(W.store_ask.upstream_burst, 1);
+    ck_assert_int_eq(W.store_ask.upstream_per_seconds, 3600);
+    ck_assert_int_eq(W.store_ask.daily, 200000);
+    ck_assert_int_eq(N(W.m->rate_limited[GW_RL_SUBJECT]) + N(W.m->rate_limited[GW_RL_UPSTREAM]),
+                     0);
+}
+END_TEST
+
+/* A change that reads its target first pays for both upstream calls in its one round trip. */
+START_TEST(test_store_charges_two_calls_for_a_change_with_a_target)
+{
+    boot(&(struct opts){.upstream_burst = 1, .on_failure = "local"});
+    use_store(STORE_VERDICT, -1);
+    up_json(200, USER_IN);
+    up_json(200, "{'succeded':true,'message':'Queued deleting user with e-mail a@b.c'}");
+    CALL(.method = "DELETE", .target = "/users/u1", .token = T.bot);
+    ck_assert_int_eq(the_reply()->status, 200);
+    ck_assert_int_eq(W.store_calls, 1);
+    ck_assert_int_eq(W.store_ask.cost, 2);
+    ck_assert_uint_eq(W.nsent, 2); /* the local upstream burst of 1 was not consulted */
+}
+END_TEST
+
+/* Refused by the store: 429 with the refusing limit's headers, counted by scope (the daily
+ * budget is the upstream's), nothing sent. */
+START_TEST(test_store_refusal_is_429_with_its_headers)
+{
+    boot(&(struct opts){.on_failure = "local"});
+    use_store(STORE_VERDICT, GW_RLS_SUBJECT);
+    CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+    ASSERT_REPLY(429, "{'statusCode':429,'message':'Too many requests',"
+                      "'error':'Too Many Requests'}");
+    ck_assert_str_eq(hdr("Retry-After"), "7");
+    ck_assert_str_eq(hdr("X-RateLimit-Max"), "5");
+    ck_assert_str_eq(hdr("X-RateLimit-Remaining"), "0");
+    ck_assert_str_eq(hdr("X-RateLimit-Interval-Milliseconds"), "10000");
+    ASSERT_STAGES(GW_RS_READ, GW_RS_AUTHENTICATE, GW_RS_REPLY);
+    ASSERT_NOTHING_SENT();
+    ck_assert_uint_eq(N(W.m->rate_limited[GW_RL_SUBJECT]), 1);
+    next_request();
+    use_store(STORE_VERDICT, GW_RLS_DAILY);
+    CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+    ck_assert_int_eq(the_reply()->status, 429);
+    ASSERT_NOTHING_SENT();
+    ck_assert_uint_eq(N(W.m->rate_limited[GW_RL_UPSTREAM]), 1);
+}
+END_TEST
+
+/* on_failure "deny": a store that failed answers 503 and nothing is sent. */
+START_TEST(test_store_failure_deny_is_503)
+{
+    boot(&(struct opts){.on_failure = "deny"});
+    use_store(STORE_ERROR, -1);
+    CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+    ASSERT_REPLY(503, "{'statusCode':503,'message':'rate-limit store unavailable',"
+                      "'error':'Service Unavailable'}");
+    ASSERT_NOTHING_SENT();
+    next_request();
+    use_store(STORE_UNUSABLE, -1);
+    CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+    ck_assert_int_eq(the_reply()->status, 503);
+    ASSERT_NOTHING_SENT();
+}
+END_TEST
+
+/* on_failure "allow": through, with no limit at all (the local ones would refuse). */
+START_TEST(test_store_failure_allow_passes_without_limits)
+{
+    boot(&(struct opts){.subject_burst = 1, .upstream_burst = 1, .on_failure = "allow"});
+    use_store(STORE_UNUSABLE, -1);
+    for (int i = 0; i < 3; i++) {
+        next_request();
+        up_json(200, USER_IN);
+        CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+        ck_assert_int_eq(the_reply()->status, 200);
+    }
+}
+END_TEST
+
+/* on_failure "local" (the default): this replica's share, 1/replicas of each limit. */
+START_TEST(test_store_failure_local_keeps_this_replicas_share)
+{
+    boot(&(struct opts){.subject_burst = 6, .replicas = 3, .on_failure = "local"});
+    use_store(STORE_TIMEOUT, -1);
+    for (int i = 0; i < 2; i++) {
+        next_request();
+        up_json(200, USER_IN);
+        CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+        ck_assert_int_eq(the_reply()->status, 200);
+    }
+    next_request();
+    CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+    ck_assert_int_eq(the_reply()->status, 429);
+    ck_assert_str_eq(hdr("X-RateLimit-Max"), "2");
+    ASSERT_NOTHING_SENT();
+}
+END_TEST
+
+/* Without a store, rate_limit.replicas shares every limit out (SPEC §11.1): 1/2 of the
+ * subject's 4 and of the upstream's 4. */
+START_TEST(test_replicas_without_a_store_keep_their_share)
+{
+    boot(&(struct opts){.subject_burst = 4, .upstream_burst = 4, .replicas = 2});
+    for (int i = 0; i < 2; i++) {
+        next_request();
+        up_json(200, USER_IN);
+        CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+        ck_assert_int_eq(the_reply()->status, 200);
+    }
+    next_request();
+    CALL(.method = "GET", .target = "/users/u1", .token = T.admin);
+    ck_assert_int_eq(the_reply()->status, 429);
+    ck_assert_str_eq(hdr("X-RateLimit-Max"), "2");
+    ck_assert_uint_eq(N(W.m->rate_limited[GW_RL_SUBJECT]), 1);
+    next_request(); /* another subject meets the upstream's share: 2 were spent */
+    CALL(.method = "GET", .target = "/users/u1", .token = T.bot);
+    ck_assert_int_eq(the_reply()->status, 429);
+    ck_assert_uint_eq(N(W.m->rate_limited[GW_RL_UPSTREAM]), 1);
+    ck_assert_int_eq(W.store_calls, 0);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("request");
@@ -2512,6 +2729,18 @@ static Suite *suite(void)
     tcase_add_test(t, test_second_request_with_a_token_is_served_from_the_cache);
     tcase_add_test(t, test_token_in_its_leeway_is_accepted_but_not_cached);
     tcase_add_test(t, test_subject_over_its_rate_limit_gets_429);
+    suite_add_tcase(s, t);
+
+    t = tcase_create("shared store");
+    tcase_add_checked_fixture(t, setup, teardown);
+    tcase_set_timeout(t, 20);
+    tcase_add_test(t, test_store_allowed_is_the_only_limit);
+    tcase_add_test(t, test_store_charges_two_calls_for_a_change_with_a_target);
+    tcase_add_test(t, test_store_refusal_is_429_with_its_headers);
+    tcase_add_test(t, test_store_failure_deny_is_503);
+    tcase_add_test(t, test_store_failure_allow_passes_without_limits);
+    tcase_add_test(t, test_store_failure_local_keeps_this_replicas_share);
+    tcase_add_test(t, test_replicas_without_a_store_keep_their_share);
     suite_add_tcase(s, t);
 
     t = tcase_create("validate");
