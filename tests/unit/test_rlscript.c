@@ -10,6 +10,8 @@
  * the start of each test; the tests that stop or kill their store start one of their own.
  */
 #include <check.h>
+#include <errno.h>
+#include <ftw.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,6 +45,32 @@ struct limits {
 struct verdict {
     long long allowed, scope, retry, max, remaining, interval_ms;
 };
+
+/* The store tests start their own servers in a folder the runner owns (through TMPDIR, which
+ * redis_start follows): a test that fails on an assertion dies before redis_stop, and its
+ * server's folder goes with this one. */
+static char store_tmp[64];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) == 0 ? 0 : -1;
+}
+
+static void store_tmp_make(void)
+{
+    snprintf(store_tmp, sizeof store_tmp, "/tmp/gw-rlstore-XXXXXX");
+    ck_assert_msg(mkdtemp(store_tmp) != NULL, "mkdtemp: %s", strerror(errno));
+    ck_assert_int_eq(setenv("TMPDIR", store_tmp, 1), 0);
+}
+
+static void store_tmp_remove(void)
+{
+    unsetenv("TMPDIR");
+    nftw(store_tmp, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
 
 static void start_srv(void)
 {
@@ -647,6 +675,7 @@ int main(void)
     suite_add_tcase(s, t);
     TCase *store = tcase_create("store");
     tcase_set_timeout(store, 60);
+    tcase_add_unchecked_fixture(store, store_tmp_make, store_tmp_remove);
     tcase_add_test(store, test_rlscript_runs_for_an_acl_user_over_the_unix_socket);
     tcase_add_test(store, test_rlscript_killed_store_fails_and_restarts_empty_without_the_script);
     suite_add_tcase(s, store);
