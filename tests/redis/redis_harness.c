@@ -82,8 +82,10 @@ static void read_log(const char *path, long from, char *buf, size_t cap)
     long size = file_size(path);
     if (size - from > (long)cap - 1)
         from = size - ((long)cap - 1);
-    if (from > 0 && fseek(f, from, SEEK_SET) != 0)
-        from = 0;
+    if (from > 0 && fseek(f, from, SEEK_SET) != 0) {
+        fclose(f);
+        return;
+    }
     size_t n = fread(buf, 1, cap - 1, f);
     buf[n] = '\0';
     fclose(f);
@@ -177,6 +179,10 @@ static int spawn(struct redis_srv *r, char *why, size_t whylen)
         if (null < 0 || dup2(null, 0) < 0 || dup2(log, 1) < 0 || dup2(log, 2) < 0)
             _exit(127);
         execvp(prog, (char *const *)argv);
+        static const char msg[] = "redis_harness: cannot run ";
+        if (write(2, msg, sizeof msg - 1) < 0 || write(2, prog, strlen(prog)) < 0 ||
+            write(2, "\n", 1) < 0)
+            _exit(127);
         _exit(127);
     }
     int err = errno;
