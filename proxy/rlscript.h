@@ -9,8 +9,9 @@
  * The arithmetic is the in-process limiter's (ratelimit.c), in microseconds: a bucket of
  * `burst` refilled at burst / per_seconds a second, emission interval T = per_seconds / burst,
  * tolerance tau = T * (burst - 1). A request that will make `cost` upstream calls (2 for a
- * change that first reads its target) spends `cost` cells of the upstream bucket and of the
- * daily budget (at most the whole burst).
+ * change that first reads its target) spends `cost` cells of the upstream bucket and `cost`
+ * units of the daily budget, both cut to the upstream burst (else it could never pass), and
+ * one cell of its subject's bucket whatever the cost (the subject sent one request).
  *
  * KEYS[1] the subject's bucket   (prefix "s:" and the subject id in hex)
  * KEYS[2] the upstream bucket    (prefix "u")
@@ -22,7 +23,8 @@
  *
  * Reply: an array of six integers {allowed, scope, retry_after_s, max, remaining, interval_ms}
  * with scope 0 = subject, 1 = upstream burst, 2 = daily budget (of the limit that refused;
- * when allowed: 0, and max / remaining / interval_ms are the subject's).
+ * when allowed: 0, and max / remaining / interval_ms are the subject's). A refusal spends
+ * nothing; the daily budget's remaining is the units left today (one left refuses a cost of 2).
  */
 #ifndef GW_RLSCRIPT_H
 #define GW_RLSCRIPT_H
