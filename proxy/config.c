@@ -458,6 +458,11 @@ static int parse_redis_url(const char *url, struct gw_cfg_redis *r, char *why, s
         }
         memcpy(host, h + 1, (size_t)(rb - h - 1));
         host[rb - h - 1] = '\0';
+        unsigned char a6[16];
+        if (inet_pton(AF_INET6, host, a6) != 1) {
+            snprintf(why, whylen, "bad IPv6 address");
+            return -1;
+        }
         end = rb + 1;
     } else {
         end = h + strcspn(h, ":/");

@@ -615,6 +615,118 @@ START_TEST(test_config_upstream_url_refused)
 }
 END_TEST
 
+/* ---- rate_limit.replicas and rate_limit.redis (SPEC §2, §11) ---- */
+
+START_TEST(test_config_redis_null_by_default_and_its_forms)
+{
+    struct gw_config *c = load_ok("rl0.json", "{}");
+    ck_assert(!c->rate_limit.redis.enabled);
+    ck_assert_int_eq(c->rate_limit.replicas, 1);
+    gw_config_free(c);
+    put_file("redis.pw", "pw\n");
+    c = load_ok("rl1.json", "{\"rate_limit\": {\"replicas\": 3, \"redis\": {\"url\": "
+                            "\"redis://10.0.0.5:6380/2\", \"username\": \"gw\", "
+                            "\"password_file\": \"redis.pw\", \"on_failure\": \"deny\"}}}");
+    const struct gw_cfg_redis *r = &c->rate_limit.redis;
+    ck_assert(r->enabled);
+    ck_assert_int_eq(c->rate_limit.replicas, 3);
+    ck_assert_str_eq(r->host, "10.0.0.5");
+    ck_assert_int_eq(r->port, 6380);
+    ck_assert_int_eq(r->db, 2);
+    ck_assert_str_eq(r->username, "gw");
+    ck_assert_ptr_nonnull(strstr(r->password_file, "/redis.pw"));
+    ck_assert_int_eq(r->on_failure, GW_RLF_DENY);
+    ck_assert_str_eq(r->key_prefix, "ghl-gateway:");
+    ck_assert_int_eq(r->timeout_ms, 50);
+    ck_assert_int_eq(r->line, 1);
+    gw_config_free(c);
+    c = load_ok("rl2.json", "{\"rate_limit\": {\"redis\": {\"url\": \"redis://cache.internal\"}}}");
+    ck_assert_str_eq(c->rate_limit.redis.host, "cache.internal");
+    ck_assert_int_eq(c->rate_limit.redis.port, 6379);
+    ck_assert_int_eq(c->rate_limit.redis.db, 0);
+    ck_assert_int_eq(c->rate_limit.redis.on_failure, GW_RLF_LOCAL);
+    gw_config_free(c);
+    c = load_ok("rl3.json", "{\"rate_limit\": {\"redis\": {\"url\": \"redis://[::1]:7000/\", "
+                            "\"key_prefix\": \"gw-a:\", \"timeout_ms\": 200, "
+                            "\"on_failure\": \"allow\"}}}");
+    ck_assert_str_eq(c->rate_limit.redis.host, "::1");
+    ck_assert_int_eq(c->rate_limit.redis.port, 7000);
+    ck_assert_str_eq(c->rate_limit.redis.key_prefix, "gw-a:");
+    ck_assert_int_eq(c->rate_limit.redis.on_failure, GW_RLF_ALLOW);
+    gw_config_free(c);
+    c = load_ok("rl4.json",
+                "{\"rate_limit\": {\"redis\": {\"url\": \"unix:///run/redis.sock?db=4\"}}}");
+    ck_assert_ptr_null(c->rate_limit.redis.host);
+    ck_assert_str_eq(c->rate_limit.redis.unix_path, "/run/redis.sock");
+    ck_assert_int_eq(c->rate_limit.redis.db, 4);
+    gw_config_free(c);
+    c = load_ok("rl5.json", "{\"rate_limit\": {\"redis\": null}}");
+    ck_assert(!c->rate_limit.redis.enabled);
+    gw_config_free(c);
+}
+END_TEST
+
+START_TEST(test_config_redis_refused)
+{
+    static const struct {
+        const char *redis, *why;
+    } bad[] = {
+        {"{\"url\": \"rediss://h:6380\"}", "rediss:// (TLS) is not supported"},
+        {"{\"url\": \"redis://user:pw@h\"}", "must not hold a user or password"},
+        {"{\"url\": \"http://h\"}", "must be redis://host[:port][/db] or unix:///path"},
+        {"{\"url\": \"redis://\"}", "needs a host"},
+        {"{\"url\": \"redis://h:0\"}", "bad port"},
+        {"{\"url\": \"redis://h:65536\"}", "bad port"},
+        {"{\"url\": \"redis://h:06379\"}", "bad port"},
+        {"{\"url\": \"redis://h/16\"}", "the database is /0 to /15"},
+        {"{\"url\": \"redis://h/01\"}", "the database is /0 to /15"},
+        {"{\"url\": \"redis://h/1?x\"}", "the database is /0 to /15"},
+        {"{\"url\": \"redis://h_x\"}", "bad character in host"},
+        {"{\"url\": \"redis://[zz]\"}", "bad IPv6 address"},
+        {"{\"url\": \"redis://[::1\"}", "bad IPv6 address"},
+        {"{\"url\": \"unix://run/x.sock\"}", "must be unix:///absolute/path"},
+        {"{\"url\": \"unix:///run/x.sock?db=99\"}", "?db=0 to ?db=15"},
+        {"{\"url\": \"unix:///run/x.sock?d=1\"}", "?db=0 to ?db=15"},
+        {"{\"url\": 6379}", "must be a string"},
+        {"{}", "url is required"},
+        {"{\"url\": \"redis://h\", \"on_failure\": \"open\"}",
+         "must be \"local\", \"deny\" or \"allow\""},
+        {"{\"url\": \"redis://h\", \"key_prefix\": \"a b\"}", "1 to 64 visible ASCII"},
+        {"{\"url\": \"redis://h\", \"timeout_ms\": 0}", "timeout_ms"},
+        {"{\"url\": \"redis://h\", \"ca_file\": \"loc.token\"}", "hiredis 0.14 has no TLS"},
+        {"{\"url\": \"redis://h\", \"password_file\": \"nope.pw\"}", "password_file"},
+        {"{\"url\": \"redis://h\", \"tls\": true}", "tls"},
+        {"true", "must be an object or null"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[400], name[32];
+        snprintf(text, sizeof text, "{\"rate_limit\": {\"redis\": %s}}", bad[i].redis);
+        snprintf(name, sizeof name, "badredis%zu.json", i);
+        struct gw_errs errs = {0};
+        const char *path;
+        load_bad(name, text, &errs, &path);
+        ck_assert_msg(errs.problems.n >= 1, "%s: accepted", bad[i].redis);
+        ck_assert_msg(strstr(errs.problems.v[0], "rate_limit.redis") != NULL &&
+                          strstr(errs.problems.v[0], bad[i].why) != NULL,
+                      "%s: got %s", bad[i].redis, errs.problems.v[0]);
+        gw_errs_free(&errs);
+    }
+    static const char *const replicas[] = {"0", "10001", "-1", "1.5", "\"3\""};
+    for (size_t i = 0; i < sizeof replicas / sizeof *replicas; i++) {
+        char text[200], name[32];
+        snprintf(text, sizeof text, "{\"rate_limit\": {\"replicas\": %s}}", replicas[i]);
+        snprintf(name, sizeof name, "badrep%zu.json", i);
+        struct gw_errs errs = {0};
+        const char *path;
+        load_bad(name, text, &errs, &path);
+        ck_assert_msg(has_err(&errs, "%s:1: rate_limit.replicas: ", path) ||
+                          (errs.problems.n && strstr(errs.problems.v[0], "rate_limit.replicas")),
+                      "%s: got %s", replicas[i], errs.problems.n ? errs.problems.v[0] : "nothing");
+        gw_errs_free(&errs);
+    }
+}
+END_TEST
+
 /* ---- credentials ---- */
 
 START_TEST(test_config_location_token_files)
@@ -933,6 +1045,8 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_tls_min_version);
     tcase_add_test(tc, test_config_upstream_url_host_and_port);
     tcase_add_test(tc, test_config_upstream_url_refused);
+    tcase_add_test(tc, test_config_redis_null_by_default_and_its_forms);
+    tcase_add_test(tc, test_config_redis_refused);
     tcase_add_test(tc, test_config_location_token_files);
     tcase_add_test(tc, test_config_issuer_with_defaults);
     tcase_add_test(tc, test_config_issuer_mixing_hmac_and_rsa_refused);
