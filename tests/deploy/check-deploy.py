@@ -12,7 +12,11 @@ engine or a Kubernetes cluster:
                probes on the admin port, resources, securityContext, config from ConfigMaps,
                secrets from Secrets, audit to stdout, Service/HPA/PDB/NetworkPolicy wired to
                the same pods), the ConfigMap's gateway.json and policies pass `ghl-gateway
-               check`, and the rate limits stay within HighLevel's at maxReplicas.
+               check`, and the rate limits stay within HighLevel's at maxReplicas;
+               redis.yaml (the store of shared rate limits, applied on its own): one
+               non-persistent, password-protected, non-root Redis 7 pod, its Service and
+               NetworkPolicy wired to the gateway's, the ConfigMap's rate_limit.redis pointing
+               at it, and, when redis-server is installed, its arguments run for real.
 
 usage: check-deploy.py REPO_ROOT GHL_GATEWAY_BINARY
 Exit 0 when every check passes; 1 with every failure listed otherwise.
@@ -23,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 try:
     import yaml
@@ -81,6 +86,30 @@ def strip_comments(text):
 def load_config(text):
     import json
     return json.loads(strip_comments(text))
+
+
+def commented_members(text, first):
+    """Members a configuration keeps commented out ("// " before each line), from the line
+    that starts with "first" through the end of that run of comment lines, as a dict; None
+    when there is no such line or the lines are not JSON members."""
+    import json
+    lines = text.splitlines()
+    body = re.compile(r"^\s*// ?(.*)$")
+    start = next((i for i, l in enumerate(lines)
+                  if body.match(l) and body.match(l).group(1).lstrip().startswith('"%s"' % first)),
+                 None)
+    if start is None:
+        return None
+    run = []
+    for l in lines[start:]:
+        m = body.match(l)
+        if m is None:
+            break
+        run.append(m.group(1))
+    try:
+        return json.loads("{" + "\n".join(run).rstrip().rstrip(",") + "}")
+    except ValueError:
+        return None
 
 
 def run_check(config_text, policies, label):
@@ -334,14 +363,15 @@ def check_kubernetes():
     for n, ds in docs.items():
         for d in ds:
             check(isinstance(d, dict) and "apiVersion" in d and "kind" in d, "%s: a document without apiVersion/kind" % n)
-            by_kind.setdefault(d.get("kind"), []).append((n, d))
+            if n != "redis.yaml":   # the store, applied on its own: check_redis
+                by_kind.setdefault(d.get("kind"), []).append((n, d))
 
     kus = docs.get("kustomization.yaml", [{}])[0]
     res = kus.get("resources", [])
     check(all(os.path.exists(os.path.join(kdir, r)) for r in res), "kustomization: missing resources %s" % res)
     check("secret.example.yaml" not in res, "kustomization: must not apply the example Secret")
     for n in docs:
-        if n not in ("kustomization.yaml", "secret.example.yaml"):
+        if n not in ("kustomization.yaml", "secret.example.yaml", "redis.yaml"):
             check(n in res, "kustomization: %s is not listed" % n)
 
     dep = [d for _, d in by_kind.get("Deployment", [])]
@@ -465,26 +495,221 @@ def check_kubernetes():
         np = nps[0]["spec"]
         check(np["podSelector"]["matchLabels"] == sel, "NetworkPolicy: podSelector differs")
         check(set(np.get("policyTypes", [])) == {"Ingress", "Egress"}, "NetworkPolicy: both policy types")
-        eports = sorted({(p["protocol"], p["port"]) for e in np.get("egress", []) for p in e.get("ports", [])})
+        # the rule to redis.yaml's pods on 6379 (check_redis), then DNS and 443 only
+        to_redis = [e for e in np.get("egress", [])
+                    if [p.get("port") for p in e.get("ports", [])] == [6379]]
+        check(len(to_redis) == 1 and to_redis[0].get("to") == [{"podSelector": {"matchLabels": REDIS_LABELS}}]
+              and to_redis[0]["ports"][0].get("protocol") == "TCP",
+              "NetworkPolicy: egress on TCP 6379 must go to the pods of redis.yaml only, got %s" % to_redis)
+        eports = sorted({(p["protocol"], p["port"]) for e in np.get("egress", []) if e not in to_redis
+                         for p in e.get("ports", [])})
         check(eports == [("TCP", 53), ("TCP", 443), ("UDP", 53)],
-              "NetworkPolicy: egress must be DNS and 443 only, got %s" % eports)
+              "NetworkPolicy: egress must be DNS, 443 and Redis only, got %s" % eports)
         check(all(e.get("ports") for e in np.get("egress", [])), "NetworkPolicy: an egress rule without ports")
         iports = {p["port"] for i in np.get("ingress", []) for p in i.get("ports", [])}
         check(iports <= {cfg["listen"]["port"], admin_port, "https", "admin"}, "NetworkPolicy: ingress %s" % iports)
 
-    # HighLevel: 100 requests per 10 s and 200,000 per day per app; every replica has its own
+    # HighLevel: 100 requests per 10 s and 200,000 per day per app. Without rate_limit.replicas
+    # (this build) every replica enforces what is written; with it (SPEC §11) what is written
+    # is the whole, and a replica without the shared store enforces 1/replicas of it.
     rl = cfg["rate_limit"]["upstream"]
+    shares = cfg["rate_limit"].get("replicas")
+    copies = max_rep if shares is None else 1
+    check(shares is None or shares >= max_rep,
+          "ConfigMap: rate_limit.replicas %s below maxReplicas %d" % (shares, max_rep))
     per_s = rl["burst"] / rl["per_seconds"]
-    check(per_s * max_rep <= 10.0 + 1e-9 and rl["burst"] * max_rep <= 100,
-          "ConfigMap: upstream rate x maxReplicas %d exceeds HighLevel's 100/10 s" % max_rep)
-    check(rl.get("daily") and rl["daily"] * max_rep <= 200000,
-          "ConfigMap: upstream daily x maxReplicas %d exceeds 200,000" % max_rep)
+    check(per_s * copies <= 10.0 + 1e-9 and rl["burst"] * copies <= 100,
+          "ConfigMap: upstream rate x %d exceeds HighLevel's 100/10 s" % copies)
+    check(rl.get("daily") and rl["daily"] * copies <= 200000,
+          "ConfigMap: upstream daily x %d exceeds 200,000" % copies)
+    check_redis(docs.get("redis.yaml", []), c, pod, cfg, cfg_text, max_rep, example_secret)
     grace = pod.get("terminationGracePeriodSeconds", 30)
     pre = c.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
     pre_s = int(pre[1]) if len(pre) == 2 and pre[0] == "sleep" else 0
     check(grace > pre_s + cfg["limits"]["drain_timeout_ms"] / 1000,
           "Deployment: terminationGracePeriodSeconds %s <= preStop %s + drain" % (grace, pre_s))
     run_check(cfg_text, policies, "deploy/kubernetes/configmap.yaml gateway.json")
+
+
+# ------------------------------------------------------------------------------------- redis
+REDIS_LABELS = {"app.kubernetes.io/name": "ghl-gateway-redis"}
+GATEWAY_LABELS = {"app.kubernetes.io/name": "ghl-gateway"}
+
+
+def mebibytes(q):
+    """A Kubernetes memory quantity (Mi, Gi, M, G) or a Redis one (mb, gb) in MiB."""
+    m = re.fullmatch(r"([0-9]+)(Mi|Gi|M|G|mb|gb)", str(q))
+    if m is None:
+        return None
+    n, unit = int(m.group(1)), m.group(2)
+    return {"Mi": n, "mb": n, "Gi": n * 1024, "gb": n * 1024,
+            "M": n * 1e6 / 2**20, "G": n * 1e9 / 2**20}[unit]
+
+
+def redis_args(args):
+    """Redis's "--name value" arguments as a dict (each option takes one value here)."""
+    out = {}
+    check(len(args) % 2 == 0 and all(a.startswith("--") for a in args[::2]),
+          "redis.yaml: args must be --option value pairs, got %s" % args)
+    for k, v in zip(args[::2], args[1::2]):
+        out[k[2:]] = v
+    return out
+
+
+def check_redis(docs, gw_container, gw_pod, cfg, cfg_text, max_rep, example_secret):
+    """redis.yaml against SPEC §11.2 and the gateway's manifests: the Redis they point at."""
+    if not check(docs, "kubernetes: redis.yaml missing or empty"):
+        return
+    kinds = {}
+    for d in docs:
+        kinds.setdefault(d["kind"], []).append(d)
+    if not check(sorted((k, len(v)) for k, v in kinds.items())
+                 == [("Deployment", 1), ("NetworkPolicy", 1), ("Service", 1)],
+                 "redis.yaml: expected one Deployment, Service and NetworkPolicy, got %s"
+                 % {k: len(v) for k, v in kinds.items()}):
+        return
+    dep, svc, np = kinds["Deployment"][0], kinds["Service"][0], kinds["NetworkPolicy"][0]
+    spec = dep["spec"]
+    pod = spec["template"]["spec"]
+    labels = spec["template"]["metadata"]["labels"]
+    check(spec["selector"]["matchLabels"] == REDIS_LABELS and
+          all(labels.get(k) == v for k, v in REDIS_LABELS.items()),
+          "redis.yaml: Deployment selector/labels must be %s" % REDIS_LABELS)
+    check(not all(labels.get(k) == v for k, v in GATEWAY_LABELS.items()),
+          "redis.yaml: the Redis pods carry the gateway's labels (its Services would send clients there)")
+    check(spec.get("replicas") == 1, "redis.yaml: one Redis pod (the buckets live in one place)")
+    check(spec.get("strategy", {}).get("type") == "Recreate",
+          "redis.yaml: strategy Recreate (never two stores behind the Service)")
+    check(pod.get("automountServiceAccountToken") is False, "redis.yaml: service account token mounted")
+    psc = pod.get("securityContext", {})
+    c = pod["containers"][0]
+    csc = c.get("securityContext", {})
+    uid = csc.get("runAsUser", psc.get("runAsUser"))
+    check((csc.get("runAsNonRoot") or psc.get("runAsNonRoot")) is True and isinstance(uid, int) and uid > 0,
+          "redis.yaml: runAsNonRoot with a numeric non-root runAsUser, got %s" % uid)
+    check(csc.get("readOnlyRootFilesystem") is True, "redis.yaml: readOnlyRootFilesystem")
+    check(csc.get("allowPrivilegeEscalation") is False, "redis.yaml: allowPrivilegeEscalation")
+    check(csc.get("capabilities", {}).get("drop") == ["ALL"], "redis.yaml: capabilities drop ALL")
+    check(re.fullmatch(r"redis:7(\.[0-9.]+)?(-[a-z0-9.-]+)?(@sha256:[0-9a-f]{64})?", c.get("image", "")) is not None,
+          "redis.yaml: image must be Redis 7, got %s" % c.get("image"))
+    r = c.get("resources", {})
+    check(all(r.get(a, {}).get(b) for a in ("requests", "limits") for b in ("cpu", "memory")),
+          "redis.yaml: resources requests and limits for cpu and memory")
+
+    args = redis_args(c.get("args", []))
+    check(c.get("command") in (None, ["redis-server"]), "redis.yaml: command must be redis-server")
+    check(args.get("save") == "", "redis.yaml: --save \"\" (no RDB), got %r" % args.get("save"))
+    check(args.get("appendonly") == "no", "redis.yaml: --appendonly no, got %r" % args.get("appendonly"))
+    check(args.get("maxmemory-policy") == "volatile-ttl",
+          "redis.yaml: --maxmemory-policy volatile-ttl, got %r" % args.get("maxmemory-policy"))
+    maxmem, limit = mebibytes(args.get("maxmemory")), mebibytes(r.get("limits", {}).get("memory"))
+    check(maxmem is not None and limit is not None and maxmem < limit,
+          "redis.yaml: --maxmemory %s must be set below the memory limit %s"
+          % (args.get("maxmemory"), r.get("limits", {}).get("memory")))
+    pw = re.fullmatch(r"\$\(([A-Z_][A-Z0-9_]*)\)", args.get("requirepass", ""))
+    env = {e["name"]: e for e in c.get("env", [])}
+    ref = env.get(pw.group(1), {}).get("valueFrom", {}).get("secretKeyRef") if pw else None
+    check(ref is not None, "redis.yaml: --requirepass must be $(VAR) of an env var from a Secret")
+    check(pw is not None and pw.group(1) == "REDISCLI_AUTH",
+          "redis.yaml: the password variable must be REDISCLI_AUTH (what the probe's redis-cli reads)")
+    probe = c.get("readinessProbe", {}).get("exec", {}).get("command", [])
+    check(probe[:1] == ["redis-cli"] and "ping" in probe and "-e" in probe,
+          "redis.yaml: readiness must be 'redis-cli -e ping' (without -e an error reply exits 0), got %s" % probe)
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    check(ports.get("redis") == 6379, "redis.yaml: container port 'redis' 6379")
+    mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
+    check("/data" in mounts, "redis.yaml: /data (the working directory) must be a writable volume")
+
+    check(svc["spec"].get("type", "ClusterIP") == "ClusterIP" and svc["spec"].get("clusterIP") != "None",
+          "redis.yaml: the Service must be a ClusterIP Service")
+    check(svc["spec"]["selector"] == REDIS_LABELS, "redis.yaml: Service selector differs")
+    sports = svc["spec"]["ports"]
+    check(len(sports) == 1 and sports[0]["port"] == 6379 and sports[0]["targetPort"] in ("redis", 6379),
+          "redis.yaml: the Service must expose 6379 to the container's redis port, got %s" % sports)
+    n = np["spec"]
+    check(n["podSelector"]["matchLabels"] == REDIS_LABELS, "redis.yaml: NetworkPolicy podSelector differs")
+    check(set(n.get("policyTypes", [])) == {"Ingress", "Egress"} and not n.get("egress"),
+          "redis.yaml: NetworkPolicy must deny all egress")
+    check(n.get("ingress") == [{"from": [{"podSelector": {"matchLabels": GATEWAY_LABELS}}],
+                                "ports": [{"protocol": "TCP", "port": 6379}]}],
+          "redis.yaml: ingress must be the gateway's pods on TCP 6379 only, got %s" % n.get("ingress"))
+
+    # the gateway's side: rate_limit.redis (or, while this build refuses the key, the
+    # ConfigMap's commented-out members), the password file from the same Secret
+    rl = cfg["rate_limit"]
+    if "redis" in rl:
+        members = {"replicas": rl.get("replicas"), "redis": rl["redis"]}
+    else:
+        members = commented_members(cfg_text, "replicas")
+    if not check(members and isinstance(members.get("redis"), dict),
+                 "ConfigMap: no rate_limit.redis, set or commented out, to point at redis.yaml"):
+        return
+    red = members["redis"]
+    check(members.get("replicas") == max_rep,
+          "ConfigMap: rate_limit.replicas %s must be the HPA's maxReplicas %d" % (members.get("replicas"), max_rep))
+    check(red.get("url") == "redis://%s:%d/0" % (svc["metadata"]["name"], sports[0]["port"]),
+          "ConfigMap: rate_limit.redis.url %s is not redis.yaml's Service" % red.get("url"))
+    check(red.get("on_failure", "local") in ("local", "deny", "allow"),
+          "ConfigMap: rate_limit.redis.on_failure %r" % red.get("on_failure"))
+    pf = red.get("password_file") or ""
+    gmounts = {m["mountPath"]: m for m in gw_container.get("volumeMounts", [])}
+    vol = next((v for v in gw_pod.get("volumes", [])
+                if gmounts.get(os.path.dirname(pf), {}).get("name") == v["name"]), None)
+    sec = (vol or {}).get("secret", {})
+    items = {it["path"]: it["key"] for it in sec.get("items", [])}
+    check(vol is not None and gmounts[os.path.dirname(pf)].get("readOnly") is True,
+          "Deployment: rate_limit.redis.password_file %r is not on a read-only Secret volume" % pf)
+    check(ref is not None and sec.get("secretName") == ref.get("name") and
+          items.get(os.path.basename(pf)) == ref.get("key"),
+          "Deployment: password_file %r is not the Secret key Redis reads (%s)" % (pf, ref))
+    have = {(d["metadata"]["name"], k) for d in example_secret for k in d.get("stringData", {})}
+    check(ref is not None and (ref["name"], ref["key"]) in have,
+          "secret.example.yaml: no %s in Secret %s" % (ref and ref["key"], ref and ref["name"]))
+    run_redis(args)
+
+
+def run_redis(args):
+    """Starts redis-server with the manifest's arguments (a throwaway password, a Unix socket
+    in a temporary folder instead of a port) and asks it what it was told: the password is
+    required, nothing is saved, and the eviction policy is the manifest's."""
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        print("SKIP: redis-server not installed; redis.yaml's arguments were checked by name only")
+        return
+    tmp = tempfile.mkdtemp(prefix="gw-redis-")
+    sock = os.path.join(tmp, "redis.sock")
+    password = os.urandom(16).hex()
+    argv = [server]
+    for k, v in args.items():
+        argv += ["--" + k, password if k == "requirepass" else v]
+    argv += ["--port", "0", "--unixsocket", sock, "--dir", tmp, "--daemonize", "no"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        def ask(*cmd, auth=True):
+            env = dict(os.environ, REDISCLI_AUTH=password) if auth else {
+                k: v for k, v in os.environ.items() if k != "REDISCLI_AUTH"}
+            return subprocess.run([cli, "-e", "-s", sock, *cmd], capture_output=True, text=True,
+                                  env=env, timeout=10)
+        for _ in range(100):
+            if os.path.exists(sock) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        ping = ask("ping")
+        if not check(ping.returncode == 0 and ping.stdout.strip() == "PONG",
+                     "redis.yaml: redis-server with its args did not answer the probe: %s%s"
+                     % (ping.stdout, ping.stderr)):
+            return
+        check(ask("ping", auth=False).returncode != 0,
+              "redis.yaml: redis-server answered without the password")
+        for key, want in (("save", ""), ("appendonly", "no"), ("maxmemory-policy", "volatile-ttl")):
+            got = ask("config", "get", key).stdout.splitlines()
+            check(got[1:2] == [want], "redis.yaml: redis-server's %s is %s, not %r" % (key, got[1:], want))
+        print("redis-server %s: the args of redis.yaml run, password required"
+              % subprocess.run([server, "--version"], capture_output=True, text=True).stdout.split()[2])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp)
 
 
 for part in (check_systemd, check_container, check_kubernetes):

@@ -61,11 +61,14 @@
 #define DAILY_LIMIT 200000L
 #define BURST_LIMIT 100L
 #define BURST_WINDOW_MS 10000L
+#define MAX_RL_BURST 1000000L
+#define MAX_RL_SECONDS 86400L
+#define NS_PER_S 1000000000LL
 
 #define USAGE                                                                                      \
     "usage: ghl-sandbox --listen ADDR:PORT [--cert FILE --key FILE] --agency-token-file FILE "     \
     "[--location-token LOCATIONID=FILE]... [--seed USERS.json] [--journal FILE] [--delay-ms N] "   \
-    "[--fail-every N] [--drop-every N] [--openapi FILE]\n"
+    "[--fail-every N] [--drop-every N] [--rate-limit BURST/SECONDS] [--openapi FILE]\n"
 
 static const char msg_iam[] =
     "This route is not yet supported by the IAM Service. Please update your IAM config.";
@@ -77,12 +80,14 @@ struct opts {
     const char *loc_arg[MAX_LOCATION_TOKENS];
     size_t nloc;
     long delay_ms, fail_every, drop_every;
+    long rl_burst, rl_seconds; /* --rate-limit; 0: not given */
 };
 
 struct token {
     char *location; /* NULL for the agency token */
     char *value;
     size_t len;
+    int64_t tat_ns; /* --rate-limit: the bucket's theoretical arrival time (GCRA) */
 };
 
 struct user {
@@ -101,6 +106,8 @@ struct pending {
     int status;
     struct evbuffer *body;
     long daily_left, burst_left;
+    bool no_burst;    /* --rate-limit and no known token: no bucket to report */
+    long retry_after; /* seconds, for a 429 of --rate-limit; 0: no Retry-After */
 };
 
 struct sandbox {
@@ -115,6 +122,8 @@ struct sandbox {
     const char *journal_path;
     bool journal_failed;
     long delay_ms, fail_every, drop_every;
+    long rl_burst, rl_seconds;     /* --rate-limit; rl_burst 0: not given */
+    int64_t rl_cell_ns, rl_tau_ns; /* one cell's refill time; the burst tolerance */
     unsigned long nreq;
     int64_t window_start_ms;
     long window_count;
@@ -185,6 +194,13 @@ static int64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
 }
 
 static void iso_now(char *out, size_t outlen)
@@ -265,6 +281,7 @@ static const char *reason(int status)
         {403, "Forbidden"},
         {404, "Not Found"},
         {422, "Unprocessable Entity"},
+        {429, "Too Many Requests"},
         {500, "Internal Server Error"},
         {501, "Not Implemented"},
     };
@@ -1070,17 +1087,26 @@ static bool op_allows_location(const struct gw_op *op)
     return false;
 }
 
+/* The request's bearer token and its length, or NULL when it carries none. */
+static const char *bearer(struct evhttp_request *req, size_t *len)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0')
+        return NULL;
+    *len = strlen(h + 7);
+    return h + 7;
+}
+
 /* 0 when the bearer token may call op, else -1 with the upstream's 401/403 set. */
 static int check_auth(const struct sandbox *sb, struct evhttp_request *req, const struct gw_op *op,
                       const struct gw_route *r, struct reply *rp)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0 || h[7] == '\0') {
+    size_t len = 0;
+    const char *tok = bearer(req, &len);
+    if (tok == NULL) {
         reply_msg(rp, 401, msg_bad_token, "Unauthorized");
         return -1;
     }
-    const char *tok = h + 7;
-    size_t len = strlen(tok);
     bool agency = token_is(&sb->agency, tok, len);
     bool some_location = false;
     for (size_t i = 0; i < sb->nlocs; i++)
@@ -1106,6 +1132,64 @@ static int check_auth(const struct sandbox *sb, struct evhttp_request *req, cons
     if (agency || op_allows_location(op))
         return 0;
     reply_msg(rp, 401, msg_iam, NULL);
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* --rate-limit: HighLevel's burst limit, one bucket per token */
+
+/* The bucket of the token the request carries: the first of the sandbox's tokens with that
+ * value (the agency's, then the locations' in order), so a value given twice has one bucket.
+ * NULL when the request carries none of them: an unknown credential has no bucket to spend. */
+static struct token *bucket_of(struct sandbox *sb, struct evhttp_request *req)
+{
+    size_t len = 0;
+    const char *tok = bearer(req, &len);
+    if (tok == NULL)
+        return NULL;
+    if (token_is(&sb->agency, tok, len))
+        return &sb->agency;
+    for (size_t i = 0; i < sb->nlocs; i++)
+        if (token_is(&sb->locs[i], tok, len))
+            return &sb->locs[i];
+    return NULL;
+}
+
+/* Spends one cell of t's bucket (GCRA on the monotonic clock). Returns true when the request
+ * may go on, with *remaining the whole cells left; false when the bucket is empty, with
+ * *retry_s the seconds (rounded up) until a cell is back. A refusal spends nothing, so a
+ * caller that keeps knocking is not locked out for longer. */
+static bool rl_spend(const struct sandbox *sb, struct token *t, long *remaining, long *retry_s)
+{
+    int64_t now = now_ns();
+    int64_t tat = t->tat_ns > now ? t->tat_ns : now;
+    int64_t ahead = tat + sb->rl_cell_ns - now; /* how far the bucket would run ahead of now */
+    if (ahead > sb->rl_tau_ns) {
+        *remaining = 0;
+        *retry_s = (long)((ahead - sb->rl_tau_ns + NS_PER_S - 1) / NS_PER_S);
+        return false;
+    }
+    t->tat_ns = tat + sb->rl_cell_ns;
+    *remaining = (long)((sb->rl_tau_ns - ahead) / sb->rl_cell_ns);
+    return true;
+}
+
+/* 0 when the request may be answered (always, without --rate-limit), else -1 with the 429
+ * set. Sets p's burst headers either way. */
+static int check_rate(struct sandbox *sb, struct evhttp_request *req, struct pending *p,
+                      struct reply *rp)
+{
+    if (sb->rl_burst == 0)
+        return 0;
+    struct token *t = bucket_of(sb, req);
+    if (t == NULL) {
+        p->no_burst = true;
+        return 0;
+    }
+    if (rl_spend(sb, t, &p->burst_left, &p->retry_after))
+        return 0;
+    /* The upstream's 429 body is documented nowhere (FACTS): the shape of its other errors. */
+    reply_msg(rp, 429, "Too Many Requests", NULL);
     return -1;
 }
 
@@ -1187,10 +1271,12 @@ static void journal_bytes(struct evbuffer *out, const char *s, size_t len)
     evbuffer_add(out, "\"", 1);
 }
 
-/* One JSON line per request received, flushed at once so a test can read it as soon as it
- * has the response. body is NUL-terminated at blen. */
-static void journal_request(struct sandbox *sb, struct evhttp_request *req, const char *method,
-                            const char *body, size_t blen)
+/* One JSON line per request received, written before its answer is sent and flushed at once,
+ * so a test can read it as soon as it has the response. ts: when the request arrived; body is
+ * NUL-terminated at blen; status: the answer's, 0 for a connection closed without one (null in
+ * the line). */
+static void journal_request(struct sandbox *sb, struct evhttp_request *req, const char *ts,
+                            const char *method, const char *body, size_t blen, int status)
 {
     if (sb->journal == NULL)
         return;
@@ -1203,8 +1289,6 @@ static void journal_request(struct sandbox *sb, struct evhttp_request *req, cons
         free(path);
         return;
     }
-    char ts[64];
-    iso_now(ts, sizeof ts);
     evbuffer_add_printf(b, "{\"ts\":\"%s\",\"method\":", ts);
     gw_json_append_string(b, method);
     evbuffer_add_printf(b, ",\"path\":");
@@ -1225,7 +1309,10 @@ static void journal_request(struct sandbox *sb, struct evhttp_request *req, cons
         evbuffer_add_printf(b, "null");
     else
         journal_bytes(b, body, blen);
-    evbuffer_add(b, "}\n", 2);
+    if (status == 0)
+        evbuffer_add_printf(b, ",\"status\":null}\n");
+    else
+        evbuffer_add_printf(b, ",\"status\":%d}\n", status);
     size_t n = evbuffer_get_length(b);
     const unsigned char *line = evbuffer_pullup(b, -1);
     if ((line == NULL || fwrite(line, 1, n, sb->journal) != n || fflush(sb->journal) != 0) &&
@@ -1238,7 +1325,8 @@ static void journal_request(struct sandbox *sb, struct evhttp_request *req, cons
     free(path);
 }
 
-/* The upstream's burst window: fixed 10 s windows, counted, never enforced. */
+/* The daily count, and the burst headers' values without --rate-limit: fixed 10 s windows,
+ * counted, never enforced (check_rate replaces the burst values when the option is given). */
 static void count_request(struct sandbox *sb, struct pending *p)
 {
     int64_t now = now_ms();
@@ -1290,6 +1378,7 @@ static void send_pending(struct pending *p)
         drop_request(p->req);
         return;
     }
+    const struct sandbox *sb = p->sb;
     struct evkeyvalq *h = evhttp_request_get_output_headers(p->req);
     char v[32];
     evhttp_add_header(h, "Content-Type", "application/json; charset=utf-8");
@@ -1297,12 +1386,18 @@ static void send_pending(struct pending *p)
     evhttp_add_header(h, "X-RateLimit-Limit-Daily", v);
     snprintf(v, sizeof v, "%ld", p->daily_left);
     evhttp_add_header(h, "X-RateLimit-Daily-Remaining", v);
-    snprintf(v, sizeof v, "%ld", BURST_WINDOW_MS);
-    evhttp_add_header(h, "X-RateLimit-Interval-Milliseconds", v);
-    snprintf(v, sizeof v, "%ld", BURST_LIMIT);
-    evhttp_add_header(h, "X-RateLimit-Max", v);
-    snprintf(v, sizeof v, "%ld", p->burst_left);
-    evhttp_add_header(h, "X-RateLimit-Remaining", v);
+    if (!p->no_burst) {
+        snprintf(v, sizeof v, "%ld", sb->rl_burst ? sb->rl_seconds * 1000 : BURST_WINDOW_MS);
+        evhttp_add_header(h, "X-RateLimit-Interval-Milliseconds", v);
+        snprintf(v, sizeof v, "%ld", sb->rl_burst ? sb->rl_burst : BURST_LIMIT);
+        evhttp_add_header(h, "X-RateLimit-Max", v);
+        snprintf(v, sizeof v, "%ld", p->burst_left);
+        evhttp_add_header(h, "X-RateLimit-Remaining", v);
+    }
+    if (p->retry_after > 0) {
+        snprintf(v, sizeof v, "%ld", p->retry_after);
+        evhttp_add_header(h, "Retry-After", v);
+    }
     evhttp_send_reply(p->req, p->status, reason(p->status), p->body);
 }
 
@@ -1332,7 +1427,6 @@ static void finish(struct sandbox *sb, struct pending *p)
         pending_free(p);
         return;
     }
-    p->sb = sb;
     p->next = sb->pending;
     if (sb->pending)
         sb->pending->prev = p;
@@ -1380,25 +1474,30 @@ static void on_request(struct evhttp_request *req, void *arg)
     }
     evbuffer_copyout(in, body, blen);
     body[blen] = '\0';
+    char ts[64];
+    iso_now(ts, sizeof ts);
     const char *method = method_name(evhttp_request_get_command(req));
-    journal_request(sb, req, method, body, blen);
     count_request(sb, p);
+    p->sb = sb;
     p->req = req;
     struct reply rp = {.status = 500, .json = NULL};
     bool drop = !transport_ok(sb, req) ||
                 (sb->drop_every > 0 && sb->nreq % (unsigned long)sb->drop_every == 0);
     if (!drop) {
-        if (sb->fail_every > 0 && sb->nreq % (unsigned long)sb->fail_every == 0)
-            reply_msg(&rp, 500, "Internal server error", NULL);
-        else
-            handle(sb, req, method, body, blen, &rp);
+        if (check_rate(sb, req, p, &rp) == 0) {
+            if (sb->fail_every > 0 && sb->nreq % (unsigned long)sb->fail_every == 0)
+                reply_msg(&rp, 500, "Internal server error", NULL);
+            else
+                handle(sb, req, method, body, blen, &rp);
+        }
         if (serialize(&rp, p) != 0)
             drop = true;
     }
     cJSON_Delete(rp.json);
-    free(body);
     if (drop)
         p->status = 0;
+    journal_request(sb, req, ts, method, body, blen, p->status);
+    free(body);
     finish(sb, p);
 }
 
@@ -1737,6 +1836,33 @@ __attribute__((format(printf, 1, 2))) static void usage_error(const char *fmt, .
     va_end(ap);
 }
 
+/* --rate-limit BURST/SECONDS, each part a plain decimal in its range. Returns 0, or -1 after
+ * reporting the usage error. */
+static int parse_rate_limit(const char *arg, struct opts *o)
+{
+    const char *slash = strchr(arg, '/');
+    char burst[16];
+    if (slash == NULL) {
+        usage_error("--rate-limit %s: expected BURST/SECONDS, e.g. 100/10", arg);
+        return -1;
+    }
+    size_t blen = (size_t)(slash - arg);
+    if (blen < sizeof burst)
+        snprintf(burst, sizeof burst, "%.*s", (int)blen, arg);
+    if (blen >= sizeof burst || parse_count(burst, MAX_RL_BURST, &o->rl_burst) != 0 ||
+        o->rl_burst < 1) {
+        usage_error("--rate-limit %s: BURST must be a whole number from 1 to %ld", arg,
+                    MAX_RL_BURST);
+        return -1;
+    }
+    if (parse_count(slash + 1, MAX_RL_SECONDS, &o->rl_seconds) != 0 || o->rl_seconds < 1) {
+        usage_error("--rate-limit %s: SECONDS must be a whole number from 1 to %ld", arg,
+                    MAX_RL_SECONDS);
+        return -1;
+    }
+    return 0;
+}
+
 /* Returns 0, 1 after --help, or 2 after a usage error (already reported). */
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
@@ -1750,6 +1876,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         O_DELAY,
         O_FAIL,
         O_DROP,
+        O_RATE,
         O_OPENAPI,
         O_HELP,
         O_LISTEN
@@ -1765,6 +1892,7 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         {"delay-ms", required_argument, NULL, O_DELAY},
         {"fail-every", required_argument, NULL, O_FAIL},
         {"drop-every", required_argument, NULL, O_DROP},
+        {"rate-limit", required_argument, NULL, O_RATE},
         {"openapi", required_argument, NULL, O_OPENAPI},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -1825,6 +1953,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             }
             break;
         }
+        case O_RATE:
+            if (parse_rate_limit(optarg, o) != 0)
+                return 2;
+            break;
         default:
             usage_error("unknown or incomplete option %s", argv[optind - 1]);
             return 2;
@@ -1863,6 +1995,14 @@ static int setup(struct sandbox *sb, const struct opts *o, char *err, size_t err
     sb->delay_ms = o->delay_ms;
     sb->fail_every = o->fail_every;
     sb->drop_every = o->drop_every;
+    if (o->rl_burst > 0) {
+        /* The cell rounded up, so a full burst never refills faster than SECONDS. */
+        int64_t window = (int64_t)o->rl_seconds * NS_PER_S;
+        sb->rl_burst = o->rl_burst;
+        sb->rl_seconds = o->rl_seconds;
+        sb->rl_cell_ns = (window + o->rl_burst - 1) / o->rl_burst;
+        sb->rl_tau_ns = sb->rl_cell_ns * o->rl_burst;
+    }
     if (o->journal) {
         sb->journal_path = o->journal;
         sb->journal = fopen(o->journal, "a");
