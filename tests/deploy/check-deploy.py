@@ -634,13 +634,14 @@ def check_redis(docs, gw_container, gw_pod, cfg, cfg_text, max_rep, example_secr
                                 "ports": [{"protocol": "TCP", "port": 6379}]}],
           "redis.yaml: ingress must be the gateway's pods on TCP 6379 only, got %s" % n.get("ingress"))
 
-    # the gateway's side: rate_limit.redis (or, while this build refuses the key, the
-    # ConfigMap's commented-out members), the password file from the same Secret
+    # the gateway's side: rate_limit.redis (set, or commented out until Redis is applied),
+    # rate_limit.replicas, the password file from the same Secret
     rl = cfg["rate_limit"]
     if "redis" in rl:
         members = {"replicas": rl.get("replicas"), "redis": rl["redis"]}
-    else:
-        members = commented_members(cfg_text, "replicas")
+    else:  # kept commented out until redis.yaml is applied
+        members = commented_members(cfg_text, "redis") or {}
+        members = {"replicas": rl.get("replicas"), **members}
     if not check(members and isinstance(members.get("redis"), dict),
                  "ConfigMap: no rate_limit.redis, set or commented out, to point at redis.yaml"):
         return
