@@ -10,6 +10,9 @@
 #   rs256, hs256, close  ../shared/bench/compare.sh (A = HAProxy, B = the gateway, A B A B A B)
 #   idle                 RSS growth per idle keep-alive TLS connection, IDLE_CONNS open, each
 #   audit                create-user with audit.fsync true vs the audit file off, interleaved
+#   redis                shared rate limits on a local redis-server vs in-process limits,
+#                        interleaved: CPU per request of gateway + Redis, p99, and Redis's
+#                        EVALSHA calls and reads per request (pipelining)
 # and prints one table of ratios. Not part of tests/run.sh: timing is not a test.
 # Env: BENCH (../shared/bench), BENCH_DIR (/tmp/bench), ROUNDS (3), DURATION (15), IDLE_CONNS
 # (9900: see "idle" below).
@@ -23,14 +26,14 @@ IDLE_CONNS=${IDLE_CONNS:-9900}
 GW=$BENCH_DIR/gateway
 PY=/usr/bin/python3
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(rs256 hs256 close idle audit)
+[ ${#targets[@]} -gt 0 ] || targets=(rs256 hs256 close idle audit redis)
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 # ---- what the bench needs ------------------------------------------------------------------
 missing=()
 for p in haproxy nginx wrk curl openssl python3 build-essential cmake pkg-config libevent-dev \
-  libssl-dev libjwt-dev libcjson-dev; do
+  libssl-dev libjwt-dev libcjson-dev libhiredis-dev redis-server redis-tools; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -50,7 +53,7 @@ results=$GW/results-$(date +%Y%m%d-%H%M%S).txt
 # ---- the gateway's configurations ----------------------------------------------------------
 cp "$top/tests/bench/bench-policy.json" "$GW/policies/bench.json"
 echo "bench-agency-token" >"$GW/agency.token"
-# config NAME PORT ADMIN_PORT KEY_JSON AUDIT_JSON
+# config NAME PORT ADMIN_PORT KEY_JSON AUDIT_JSON [RATE_LIMIT_EXTRA]
 config() {
   cat >"$GW/$1.json" <<EOF
 {
@@ -69,7 +72,7 @@ config() {
   "access_log": { "file": "access-$1.log" },
   // HAProxy has no rate limits: these never refuse
   "rate_limit": { "per_subject": { "burst": 1000000000, "per_seconds": 1 },
-                  "upstream": { "burst": 1000000000, "per_seconds": 1, "daily": 1000000000 } },
+                  "upstream": { "burst": 1000000000, "per_seconds": 1, "daily": 1000000000 }${6:-} },
   "limits": { "max_connections": 20000 }
 }
 EOF
@@ -80,6 +83,9 @@ config rs256 28443 29901 "$RS" '{ "file": "audit/rs256.jsonl" }'
 config hs256 28444 29902 "$HS" '{ "file": "audit/hs256.jsonl" }'
 config audit-fsync 28445 29903 "$RS" '{ "file": "audit/create.jsonl", "fsync": true }'
 config audit-off 28446 29904 "$RS" '{ "file": null }'
+REDIS_PORT=16380
+config rl-local 28447 29905 "$RS" '{ "file": null }'
+config rl-redis 28448 29906 "$RS" '{ "file": null }' ', "redis": { "url": "redis://127.0.0.1:'$REDIS_PORT'/0", "timeout_ms": 1000 }'
 
 pids=()
 cleanup() {
@@ -184,7 +190,50 @@ for t in "${targets[@]}"; do
     ratio[audit.rps]=$(awk -v a="$(med "${on[@]}")" -v b="$(med "${off[@]}")" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
     echo "audit: create-user req/s median fsync $(med "${on[@]}") / audit off $(med "${off[@]}")" | tee -a "$results" >&2
     ;;
-  *) echo "unknown target $t (rs256 hs256 close idle audit)" >&2; exit 2 ;;
+  redis)
+    log "target: shared rate limits on a local Redis vs in-process limits (RS256 keep-alive)"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+      --maxmemory-policy volatile-ttl --daemonize no >"$GW/redis.log" 2>&1 &
+    rpid=$!
+    pids+=("$rpid")
+    wait_port "$REDIS_PORT" || { log "redis-server did not start: $(tail -3 "$GW/redis.log")"; exit 1; }
+    taskset -acp 1 "$rpid" >/dev/null # beside wrk and nginx: the gateway's core stays its own
+    tok=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope users.readonly --exp-in 7200)
+    tck=$(getconf CLK_TCK)
+    ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+    rinfo() { redis-cli -p "$REDIS_PORT" INFO "$1" | tr -d '\r' | sed -n "s/^$2[:=]//p" | sed 's/,.*//; s/^calls=//'; }
+    declare -a lc=() rc=() lp=() rp=() ev=() rd=()
+    for r in $(seq "$ROUNDS"); do
+      for cfg in rl-local:28447 rl-redis:28448; do
+        name=${cfg%%:*} port=${cfg##*:}
+        start_gw "$name" "$port"
+        taskset -acp 0 "$gw_pid" >/dev/null
+        [ "$r" = 1 ] && LABEL="warmup $name" QUIET_WAIT=0 "$BENCH/run.sh" "https://127.0.0.1:$port/users/abc" \
+          "$tok" 3 50 >/dev/null 2>&1
+        r0=$(ticks "$rpid"); e0=$(rinfo commandstats cmdstat_evalsha); d0=$(rinfo stats total_reads_processed)
+        json=$(LABEL="$name" "$BENCH/run.sh" "https://127.0.0.1:$port/users/abc" "$tok" "$DURATION" 50 | tail -1)
+        r1=$(ticks "$rpid"); e1=$(rinfo commandstats cmdstat_evalsha); d1=$(rinfo stats total_reads_processed)
+        stop_gw "$gw_pid"
+        read -r n us p99 < <(echo "$json" | "$PY" -c 'import json,sys; d=json.load(sys.stdin); print(d["requests"], d["target_cpu_us_per_req"], d["p99_ms"])')
+        rus=$(awk -v a="$r0" -v b="$r1" -v t="$tck" -v n="$n" 'BEGIN {printf "%.1f", (b - a) * 1e6 / t / n}')
+        echo "redis round $r $name: $n requests, gateway $us us/req, redis $rus us/req, p99 $p99 ms, evalsha $(( ${e1:-0} - ${e0:-0} )), redis reads $(( ${d1:-0} - ${d0:-0} ))" | tee -a "$results" >&2
+        if [ "$name" = rl-local ]; then
+          lc+=("$(awk -v a="$us" -v b="$rus" 'BEGIN {print a + b}')"); lp+=("$p99")
+        else
+          rc+=("$(awk -v a="$us" -v b="$rus" 'BEGIN {print a + b}')"); rp+=("$p99")
+          ev+=("$(awk -v e="$(( ${e1:-0} - ${e0:-0} ))" -v n="$n" 'BEGIN {printf "%.3f", e / n}')")
+          rd+=("$(awk -v e="$(( ${e1:-0} - ${e0:-0} ))" -v d="$(( ${d1:-0} - ${d0:-0} ))" 'BEGIN {printf "%.2f", (d > 0 ? e / d : 0)}')")
+        fi
+      done
+    done
+    med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+    ratio[redis.cpu]=$(awk -v a="$(med "${rc[@]}")" -v b="$(med "${lc[@]}")" 'BEGIN {printf "%.3f", (b > 0 ? a / b : 0)}')
+    ratio[redis.p99]=$(awk -v a="$(med "${rp[@]}")" -v b="$(med "${lp[@]}")" 'BEGIN {printf "%.3f", a - b}')
+    ratio[redis.trips]=$(med "${ev[@]}")
+    echo "redis: CPU us/req (gateway + redis) median shared $(med "${rc[@]}") / in-process $(med "${lc[@]}"); p99 ms $(med "${rp[@]}") / $(med "${lp[@]}"); EVALSHA per request $(med "${ev[@]}"); EVALSHA per Redis read (pipelining) $(med "${rd[@]}")" | tee -a "$results" >&2
+    kill "$rpid" 2>/dev/null || true
+    ;;
+  *) echo "unknown target $t (rs256 hs256 close idle audit redis)" >&2; exit 2 ;;
   esac
 done
 
@@ -206,5 +255,8 @@ done
   row "new TLS connection per request: CPU per request vs HAProxy" "${ratio[close.cpu]:-}" "<=" 1
   row "memory per idle keep-alive TLS connection vs HAProxy" "${ratio[idle.mem]:-}" "<=" 1
   row "audited create-user (fsync) vs audit off: throughput" "${ratio[audit.rps]:-}" ">=" 0.5
+  row "shared limits on Redis: CPU per request (gateway + Redis) vs in-process" "${ratio[redis.cpu]:-}" "<=" 1.3
+  row "shared limits on Redis: p99 added (ms)" "${ratio[redis.p99]:-}" "<=" 1
+  row "shared limits on Redis: round trips (EVALSHA) per request" "${ratio[redis.trips]:-}" "<=" 1
   echo "raw: $results and $BENCH_DIR/results/"
 } | tee -a "$results"

@@ -210,10 +210,12 @@ START_TEST(test_upstream_never_answers_429)
                               tokens[i], sizeof tokens[i]),
                          0);
     }
-    int rounds = under_valgrind() ? 12 : 25, passed = 0, limited = 0;
+    int passed = 0, limited = 0;
     long t0 = now_ms();
-    for (int k = 0; k < rounds; k++)
+    for (int k = 0; k < 25; k++)
         for (int i = 0; i < NREPLICAS; i++) {
+            if (i == 0 && under_valgrind() && k % 5 != 0)
+                continue; /* the replica under memcheck is slow: the others drive the load */
             int st = get(i, tokens[i]);
             ck_assert_msg(st == 200 || st == 429, "status %d", st);
             passed += st == 200;
