@@ -119,7 +119,8 @@ static long long upstream_429s(int replica)
     char *m = NULL;
     ck_assert_int_eq(admin_get(&R[replica], "/metrics", &m), 200);
     long long total = 0;
-    for (char *line = strtok(m, "\n"); line; line = strtok(NULL, "\n"))
+    char *save = NULL;
+    for (char *line = strtok_r(m, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
         if (strncmp(line, "ghl_gateway_upstream_requests_total{", 36) == 0 &&
             strstr(line, "status=\"429\""))
             total += strtoll(strrchr(line, ' ') + 1, NULL, 10);
