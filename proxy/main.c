@@ -123,6 +123,20 @@ static void summary(const struct gw_snapshot *s)
                c->rate_limit.replicas);
 }
 
+/* check's probe of the shared rate-limit store (SPEC §11.2): connects, authenticates, selects
+ * the database and loads the script. False with the problem added. */
+static bool store_answers(const struct gw_snapshot *s, struct gw_errs *errs)
+{
+    const struct gw_config *c = s->cfg;
+    char why[600];
+    if (!c->rate_limit.redis.enabled ||
+        gw_rlstore_probe(&c->rate_limit.redis, s->redis.token, why, sizeof why) == 0)
+        return true;
+    gw_msgs_add(&errs->problems, "%s:%d: rate_limit.redis: %s", c->file, c->rate_limit.redis.line,
+                why);
+    return false;
+}
+
 static int cmd_check(int argc, char **argv)
 {
     const char *path;
@@ -135,9 +149,7 @@ static int cmd_check(int argc, char **argv)
         gw_jwks_check(s->auth, &errs);
     uint64_t audit_seq = 0;
     char why[1200], note[1200];
-    const struct gw_cfg_redis *rd = s ? &s->cfg->rate_limit.redis : NULL;
-    if (rd && rd->enabled && gw_rlstore_probe(rd, s->redis.token, why, sizeof why) != 0) {
-        gw_msgs_add(&errs.problems, "%s:%d: rate_limit.redis: %s", s->cfg->file, rd->line, why);
+    if (s && !store_answers(s, &errs)) {
         gw_snapshot_unref(s);
         s = NULL;
     }
