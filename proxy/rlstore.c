@@ -57,7 +57,7 @@ struct gw_rlstore {
     double stalled_since; /* gw_mono_ms() of the first unanswered call since a reply; 0: none */
     bool usable;          /* as last counted in shared and shown in the metrics */
     bool freeing;
-    char last_why[200]; /* the last failure logged, so that a repeated one is not */
+    char last_why[256]; /* the last failure logged, so that a repeated one is not */
 };
 
 /* One call in flight; freed when hiredis has answered it (a reply, or NULL when the
