@@ -41,6 +41,7 @@ static const char zeros[HEX_LEN + 1] =
 const double gw_audit_write_buckets[8] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1};
 
 struct gw_audit {
+    char *replica;    /* audit.replica_id: the chain's replica for the log's life; NULL: none */
     char *path;       /* NULL: no file sink */
     char *state_path; /* <path>.chain */
     char *dir;        /* their folder: synced after a create or a rename in it */
@@ -141,11 +142,28 @@ static bool is_hex64(const char *s)
     return true;
 }
 
+#define REPLICA_BUF (GW_REPLICA_ID_MAX + 1)
+
+/* A record's "replica" into out ("" when it has none: written before replica ids). Returns 0,
+ * or -1 when the member is there but no replica id. */
+static int record_replica(const cJSON *j, char out[REPLICA_BUF])
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "replica");
+    out[0] = '\0';
+    if (r == NULL)
+        return 0;
+    if (!cJSON_IsString(r) || !gw_config_replica_id_ok(r->valuestring))
+        return -1;
+    snprintf(out, REPLICA_BUF, "%s", r->valuestring);
+    return 0;
+}
+
 /* Checks one line (without its newline): its shape, its body as strict JSON, and its hash
- * over its own prev. Fills seq, prev and hash. Returns 0, or -1 with why. */
+ * over its own prev. Fills seq, prev, hash and replica ("" : none). Returns 0, or -1 with
+ * why. */
 static int check_line(const char *line, size_t len, const unsigned char *key, size_t keylen,
-                      uint64_t *seq, char prev[HEX_LEN + 1], char hash[HEX_LEN + 1], char *why,
-                      size_t whylen)
+                      uint64_t *seq, char prev[HEX_LEN + 1], char hash[HEX_LEN + 1],
+                      char replica[REPLICA_BUF], char *why, size_t whylen)
 {
     static const char hk[] = ",\"hash\":\"", pk[] = ",\"prev\":\"";
     if (len < HASH_SUFFIX_LEN + 9 + HEX_LEN + 2 || line[len - 1] != '}' || line[len - 2] != '"' ||
@@ -185,6 +203,8 @@ static int check_line(const char *line, size_t len, const unsigned char *key, si
                s->valuedouble != (double)(uint64_t)s->valuedouble ||
                cJSON_GetObjectItemCaseSensitive(j, "hash") != NULL) {
         snprintf(why, whylen, "not a version 1 record with a seq");
+    } else if (record_replica(j, replica) != 0) {
+        snprintf(why, whylen, "its replica is not a replica id");
     } else {
         *seq = (uint64_t)s->valuedouble;
         char want[HEX_LEN + 1];
@@ -200,6 +220,30 @@ static int check_line(const char *line, size_t len, const unsigned char *key, si
 out:
     free(body);
     return rc;
+}
+
+/* A file holds one replica's chain: records without a replica (written before replica ids)
+ * may only come before the first that names one (a log upgraded in place). have: what the
+ * file's records named so far ("" : none), updated with rec. Returns 0, or -1 with why. */
+static int one_replica(char have[REPLICA_BUF], const char *rec, char *why, size_t whylen)
+{
+    if (rec[0] == '\0' && have[0] != '\0') {
+        snprintf(why, whylen,
+                 "a record without a replica after records of replica %s (a file holds one "
+                 "replica's chain)",
+                 have);
+        return -1;
+    }
+    if (rec[0] != '\0' && have[0] != '\0' && strcmp(rec, have) != 0) {
+        snprintf(why, whylen,
+                 "a record of replica %s in a file of replica %s (a file holds one replica's "
+                 "chain)",
+                 rec, have);
+        return -1;
+    }
+    if (rec[0] != '\0')
+        snprintf(have, REPLICA_BUF, "%s", rec);
+    return 0;
 }
 
 /* ---- opening: where the chain continues ---- */
@@ -366,8 +410,9 @@ static int write_state(struct gw_audit *a, bool clean)
 struct tail {
     bool exists, regular; /* a device or a pipe: exists, not regular (nothing to read back) */
     off_t size;
-    uint64_t seq; /* the last whole record (0: none) and its hash */
+    uint64_t seq; /* the last whole record (0: none), its hash and replica ("" : none) */
     char hash[HEX_LEN + 1];
+    char replica[REPLICA_BUF];
     uint64_t records; /* whole records verified (a whole scan only) */
     off_t cut;        /* with torn: where the torn bytes start */
     size_t torn;      /* the bytes after the last newline (0: the file ends with one) */
@@ -415,12 +460,13 @@ static int scan_whole(int fd, const char *path, const unsigned char *key, size_t
             break;
         }
         uint64_t seq = 0;
-        char p[HEX_LEN + 1], h[HEX_LEN + 1], lw[200];
+        char p[HEX_LEN + 1], h[HEX_LEN + 1], r[REPLICA_BUF], lw[320];
         if (n - 1 > MAX_LINE) {
             snprintf(why, whylen, "%s:%zu: the line is longer than %u bytes", path, lineno,
                      MAX_LINE);
             rc = -1;
-        } else if (check_line(line, n - 1, key, keylen, &seq, p, h, lw, sizeof lw) != 0) {
+        } else if (check_line(line, n - 1, key, keylen, &seq, p, h, r, lw, sizeof lw) != 0 ||
+                   one_replica(t->replica, r, lw, sizeof lw) != 0) {
             snprintf(why, whylen, "%s:%zu: %s", path, lineno, lw);
             rc = -1;
         } else if (t->seq != 0 && seq != t->seq + 1) {
@@ -496,7 +542,8 @@ static int scan_file(const char *path, const unsigned char *key, size_t keylen, 
         rc = -2;
     } else {
         char p[HEX_LEN + 1];
-        if (check_line(line, len, key, keylen, &t->seq, p, t->hash, err, sizeof err) != 0) {
+        if (check_line(line, len, key, keylen, &t->seq, p, t->hash, t->replica, err, sizeof err) !=
+            0) {
             snprintf(why, whylen, "%s:%zu: its last record does not verify (%s)", path,
                      count_lines(fd, st.st_size), err);
             rc = -1;
@@ -543,6 +590,14 @@ static int continue_chain(struct gw_audit *a, struct tail *t, char *why, size_t 
                      "audit.file %s ends at seq %llu but the log had reached seq %llu (%s): "
                      "records are missing",
                      a->path, (unsigned long long)t->seq, (unsigned long long)s.seq, a->state_path);
+            return -1;
+        }
+        if (a->replica && t->replica[0] && strcmp(t->replica, a->replica) != 0) {
+            snprintf(why, whylen,
+                     "audit.file %s holds the chain of replica %s, but audit.replica_id is %s: a "
+                     "chain belongs to one replica (give each replica its own audit.file, or set "
+                     "audit.replica_id to %s to continue this chain)",
+                     a->path, t->replica, a->replica, t->replica);
             return -1;
         }
         a->seq = t->seq;
@@ -660,6 +715,10 @@ static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t
     a->to_stdout = cfg->audit.to_stdout;
     a->fsync = cfg->audit.fsync;
     char err[300];
+    if (cfg->audit.replica_id && (a->replica = strdup(cfg->audit.replica_id)) == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto bad;
+    }
     if (cfg->audit.hmac_key_file) {
         a->key = (unsigned char *)gw_read_secret(cfg->audit.hmac_key_file, MAX_KEY_FILE, &a->keylen,
                                                  err, sizeof err);
@@ -757,6 +816,11 @@ int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *note, siz
 bool gw_audit_enabled(const struct gw_audit *a)
 {
     return a && (a->path || a->to_stdout);
+}
+
+const char *gw_audit_replica(const struct gw_audit *a)
+{
+    return a ? a->replica : NULL;
 }
 
 /* ---- the writer ---- */
@@ -1220,6 +1284,7 @@ void gw_audit_free(struct gw_audit *a)
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
     gw_buf_free(&a->pending);
+    free(a->replica);
     free(a->path);
     free(a->state_path);
     free(a->dir);
@@ -1473,7 +1538,7 @@ int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char
             lineno++;
             size_t n = (size_t)got;
             uint64_t seq;
-            char p[HEX_LEN + 1], h[HEX_LEN + 1], why[200];
+            char p[HEX_LEN + 1], h[HEX_LEN + 1], r[REPLICA_BUF], why[320];
             if (n == 0 || line[n - 1] != '\n') {
                 fprintf(err, "%s:%zu: the last line is incomplete (no newline)\n", files[f],
                         lineno);
@@ -1482,7 +1547,7 @@ int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char
                 fprintf(err, "%s:%zu: the line is longer than %u bytes\n", files[f], lineno,
                         MAX_LINE);
                 rc = 1;
-            } else if (check_line(line, n - 1, key, keylen, &seq, p, h, why, sizeof why) != 0) {
+            } else if (check_line(line, n - 1, key, keylen, &seq, p, h, r, why, sizeof why) != 0) {
                 fprintf(err, "%s:%zu: %s\n", files[f], lineno, why);
                 rc = 1;
             } else if (first && cont) {

@@ -36,6 +36,11 @@
  * it is verified, the torn bytes go to <file>.torn (.torn.N when that exists) and are cut off.
  * SIGUSR1 reopens the file: the first record of a new file chains to the last one of the old.
  *
+ * A chain belongs to one replica (SPEC §9): the log keeps audit.replica_id as it was at open
+ * for its life (request.c writes it into every record, after request_id), open refuses a file
+ * whose last record names another replica, and a file's records name one replica (records
+ * without one, written before replica ids, may only come first: a log upgraded in place).
+ *
  * Memory: a waited item belongs to its submitter (the writer only sets ok and seq and activates
  * its event, under the log's lock) until the submitter abandons it (gw_audit_abandon): then
  * it is the log's; other items belong to the log once submitted. Threads: submit, abandon and
@@ -165,6 +170,9 @@ void gw_audit_get_stats(struct gw_audit *a, struct gw_audit_stats *out);
 /* False after a failed write, until one succeeds; why names the failure. */
 bool gw_audit_ready(struct gw_audit *a, char *why, size_t whylen);
 bool gw_audit_enabled(const struct gw_audit *a);
+/* audit.replica_id when the log was opened: the "replica" of the records written to it, fixed
+ * for its life (a chain belongs to one replica). NULL: none was configured. */
+const char *gw_audit_replica(const struct gw_audit *a);
 
 /* The members of a record as a JSON text without braces (malloc'd), from an object whose
  * members are in record order. */

@@ -1788,6 +1788,153 @@ START_TEST(test_verify_empty_file_is_zero_records)
 }
 END_TEST
 
+/* ================= one replica's chain ================= */
+
+/* gw_audit_open (or, with inspect, gw_audit_inspect) as replica. */
+static struct gw_audit *open_as(const char *file, const char *replica, char *why, size_t whylen)
+{
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)file;
+    cfg.audit.replica_id = (char *)replica;
+    why[0] = '\0';
+    return gw_audit_open(&cfg, why, whylen);
+}
+
+/* Records 1..n of replica (NULL: without one, as written before replica ids), continuing
+ * from seq first with prev; hashes into h[first..first+n-1] (h[first-1] is prev). */
+static void replica_lines(char **v, const char *replica, size_t first, size_t n, char h[][65])
+{
+    for (size_t i = 0; i < n; i++) {
+        char m[200];
+        size_t seq = first + i;
+        if (replica)
+            snprintf(m, sizeof m, "\"request_id\":\"r%zu\",\"replica\":\"%s\",\"event\":\"denied\"",
+                     seq, replica);
+        else
+            snprintf(m, sizeof m, "\"request_id\":\"r%zu\",\"event\":\"denied\"", seq);
+        v[i] = rec(NULL, seq, m, h[seq - 1], h[seq]);
+    }
+}
+
+START_TEST(test_open_continues_only_its_own_replicas_chain)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h[8][65], *v[4] = {0}, why[600];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, "gw-a", 1, 2, h);
+    put_lines(f, v, 2);
+    struct gw_audit *a = open_as(f, "gw-b", why, sizeof why);
+    ck_assert_ptr_null(a);
+    char want[1200];
+    snprintf(want, sizeof want,
+             "audit.file %s holds the chain of replica gw-a, but audit.replica_id is gw-b: a "
+             "chain belongs to one replica (give each replica its own audit.file, or set "
+             "audit.replica_id to gw-a to continue this chain)",
+             f);
+    ck_assert_str_eq(why, want);
+    /* check says the same */
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)f;
+    cfg.audit.replica_id = "gw-b";
+    uint64_t seq;
+    char note[300];
+    ck_assert_int_eq(gw_audit_inspect(&cfg, &seq, note, sizeof note, why, sizeof why), -1);
+    ck_assert_str_eq(why, want);
+    /* its own replica continues it */
+    a = open_as(f, "gw-a", why, sizeof why);
+    ck_assert_msg(a != NULL, "%s", why);
+    ck_assert_str_eq(gw_audit_replica(a), "gw-a");
+    gw_audit_free(a);
+    free(v[0]);
+    free(v[1]);
+}
+END_TEST
+
+START_TEST(test_open_continues_a_log_written_before_replica_ids)
+{
+    /* an upgrade in place: the records without a replica are any replica's past */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h[8][65], *v[4] = {0}, why[600];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, NULL, 1, 2, h);
+    put_lines(f, v, 2);
+    struct gw_audit *a = open_as(f, "gw-b", why, sizeof why);
+    ck_assert_msg(a != NULL, "%s", why);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    gw_audit_post(a, GW_AUDIT_DENIED, strdup("\"request_id\":\"r3\",\"replica\":\"gw-b\""));
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 3);
+    free(v[0]);
+    free(v[1]);
+}
+END_TEST
+
+START_TEST(test_open_refuses_a_file_mixing_replicas_before_a_torn_line)
+{
+    /* a torn last line makes open read every record: a file holds one replica's chain */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h[8][65], *v[4] = {0}, why[600];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, "gw-a", 1, 1, h);
+    replica_lines(v + 1, "gw-b", 2, 1, h);
+    put_lines(f, v, 2);
+    FILE *t = fopen(f, "a");
+    fputs("{\"v\":1,\"seq\":3,", t);
+    fclose(t);
+    ck_assert_ptr_null(open_as(f, "gw-a", why, sizeof why));
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s:2: a record of replica gw-b in a file of replica gw-a (a file holds one "
+             "replica's chain)",
+             f);
+    ck_assert_msg(strstr(why, want) != NULL, "%s", why);
+    /* records without a replica after records of one: refused as well */
+    free(v[1]);
+    replica_lines(v + 1, NULL, 2, 1, h);
+    put_lines(f, v, 2);
+    t = fopen(f, "a");
+    fputs("{\"v\":1,\"seq\":3,", t);
+    fclose(t);
+    ck_assert_ptr_null(open_as(f, "gw-a", why, sizeof why));
+    snprintf(want, sizeof want,
+             "%s:2: a record without a replica after records of replica gw-a (a file holds one "
+             "replica's chain)",
+             f);
+    ck_assert_msg(strstr(why, want) != NULL, "%s", why);
+    free(v[0]);
+    free(v[1]);
+}
+END_TEST
+
+START_TEST(test_open_refuses_a_replica_that_is_no_replica_id)
+{
+    /* hashed like any member, but no gateway writes it */
+    static const char *const bad[] = {"\"replica\":\"\"", "\"replica\":null",
+                                      "\"replica\":\"gw a\"", "\"replica\":7"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        make_dir();
+        const char *f = in_dir("audit.jsonl");
+        char h[2][65], why[600], m[100];
+        memcpy(h[0], ZEROS, 65);
+        snprintf(m, sizeof m, "\"request_id\":\"r1\",%s,\"event\":\"denied\"", bad[i]);
+        char *l = rec(NULL, 1, m, h[0], h[1]);
+        put_lines(f, &l, 1);
+        free(l);
+        ck_assert_ptr_null(open_as(f, "gw-a", why, sizeof why));
+        ck_assert_msg(strstr(why, ":1: its last record does not verify (its replica is not a "
+                                  "replica id)") != NULL,
+                      "%s: %s", bad[i], why);
+        remove_dir();
+    }
+}
+END_TEST
+
 /* ================= gw_audit_members ================= */
 
 START_TEST(test_members_are_the_object_without_braces_in_insertion_order)
@@ -2496,6 +2643,13 @@ static Suite *suite(void)
     tcase_add_test(t, test_open_refuses_state_with_the_same_seq_and_another_hash);
     suite_add_tcase(s, t);
 
+    t = tcase_create("replica");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_add_test(t, test_open_continues_only_its_own_replicas_chain);
+    tcase_add_test(t, test_open_continues_a_log_written_before_replica_ids);
+    tcase_add_test(t, test_open_refuses_a_file_mixing_replicas_before_a_torn_line);
+    tcase_add_test(t, test_open_refuses_a_replica_that_is_no_replica_id);
+    suite_add_tcase(s, t);
     t = tcase_create("chain state");
     tcase_add_checked_fixture(t, NULL, remove_dir);
     tcase_set_timeout(t, 20);
