@@ -1514,94 +1514,307 @@ char *gw_audit_members(const cJSON *o)
 
 /* ---- audit-verify ---- */
 
-int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char *key,
-                    size_t keylen, uint64_t anchor_seq, const char *anchor_hash, bool cont,
-                    FILE *out, FILE *err)
+_Static_assert(sizeof(((struct gw_audit_anchor *)0)->replica) == REPLICA_BUF,
+               "an anchor holds a replica id");
+
+int gw_audit_anchor_parse(const char *arg, struct gw_audit_anchor *a)
 {
-    uint64_t last = 0, count = 0, first_seq = 1;
-    char prev[HEX_LEN + 1];
-    memcpy(prev, zeros, sizeof prev);
-    bool first = true, anchored = false;
+    memset(a, 0, sizeof *a);
+    const char *seq = arg, *colon = strchr(arg, ':');
+    if (colon && strchr(colon + 1, ':')) { /* REPLICA:SEQ:HASH (an id has no ':') */
+        size_t n = (size_t)(colon - arg);
+        if (n == 0 || n >= REPLICA_BUF)
+            return -1;
+        memcpy(a->replica, arg, n);
+        if (!gw_config_replica_id_ok(a->replica))
+            return -1;
+        seq = colon + 1;
+        colon = strchr(seq, ':');
+    }
+    if (colon == NULL || seq[0] < '0' || seq[0] > '9') /* strtoull takes signs and spaces */
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(seq, &end, 10);
+    if (errno || end != colon || v == 0 || v > MAX_SEQ || strlen(colon + 1) != HEX_LEN ||
+        !is_hex64(colon + 1))
+        return -1;
+    a->seq = v;
+    memcpy(a->hash, colon + 1, HEX_LEN + 1);
+    return 0;
+}
+
+/* What the first pass learned of one file: its chain's replica, its first and last records,
+ * where the anchors' seqs are in it, and its first problem. */
+struct vfile {
+    const char *path;
+    bool lines;                /* it has some: an empty file holds no chain's records */
+    char replica[REPLICA_BUF]; /* "" : its records name none */
+    /* the records before its first problem: how many, the first's seq and prev, the last's
+     * seq and hash */
+    uint64_t records, first_seq, last_seq;
+    char first_prev[HEX_LEN + 1], last_hash[HEX_LEN + 1];
+    size_t bad_line; /* its first problem's line (0: none) and what it is */
+    char why[320];
+    size_t *anchor_line; /* per anchor: the line with its seq (0: not among the records) */
+    bool *anchor_ok;     /* per anchor: that line has its hash */
+    size_t chain;
+};
+
+/* For grouping only, the replica a line names, verified or not ("" : none, or not a record). */
+static void line_replica(const char *line, size_t n, char out[REPLICA_BUF])
+{
+    struct gw_json_error je;
+    struct gw_json_opts o = {.max_depth = 64};
+    cJSON *j = n <= MAX_LINE + 1 ? gw_json_parse(line, n, &o, &je) : NULL;
+    if (j == NULL || record_replica(j, out) != 0)
+        out[0] = '\0';
+    cJSON_Delete(j);
+}
+
+/* One line of f, whose earlier lines all verified: checked on its own and against the line
+ * before (the links between files are the second pass's). */
+static void verify_line(struct vfile *f, size_t lineno, const char *line, size_t n,
+                        const struct gw_audit_verify_opts *o)
+{
+    uint64_t seq = 0;
+    char p[HEX_LEN + 1], h[HEX_LEN + 1], r[REPLICA_BUF] = "", why[320];
+    if (line[n - 1] != '\n')
+        snprintf(why, sizeof why, "the last line is incomplete (no newline)");
+    else if (n - 1 > MAX_LINE)
+        snprintf(why, sizeof why, "the line is longer than %u bytes", MAX_LINE);
+    else if (check_line(line, n - 1, o->key, o->keylen, &seq, p, h, r, why, sizeof why) != 0 ||
+             one_replica(f->replica, r, why, sizeof why) != 0)
+        ;
+    else if (f->records && seq != f->last_seq + 1)
+        snprintf(why, sizeof why,
+                 "seq %llu follows seq %llu (a record is missing, moved or inserted)",
+                 (unsigned long long)seq, (unsigned long long)f->last_seq);
+    else if (f->records && strcmp(p, f->last_hash) != 0)
+        snprintf(why, sizeof why, "prev does not match the hash of the record before");
+    else
+        why[0] = '\0';
+    if (why[0]) {
+        f->bad_line = lineno;
+        snprintf(f->why, sizeof f->why, "%s", why);
+        if (f->replica[0] == '\0')
+            line_replica(line, n, f->replica);
+        return;
+    }
+    if (f->records++ == 0) {
+        f->first_seq = seq;
+        memcpy(f->first_prev, p, sizeof f->first_prev);
+    }
+    f->last_seq = seq;
+    memcpy(f->last_hash, h, sizeof f->last_hash);
+    for (size_t k = 0; k < o->nanchors; k++)
+        if (o->anchors[k].seq == seq) {
+            f->anchor_line[k] = lineno;
+            f->anchor_ok[k] = strcmp(o->anchors[k].hash, h) == 0;
+        }
+}
+
+/* The first pass over a file. After its first problem only the replica is still to learn
+ * (from any line that names one). Returns 0, or 2 when it cannot be read (said on err). */
+static int verify_scan(struct vfile *f, const struct gw_audit_verify_opts *o, FILE *err)
+{
+    FILE *in = fopen(f->path, "re");
+    if (in == NULL) {
+        fprintf(err, "%s: cannot read: %s\n", f->path, strerror(errno));
+        return 2;
+    }
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, lineno = 0;
+    ssize_t got;
+    while ((f->bad_line == 0 || f->replica[0] == '\0') && (got = getline(&line, &cap, in)) > 0) {
+        f->lines = true;
+        if (f->bad_line == 0)
+            verify_line(f, ++lineno, line, (size_t)got, o);
+        else
+            line_replica(line, (size_t)got, f->replica);
+    }
     int rc = 0;
-    for (size_t f = 0; f < nfiles && rc == 0; f++) {
-        FILE *in = fopen(files[f], "re");
-        if (in == NULL) {
-            fprintf(err, "%s: cannot read: %s\n", files[f], strerror(errno));
-            rc = 2;
-            break;
-        }
-        size_t lineno = 0;
-        ssize_t got;
-        while (rc == 0 && (got = getline(&line, &cap, in)) >= 0) {
-            lineno++;
-            size_t n = (size_t)got;
-            uint64_t seq;
-            char p[HEX_LEN + 1], h[HEX_LEN + 1], r[REPLICA_BUF], why[320];
-            if (n == 0 || line[n - 1] != '\n') {
-                fprintf(err, "%s:%zu: the last line is incomplete (no newline)\n", files[f],
-                        lineno);
-                rc = 1;
-            } else if (n - 1 > MAX_LINE) {
-                fprintf(err, "%s:%zu: the line is longer than %u bytes\n", files[f], lineno,
-                        MAX_LINE);
-                rc = 1;
-            } else if (check_line(line, n - 1, key, keylen, &seq, p, h, r, why, sizeof why) != 0) {
-                fprintf(err, "%s:%zu: %s\n", files[f], lineno, why);
-                rc = 1;
-            } else if (first && cont) {
-                fprintf(out, "continuing from seq %llu, prev %s\n", (unsigned long long)seq, p);
-                first_seq = seq;
-            } else if (seq != last + 1) {
-                fprintf(err,
-                        "%s:%zu: seq %llu follows seq %llu (a record is missing, moved or "
-                        "inserted)\n",
-                        files[f], lineno, (unsigned long long)seq, (unsigned long long)last);
-                rc = 1;
-            } else if (strcmp(p, prev) != 0) {
-                fprintf(err, "%s:%zu: prev does not match the hash of the record before%s\n",
-                        files[f], lineno, first ? " (a log starts with 64 zeros)" : "");
-                rc = 1;
-            }
-            if (rc != 0)
-                break;
-            first = false;
-            last = seq;
-            memcpy(prev, h, sizeof prev);
-            count++;
-            if (anchor_seq && seq == anchor_seq) {
-                if (strcmp(h, anchor_hash) != 0) {
-                    fprintf(err, "%s:%zu: seq %llu does not have the anchor's hash\n", files[f],
-                            lineno, (unsigned long long)seq);
-                    rc = 1;
-                }
-                anchored = true;
-            }
-        }
-        if (rc == 0 && ferror(in)) {
-            fprintf(err, "%s: cannot read: %s\n", files[f], strerror(errno));
-            rc = 2;
-        }
-        fclose(in);
+    if (ferror(in)) {
+        fprintf(err, "%s: cannot read: %s\n", f->path, strerror(errno));
+        rc = 2;
     }
     free(line);
-    if (rc != 0)
-        return rc;
-    if (anchor_seq && !anchored && first_seq > anchor_seq) {
-        fprintf(err, "the log starts at seq %llu, after the anchor seq %llu\n",
-                (unsigned long long)first_seq, (unsigned long long)anchor_seq);
+    fclose(in);
+    return rc;
+}
+
+/* A file whose records name no replica (written before replica ids) and that a later file of
+ * a named replica continues (its first record follows this one's last: seq and prev) is in
+ * that replica's chain: a log upgraded in place verifies in one run. The link is checked again
+ * with the chain. */
+static void adopt_unnamed(struct vfile *v, size_t n)
+{
+    for (size_t i = n; i-- > 0;) {
+        struct vfile *f = &v[i];
+        if (f->replica[0] || f->records == 0 || f->bad_line)
+            continue;
+        for (size_t j = i + 1; j < n; j++)
+            if (v[j].records && v[j].first_seq == f->last_seq + 1 &&
+                strcmp(v[j].first_prev, f->last_hash) == 0) {
+                memcpy(f->replica, v[j].replica, sizeof f->replica);
+                break;
+            }
+    }
+}
+
+/* Does anchor k apply to the chain of replica? An anchor without a replica is the only
+ * chain's. */
+static bool anchor_applies(const struct gw_audit_verify_opts *o, size_t k, const char *replica)
+{
+    return o->anchors[k].replica[0] == '\0' || strcmp(o->anchors[k].replica, replica) == 0;
+}
+
+/* The second pass over one chain, whose first file is v[start]: its files (in the order
+ * given) linked, its first record, its anchors. Prints its line on out and adds its records
+ * to *total, or says its first problem on err. Returns 0 or 1. */
+static int verify_chain(const struct vfile *v, size_t n, size_t start,
+                        const struct gw_audit_verify_opts *o, bool *reached, uint64_t *total,
+                        FILE *out, FILE *err)
+{
+    const char *replica = v[start].replica;
+    uint64_t count = 0, last = 0, first_seq = 0;
+    char prev[HEX_LEN + 1], cont_prev[HEX_LEN + 1] = "";
+    memcpy(prev, zeros, sizeof prev);
+    for (size_t i = start; i < n; i++) {
+        const struct vfile *f = &v[i];
+        if (!f->lines || f->chain != v[start].chain)
+            continue;
+        if (f->records && count == 0 && o->cont) {
+            memcpy(cont_prev, f->first_prev, sizeof cont_prev);
+        } else if (f->records && f->first_seq != last + 1) {
+            fprintf(err,
+                    "%s:1: seq %llu follows seq %llu (a record is missing, moved or inserted)\n",
+                    f->path, (unsigned long long)f->first_seq, (unsigned long long)last);
+            return 1;
+        } else if (f->records && strcmp(f->first_prev, prev) != 0) {
+            fprintf(err, "%s:1: prev does not match the hash of the record before%s\n", f->path,
+                    count == 0 ? " (a log starts with 64 zeros)" : "");
+            return 1;
+        }
+        size_t bad = f->bad_line, ak = 0;
+        for (size_t k = 0; k < o->nanchors; k++)
+            if (anchor_applies(o, k, replica) && f->anchor_line[k] && !f->anchor_ok[k] &&
+                (bad == 0 || f->anchor_line[k] < bad)) {
+                bad = f->anchor_line[k];
+                ak = k + 1;
+            }
+        if (ak) {
+            fprintf(err, "%s:%zu: seq %llu does not have the anchor's hash\n", f->path, bad,
+                    (unsigned long long)o->anchors[ak - 1].seq);
+            return 1;
+        }
+        if (bad) {
+            fprintf(err, "%s:%zu: %s\n", f->path, bad, f->why);
+            return 1;
+        }
+        for (size_t k = 0; k < o->nanchors; k++)
+            reached[k] |= anchor_applies(o, k, replica) && f->anchor_line[k];
+        if (count == 0)
+            first_seq = f->first_seq;
+        count += f->records;
+        last = f->last_seq;
+        memcpy(prev, f->last_hash, sizeof prev);
+    }
+    const char *name = replica[0] ? replica : "(none)";
+    for (size_t k = 0; k < o->nanchors; k++) {
+        if (!anchor_applies(o, k, replica) || reached[k])
+            continue;
+        if (first_seq > o->anchors[k].seq)
+            fprintf(err, "replica %s: the log starts at seq %llu, after the anchor seq %llu\n",
+                    name, (unsigned long long)first_seq, (unsigned long long)o->anchors[k].seq);
+        else
+            fprintf(err,
+                    "replica %s: the log ends at seq %llu and does not reach the anchor seq "
+                    "%llu (its tail is missing)\n",
+                    name, (unsigned long long)last, (unsigned long long)o->anchors[k].seq);
         return 1;
     }
-    if (anchor_seq && !anchored) {
-        fprintf(err,
-                "the log ends at seq %llu and does not reach the anchor seq %llu (its tail is "
-                "missing)\n",
-                (unsigned long long)last, (unsigned long long)anchor_seq);
-        return 1;
-    }
-    fprintf(out, "%llu records verified\n", (unsigned long long)count);
+    fprintf(out, "replica %s: seq %llu to %llu, head %s", name, (unsigned long long)first_seq,
+            (unsigned long long)last, prev);
+    if (cont_prev[0])
+        fprintf(out, ", continuing from seq %llu, prev %s", (unsigned long long)first_seq,
+                cont_prev);
+    if (replica[0] == '\0')
+        fprintf(out, "; its records name no replica (written before replica ids)");
+    fputc('\n', out);
+    *total += count;
     return 0;
+}
+
+int gw_audit_verify(const char *const *files, size_t nfiles, const struct gw_audit_verify_opts *o,
+                    FILE *out, FILE *err)
+{
+    size_t na = o->nanchors, nchains = 0;
+    struct vfile *v = calloc(nfiles + 1, sizeof *v);
+    size_t *lines = calloc(nfiles * na + 1, sizeof *lines);
+    bool *oks = calloc(nfiles * na + 1, sizeof *oks), *reached = calloc(na + 1, sizeof *reached);
+    int rc = 0;
+    if (v == NULL || lines == NULL || oks == NULL || reached == NULL) {
+        fprintf(err, "out of memory\n");
+        rc = 2;
+    }
+    for (size_t i = 0; rc == 0 && i < nfiles; i++) {
+        v[i].path = files[i];
+        v[i].anchor_line = lines + i * na;
+        v[i].anchor_ok = oks + i * na;
+        rc = verify_scan(&v[i], o, err);
+    }
+    if (rc != 0)
+        goto out;
+    adopt_unnamed(v, nfiles);
+    /* one chain per replica, in the order of their first files */
+    for (size_t i = 0; i < nfiles; i++) {
+        size_t j = 0;
+        while (j < i && !(v[j].lines && strcmp(v[j].replica, v[i].replica) == 0))
+            j++;
+        if (v[i].lines)
+            v[i].chain = j < i ? v[j].chain : nchains++;
+    }
+    for (size_t k = 0; k < na; k++)
+        if (o->anchors[k].replica[0] == '\0' && nchains > 1) {
+            fprintf(err,
+                    "--anchor %llu:%s names no replica, but the files hold the chains of %zu "
+                    "replicas: give --anchor REPLICA:SEQ:HASH\n",
+                    (unsigned long long)o->anchors[k].seq, o->anchors[k].hash, nchains);
+            rc = 2;
+            goto out;
+        }
+    uint64_t total = 0;
+    for (size_t i = 0, c = 0; i < nfiles; i++)
+        if (v[i].lines && v[i].chain == c) { /* the first file of the next chain */
+            rc |= verify_chain(v, nfiles, i, o, reached, &total, out, err);
+            c++;
+        }
+    for (size_t k = 0; k < na; k++) {
+        const struct gw_audit_anchor *a = &o->anchors[k];
+        size_t i = 0;
+        while (i < nfiles && !(v[i].lines && anchor_applies(o, k, v[i].replica)))
+            i++;
+        if (i < nfiles)
+            continue; /* its chain's: verify_chain said what it found */
+        if (a->replica[0])
+            fprintf(
+                err,
+                "replica %s: no file given holds its records, but --anchor names its seq %llu\n",
+                a->replica, (unsigned long long)a->seq);
+        else
+            fprintf(err, "the files hold no record: none reaches the anchor seq %llu\n",
+                    (unsigned long long)a->seq);
+        rc = 1;
+    }
+    if (rc == 0)
+        fprintf(out, "%llu records verified\n", (unsigned long long)total);
+out:
+    free(v);
+    free(lines);
+    free(oks);
+    free(reached);
+    return rc;
 }
 
 /* ---- audit-repair ---- */
