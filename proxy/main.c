@@ -110,8 +110,8 @@ static void summary(const struct gw_snapshot *s)
     for (size_t i = 0; i < s->policies->n; i++)
         printf("%s%s", i ? ", " : " (", gw_policy_name(gw_policies_at(s->policies, i)));
     printf("%s\n", s->policies->n ? ")" : "");
-    printf("  audit      %s%s\n", c->audit.file ? c->audit.file : "(no file)",
-           c->audit.fsync ? " (fsync)" : "");
+    printf("  audit      %s%s, replica %s\n", c->audit.file ? c->audit.file : "(no file)",
+           c->audit.fsync ? " (fsync)" : "", c->audit.replica_id);
     printf("  access log %s\n", c->access_log.file ? c->access_log.file : "stderr");
 }
 
