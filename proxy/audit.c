@@ -41,6 +41,7 @@ static const char zeros[HEX_LEN + 1] =
 const double gw_audit_write_buckets[8] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1};
 
 struct gw_audit {
+    char *replica;    /* audit.replica_id: the chain's replica for the log's life; NULL: none */
     char *path;       /* NULL: no file sink */
     char *state_path; /* <path>.chain */
     char *dir;        /* their folder: synced after a create or a rename in it */
@@ -141,11 +142,28 @@ static bool is_hex64(const char *s)
     return true;
 }
 
+#define REPLICA_BUF (GW_REPLICA_ID_MAX + 1)
+
+/* A record's "replica" into out ("" when it has none: written before replica ids). Returns 0,
+ * or -1 when the member is there but no replica id. */
+static int record_replica(const cJSON *j, char out[REPLICA_BUF])
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "replica");
+    out[0] = '\0';
+    if (r == NULL)
+        return 0;
+    if (!cJSON_IsString(r) || !gw_config_replica_id_ok(r->valuestring))
+        return -1;
+    snprintf(out, REPLICA_BUF, "%s", r->valuestring);
+    return 0;
+}
+
 /* Checks one line (without its newline): its shape, its body as strict JSON, and its hash
- * over its own prev. Fills seq, prev and hash. Returns 0, or -1 with why. */
+ * over its own prev. Fills seq, prev, hash and replica ("" : none). Returns 0, or -1 with
+ * why. */
 static int check_line(const char *line, size_t len, const unsigned char *key, size_t keylen,
-                      uint64_t *seq, char prev[HEX_LEN + 1], char hash[HEX_LEN + 1], char *why,
-                      size_t whylen)
+                      uint64_t *seq, char prev[HEX_LEN + 1], char hash[HEX_LEN + 1],
+                      char replica[REPLICA_BUF], char *why, size_t whylen)
 {
     static const char hk[] = ",\"hash\":\"", pk[] = ",\"prev\":\"";
     if (len < HASH_SUFFIX_LEN + 9 + HEX_LEN + 2 || line[len - 1] != '}' || line[len - 2] != '"' ||
@@ -185,6 +203,8 @@ static int check_line(const char *line, size_t len, const unsigned char *key, si
                s->valuedouble != (double)(uint64_t)s->valuedouble ||
                cJSON_GetObjectItemCaseSensitive(j, "hash") != NULL) {
         snprintf(why, whylen, "not a version 1 record with a seq");
+    } else if (record_replica(j, replica) != 0) {
+        snprintf(why, whylen, "its replica is not a replica id");
     } else {
         *seq = (uint64_t)s->valuedouble;
         char want[HEX_LEN + 1];
@@ -200,6 +220,30 @@ static int check_line(const char *line, size_t len, const unsigned char *key, si
 out:
     free(body);
     return rc;
+}
+
+/* A file holds one replica's chain: records without a replica (written before replica ids)
+ * may only come before the first that names one (a log upgraded in place). have: what the
+ * file's records named so far ("" : none), updated with rec. Returns 0, or -1 with why. */
+static int one_replica(char have[REPLICA_BUF], const char *rec, char *why, size_t whylen)
+{
+    if (rec[0] == '\0' && have[0] != '\0') {
+        snprintf(why, whylen,
+                 "a record without a replica after records of replica %s (a file holds one "
+                 "replica's chain)",
+                 have);
+        return -1;
+    }
+    if (rec[0] != '\0' && have[0] != '\0' && strcmp(rec, have) != 0) {
+        snprintf(why, whylen,
+                 "a record of replica %s in a file of replica %s (a file holds one replica's "
+                 "chain)",
+                 rec, have);
+        return -1;
+    }
+    if (rec[0] != '\0')
+        snprintf(have, REPLICA_BUF, "%s", rec);
+    return 0;
 }
 
 /* ---- opening: where the chain continues ---- */
@@ -366,8 +410,9 @@ static int write_state(struct gw_audit *a, bool clean)
 struct tail {
     bool exists, regular; /* a device or a pipe: exists, not regular (nothing to read back) */
     off_t size;
-    uint64_t seq; /* the last whole record (0: none) and its hash */
+    uint64_t seq; /* the last whole record (0: none), its hash and replica ("" : none) */
     char hash[HEX_LEN + 1];
+    char replica[REPLICA_BUF];
     uint64_t records; /* whole records verified (a whole scan only) */
     off_t cut;        /* with torn: where the torn bytes start */
     size_t torn;      /* the bytes after the last newline (0: the file ends with one) */
@@ -415,12 +460,13 @@ static int scan_whole(int fd, const char *path, const unsigned char *key, size_t
             break;
         }
         uint64_t seq = 0;
-        char p[HEX_LEN + 1], h[HEX_LEN + 1], lw[200];
+        char p[HEX_LEN + 1], h[HEX_LEN + 1], r[REPLICA_BUF], lw[320];
         if (n - 1 > MAX_LINE) {
             snprintf(why, whylen, "%s:%zu: the line is longer than %u bytes", path, lineno,
                      MAX_LINE);
             rc = -1;
-        } else if (check_line(line, n - 1, key, keylen, &seq, p, h, lw, sizeof lw) != 0) {
+        } else if (check_line(line, n - 1, key, keylen, &seq, p, h, r, lw, sizeof lw) != 0 ||
+                   one_replica(t->replica, r, lw, sizeof lw) != 0) {
             snprintf(why, whylen, "%s:%zu: %s", path, lineno, lw);
             rc = -1;
         } else if (t->seq != 0 && seq != t->seq + 1) {
@@ -496,7 +542,8 @@ static int scan_file(const char *path, const unsigned char *key, size_t keylen, 
         rc = -2;
     } else {
         char p[HEX_LEN + 1];
-        if (check_line(line, len, key, keylen, &t->seq, p, t->hash, err, sizeof err) != 0) {
+        if (check_line(line, len, key, keylen, &t->seq, p, t->hash, t->replica, err, sizeof err) !=
+            0) {
             snprintf(why, whylen, "%s:%zu: its last record does not verify (%s)", path,
                      count_lines(fd, st.st_size), err);
             rc = -1;
@@ -543,6 +590,14 @@ static int continue_chain(struct gw_audit *a, struct tail *t, char *why, size_t 
                      "audit.file %s ends at seq %llu but the log had reached seq %llu (%s): "
                      "records are missing",
                      a->path, (unsigned long long)t->seq, (unsigned long long)s.seq, a->state_path);
+            return -1;
+        }
+        if (a->replica && t->replica[0] && strcmp(t->replica, a->replica) != 0) {
+            snprintf(why, whylen,
+                     "audit.file %s holds the chain of replica %s, but audit.replica_id is %s: a "
+                     "chain belongs to one replica (give each replica its own audit.file, or set "
+                     "audit.replica_id to %s to continue this chain)",
+                     a->path, t->replica, a->replica, t->replica);
             return -1;
         }
         a->seq = t->seq;
@@ -660,6 +715,10 @@ static struct gw_audit *audit_new(const struct gw_config *cfg, char *why, size_t
     a->to_stdout = cfg->audit.to_stdout;
     a->fsync = cfg->audit.fsync;
     char err[300];
+    if (cfg->audit.replica_id && (a->replica = strdup(cfg->audit.replica_id)) == NULL) {
+        snprintf(why, whylen, "out of memory");
+        goto bad;
+    }
     if (cfg->audit.hmac_key_file) {
         a->key = (unsigned char *)gw_read_secret(cfg->audit.hmac_key_file, MAX_KEY_FILE, &a->keylen,
                                                  err, sizeof err);
@@ -757,6 +816,11 @@ int gw_audit_inspect(const struct gw_config *cfg, uint64_t *seq, char *note, siz
 bool gw_audit_enabled(const struct gw_audit *a)
 {
     return a && (a->path || a->to_stdout);
+}
+
+const char *gw_audit_replica(const struct gw_audit *a)
+{
+    return a ? a->replica : NULL;
 }
 
 /* ---- the writer ---- */
@@ -1220,6 +1284,7 @@ void gw_audit_free(struct gw_audit *a)
     pthread_cond_destroy(&a->cv);
     pthread_mutex_destroy(&a->mu);
     gw_buf_free(&a->pending);
+    free(a->replica);
     free(a->path);
     free(a->state_path);
     free(a->dir);
@@ -1449,94 +1514,307 @@ char *gw_audit_members(const cJSON *o)
 
 /* ---- audit-verify ---- */
 
-int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char *key,
-                    size_t keylen, uint64_t anchor_seq, const char *anchor_hash, bool cont,
-                    FILE *out, FILE *err)
+_Static_assert(sizeof(((struct gw_audit_anchor *)0)->replica) == REPLICA_BUF,
+               "an anchor holds a replica id");
+
+int gw_audit_anchor_parse(const char *arg, struct gw_audit_anchor *a)
 {
-    uint64_t last = 0, count = 0, first_seq = 1;
-    char prev[HEX_LEN + 1];
-    memcpy(prev, zeros, sizeof prev);
-    bool first = true, anchored = false;
+    memset(a, 0, sizeof *a);
+    const char *seq = arg, *colon = strchr(arg, ':');
+    if (colon && strchr(colon + 1, ':')) { /* REPLICA:SEQ:HASH (an id has no ':') */
+        size_t n = (size_t)(colon - arg);
+        if (n == 0 || n >= REPLICA_BUF)
+            return -1;
+        memcpy(a->replica, arg, n);
+        if (!gw_config_replica_id_ok(a->replica))
+            return -1;
+        seq = colon + 1;
+        colon = strchr(seq, ':');
+    }
+    if (colon == NULL || seq[0] < '0' || seq[0] > '9') /* strtoull takes signs and spaces */
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(seq, &end, 10);
+    if (errno || end != colon || v == 0 || v > MAX_SEQ || strlen(colon + 1) != HEX_LEN ||
+        !is_hex64(colon + 1))
+        return -1;
+    a->seq = v;
+    memcpy(a->hash, colon + 1, HEX_LEN + 1);
+    return 0;
+}
+
+/* What the first pass learned of one file: its chain's replica, its first and last records,
+ * where the anchors' seqs are in it, and its first problem. */
+struct vfile {
+    const char *path;
+    bool lines;                /* it has some: an empty file holds no chain's records */
+    char replica[REPLICA_BUF]; /* "" : its records name none */
+    /* the records before its first problem: how many, the first's seq and prev, the last's
+     * seq and hash */
+    uint64_t records, first_seq, last_seq;
+    char first_prev[HEX_LEN + 1], last_hash[HEX_LEN + 1];
+    size_t bad_line; /* its first problem's line (0: none) and what it is */
+    char why[320];
+    size_t *anchor_line; /* per anchor: the line with its seq (0: not among the records) */
+    bool *anchor_ok;     /* per anchor: that line has its hash */
+    size_t chain;
+};
+
+/* For grouping only, the replica a line names, verified or not ("" : none, or not a record). */
+static void line_replica(const char *line, size_t n, char out[REPLICA_BUF])
+{
+    struct gw_json_error je;
+    struct gw_json_opts o = {.max_depth = 64};
+    cJSON *j = n <= MAX_LINE + 1 ? gw_json_parse(line, n, &o, &je) : NULL;
+    if (j == NULL || record_replica(j, out) != 0)
+        out[0] = '\0';
+    cJSON_Delete(j);
+}
+
+/* One line of f, whose earlier lines all verified: checked on its own and against the line
+ * before (the links between files are the second pass's). */
+static void verify_line(struct vfile *f, size_t lineno, const char *line, size_t n,
+                        const struct gw_audit_verify_opts *o)
+{
+    uint64_t seq = 0;
+    char p[HEX_LEN + 1], h[HEX_LEN + 1], r[REPLICA_BUF] = "", why[320];
+    if (line[n - 1] != '\n')
+        snprintf(why, sizeof why, "the last line is incomplete (no newline)");
+    else if (n - 1 > MAX_LINE)
+        snprintf(why, sizeof why, "the line is longer than %u bytes", MAX_LINE);
+    else if (check_line(line, n - 1, o->key, o->keylen, &seq, p, h, r, why, sizeof why) != 0 ||
+             one_replica(f->replica, r, why, sizeof why) != 0)
+        ;
+    else if (f->records && seq != f->last_seq + 1)
+        snprintf(why, sizeof why,
+                 "seq %llu follows seq %llu (a record is missing, moved or inserted)",
+                 (unsigned long long)seq, (unsigned long long)f->last_seq);
+    else if (f->records && strcmp(p, f->last_hash) != 0)
+        snprintf(why, sizeof why, "prev does not match the hash of the record before");
+    else
+        why[0] = '\0';
+    if (why[0]) {
+        f->bad_line = lineno;
+        snprintf(f->why, sizeof f->why, "%s", why);
+        if (f->replica[0] == '\0')
+            line_replica(line, n, f->replica);
+        return;
+    }
+    if (f->records++ == 0) {
+        f->first_seq = seq;
+        memcpy(f->first_prev, p, sizeof f->first_prev);
+    }
+    f->last_seq = seq;
+    memcpy(f->last_hash, h, sizeof f->last_hash);
+    for (size_t k = 0; k < o->nanchors; k++)
+        if (o->anchors[k].seq == seq) {
+            f->anchor_line[k] = lineno;
+            f->anchor_ok[k] = strcmp(o->anchors[k].hash, h) == 0;
+        }
+}
+
+/* The first pass over a file. After its first problem only the replica is still to learn
+ * (from any line that names one). Returns 0, or 2 when it cannot be read (said on err). */
+static int verify_scan(struct vfile *f, const struct gw_audit_verify_opts *o, FILE *err)
+{
+    FILE *in = fopen(f->path, "re");
+    if (in == NULL) {
+        fprintf(err, "%s: cannot read: %s\n", f->path, strerror(errno));
+        return 2;
+    }
     char *line = NULL;
-    size_t cap = 0;
+    size_t cap = 0, lineno = 0;
+    ssize_t got;
+    while ((f->bad_line == 0 || f->replica[0] == '\0') && (got = getline(&line, &cap, in)) > 0) {
+        f->lines = true;
+        if (f->bad_line == 0)
+            verify_line(f, ++lineno, line, (size_t)got, o);
+        else
+            line_replica(line, (size_t)got, f->replica);
+    }
     int rc = 0;
-    for (size_t f = 0; f < nfiles && rc == 0; f++) {
-        FILE *in = fopen(files[f], "re");
-        if (in == NULL) {
-            fprintf(err, "%s: cannot read: %s\n", files[f], strerror(errno));
-            rc = 2;
-            break;
-        }
-        size_t lineno = 0;
-        ssize_t got;
-        while (rc == 0 && (got = getline(&line, &cap, in)) >= 0) {
-            lineno++;
-            size_t n = (size_t)got;
-            uint64_t seq;
-            char p[HEX_LEN + 1], h[HEX_LEN + 1], why[200];
-            if (n == 0 || line[n - 1] != '\n') {
-                fprintf(err, "%s:%zu: the last line is incomplete (no newline)\n", files[f],
-                        lineno);
-                rc = 1;
-            } else if (n - 1 > MAX_LINE) {
-                fprintf(err, "%s:%zu: the line is longer than %u bytes\n", files[f], lineno,
-                        MAX_LINE);
-                rc = 1;
-            } else if (check_line(line, n - 1, key, keylen, &seq, p, h, why, sizeof why) != 0) {
-                fprintf(err, "%s:%zu: %s\n", files[f], lineno, why);
-                rc = 1;
-            } else if (first && cont) {
-                fprintf(out, "continuing from seq %llu, prev %s\n", (unsigned long long)seq, p);
-                first_seq = seq;
-            } else if (seq != last + 1) {
-                fprintf(err,
-                        "%s:%zu: seq %llu follows seq %llu (a record is missing, moved or "
-                        "inserted)\n",
-                        files[f], lineno, (unsigned long long)seq, (unsigned long long)last);
-                rc = 1;
-            } else if (strcmp(p, prev) != 0) {
-                fprintf(err, "%s:%zu: prev does not match the hash of the record before%s\n",
-                        files[f], lineno, first ? " (a log starts with 64 zeros)" : "");
-                rc = 1;
-            }
-            if (rc != 0)
-                break;
-            first = false;
-            last = seq;
-            memcpy(prev, h, sizeof prev);
-            count++;
-            if (anchor_seq && seq == anchor_seq) {
-                if (strcmp(h, anchor_hash) != 0) {
-                    fprintf(err, "%s:%zu: seq %llu does not have the anchor's hash\n", files[f],
-                            lineno, (unsigned long long)seq);
-                    rc = 1;
-                }
-                anchored = true;
-            }
-        }
-        if (rc == 0 && ferror(in)) {
-            fprintf(err, "%s: cannot read: %s\n", files[f], strerror(errno));
-            rc = 2;
-        }
-        fclose(in);
+    if (ferror(in)) {
+        fprintf(err, "%s: cannot read: %s\n", f->path, strerror(errno));
+        rc = 2;
     }
     free(line);
-    if (rc != 0)
-        return rc;
-    if (anchor_seq && !anchored && first_seq > anchor_seq) {
-        fprintf(err, "the log starts at seq %llu, after the anchor seq %llu\n",
-                (unsigned long long)first_seq, (unsigned long long)anchor_seq);
+    fclose(in);
+    return rc;
+}
+
+/* A file whose records name no replica (written before replica ids) and that a later file of
+ * a named replica continues (its first record follows this one's last: seq and prev) is in
+ * that replica's chain: a log upgraded in place verifies in one run. The link is checked again
+ * with the chain. */
+static void adopt_unnamed(struct vfile *v, size_t n)
+{
+    for (size_t i = n; i-- > 0;) {
+        struct vfile *f = &v[i];
+        if (f->replica[0] || f->records == 0 || f->bad_line)
+            continue;
+        for (size_t j = i + 1; j < n; j++)
+            if (v[j].records && v[j].first_seq == f->last_seq + 1 &&
+                strcmp(v[j].first_prev, f->last_hash) == 0) {
+                memcpy(f->replica, v[j].replica, sizeof f->replica);
+                break;
+            }
+    }
+}
+
+/* Does anchor k apply to the chain of replica? An anchor without a replica is the only
+ * chain's. */
+static bool anchor_applies(const struct gw_audit_verify_opts *o, size_t k, const char *replica)
+{
+    return o->anchors[k].replica[0] == '\0' || strcmp(o->anchors[k].replica, replica) == 0;
+}
+
+/* The second pass over one chain, whose first file is v[start]: its files (in the order
+ * given) linked, its first record, its anchors. Prints its line on out and adds its records
+ * to *total, or says its first problem on err. Returns 0 or 1. */
+static int verify_chain(const struct vfile *v, size_t n, size_t start,
+                        const struct gw_audit_verify_opts *o, bool *reached, uint64_t *total,
+                        FILE *out, FILE *err)
+{
+    const char *replica = v[start].replica;
+    uint64_t count = 0, last = 0, first_seq = 0;
+    char prev[HEX_LEN + 1], cont_prev[HEX_LEN + 1] = "";
+    memcpy(prev, zeros, sizeof prev);
+    for (size_t i = start; i < n; i++) {
+        const struct vfile *f = &v[i];
+        if (!f->lines || f->chain != v[start].chain)
+            continue;
+        if (f->records && count == 0 && o->cont) {
+            memcpy(cont_prev, f->first_prev, sizeof cont_prev);
+        } else if (f->records && f->first_seq != last + 1) {
+            fprintf(err,
+                    "%s:1: seq %llu follows seq %llu (a record is missing, moved or inserted)\n",
+                    f->path, (unsigned long long)f->first_seq, (unsigned long long)last);
+            return 1;
+        } else if (f->records && strcmp(f->first_prev, prev) != 0) {
+            fprintf(err, "%s:1: prev does not match the hash of the record before%s\n", f->path,
+                    count == 0 ? " (a log starts with 64 zeros)" : "");
+            return 1;
+        }
+        size_t bad = f->bad_line, ak = 0;
+        for (size_t k = 0; k < o->nanchors; k++)
+            if (anchor_applies(o, k, replica) && f->anchor_line[k] && !f->anchor_ok[k] &&
+                (bad == 0 || f->anchor_line[k] < bad)) {
+                bad = f->anchor_line[k];
+                ak = k + 1;
+            }
+        if (ak) {
+            fprintf(err, "%s:%zu: seq %llu does not have the anchor's hash\n", f->path, bad,
+                    (unsigned long long)o->anchors[ak - 1].seq);
+            return 1;
+        }
+        if (bad) {
+            fprintf(err, "%s:%zu: %s\n", f->path, bad, f->why);
+            return 1;
+        }
+        for (size_t k = 0; k < o->nanchors; k++)
+            reached[k] |= anchor_applies(o, k, replica) && f->anchor_line[k];
+        if (count == 0)
+            first_seq = f->first_seq;
+        count += f->records;
+        last = f->last_seq;
+        memcpy(prev, f->last_hash, sizeof prev);
+    }
+    const char *name = replica[0] ? replica : "(none)";
+    for (size_t k = 0; k < o->nanchors; k++) {
+        if (!anchor_applies(o, k, replica) || reached[k])
+            continue;
+        if (first_seq > o->anchors[k].seq)
+            fprintf(err, "replica %s: the log starts at seq %llu, after the anchor seq %llu\n",
+                    name, (unsigned long long)first_seq, (unsigned long long)o->anchors[k].seq);
+        else
+            fprintf(err,
+                    "replica %s: the log ends at seq %llu and does not reach the anchor seq "
+                    "%llu (its tail is missing)\n",
+                    name, (unsigned long long)last, (unsigned long long)o->anchors[k].seq);
         return 1;
     }
-    if (anchor_seq && !anchored) {
-        fprintf(err,
-                "the log ends at seq %llu and does not reach the anchor seq %llu (its tail is "
-                "missing)\n",
-                (unsigned long long)last, (unsigned long long)anchor_seq);
-        return 1;
-    }
-    fprintf(out, "%llu records verified\n", (unsigned long long)count);
+    fprintf(out, "replica %s: seq %llu to %llu, head %s", name, (unsigned long long)first_seq,
+            (unsigned long long)last, prev);
+    if (cont_prev[0])
+        fprintf(out, ", continuing from seq %llu, prev %s", (unsigned long long)first_seq,
+                cont_prev);
+    if (replica[0] == '\0')
+        fprintf(out, "; its records name no replica (written before replica ids)");
+    fputc('\n', out);
+    *total += count;
     return 0;
+}
+
+int gw_audit_verify(const char *const *files, size_t nfiles, const struct gw_audit_verify_opts *o,
+                    FILE *out, FILE *err)
+{
+    size_t na = o->nanchors, nchains = 0;
+    struct vfile *v = calloc(nfiles + 1, sizeof *v);
+    size_t *lines = calloc(nfiles * na + 1, sizeof *lines);
+    bool *oks = calloc(nfiles * na + 1, sizeof *oks), *reached = calloc(na + 1, sizeof *reached);
+    int rc = 0;
+    if (v == NULL || lines == NULL || oks == NULL || reached == NULL) {
+        fprintf(err, "out of memory\n");
+        rc = 2;
+    }
+    for (size_t i = 0; rc == 0 && i < nfiles; i++) {
+        v[i].path = files[i];
+        v[i].anchor_line = lines + i * na;
+        v[i].anchor_ok = oks + i * na;
+        rc = verify_scan(&v[i], o, err);
+    }
+    if (rc != 0)
+        goto out;
+    adopt_unnamed(v, nfiles);
+    /* one chain per replica, in the order of their first files */
+    for (size_t i = 0; i < nfiles; i++) {
+        size_t j = 0;
+        while (j < i && !(v[j].lines && strcmp(v[j].replica, v[i].replica) == 0))
+            j++;
+        if (v[i].lines)
+            v[i].chain = j < i ? v[j].chain : nchains++;
+    }
+    for (size_t k = 0; k < na; k++)
+        if (o->anchors[k].replica[0] == '\0' && nchains > 1) {
+            fprintf(err,
+                    "--anchor %llu:%s names no replica, but the files hold the chains of %zu "
+                    "replicas: give --anchor REPLICA:SEQ:HASH\n",
+                    (unsigned long long)o->anchors[k].seq, o->anchors[k].hash, nchains);
+            rc = 2;
+            goto out;
+        }
+    uint64_t total = 0;
+    for (size_t i = 0, c = 0; i < nfiles; i++)
+        if (v[i].lines && v[i].chain == c) { /* the first file of the next chain */
+            rc |= verify_chain(v, nfiles, i, o, reached, &total, out, err);
+            c++;
+        }
+    for (size_t k = 0; k < na; k++) {
+        const struct gw_audit_anchor *a = &o->anchors[k];
+        size_t i = 0;
+        while (i < nfiles && !(v[i].lines && anchor_applies(o, k, v[i].replica)))
+            i++;
+        if (i < nfiles)
+            continue; /* its chain's: verify_chain said what it found */
+        if (a->replica[0])
+            fprintf(
+                err,
+                "replica %s: no file given holds its records, but --anchor names its seq %llu\n",
+                a->replica, (unsigned long long)a->seq);
+        else
+            fprintf(err, "the files hold no record: none reaches the anchor seq %llu\n",
+                    (unsigned long long)a->seq);
+        rc = 1;
+    }
+    if (rc == 0)
+        fprintf(out, "%llu records verified\n", (unsigned long long)total);
+out:
+    free(v);
+    free(lines);
+    free(oks);
+    free(reached);
+    return rc;
 }
 
 /* ---- audit-repair ---- */

@@ -36,6 +36,11 @@
  * it is verified, the torn bytes go to <file>.torn (.torn.N when that exists) and are cut off.
  * SIGUSR1 reopens the file: the first record of a new file chains to the last one of the old.
  *
+ * A chain belongs to one replica (SPEC §9): the log keeps audit.replica_id as it was at open
+ * for its life (request.c writes it into every record, after request_id), open refuses a file
+ * whose last record names another replica, and a file's records name one replica (records
+ * without one, written before replica ids, may only come first: a log upgraded in place).
+ *
  * Memory: a waited item belongs to its submitter (the writer only sets ok and seq and activates
  * its event, under the log's lock) until the submitter abandons it (gw_audit_abandon): then
  * it is the log's; other items belong to the log once submitted. Threads: submit, abandon and
@@ -165,16 +170,40 @@ void gw_audit_get_stats(struct gw_audit *a, struct gw_audit_stats *out);
 /* False after a failed write, until one succeeds; why names the failure. */
 bool gw_audit_ready(struct gw_audit *a, char *why, size_t whylen);
 bool gw_audit_enabled(const struct gw_audit *a);
+/* audit.replica_id when the log was opened: the "replica" of the records written to it, fixed
+ * for its life (a chain belongs to one replica). NULL: none was configured. */
+const char *gw_audit_replica(const struct gw_audit *a);
 
 /* The members of a record as a JSON text without braces (malloc'd), from an object whose
  * members are in record order. */
 char *gw_audit_members(const cJSON *o);
 
-/* audit-verify: the files in order. key: HMAC key or NULL; anchor_seq 0: none. Prints
- * "N records verified" on out and returns 0, or names the first bad line on err and returns 1
- * (2 when a file cannot be read). */
-int gw_audit_verify(const char *const *files, size_t nfiles, const unsigned char *key,
-                    size_t keylen, uint64_t anchor_seq, const char *anchor_hash, bool cont,
+/* audit-verify's --anchor [REPLICA:]SEQ:HASH: the chain of replica ("" : the only chain the
+ * files hold) must reach seq, and that record have hash. */
+struct gw_audit_anchor {
+    char replica[65]; /* a replica id (config.h) or "" */
+    uint64_t seq;
+    char hash[65];
+};
+/* Parses arg into a. Returns 0, or -1 when it is not [REPLICA:]SEQ:HASH (a replica id, seq 1
+ * to 2^53 - 1 in decimal, the hash as 64 lowercase hex digits). */
+int gw_audit_anchor_parse(const char *arg, struct gw_audit_anchor *a);
+
+struct gw_audit_verify_opts {
+    const unsigned char *key; /* the HMAC key, or NULL */
+    size_t keylen;
+    const struct gw_audit_anchor *anchors;
+    size_t nanchors;
+    bool cont; /* each chain's first record is taken as given (a rotated file) */
+};
+/* audit-verify: files of one or more replicas. Each file's records belong to one replica (the
+ * "replica" of its records; none: written before replica ids, a chain of their own unless a
+ * later file of a replica continues them); the files of each replica, in the order given, are
+ * one chain. Verifies every chain and prints one line per chain on out ("replica R: seq F to
+ * L, head H"), then "N records verified", and returns 0; or names each broken chain's first
+ * bad line on err (the other chains' lines still on out) and returns 1. Returns 2 when a file
+ * cannot be read or an anchor without a replica meets several chains (nothing on out). */
+int gw_audit_verify(const char *const *files, size_t nfiles, const struct gw_audit_verify_opts *o,
                     FILE *out, FILE *err);
 
 /* audit-repair: verifies every record of file (its first taken as given, as --continue; the

@@ -372,6 +372,62 @@ static const struct gw_field policies_fields[] = {
     {"dir", GW_F_PATH, C(policies.dir), .def = "policies/examples", .need = GW_NEED_DIR},
     {NULL},
 };
+bool gw_config_replica_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > GW_REPLICA_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+#define REPLICA_ID_RULE "1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+/* audit.replica_id's default: the host name (a pod's is its name), malloc'd; NULL with why
+ * when it cannot be read or is no replica id. */
+static char *host_replica_id(char *why, size_t whylen)
+{
+    char host[256];
+    if (gethostname(host, sizeof host) != 0) {
+        snprintf(why, whylen, "cannot read the host name (%s): set audit.replica_id",
+                 strerror(errno));
+        return NULL;
+    }
+    host[sizeof host - 1] = '\0';
+    if (!gw_config_replica_id_ok(host)) {
+        snprintf(why, whylen, "the host name is not a replica id (%s): set audit.replica_id",
+                 REPLICA_ID_RULE);
+        return NULL;
+    }
+    char *id = strdup(host);
+    if (id == NULL)
+        snprintf(why, whylen, "out of memory");
+    return id;
+}
+
+/* A string that is a replica id, or null for the host name. Absent (v NULL): the host name
+ * too, or NULL when it will not do (check_defaults says why when the file gives none). */
+static void cust_replica_id(struct gw_fields *x, const cJSON *v, void *base,
+                            const struct gw_field *f, const char *key)
+{
+    char **dst = GW_FIELD_AT(base, f->off, char *), why[160];
+    free(*dst);
+    *dst = NULL;
+    if (v != NULL && cJSON_IsString(v) && gw_config_replica_id_ok(v->valuestring)) {
+        if ((*dst = strdup(v->valuestring)) == NULL)
+            gw_fields_oom(x);
+    } else if (v != NULL && !cJSON_IsNull(v)) {
+        gw_fields_problem(x, v, key, "must be null (the host name) or %s", REPLICA_ID_RULE);
+    } else if ((*dst = host_replica_id(why, sizeof why)) == NULL && v != NULL) {
+        gw_fields_problem(x, v, key, "%s", why);
+    }
+}
+
 static const struct gw_field audit_fields[] = {
     {"file", GW_F_PATH_NULL, C(audit.file), .def = "audit/audit.jsonl", .need = GW_NEED_PARENT},
     {"stdout", GW_F_BOOL, C(audit.to_stdout), .idef = 0},
@@ -379,6 +435,7 @@ static const struct gw_field audit_fields[] = {
     {"hmac_key_file", GW_F_PATH_NULL, C(audit.hmac_key_file), .need = GW_NEED_READ},
     {"include_reads", GW_F_BOOL, C(audit.include_reads), .idef = 0},
     {"sync_timeout_ms", GW_F_INT, C(audit.sync_timeout_ms), 1, 600000, .idef = 5000},
+    {"replica_id", GW_F_CUSTOM, C(audit.replica_id), .custom = cust_replica_id},
     {NULL},
 };
 static const struct gw_field access_log_fields[] = {
@@ -667,6 +724,12 @@ static void check_defaults(struct gw_fields *x, struct gw_config *c, const cJSON
         snprintf(key, sizeof key, "%s.%s (default)", d[i].section, d[i].key);
         gw_fields_check_path(x, NULL, key, *GW_FIELD_AT(c, d[i].off, char *), d[i].need);
     }
+    const cJSON *audit = cJSON_GetObjectItemCaseSensitive(root, "audit");
+    char why[160];
+    if (c->audit.replica_id == NULL &&
+        cJSON_GetObjectItemCaseSensitive(audit, "replica_id") == NULL &&
+        (c->audit.replica_id = host_replica_id(why, sizeof why)) == NULL)
+        gw_fields_problem(x, NULL, "audit.replica_id (default)", "%s", why);
 }
 
 struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_errs *errs)
@@ -749,6 +812,7 @@ void gw_config_free(struct gw_config *c)
     gw_fields_free(c, top_fields);
     free(c->listen.address);
     free(c->admin.address);
+    free(c->audit.replica_id);
     free(c->upstream.url);
     free(c->upstream.host);
     for (size_t i = 0; i < c->credentials.nlocation; i++) {

@@ -98,6 +98,7 @@ struct gw_config {
         char *hmac_key_file;
         bool include_reads;
         long sync_timeout_ms; /* a change waits this long for its intent record (then 503) */
+        char *replica_id;     /* resolved: the host name when null in the file */
     } audit;
     struct {
         char *file;
@@ -137,5 +138,12 @@ struct gw_config *gw_config_load(const char *path, bool check_files, struct gw_e
 struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len, bool check_files,
                                   struct gw_errs *errs);
 void gw_config_free(struct gw_config *c);
+
+/* A replica id (audit.replica_id, the "replica" of audit records): 1 to GW_REPLICA_ID_MAX
+ * letters, digits, '.', '_' and '-', starting with a letter or a digit. Host names and pod
+ * names fit; no ':' (audit-verify's --anchor REPLICA:SEQ:HASH), nothing JSON or a terminal
+ * would need escaped. */
+#define GW_REPLICA_ID_MAX 64
+bool gw_config_replica_id_ok(const char *s);
 
 #endif

@@ -111,8 +111,8 @@ static void summary(const struct gw_snapshot *s)
     for (size_t i = 0; i < s->policies->n; i++)
         printf("%s%s", i ? ", " : " (", gw_policy_name(gw_policies_at(s->policies, i)));
     printf("%s\n", s->policies->n ? ")" : "");
-    printf("  audit      %s%s\n", c->audit.file ? c->audit.file : "(no file)",
-           c->audit.fsync ? " (fsync)" : "");
+    printf("  audit      %s%s, replica %s\n", c->audit.file ? c->audit.file : "(no file)",
+           c->audit.fsync ? " (fsync)" : "", c->audit.replica_id);
     printf("  access log %s\n", c->access_log.file ? c->access_log.file : "stderr");
     static const char *const on_failure[] = {"local", "deny", "allow"};
     if (c->rate_limit.redis.enabled)
@@ -354,59 +354,52 @@ static int read_audit_key(const char *cmd, const char *keyfile, unsigned char **
 static int cmd_audit_verify(int argc, char **argv)
 {
     const struct command *c = find("audit-verify");
-    const char *keyfile = NULL, *anchor = NULL;
-    bool cont = false;
+    const char *keyfile = NULL;
+    struct gw_audit_verify_opts o = {0};
     const char **files = calloc((size_t)argc + 1, sizeof *files);
+    struct gw_audit_anchor *anchors = calloc((size_t)argc + 1, sizeof *anchors);
     size_t nfiles = 0;
-    if (files == NULL)
+    int rc = 0;
+    if (files == NULL || anchors == NULL) {
+        free(files);
+        free(anchors);
         return 2;
-    for (int i = 0; i < argc; i++) {
+    }
+    for (int i = 0; i < argc && rc == 0; i++) {
         if (is_help(argv[i])) {
             printf("usage: ghl-gateway %s\n\n%s\n", c->usage, c->help);
-            free(files);
-            return 0;
-        }
-        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc && keyfile == NULL) {
+            rc = -1;
+        } else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc && keyfile == NULL) {
             keyfile = argv[++i];
-        } else if (strcmp(argv[i], "--anchor") == 0 && i + 1 < argc && anchor == NULL) {
-            anchor = argv[++i];
+        } else if (strcmp(argv[i], "--anchor") == 0 && i + 1 < argc) {
+            if (gw_audit_anchor_parse(argv[++i], &anchors[o.nanchors++]) != 0)
+                rc = usage_error(c, "--anchor is [REPLICA:]SEQ:HASH (the hash as 64 lowercase "
+                                    "hex digits)");
         } else if (strcmp(argv[i], "--continue") == 0) {
-            cont = true;
+            o.cont = true;
         } else if (argv[i][0] != '-' || strcmp(argv[i], "-") == 0) {
             files[nfiles++] = argv[i];
         } else {
-            free(files);
-            return usage_error(c, "unexpected argument");
+            rc = usage_error(c, "unexpected argument");
         }
     }
-    unsigned long long aseq = 0;
-    char ahash[65] = "";
-    if (anchor) {
-        char *end;
-        errno = 0;
-        aseq = strtoull(anchor, &end, 10);
-        if (errno || end == anchor || *end != ':' || aseq == 0 || strlen(end + 1) != 64 ||
-            strspn(end + 1, "0123456789abcdef") != 64) {
-            free(files);
-            return usage_error(c, "--anchor is SEQ:HASH (the hash as 64 lowercase hex digits)");
-        }
-        memcpy(ahash, end + 1, 65);
-    }
-    if (nfiles == 0) {
-        free(files);
-        return usage_error(c, "no file to verify");
-    }
+    if (rc == 0 && nfiles == 0)
+        rc = usage_error(c, "no file to verify");
     unsigned char *key = NULL;
     size_t keylen = 0;
-    if (keyfile && read_audit_key("audit-verify", keyfile, &key, &keylen) != 0) {
-        free(files);
-        return 2;
+    if (rc == 0 && keyfile && read_audit_key("audit-verify", keyfile, &key, &keylen) != 0)
+        rc = 2;
+    if (rc == 0) {
+        o.key = key;
+        o.keylen = keylen;
+        o.anchors = anchors;
+        rc = gw_audit_verify(files, nfiles, &o, stdout, stderr);
     }
-    int rc = gw_audit_verify(files, nfiles, key, keylen, aseq, ahash, cont, stdout, stderr);
     if (key)
         OPENSSL_clear_free(key, keylen + 1);
     free(files);
-    return rc;
+    free(anchors);
+    return rc < 0 ? 0 : rc;
 }
 
 static int cmd_audit_repair(int argc, char **argv)
@@ -592,13 +585,19 @@ static const struct command commands[] = {
      "reason_contains}) through the same evaluation as explain. Prints one line per failing\n"
      "case and 'N passed, M failed'. Exit 0 only when none failed.",
      cmd_policy_test},
-    {"audit-verify", "audit-verify FILE... [--key FILE] [--anchor SEQ:HASH] [--continue]",
-     "Verify an audit log's hash chain across the files given in order (the oldest first).\n"
-     "Prints 'N records verified' and exits 0, or names the first bad line and exits 1 (2 when\n"
+    {"audit-verify",
+     "audit-verify FILE... [--key FILE] [--anchor [REPLICA:]SEQ:HASH]... [--continue]",
+     "Verify audit logs' hash chains: the files of one or more replicas, each replica's in order\n"
+     "(the oldest first), e.g. audit-verify /var/log/ghl-gateway/*/audit*.jsonl with the names\n"
+     "sorting oldest first. The files are grouped by the replica of their records (records\n"
+     "without one were written before replica ids: 'replica (none)'); a file holding two\n"
+     "replicas' records fails. Prints 'replica R: seq F to L, head HASH' per chain and\n"
+     "'N records verified', exit 0; or names each broken chain's first bad line, exit 1 (2 when\n"
      "a file cannot be read). --key: the HMAC key file of audit.hmac_key_file. --anchor: the\n"
-     "log must still reach this record (from ghl_gateway_audit_last_seq and the record's hash,\n"
-     "kept elsewhere): a truncated tail fails. --continue: the first file is a rotated one; its\n"
-     "first seq and prev are taken as given (and printed).",
+     "chain of REPLICA (without it: the only chain) must still reach this record (from\n"
+     "ghl_gateway_audit_last_seq and the record's hash, kept elsewhere): a truncated tail or a\n"
+     "replica's missing files fail; once per replica. --continue: each chain's first file is a\n"
+     "rotated one; its first seq and prev are taken as given (and printed).",
      cmd_audit_verify},
     {"audit-repair", "audit-repair FILE [--key FILE]",
      "Cut a torn last line (a crash during a write: no final newline) off an audit file that no\n"

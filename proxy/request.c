@@ -139,6 +139,11 @@ static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struc
     KEY(&b, "request_id");
     gw_jbuf_string(&b, r->request_id);
     GW_JBUF_LIT(&b, ",");
+    if (r->env->replica) {
+        KEY(&b, "replica");
+        gw_jbuf_string(&b, r->env->replica);
+        GW_JBUF_LIT(&b, ",");
+    }
     KEY(&b, "event");
     gw_jbuf_string(&b, gw_audit_event_name(ev));
     GW_JBUF_LIT(&b, ",");

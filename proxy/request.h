@@ -72,6 +72,9 @@ struct gw_req_env {
     struct gw_metrics *m;         /* the worker's shard */
     struct gw_rl *rl;             /* rate limits, shared by the workers */
     struct gw_req_ids *ids;
+    /* the "replica" of the audit records: the audit log's (gw_audit_replica), which stays
+     * for the process's life whatever a reload says; NULL: records without one */
+    const char *replica;
     /* the snapshot a new request starts on (borrowed: the request takes a reference) */
     struct gw_snapshot *(*snapshot)(void *arg);
     /* the upstream: as gw_upstream_send (cb exactly once, never from inside) */

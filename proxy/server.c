@@ -137,6 +137,13 @@ static void reload(struct gw_daemon *d)
                      "in use and the fetch is retried in the background",
                      jwks_failed, jwks_failed == 1 ? "" : "s");
     warn_restart_needed(d->snap->cfg, next->cfg);
+    /* a chain belongs to one replica: the records keep the id the log was opened with (said
+     * at every reload until a restart, so a second reload does not hide it) */
+    const char *rid = gw_audit_replica(d->audit), *want = next->cfg->audit.replica_id;
+    if (rid && want && strcmp(rid, want) != 0)
+        gw_log_error("SIGHUP: audit.replica_id is %s in the file, but the audit records keep "
+                     "replica %s until restart",
+                     want, rid);
     pthread_mutex_lock(&d->snap_mu);
     struct gw_snapshot *old = d->snap;
     gw_snapshot_follow(next, old);

@@ -26,6 +26,18 @@ static const char anchor_hash[] =
 static char dir[64], path[128], torn[160];
 static FILE *devnull;
 
+/* gw_audit_verify on the input file: with the key or not, --continue or not, and an anchor
+ * (SEQ:HASH, the only chain's) when aseq is not 0. */
+static int verify(const unsigned char *k, size_t klen, uint64_t aseq, bool cont)
+{
+    const char *files[] = {path};
+    struct gw_audit_anchor a = {.seq = aseq};
+    memcpy(a.hash, anchor_hash, sizeof a.hash);
+    struct gw_audit_verify_opts o = {
+        .key = k, .keylen = klen, .anchors = &a, .nanchors = aseq ? 1 : 0, .cont = cont};
+    return gw_audit_verify(files, 1, &o, devnull, devnull);
+}
+
 static void cleanup(void)
 {
     if (path[0])
@@ -97,13 +109,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (devnull == NULL)
         init();
     write_input(data, size);
-    const char *files[] = {path};
 
-    int plain = gw_audit_verify(files, 1, NULL, 0, 0, NULL, false, devnull, devnull);
-    int keyed = gw_audit_verify(files, 1, key, sizeof key, 0, NULL, false, devnull, devnull);
+    int plain = verify(NULL, 0, 0, false);
+    int keyed = verify(key, sizeof key, 0, false);
     uint64_t aseq = size ? 1 + data[0] % 4 : 1;
-    int anchored = gw_audit_verify(files, 1, NULL, 0, aseq, anchor_hash, true, devnull, devnull);
-    int cont = gw_audit_verify(files, 1, NULL, 0, 0, NULL, true, devnull, devnull);
+    int anchored = verify(NULL, 0, aseq, true);
+    int cont = verify(NULL, 0, 0, true);
     if ((plain != 0 && plain != 1) || (keyed != 0 && keyed != 1) ||
         (anchored != 0 && anchored != 1) || (cont != 0 && cont != 1))
         abort(); /* the file is readable */
@@ -121,8 +132,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     bool opened = a != NULL, repaired = unlink(torn) == 0;
     gw_audit_free(a);
     if (opened && repaired &&
-        ((size > 0 && data[size - 1] == '\n') ||
-         gw_audit_verify(files, 1, NULL, 0, 0, NULL, true, devnull, devnull) != 0))
+        ((size > 0 && data[size - 1] == '\n') || verify(NULL, 0, 0, true) != 0))
         abort(); /* only a torn last line is cut, and what is left verifies */
 
     /* audit-repair on the input as it came */
@@ -131,7 +141,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     unlink(torn);
     if (rr != 0 && rr != 1)
         abort(); /* the file is readable and writable */
-    if (rr == 0 && gw_audit_verify(files, 1, NULL, 0, 0, NULL, true, devnull, devnull) != 0)
+    if (rr == 0 && verify(NULL, 0, 0, true) != 0)
         abort();
     if (rr == 1) { /* refused: the file is as it was */
         FILE *f = fopen(path, "rb");

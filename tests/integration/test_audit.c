@@ -18,6 +18,7 @@
 #include "harness.h"
 
 static struct env E;
+static struct env E2; /* a second gateway (another replica), when a test starts one */
 
 #define PASSWORD "Pl41n-Secret-Passw0rd"
 #define CREATE_BODY                                                                                \
@@ -27,6 +28,7 @@ static struct env E;
 
 static void teardown(void)
 {
+    env_stop(&E2); /* it may write into E's folder */
     env_stop(&E);
 }
 
@@ -141,9 +143,12 @@ START_TEST(test_changes_write_intent_then_outcome_and_nothing_secret)
     int n;
     cJSON **v = records(E.audit_file, &n);
     ck_assert_int_eq(n, 6); /* reads are not audited without include_reads */
+    char host[256];
+    ck_assert_int_eq(gethostname(host, sizeof host), 0);
     for (int i = 0; i < n; i++) {
         ck_assert_int_eq(cJSON_GetObjectItem(v[i], "seq")->valueint, i + 1);
         ck_assert_int_eq(cJSON_GetObjectItem(v[i], "v")->valueint, 1);
+        ck_assert_str_eq(sget(v[i], "replica"), host); /* audit.replica_id null: the host name */
     }
     const char *rids[] = {rc_, ru, rd};
     const char *ops[] = {"create-user", "update-user", "delete-user"};
@@ -1117,6 +1122,108 @@ START_TEST(test_stdout_sink)
 }
 END_TEST
 
+/* SPEC §9 "many replicas": two gateways (replicas gw-a and gw-b) in front of one sandbox,
+ * each with its own audit file in one folder; audit-verify on the folder's files shows one
+ * chain per replica, and a changed line in one file fails the run naming it. A SIGHUP that
+ * changes replica_id does not change the records' replica (a chain belongs to one replica),
+ * and check refuses the file to the new id. */
+START_TEST(test_two_replicas_verify_together)
+{
+    env_start(&E, &(struct env_opts){.gateway_json = "\"audit\": { \"file\": \"audit/gw-a.jsonl\", "
+                                                     "\"replica_id\": \"gw-a\" }"});
+    char b_json[900], file_a[700], file_b[700];
+    snprintf(file_a, sizeof file_a, "%s/audit/gw-a.jsonl", E.dir);
+    snprintf(file_b, sizeof file_b, "%s/audit/gw-b.jsonl", E.dir);
+    snprintf(b_json, sizeof b_json, "\"audit\": { \"file\": \"%s\", \"replica_id\": \"gw-b\" }",
+             file_b);
+    env_start(&E2, &(struct env_opts){.no_sandbox = true,
+                                      .upstream_port = E.sandbox.port,
+                                      .gateway_json = b_json});
+    char rid_a[80], rid_b[80];
+    send_ok("PUT", "/users/" SEED_USER, "{\"lastName\":\"A\"}", rid_a, sizeof rid_a, 200);
+    struct response r;
+    ck_assert_int_eq(send_req(&E2, "PUT", "/users/" SEED_USER, NULL, "{\"lastName\":\"B\"}", &r),
+                     0);
+    ck_assert_msg(r.status == 200, "%d %s", r.status, r.body);
+    snprintf(rid_b, sizeof rid_b, "%s", response_header(&r, "X-Request-Id"));
+    response_free(&r);
+    ck_assert_int_eq(journal_count(&E), 4); /* each: the GET of the target, then the PUT */
+    wait_records(file_a, 2);
+    wait_records(file_b, 2);
+    /* each record names its replica, right after request_id */
+    const char *files[] = {file_a, file_b}, *ids[] = {"gw-a", "gw-b"}, *rids[] = {rid_a, rid_b};
+    for (int k = 0; k < 2; k++) {
+        char want[200], *text = slurp(files[k]);
+        snprintf(want, sizeof want, "\"request_id\":\"%s\",\"replica\":\"%s\",\"event\":", rids[k],
+                 ids[k]);
+        ck_assert_msg(strstr(text, want) && strstr(strstr(text, want) + 1, want), "%s", text);
+        free(text);
+    }
+    char args[1500], *out;
+    snprintf(args, sizeof args, "%s/audit/*.jsonl", E.dir);
+    ck_assert_int_eq(verify(args, &out), 0);
+    char *a_line = strstr(out, "replica gw-a: seq 1 to 2, head ");
+    char *b_line = strstr(out, "replica gw-b: seq 1 to 2, head ");
+    ck_assert_msg(a_line && b_line && a_line < b_line && strstr(out, "\n4 records verified\n"),
+                  "%s", out);
+    free(out);
+
+    /* a SIGHUP that renames the replica: said in the log, the records keep gw-b */
+    char *cfg = slurp(E2.config), *at = strstr(cfg, "\"gw-b\"");
+    ck_assert_ptr_nonnull(at);
+    memcpy(at, "\"gw-c\"", 6);
+    FILE *f = fopen(E2.config, "w");
+    fputs(cfg, f);
+    fclose(f);
+    free(cfg);
+    kill(E2.gateway.pid, SIGHUP);
+    char *log = wait_for_text(E2.gateway.log, "SIGHUP: reloaded", 5000);
+    ck_assert_msg(strstr(log, "audit.replica_id is gw-c in the file, but the audit records keep "
+                              "replica gw-b until restart"),
+                  "%s", log);
+    free(log);
+    ck_assert_int_eq(send_req(&E2, "PUT", "/users/" SEED_USER, NULL, "{\"lastName\":\"C\"}", &r),
+                     0);
+    ck_assert_int_eq(r.status, 200);
+    response_free(&r);
+    wait_records(file_b, 4);
+    int n;
+    cJSON **v = records(file_b, &n);
+    ck_assert_str_eq(sget(v[3], "replica"), "gw-b");
+    records_free(v);
+    /* a restart would refuse: the file is gw-b's chain */
+    char cmd[3000];
+    snprintf(cmd, sizeof cmd, "%s check -c %s", bin_path("ghl-gateway"), E2.config);
+    ck_assert_int_eq(run_cmd(cmd, &out), 1);
+    ck_assert_msg(strstr(out, "holds the chain of replica gw-b, but audit.replica_id is gw-c"),
+                  "%s", out);
+    free(out);
+
+    /* one changed line in one replica's file: the run fails naming it; the other chain is
+     * still shown */
+    ck_assert_int_eq(env_stop_gateway(&E2, 10000), 0);
+    snprintf(cmd, sizeof cmd, "mkdir %s/copy && cp %s %s %s/copy/", E.dir, file_a, file_b, E.dir);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+    char copy_b[800];
+    snprintf(copy_b, sizeof copy_b, "%s/copy/gw-b.jsonl", E.dir);
+    char *text = slurp(copy_b), *second = strchr(text, '\n') + 1, *b = strstr(second, "\"B\"");
+    ck_assert_ptr_nonnull(b);
+    b[1] = 'X';
+    f = fopen(copy_b, "w");
+    fputs(text, f);
+    fclose(f);
+    free(text);
+    snprintf(args, sizeof args, "%s/copy/*.jsonl", E.dir);
+    ck_assert_int_eq(verify(args, &out), 1);
+    char want[900];
+    snprintf(want, sizeof want, "%s:2: the hash does not match the record", copy_b);
+    ck_assert_msg(strstr(out, want) && strstr(out, "replica gw-a: seq 1 to 2, head ") &&
+                      !strstr(out, "replica gw-b:") && !strstr(out, "records verified"),
+                  "%s", out);
+    free(out);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("audit");
@@ -1132,6 +1239,7 @@ int main(void)
     tcase_add_test(t, test_group_commit_under_concurrency);
     tcase_add_test(t, test_reads_audited_when_asked);
     tcase_add_test(t, test_stdout_sink);
+    tcase_add_test(t, test_two_replicas_verify_together);
     tcase_add_test(t, test_torn_tail_is_repaired_other_damage_refuses_start);
     tcase_add_test(t, test_crash_torn_tail_and_move_aside_never_fork_the_chain);
     tcase_add_test(t, test_seq_never_goes_back_across_crash_rotation_and_restart);

@@ -133,6 +133,26 @@ START_TEST(test_check_reports_every_problem)
 }
 END_TEST
 
+/* audit.replica_id: shown in the summary; one that is no replica id named at its line */
+START_TEST(test_check_shows_the_replica_and_refuses_a_bad_one)
+{
+    char *out;
+    ck_assert_int_eq(
+        check_config(NULL, NULL, ",\n  \"audit\": { \"replica_id\": \"gw-7d9f-abc12\" }", &out), 0);
+    ck_assert_msg(strstr(out, "(fsync), replica gw-7d9f-abc12\n") != NULL, "%s", out);
+    free(out);
+    ck_assert_int_eq(check_config(NULL, NULL, ",\n  \"audit\": { \"replica_id\": \"gw 1\" }", &out),
+                     1);
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s/gw.json:7: audit.replica_id: must be null (the host name) or 1 to 64 letters, "
+             "digits, '.', '_' or '-', starting with a letter or digit\n",
+             dir);
+    ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+    free(out);
+}
+END_TEST
+
 static void write_policy(const char *name, const char *text)
 {
     char p[400];
@@ -224,6 +244,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_check_rejects_an_unknown_key_with_file_and_line);
     tcase_add_test(t, test_check_rejects_a_missing_cert_file);
     tcase_add_test(t, test_check_reports_every_problem);
+    tcase_add_test(t, test_check_shows_the_replica_and_refuses_a_bad_one);
     tcase_add_test(t, test_check_usage_errors_exit_2);
     tcase_add_test(t, test_check_and_run_refuse_a_broken_policy);
     suite_add_tcase(s, t);

@@ -252,15 +252,24 @@ static char **chain(const char *key, size_t n, char h[][65])
 static int v_rc;
 static char v_out[4096], v_err[4096];
 
-static int verify_files(const char *const *files, size_t nfiles, const char *key,
-                        uint64_t anchor_seq, const char *anchor_hash, bool cont)
+/* gw_audit_verify with the anchors given as --anchor would be ("[REPLICA:]SEQ:HASH"). */
+static int verify_anchored(const char *const *files, size_t nfiles, const char *key,
+                           const char *const *anchors, size_t nanchors, bool cont)
 {
+    struct gw_audit_anchor a[8];
+    ck_assert_uint_le(nanchors, 8);
+    for (size_t i = 0; i < nanchors; i++)
+        ck_assert_msg(gw_audit_anchor_parse(anchors[i], &a[i]) == 0, "anchor %s", anchors[i]);
+    struct gw_audit_verify_opts opts = {.key = (const unsigned char *)key,
+                                        .keylen = key ? strlen(key) : 0,
+                                        .anchors = a,
+                                        .nanchors = nanchors,
+                                        .cont = cont};
     char *o = NULL, *e = NULL;
     size_t on = 0, en = 0;
     FILE *out = open_memstream(&o, &on), *err = open_memstream(&e, &en);
     ck_assert(out && err);
-    v_rc = gw_audit_verify(files, nfiles, (const unsigned char *)key, key ? strlen(key) : 0,
-                           anchor_seq, anchor_hash, cont, out, err);
+    v_rc = gw_audit_verify(files, nfiles, &opts, out, err);
     fclose(out);
     fclose(err);
     snprintf(v_out, sizeof v_out, "%s", o);
@@ -270,18 +279,36 @@ static int verify_files(const char *const *files, size_t nfiles, const char *key
     return v_rc;
 }
 
+/* anchor_seq 0: no anchor; else SEQ:HASH, the only chain's. */
+static int verify_files(const char *const *files, size_t nfiles, const char *key,
+                        uint64_t anchor_seq, const char *anchor_hash, bool cont)
+{
+    char anchor[100];
+    const char *anchors[] = {anchor};
+    snprintf(anchor, sizeof anchor, "%llu:%s", (unsigned long long)anchor_seq,
+             anchor_hash ? anchor_hash : "");
+    return verify_anchored(files, nfiles, key, anchors, anchor_seq ? 1 : 0, cont);
+}
+
 static int verify1(const char *file, const char *key)
 {
     return verify_files(&file, 1, key, 0, NULL, false);
 }
 
+/* The verification passed: one chain's line (none without records), then the count. */
 #define ck_verified(n)                                                                             \
     do {                                                                                           \
         char want_[64];                                                                            \
         snprintf(want_, sizeof want_, "%d records verified\n", (int)(n));                          \
         ck_assert_msg(v_rc == 0, "verify rc %d: %s", v_rc, v_err);                                 \
-        ck_assert_str_eq(v_out, want_);                                                            \
         ck_assert_str_eq(v_err, "");                                                               \
+        const char *nl_ = strchr(v_out, '\n');                                                     \
+        if ((n) == 0)                                                                              \
+            ck_assert_str_eq(v_out, want_);                                                        \
+        else                                                                                       \
+            ck_assert_msg(strncmp(v_out, "replica ", 8) == 0 && nl_ &&                             \
+                              strcmp(nl_ + 1, want_) == 0,                                         \
+                          "%s", v_out);                                                            \
     } while (0)
 
 /* The verification fails with exactly this message on err (rc 1, nothing on out). */
@@ -821,7 +848,14 @@ START_TEST(test_empty_file_continues_from_state_file)
              f);
     ck_refused(want);
     ck_assert_int_eq(verify_files(&f, 1, NULL, 0, NULL, true), 0);
-    snprintf(want, sizeof want, "continuing from seq 8, prev %s\n2 records verified\n", h7);
+    size_t n;
+    char **v = lines_of(f, &n), h9[65];
+    member_of(v[1], "hash", h9);
+    free_lines(v);
+    snprintf(want, sizeof want,
+             "replica (none): seq 8 to 9, head %s, continuing from seq 8, prev %s; its records "
+             "name no replica (written before replica ids)\n2 records verified\n",
+             h9, h7);
     ck_assert_str_eq(v_out, want);
 }
 END_TEST
@@ -1410,8 +1444,8 @@ START_TEST(test_verify_deleted_last_line_is_caught_by_the_anchor_only)
     ck_assert_int_eq(verify1(f, NULL), 0);
     ck_verified(3);
     verify_files(&f, 1, NULL, 4, hh[4], false);
-    ck_refused("the log ends at seq 3 and does not reach the anchor seq 4 (its tail is "
-               "missing)\n");
+    ck_refused("replica (none): the log ends at seq 3 and does not reach the anchor seq 4 (its "
+               "tail is missing)\n");
 }
 END_TEST
 
@@ -1678,8 +1712,8 @@ START_TEST(test_verify_anchor_matches_beyond_end_and_wrong_hash)
     ck_assert_int_eq(verify_files(&f, 1, NULL, 4, hh[4], false), 0);
     ck_verified(4);
     verify_files(&f, 1, NULL, 9, hh[4], false);
-    ck_refused("the log ends at seq 4 and does not reach the anchor seq 9 (its tail is "
-               "missing)\n");
+    ck_refused("replica (none): the log ends at seq 4 and does not reach the anchor seq 9 (its "
+               "tail is missing)\n");
     verify_files(&f, 1, NULL, 2, hh[3], false);
     char want[512];
     snprintf(want, sizeof want, "%s:2: seq 2 does not have the anchor's hash\n", f);
@@ -1695,7 +1729,10 @@ START_TEST(test_verify_cont_starts_mid_chain)
     free_lines(v);
     ck_assert_int_eq(verify_files(&f, 1, NULL, 0, NULL, true), 0);
     char want[512];
-    snprintf(want, sizeof want, "continuing from seq 3, prev %s\n2 records verified\n", hh[2]);
+    snprintf(want, sizeof want,
+             "replica (none): seq 3 to 4, head %s, continuing from seq 3, prev %s; its records "
+             "name no replica (written before replica ids)\n2 records verified\n",
+             hh[4], hh[2]);
     ck_assert_str_eq(v_out, want);
     ck_assert_str_eq(v_err, "");
     /* the anchor still applies */
@@ -1785,6 +1822,438 @@ START_TEST(test_verify_empty_file_is_zero_records)
     put(f, "");
     ck_assert_int_eq(verify1(f, NULL), 0);
     ck_verified(0);
+}
+END_TEST
+
+/* ================= one replica's chain ================= */
+
+/* gw_audit_open (or, with inspect, gw_audit_inspect) as replica. */
+static struct gw_audit *open_as(const char *file, const char *replica, char *why, size_t whylen)
+{
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)file;
+    cfg.audit.replica_id = (char *)replica;
+    why[0] = '\0';
+    return gw_audit_open(&cfg, why, whylen);
+}
+
+/* Records 1..n of replica (NULL: without one, as written before replica ids), continuing
+ * from seq first with prev; hashes into h[first..first+n-1] (h[first-1] is prev). */
+static void replica_lines(char **v, const char *replica, size_t first, size_t n, char h[][65])
+{
+    for (size_t i = 0; i < n; i++) {
+        char m[200];
+        size_t seq = first + i;
+        if (replica)
+            snprintf(m, sizeof m, "\"request_id\":\"r%zu\",\"replica\":\"%s\",\"event\":\"denied\"",
+                     seq, replica);
+        else
+            snprintf(m, sizeof m, "\"request_id\":\"r%zu\",\"event\":\"denied\"", seq);
+        v[i] = rec(NULL, seq, m, h[seq - 1], h[seq]);
+    }
+}
+
+START_TEST(test_open_continues_only_its_own_replicas_chain)
+{
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h[8][65], *v[4] = {0}, why[600];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, "gw-a", 1, 2, h);
+    put_lines(f, v, 2);
+    struct gw_audit *a = open_as(f, "gw-b", why, sizeof why);
+    ck_assert_ptr_null(a);
+    char want[1200];
+    snprintf(want, sizeof want,
+             "audit.file %s holds the chain of replica gw-a, but audit.replica_id is gw-b: a "
+             "chain belongs to one replica (give each replica its own audit.file, or set "
+             "audit.replica_id to gw-a to continue this chain)",
+             f);
+    ck_assert_str_eq(why, want);
+    /* check says the same */
+    struct gw_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.audit.file = (char *)f;
+    cfg.audit.replica_id = "gw-b";
+    uint64_t seq;
+    char note[300];
+    ck_assert_int_eq(gw_audit_inspect(&cfg, &seq, note, sizeof note, why, sizeof why), -1);
+    ck_assert_str_eq(why, want);
+    /* its own replica continues it */
+    a = open_as(f, "gw-a", why, sizeof why);
+    ck_assert_msg(a != NULL, "%s", why);
+    ck_assert_str_eq(gw_audit_replica(a), "gw-a");
+    gw_audit_free(a);
+    free(v[0]);
+    free(v[1]);
+}
+END_TEST
+
+START_TEST(test_open_continues_a_log_written_before_replica_ids)
+{
+    /* an upgrade in place: the records without a replica are any replica's past */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h[8][65], *v[4] = {0}, why[600];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, NULL, 1, 2, h);
+    put_lines(f, v, 2);
+    struct gw_audit *a = open_as(f, "gw-b", why, sizeof why);
+    ck_assert_msg(a != NULL, "%s", why);
+    ck_assert_int_eq(gw_audit_start(a), 0);
+    gw_audit_post(a, GW_AUDIT_DENIED, strdup("\"request_id\":\"r3\",\"replica\":\"gw-b\""));
+    gw_audit_stop(a);
+    gw_audit_free(a);
+    check_chain(f, NULL, 1, ZEROS, 3);
+    free(v[0]);
+    free(v[1]);
+}
+END_TEST
+
+START_TEST(test_open_refuses_a_file_mixing_replicas_before_a_torn_line)
+{
+    /* a torn last line makes open read every record: a file holds one replica's chain */
+    make_dir();
+    const char *f = in_dir("audit.jsonl");
+    char h[8][65], *v[4] = {0}, why[600];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, "gw-a", 1, 1, h);
+    replica_lines(v + 1, "gw-b", 2, 1, h);
+    put_lines(f, v, 2);
+    FILE *t = fopen(f, "a");
+    fputs("{\"v\":1,\"seq\":3,", t);
+    fclose(t);
+    ck_assert_ptr_null(open_as(f, "gw-a", why, sizeof why));
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s:2: a record of replica gw-b in a file of replica gw-a (a file holds one "
+             "replica's chain)",
+             f);
+    ck_assert_msg(strstr(why, want) != NULL, "%s", why);
+    /* records without a replica after records of one: refused as well */
+    free(v[1]);
+    replica_lines(v + 1, NULL, 2, 1, h);
+    put_lines(f, v, 2);
+    t = fopen(f, "a");
+    fputs("{\"v\":1,\"seq\":3,", t);
+    fclose(t);
+    ck_assert_ptr_null(open_as(f, "gw-a", why, sizeof why));
+    snprintf(want, sizeof want,
+             "%s:2: a record without a replica after records of replica gw-a (a file holds one "
+             "replica's chain)",
+             f);
+    ck_assert_msg(strstr(why, want) != NULL, "%s", why);
+    free(v[0]);
+    free(v[1]);
+}
+END_TEST
+
+START_TEST(test_open_refuses_a_replica_that_is_no_replica_id)
+{
+    /* hashed like any member, but no gateway writes it */
+    static const char *const bad[] = {"\"replica\":\"\"", "\"replica\":null",
+                                      "\"replica\":\"gw a\"", "\"replica\":7"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        make_dir();
+        const char *f = in_dir("audit.jsonl");
+        char h[2][65], why[600], m[100];
+        memcpy(h[0], ZEROS, 65);
+        snprintf(m, sizeof m, "\"request_id\":\"r1\",%s,\"event\":\"denied\"", bad[i]);
+        char *l = rec(NULL, 1, m, h[0], h[1]);
+        put_lines(f, &l, 1);
+        free(l);
+        ck_assert_ptr_null(open_as(f, "gw-a", why, sizeof why));
+        ck_assert_msg(strstr(why, ":1: its last record does not verify (its replica is not a "
+                                  "replica id)") != NULL,
+                      "%s: %s", bad[i], why);
+        remove_dir();
+    }
+}
+END_TEST
+
+/* ================= audit-verify over several replicas ================= */
+
+static char ha[8][65], hb[8][65]; /* the hashes of replica gw-a's and gw-b's chains */
+
+/* gw-a's chain in a1 (seq 1-2) and a2 (seq 3-4), gw-b's in b1 (seq 1-3). */
+static void two_replicas(const char **a1, const char **a2, const char **b1)
+{
+    make_dir();
+    *a1 = in_dir("a/audit.jsonl.1");
+    *a2 = in_dir("a/audit.jsonl");
+    *b1 = in_dir("b/audit.jsonl");
+    ck_assert_int_eq(mkdir(in_dir("a"), 0700), 0);
+    ck_assert_int_eq(mkdir(in_dir("b"), 0700), 0);
+    char *v[4];
+    memcpy(ha[0], ZEROS, 65);
+    memcpy(hb[0], ZEROS, 65);
+    replica_lines(v, "gw-a", 1, 4, ha);
+    put_lines(*a1, v, 2);
+    put_lines(*a2, v + 2, 2);
+    for (int i = 0; i < 4; i++)
+        free(v[i]);
+    replica_lines(v, "gw-b", 1, 3, hb);
+    put_lines(*b1, v, 3);
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+}
+
+START_TEST(test_verify_groups_the_files_of_each_replica)
+{
+    const char *a1, *a2, *b1;
+    two_replicas(&a1, &a2, &b1);
+    char want[600];
+    /* one line per replica, in the order of their first files, whatever comes between */
+    const char *mixed[] = {a1, b1, a2};
+    ck_assert_int_eq(verify_files(mixed, 3, NULL, 0, NULL, false), 0);
+    snprintf(want, sizeof want,
+             "replica gw-a: seq 1 to 4, head %s\nreplica gw-b: seq 1 to 3, head %s\n"
+             "7 records verified\n",
+             ha[4], hb[3]);
+    ck_assert_str_eq(v_out, want);
+    ck_assert_str_eq(v_err, "");
+    const char *b_first[] = {b1, a1, a2};
+    ck_assert_int_eq(verify_files(b_first, 3, NULL, 0, NULL, false), 0);
+    snprintf(want, sizeof want,
+             "replica gw-b: seq 1 to 3, head %s\nreplica gw-a: seq 1 to 4, head %s\n"
+             "7 records verified\n",
+             hb[3], ha[4]);
+    ck_assert_str_eq(v_out, want);
+}
+END_TEST
+
+START_TEST(test_verify_one_replicas_files_out_of_order_fail)
+{
+    const char *a1, *a2, *b1;
+    two_replicas(&a1, &a2, &b1);
+    const char *swapped[] = {a2, b1, a1};
+    ck_assert_int_eq(verify_files(swapped, 3, NULL, 0, NULL, false), 1);
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s:1: seq 3 follows seq 0 (a record is missing, moved or inserted)\n", a2);
+    ck_assert_str_eq(v_err, want);
+    /* the other chain is still verified and shown; no total for a failed run */
+    snprintf(want, sizeof want, "replica gw-b: seq 1 to 3, head %s\n", hb[3]);
+    ck_assert_str_eq(v_out, want);
+    /* a replica's file missing in the middle: the next one does not follow */
+    const char *a2_only[] = {b1, a2};
+    verify_files(a2_only, 2, NULL, 0, NULL, false);
+    ck_assert_int_eq(v_rc, 1);
+    snprintf(want, sizeof want,
+             "%s:1: seq 3 follows seq 0 (a record is missing, moved or inserted)\n", a2);
+    ck_assert_str_eq(v_err, want);
+}
+END_TEST
+
+START_TEST(test_verify_one_broken_chain_fails_the_whole_run)
+{
+    const char *a1, *a2, *b1;
+    two_replicas(&a1, &a2, &b1);
+    size_t n;
+    char **v = lines_of(b1, &n);
+    char *p = strstr(v[1], "denied");
+    p[0] = 'D';
+    put_lines(b1, v, n);
+    free_lines(v);
+    const char *all[] = {a1, a2, b1};
+    ck_assert_int_eq(verify_files(all, 3, NULL, 0, NULL, false), 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s:2: the hash does not match the record\n", b1);
+    ck_assert_str_eq(v_err, want);
+    snprintf(want, sizeof want, "replica gw-a: seq 1 to 4, head %s\n", ha[4]);
+    ck_assert_str_eq(v_out, want);
+    /* both broken: each chain names its own first bad line */
+    v = lines_of(a1, &n);
+    free(v[0]);
+    v[0] = strdup("{}");
+    put_lines(a1, v, n);
+    free_lines(v);
+    ck_assert_int_eq(verify_files(all, 3, NULL, 0, NULL, false), 1);
+    snprintf(want, sizeof want,
+             "%s:1: the line does not end with ,\"hash\":\"<64 hex digits>\"}\n"
+             "%s:2: the hash does not match the record\n",
+             a1, b1);
+    ck_assert_str_eq(v_err, want);
+    ck_assert_str_eq(v_out, "");
+}
+END_TEST
+
+START_TEST(test_verify_refuses_a_file_mixing_replicas)
+{
+    make_dir();
+    const char *f = in_dir("mixed.jsonl");
+    char h[8][65], *v[4];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, "gw-a", 1, 2, h);
+    replica_lines(v + 2, "gw-b", 3, 1, h);
+    put_lines(f, v, 3);
+    verify1(f, NULL);
+    char want[600];
+    snprintf(want, sizeof want,
+             "%s:3: a record of replica gw-b in a file of replica gw-a (a file holds one "
+             "replica's chain)\n",
+             f);
+    ck_refused(want);
+    free(v[2]);
+    replica_lines(v + 2, NULL, 3, 1, h);
+    put_lines(f, v, 3);
+    verify1(f, NULL);
+    snprintf(want, sizeof want,
+             "%s:3: a record without a replica after records of replica gw-a (a file holds one "
+             "replica's chain)\n",
+             f);
+    ck_refused(want);
+    /* a replica that is no replica id */
+    free(v[2]);
+    v[2] = rec(NULL, 3, "\"request_id\":\"r3\",\"replica\":\"gw a\"", h[2], h[3]);
+    put_lines(f, v, 3);
+    verify1(f, NULL);
+    snprintf(want, sizeof want, "%s:3: its replica is not a replica id\n", f);
+    ck_refused(want);
+    for (int i = 0; i < 3; i++)
+        free(v[i]);
+}
+END_TEST
+
+START_TEST(test_verify_records_without_replica_are_one_chain)
+{
+    /* written before replica ids: one chain, shown as replica (none) */
+    make_dir();
+    const char *l1 = in_dir("old.jsonl.1"), *l2 = in_dir("old.jsonl");
+    char h[8][65], *v[6], want[800];
+    memcpy(h[0], ZEROS, 65);
+    replica_lines(v, NULL, 1, 4, h);
+    put_lines(l1, v, 2);
+    put_lines(l2, v + 2, 2);
+    const char *both[] = {l1, l2};
+    ck_assert_int_eq(verify_files(both, 2, NULL, 0, NULL, false), 0);
+    snprintf(want, sizeof want,
+             "replica (none): seq 1 to 4, head %s; its records name no replica (written before "
+             "replica ids)\n4 records verified\n",
+             h[4]);
+    ck_assert_str_eq(v_out, want);
+    /* upgraded in place: the file that goes on with replica gw-a takes the older files into
+     * its chain (they verify with it, from seq 1) */
+    const char *up = in_dir("up.jsonl");
+    replica_lines(v + 4, "gw-a", 5, 2, h);
+    put_lines(up, v + 4, 2);
+    const char *three[] = {l1, l2, up};
+    ck_assert_int_eq(verify_files(three, 3, NULL, 0, NULL, false), 0);
+    snprintf(want, sizeof want, "replica gw-a: seq 1 to 6, head %s\n6 records verified\n", h[6]);
+    ck_assert_str_eq(v_out, want);
+    /* one file with both: the same */
+    put_lines(up, v + 2, 4);
+    const char *two[] = {l1, up};
+    ck_assert_int_eq(verify_files(two, 2, NULL, 0, NULL, false), 0);
+    ck_assert_str_eq(v_out, want);
+    /* the old files of another replica's chain stay a chain of their own, from seq 1 */
+    const char *a1, *a2, *b1;
+    remove_dir();
+    two_replicas(&a1, &a2, &b1);
+    put_lines(in_dir("old.jsonl"), v, 4);
+    const char *others[] = {in_dir("old.jsonl"), a1, a2};
+    ck_assert_int_eq(verify_files(others, 3, NULL, 0, NULL, false), 0);
+    snprintf(want, sizeof want,
+             "replica (none): seq 1 to 4, head %s; its records name no replica (written before "
+             "replica ids)\nreplica gw-a: seq 1 to 4, head %s\n8 records verified\n",
+             h[4], ha[4]);
+    ck_assert_str_eq(v_out, want);
+    for (int i = 0; i < 6; i++)
+        free(v[i]);
+}
+END_TEST
+
+START_TEST(test_verify_anchors_name_their_replica)
+{
+    const char *a1, *a2, *b1;
+    two_replicas(&a1, &a2, &b1);
+    const char *all[] = {a1, a2, b1};
+    char anchor_a[100], anchor_b[100], want[800];
+    snprintf(anchor_a, sizeof anchor_a, "gw-a:4:%s", ha[4]);
+    snprintf(anchor_b, sizeof anchor_b, "gw-b:2:%s", hb[2]);
+    const char *both[] = {anchor_a, anchor_b};
+    ck_assert_int_eq(verify_anchored(all, 3, NULL, both, 2, false), 0);
+    ck_assert_str_eq(v_err, "");
+    /* gw-b's tail cut: only its chain fails */
+    snprintf(anchor_b, sizeof anchor_b, "gw-b:5:%s", hb[3]);
+    ck_assert_int_eq(verify_anchored(all, 3, NULL, both, 2, false), 1);
+    ck_assert_str_eq(v_err, "replica gw-b: the log ends at seq 3 and does not reach the anchor "
+                            "seq 5 (its tail is missing)\n");
+    snprintf(want, sizeof want, "replica gw-a: seq 1 to 4, head %s\n", ha[4]);
+    ck_assert_str_eq(v_out, want);
+    /* another record at the anchor's seq */
+    snprintf(anchor_a, sizeof anchor_a, "gw-a:2:%s", hb[2]);
+    const char *one[] = {anchor_a};
+    ck_assert_int_eq(verify_anchored(all, 3, NULL, one, 1, false), 1);
+    snprintf(want, sizeof want, "%s:2: seq 2 does not have the anchor's hash\n", a1);
+    ck_assert_str_eq(v_err, want);
+    /* a replica whose files are all missing */
+    snprintf(anchor_a, sizeof anchor_a, "gw-c:1:%s", ha[1]);
+    ck_assert_int_eq(verify_anchored(all, 3, NULL, one, 1, false), 1);
+    ck_assert_str_eq(v_err, "replica gw-c: no file given holds its records, but --anchor names "
+                            "its seq 1\n");
+    /* without a replica: only when the files hold one chain */
+    snprintf(anchor_a, sizeof anchor_a, "4:%s", ha[4]);
+    ck_assert_int_eq(verify_anchored(all, 3, NULL, one, 1, false), 2);
+    snprintf(want, sizeof want,
+             "--anchor 4:%s names no replica, but the files hold the chains of 2 replicas: give "
+             "--anchor REPLICA:SEQ:HASH\n",
+             ha[4]);
+    ck_assert_str_eq(v_err, want);
+    ck_assert_str_eq(v_out, "");
+    const char *a_only[] = {a1, a2};
+    ck_assert_int_eq(verify_anchored(a_only, 2, NULL, one, 1, false), 0);
+}
+END_TEST
+
+START_TEST(test_verify_continue_takes_each_chains_first_record_as_given)
+{
+    const char *a1, *a2, *b1;
+    two_replicas(&a1, &a2, &b1);
+    const char *rotated[] = {a2, b1};
+    ck_assert_int_eq(verify_files(rotated, 2, NULL, 0, NULL, true), 0);
+    char want[800];
+    snprintf(want, sizeof want,
+             "replica gw-a: seq 3 to 4, head %s, continuing from seq 3, prev %s\n"
+             "replica gw-b: seq 1 to 3, head %s, continuing from seq 1, prev %s\n"
+             "5 records verified\n",
+             ha[4], ha[2], hb[3], ZEROS);
+    ck_assert_str_eq(v_out, want);
+}
+END_TEST
+
+START_TEST(test_anchor_parse_takes_an_optional_replica)
+{
+    struct gw_audit_anchor a;
+    char arg[200];
+    snprintf(arg, sizeof arg, "12:%s", ZEROS);
+    ck_assert_int_eq(gw_audit_anchor_parse(arg, &a), 0);
+    ck_assert_str_eq(a.replica, "");
+    ck_assert_uint_eq(a.seq, 12);
+    ck_assert_str_eq(a.hash, ZEROS);
+    snprintf(arg, sizeof arg, "gw-7d9f.abc_1:9007199254740991:%s", ZEROS);
+    ck_assert_int_eq(gw_audit_anchor_parse(arg, &a), 0);
+    ck_assert_str_eq(a.replica, "gw-7d9f.abc_1");
+    ck_assert_uint_eq(a.seq, 9007199254740991ull);
+    static const char *const bad[] = {
+        "0:" ZEROS,
+        "-1:" ZEROS,
+        " 1:" ZEROS,
+        "+1:" ZEROS,
+        "1x:" ZEROS,
+        "1:" ZEROS "0",
+        "1:"
+        "000000000000000000000000000000000000000000000000000000000000000A",
+        ":1:" ZEROS,
+        "gw a:1:" ZEROS,
+        "a:b:1:" ZEROS,
+        "9007199254740992:" ZEROS,
+        "1",
+        "gw:1",
+        "gw:1:"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        ck_assert_msg(gw_audit_anchor_parse(bad[i], &a) == -1, "accepted %s", bad[i]);
 }
 END_TEST
 
@@ -2496,6 +2965,24 @@ static Suite *suite(void)
     tcase_add_test(t, test_open_refuses_state_with_the_same_seq_and_another_hash);
     suite_add_tcase(s, t);
 
+    t = tcase_create("replica");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_add_test(t, test_open_continues_only_its_own_replicas_chain);
+    tcase_add_test(t, test_open_continues_a_log_written_before_replica_ids);
+    tcase_add_test(t, test_open_refuses_a_file_mixing_replicas_before_a_torn_line);
+    tcase_add_test(t, test_open_refuses_a_replica_that_is_no_replica_id);
+    suite_add_tcase(s, t);
+    t = tcase_create("replicas");
+    tcase_add_checked_fixture(t, NULL, remove_dir);
+    tcase_add_test(t, test_verify_groups_the_files_of_each_replica);
+    tcase_add_test(t, test_verify_one_replicas_files_out_of_order_fail);
+    tcase_add_test(t, test_verify_one_broken_chain_fails_the_whole_run);
+    tcase_add_test(t, test_verify_refuses_a_file_mixing_replicas);
+    tcase_add_test(t, test_verify_records_without_replica_are_one_chain);
+    tcase_add_test(t, test_verify_anchors_name_their_replica);
+    tcase_add_test(t, test_verify_continue_takes_each_chains_first_record_as_given);
+    tcase_add_test(t, test_anchor_parse_takes_an_optional_replica);
+    suite_add_tcase(s, t);
     t = tcase_create("chain state");
     tcase_add_checked_fixture(t, NULL, remove_dir);
     tcase_set_timeout(t, 20);

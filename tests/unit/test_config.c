@@ -4,6 +4,8 @@
  * certs/make-dev-certs.sh), a policies folder and token files; each test writes its own
  * config file into it. */
 #include <check.h>
+#include <dlfcn.h>
+#include <errno.h>
 #include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,6 +20,25 @@
 #include "openapi.h"
 
 static char g_dir[64]; /* the fixture folder, absolute */
+
+/* The host name config.c sees: this definition takes the place of libc's for the code linked
+ * from gwcore; NULL: the real one (each test runs in its own process). */
+static const char *fake_host;
+
+int gethostname(char *name, size_t len)
+{
+    if (fake_host == NULL) {
+        int (*real)(char *, size_t) = (int (*)(char *, size_t))dlsym(RTLD_NEXT, "gethostname");
+        ck_assert_ptr_nonnull(real);
+        return real(name, len);
+    }
+    if (strlen(fake_host) >= len) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(name, fake_host, strlen(fake_host) + 1);
+    return 0;
+}
 
 static void put_file(const char *rel, const char *text)
 {
@@ -209,6 +230,9 @@ START_TEST(test_config_minimal_file_gets_every_default)
     ck_assert_ptr_null(c->audit.hmac_key_file);
     ck_assert(!c->audit.include_reads);
     ck_assert_int_eq(c->audit.sync_timeout_ms, 5000);
+    char host[256];
+    ck_assert_int_eq(gethostname(host, sizeof host), 0);
+    ck_assert_str_eq(c->audit.replica_id, host); /* a pod's host name is its name */
     ck_assert_ptr_null(c->access_log.file);
     ck_assert_int_eq(c->rate_limit.per_subject.burst, 100);
     ck_assert_int_eq(c->rate_limit.per_subject.per_seconds, 10);
@@ -240,7 +264,7 @@ START_TEST(test_config_explicit_values_override_defaults)
         "  \"credentials\": { \"agency_token_file\": null },\n"
         "  \"audit\": { \"file\": null, \"stdout\": true, \"fsync\": false,\n"
         "             \"hmac_key_file\": \"keys/hs.secret\", \"include_reads\": true,\n"
-        "             \"sync_timeout_ms\": 250 },\n"
+        "             \"sync_timeout_ms\": 250, \"replica_id\": \"gw-7d9f-abc12\" },\n"
         "  \"access_log\": { \"file\": \"audit/access.log\" },\n"
         "  \"rate_limit\": { \"per_subject\": { \"burst\": 5, \"per_seconds\": 1 },\n"
         "                  \"upstream\": { \"daily\": 7 } },\n"
@@ -262,6 +286,7 @@ START_TEST(test_config_explicit_values_override_defaults)
     ck_assert_str_eq(c->audit.hmac_key_file, in_dir("keys/hs.secret"));
     ck_assert(c->audit.include_reads);
     ck_assert_int_eq(c->audit.sync_timeout_ms, 250);
+    ck_assert_str_eq(c->audit.replica_id, "gw-7d9f-abc12");
     ck_assert_str_eq(c->access_log.file, in_dir("audit/access.log"));
     ck_assert_int_eq(c->rate_limit.per_subject.burst, 5);
     ck_assert_int_eq(c->rate_limit.per_subject.per_seconds, 1);
@@ -954,6 +979,99 @@ START_TEST(test_config_issuer_needs_keys)
 }
 END_TEST
 
+/* ---- audit.replica_id ---- */
+
+START_TEST(test_config_replica_id_takes_ids_up_to_64_characters)
+{
+    static const char *const ok[] = {
+        "a",
+        "0",
+        "gw-7d9f-abc12",
+        "ghl-gateway-0",
+        "host.example.com",
+        "Replica_2",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"}; /* 64 */
+    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "{ \"audit\": { \"replica_id\": \"%s\" } }", ok[i]);
+        struct gw_config *c = load_ok("replica-ok.json", text);
+        ck_assert_str_eq(c->audit.replica_id, ok[i]);
+        gw_config_free(c);
+    }
+    /* null: the host name, as when it is left out */
+    fake_host = "gw-host-3";
+    struct gw_config *c = load_ok("replica-null.json", "{ \"audit\": { \"replica_id\": null } }");
+    ck_assert_str_eq(c->audit.replica_id, "gw-host-3");
+    gw_config_free(c);
+    c = load_ok("replica-absent.json", "{}");
+    ck_assert_str_eq(c->audit.replica_id, "gw-host-3");
+    gw_config_free(c);
+}
+END_TEST
+
+START_TEST(test_config_replica_id_refuses_what_is_no_id)
+{
+    /* each on its own line: the problem names it */
+    static const char *const bad[] = {
+        "\"\"",
+        "\"gw 1\"",
+        "\"gw:1\"",
+        "\"-gw\"",
+        "\".gw\"",
+        "\"gw\\\"1\"",
+        "\"gw\\n1\"",
+        "\"r\u00e9plica\"",
+        "\"gw/1\"",
+        "7",
+        "true",
+        "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\""}; /* 65 */
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "{\n  \"audit\": {\n    \"replica_id\": %s\n  }\n}\n", bad[i]);
+        struct gw_errs errs = {0};
+        const char *path;
+        load_bad("replica-bad.json", text, &errs, &path);
+        ASSERT_ERR(errs,
+                   "%s:3: audit.replica_id: must be null (the host name) or 1 to 64 letters, "
+                   "digits, '.', '_' or '-', starting with a letter or digit",
+                   path);
+        ck_assert_msg(errs.problems.n == 1, "%s: %zu problems", bad[i], errs.problems.n);
+        gw_errs_free(&errs);
+    }
+}
+END_TEST
+
+START_TEST(test_config_host_name_that_is_no_replica_id_must_be_replaced)
+{
+    fake_host = "gw host"; /* sethostname takes almost any bytes */
+    struct gw_errs errs = {0};
+    const char *path;
+    load_bad("host-absent.json", "{}\n", &errs, &path);
+    ASSERT_ERR(errs,
+               "%s: audit.replica_id (default): the host name is not a replica id (1 to 64 "
+               "letters, digits, '.', '_' or '-', starting with a letter or digit): set "
+               "audit.replica_id",
+               path);
+    ck_assert_uint_eq(errs.problems.n, 1);
+    gw_errs_free(&errs);
+    load_bad("host-null.json", "{\n  \"audit\": { \"replica_id\": null }\n}\n", &errs, &path);
+    ASSERT_ERR(errs,
+               "%s:2: audit.replica_id: the host name is not a replica id (1 to 64 letters, "
+               "digits, '.', '_' or '-', starting with a letter or digit): set audit.replica_id",
+               path);
+    ck_assert_uint_eq(errs.problems.n, 1);
+    gw_errs_free(&errs);
+    /* a replica id in the file: the host name does not matter */
+    struct gw_config *c = load_ok("host-given.json", "{ \"audit\": { \"replica_id\": \"gw-1\" } }");
+    ck_assert_str_eq(c->audit.replica_id, "gw-1");
+    gw_config_free(c);
+    fake_host = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"; /* 65 */
+    load_bad("host-long.json", "{}\n", &errs, &path);
+    ASSERT_ERR_SUB(errs, path, "audit.replica_id (default): the host name is not a replica id");
+    gw_errs_free(&errs);
+}
+END_TEST
+
 /* ---- error collection ---- */
 
 START_TEST(test_config_reports_every_problem)
@@ -1055,6 +1173,9 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_duplicate_issuer_refused);
     tcase_add_test(tc, test_config_jwks_url_must_be_https);
     tcase_add_test(tc, test_config_issuer_needs_keys);
+    tcase_add_test(tc, test_config_replica_id_takes_ids_up_to_64_characters);
+    tcase_add_test(tc, test_config_replica_id_refuses_what_is_no_id);
+    tcase_add_test(tc, test_config_host_name_that_is_no_replica_id_must_be_replaced);
     tcase_add_test(tc, test_config_reports_every_problem);
     tcase_add_test(tc, test_config_errors_append_to_existing_list);
     tcase_add_test(tc, test_config_not_json_reports_line);

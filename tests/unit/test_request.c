@@ -73,6 +73,9 @@
 #define CERT_SHA "ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01"
 #define DEFAULT_HOST "services.leadconnectorhq.com"
 #define MAX 16
+/* the env's replica (the audit log's); the snapshot's config names another, which a record
+ * must not take: a reload does not change the replica of a chain */
+#define TEST_REPLICA "gw-test-7"
 
 /* ======================= the world of one test ======================= */
 
@@ -309,7 +312,8 @@ static void boot(const struct opts *o)
              "'auth':{'issuers':[{'issuer':'" ISS "','audiences':['ghl-gateway'],"
              "'keys':[{'kid':'k1','alg':'HS256','secret_file':'hs.secret'}]}]},"
              "'policies':{'dir':'policies'},"
-             "'audit':{'file':null,'include_reads':%s,'sync_timeout_ms':%ld},"
+             "'audit':{'file':null,'include_reads':%s,'sync_timeout_ms':%ld,"
+             "'replica_id':'reloaded-elsewhere'},"
              "'rate_limit':{'per_subject':{'burst':%ld,'per_seconds':3600},"
              "'upstream':{'burst':%ld,'per_seconds':3600,'daily':200000},"
              "'replicas':%ld,'redis':%s%s%s},"
@@ -784,6 +788,7 @@ static void setup(void)
         .m = W.m,
         .rl = W.rl,
         .ids = &W.ids,
+        .replica = TEST_REPLICA,
         .snapshot = fake_snapshot,
         .send = fake_send,
         .audit_enabled = fake_audit_enabled,
@@ -1040,7 +1045,8 @@ static void assert_log(int status, const char *op, const char *policy, const cha
 }
 
 /* The i-th audit record: its event, then its members in record order, compared as text
- * with request_id (checked: the request's) and duration_ms (checked: a number) taken out. */
+ * with request_id (checked: the request's), replica (checked: the env's, right after
+ * request_id, as SPEC §9 shows) and duration_ms (checked: a number) taken out. */
 static void assert_record_json(const struct record *rec, const char *event, const char *want_sq)
 {
     ck_assert_str_eq(gw_audit_event_name(rec->ev), event);
@@ -1048,6 +1054,12 @@ static void assert_record_json(const struct record *rec, const char *event, cons
     const cJSON *rid = cJSON_GetObjectItemCaseSensitive(j, "request_id");
     ck_assert(cJSON_IsString(rid));
     ck_assert_str_eq(rid->valuestring, W.nlogs ? W.logs[0].request_id : rid->valuestring);
+    ck_assert_ptr_eq(j->child, rid);
+    ck_assert_msg(rid->next && rid->next->string && strcmp(rid->next->string, "replica") == 0 &&
+                      cJSON_IsString(rid->next) &&
+                      strcmp(rid->next->valuestring, TEST_REPLICA) == 0,
+                  "the member after request_id is not \"replica\":\"" TEST_REPLICA "\"");
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "replica");
     cJSON_DeleteItemFromObjectCaseSensitive(j, "request_id");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "duration_ms");
     if (d) {
