@@ -1,7 +1,9 @@
 #include "rlscript.h"
 
 /* Numbers are Lua doubles: microseconds since the epoch (about 1.8e15) are exact below 2^53.
- * They are stored with %.0f, never tostring() (which keeps 14 digits). */
+ * They are handed to redis.call as numbers, which Redis writes with 17 significant digits (the
+ * exact integer), never through tostring() (which keeps 14). The daily key's expiry is set when
+ * its day starts (used == 0), not at every call: one command less per request. */
 const char gw_rl_script[] =
     "local t = redis.call('TIME')\n"
     "local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) + tonumber(ARGV[7])\n"
@@ -47,10 +49,10 @@ const char gw_rl_script[] =
     "local function keep(key, nxt)\n"
     "  local ms = math.ceil((nxt - now) / 1000)\n"
     "  if ms < 1 then ms = 1 end\n"
-    "  redis.call('SET', key, string.format('%.0f', nxt), 'PX', ms)\n"
+    "  redis.call('SET', key, nxt, 'PX', ms)\n"
     "end\n"
     "keep(KEYS[1], s_next)\n"
     "keep(KEYS[2], u_next)\n"
-    "redis.call('HSET', KEYS[3], 'day', string.format('%.0f', day), 'n', used + dcost)\n"
-    "redis.call('EXPIREAT', KEYS[3], (day + 1) * 86400)\n"
+    "redis.call('HSET', KEYS[3], 'day', day, 'n', used + dcost)\n"
+    "if used == 0 then redis.call('EXPIREAT', KEYS[3], (day + 1) * 86400) end\n"
     "return {1, 0, 0, sb, s_rem, sp * 1000}\n";
