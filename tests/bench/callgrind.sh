@@ -7,6 +7,9 @@
 #       N requests (default 2000) on one keep-alive connection, RS256: GET /users/{id} (default);
 #       create-user with the audit file on (fsync true); create-user with the audit file off.
 #       create minus create-noaudit is what the audit records of a change cost.
+#   REDIS_PORT=P tests/bench/callgrind.sh ...
+#       the same with rate_limit.redis on a redis-server on 127.0.0.1:P (started by the caller):
+#       the gateway's own instructions for the shared store's round trip (Redis's are not in it).
 #
 # Runs the gateway twice under callgrind (N/10 and N + N/10 requests, one connection, the
 # verified-token cache warm after the first) and prints (Ir of the second - Ir of the first) / N:
@@ -35,6 +38,9 @@ CERTS=$BENCH_DIR/certs
 mkdir -p "$GW/policies" "$GW/audit"
 cp "$top/tests/bench/bench-policy.json" "$GW/policies/bench.json"
 echo "bench-agency-token" >"$GW/agency.token"
+REDIS_JSON=""
+[ -z "${REDIS_PORT:-}" ] ||
+  REDIS_JSON=', "redis": { "url": "redis://127.0.0.1:'$REDIS_PORT'/0", "timeout_ms": 5000 }'
 cat >"$GW/callgrind.json" <<EOF
 {
   "listen": { "address": "127.0.0.1", "port": 28449, "workers": 1 },
@@ -48,7 +54,7 @@ cat >"$GW/callgrind.json" <<EOF
   "audit": $AUDIT,
   "access_log": { "file": "access-callgrind.log" },
   "rate_limit": { "per_subject": { "burst": 1000000000, "per_seconds": 1 },
-                  "upstream": { "burst": 1000000000, "per_seconds": 1, "daily": 1000000000 } }
+                  "upstream": { "burst": 1000000000, "per_seconds": 1, "daily": 1000000000 }$REDIS_JSON }
 }
 EOF
 started_upstream=0
