@@ -2,7 +2,9 @@
  *
  * One call checks and updates, atomically, the three limits a request meets: its subject's
  * GCRA bucket, the upstream credential's GCRA burst bucket and the credential's daily budget.
- * All three pass and are spent together, or nothing is spent. The clock is Redis's own (TIME),
+ * All three pass and are spent together, or nothing is spent. One call may carry the requests
+ * of one event-loop pass (a batch): they are decided one after the other in their order, each
+ * as if it came alone, and the shared upstream and daily keys are read and written once. The clock is Redis's own (TIME),
  * so replicas with drifting clocks agree; a bucket's key expires when the bucket is full again,
  * the daily key at the end of its UTC day.
  *
@@ -20,8 +22,11 @@
  * ARGV[3] upstream.burst         ARGV[4] upstream.per_seconds     ARGV[5] upstream.daily
  * ARGV[6] cost (1 or 2)
  * ARGV[7] microseconds added to Redis's clock: 0 from the gateway; tests move time with it
+ * A batch of n requests: KEYS[4..n+2] the subject buckets of requests 2..n (a subject may come
+ * twice) and ARGV[8..n+6] their costs; the limits in ARGV[1..5] are the same for all.
  *
- * Reply: an array of six integers {allowed, scope, retry_after_s, max, remaining, interval_ms}
+ * Reply: an array of six integers per request, in order (six for one request):
+ * {allowed, scope, retry_after_s, max, remaining, interval_ms}
  * with scope 0 = subject, 1 = upstream burst, 2 = daily budget (of the limit that refused;
  * when allowed: 0, and max / remaining / interval_ms are the subject's). A refusal spends
  * nothing; the daily budget's remaining is the units left today (one left refuses a cost of 2).

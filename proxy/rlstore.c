@@ -52,6 +52,8 @@ struct gw_rlstore {
     struct event *retry;     /* the backoff before the next connection */
     struct event *deadline;  /* the handshake's, and a stall's */
     struct event *drop;      /* drops ac from the loop, outside hiredis's callbacks */
+    struct event *flush;     /* sends the batch of this loop pass, behind its requests */
+    struct batch *open;      /* this loop pass's requests, not sent yet */
     long backoff_ms;
     double stalled_since; /* gw_mono_ms() of the first unanswered call since a reply; 0: none */
     bool usable;          /* as last counted in shared and shown in the metrics */
@@ -59,18 +61,28 @@ struct gw_rlstore {
     char last_why[256]; /* the last failure logged, so that a repeated one is not */
 };
 
-/* One call in flight; freed when hiredis has answered it (a reply, or NULL when the
- * connection went) and its caller has been answered (the reply, a failure or the timeout). */
+#define BATCH_MAX 64 /* requests in one EVALSHA */
+
+/* One request's place in a batch. */
 struct call {
-    struct gw_rlstore *s;
-    struct event timer;
     gw_rlstore_cb cb;
     void *arg;
-    bool answered;
+    unsigned char subject[32];
+    int cost;
+};
+
+/* The requests of one loop pass, sent as one EVALSHA (rlscript.h: a batch). Freed when hiredis
+ * has answered it (a reply, or NULL when the connection went) and its callers have been
+ * answered (the reply, a failure or the timeout). */
+struct batch {
+    struct gw_rlstore *s;
+    struct event timer;
+    bool sent, answered;
     bool retried; /* NOSCRIPT: sent again once */
     double t0;
-    struct gw_rlstore_ask ask;
-    unsigned char subject[32];
+    long limits[5]; /* subject burst, per_seconds, upstream burst, per_seconds, daily */
+    size_t n;
+    struct call calls[BATCH_MAX];
 };
 
 /* A host name's resolution. evdns answers a cancelled lookup later, from the loop: the
@@ -358,55 +370,63 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 
 /* ---- calls ---- */
 
-static void answer(struct call *c, enum gw_rlstore_result result, const redisReply *r)
+/* Answers every request of b (once), counting each. r: the script's reply (a verdict). */
+static void answer(struct batch *b, enum gw_rlstore_result result, const redisReply *r)
 {
-    if (c->answered)
+    if (b->answered)
         return;
-    c->answered = true;
-    evtimer_del(&c->timer);
-    struct gw_rlstore *s = c->s;
-    struct gw_rlstore_answer a = {.result = result};
-    if (result == GW_RLSTORE_VERDICT) {
-        long long v[6];
-        for (int i = 0; i < 6; i++)
-            v[i] = r->element[i]->integer;
-        a.verdict = (struct gw_rl_verdict){.allowed = v[0] == 1,
-                                           .retry_after_s = (long)v[2],
-                                           .max = (long)v[3],
-                                           .remaining = (long)v[4],
-                                           .interval_ms = (long)v[5],
-                                           .daily = v[1] == GW_RLS_DAILY};
-        a.scope = (int)v[1];
-    }
+    b->answered = true;
+    if (b->sent)
+        evtimer_del(&b->timer);
+    struct gw_rlstore *s = b->s;
     enum gw_store_result k = result == GW_RLSTORE_VERDICT ? GW_STORE_OK
                              : result == GW_RLSTORE_TIMEOUT ? GW_STORE_TIMEOUT
                                                             : GW_STORE_ERROR;
-    gw_m_inc(&s->m->store_requests[k]);
-    gw_m_observe(&s->m->store_dur, (gw_mono_ms() - c->t0) / 1000.0);
-    c->cb(c->arg, &a);
+    double secs = (gw_mono_ms() - b->t0) / 1000.0;
+    for (size_t i = 0; i < b->n; i++) {
+        struct gw_rlstore_answer a = {.result = result};
+        if (result == GW_RLSTORE_VERDICT) {
+            long long v[6];
+            for (size_t j = 0; j < 6; j++)
+                v[j] = r->element[6 * i + j]->integer;
+            a.verdict = (struct gw_rl_verdict){.allowed = v[0] == 1,
+                                               .retry_after_s = (long)v[2],
+                                               .max = (long)v[3],
+                                               .remaining = (long)v[4],
+                                               .interval_ms = (long)v[5],
+                                               .daily = v[1] == GW_RLS_DAILY};
+            a.scope = (int)v[1];
+        }
+        gw_m_inc(&s->m->store_requests[k]);
+        gw_m_observe(&s->m->store_dur, secs);
+        b->calls[i].cb(b->calls[i].arg, &a);
+    }
 }
 
-/* The script's answer: six integers. */
-static bool is_verdict(const redisReply *r)
+/* The script's answer for n requests: six integers each. */
+static bool is_verdict(const redisReply *r, size_t n)
 {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 6)
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 6 * n)
         return false;
-    for (size_t i = 0; i < 6; i++)
+    for (size_t i = 0; i < r->elements; i++)
         if (r->element[i]->type != REDIS_REPLY_INTEGER)
             return false;
-    return r->element[1]->integer >= 0 && r->element[1]->integer <= GW_RLS_DAILY;
+    for (size_t i = 0; i < n; i++)
+        if (r->element[6 * i + 1]->integer < 0 || r->element[6 * i + 1]->integer > GW_RLS_DAILY)
+            return false;
+    return true;
 }
 
-static int send_call(struct call *c);
+static int send_batch(struct batch *b);
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    struct call *c = privdata;
-    struct gw_rlstore *s = c->s;
+    struct batch *b = privdata;
+    struct gw_rlstore *s = b->s;
     const redisReply *r = reply;
     if (r == NULL) { /* the connection went */
-        answer(c, GW_RLSTORE_ERROR, NULL);
-        free(c);
+        answer(b, GW_RLSTORE_ERROR, NULL);
+        free(b);
         return;
     }
     if (ac == s->ac && s->stalled_since > 0) { /* it answers again */
@@ -416,47 +436,47 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (r->type == REDIS_REPLY_ERROR && strncmp(r->str, "NOSCRIPT", 8) == 0 && ac == s->ac &&
         s->state == ST_UP) {
-        /* the server lost its scripts (a restart, SCRIPT FLUSH): load it again; the call
+        /* the server lost its scripts (a restart, SCRIPT FLUSH): load it again; the batch
          * follows on the same connection, so the server runs it after the load */
         const char *argv[3] = {"SCRIPT", "LOAD", gw_rl_script};
         redisAsyncCommandArgv(s->ac, on_handshake, (void *)"SCRIPT LOAD", 3, argv, NULL);
-        if (!c->retried && !c->answered) {
-            c->retried = true;
-            if (send_call(c) == 0)
+        if (!b->retried && !b->answered) {
+            b->retried = true;
+            if (send_batch(b) == 0)
                 return;
         }
-        answer(c, GW_RLSTORE_ERROR, NULL);
-        free(c);
+        answer(b, GW_RLSTORE_ERROR, NULL);
+        free(b);
         return;
     }
-    if (is_verdict(r)) {
-        answer(c, GW_RLSTORE_VERDICT, r);
+    if (is_verdict(r, b->n)) {
+        answer(b, GW_RLSTORE_VERDICT, r);
     } else {
-        if (!c->answered) {
+        if (!b->answered) {
             char why[200];
             snprintf(why, sizeof why, "the script failed: %.*s",
                      (int)(r->type == REDIS_REPLY_ERROR && r->len < 160 ? r->len : 0),
                      r->type == REDIS_REPLY_ERROR ? r->str : "");
             note_failure(s, r->type == REDIS_REPLY_ERROR ? why : "the script answered oddly");
         }
-        answer(c, GW_RLSTORE_ERROR, NULL);
+        answer(b, GW_RLSTORE_ERROR, NULL);
     }
-    free(c);
+    free(b);
 }
 
-static void on_call_timeout(evutil_socket_t fd, short what, void *arg)
+static void on_batch_timeout(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    struct call *c = arg;
-    struct gw_rlstore *s = c->s;
+    struct batch *b = arg;
+    struct gw_rlstore *s = b->s;
     if (s->stalled_since == 0) {
         s->stalled_since = gw_mono_ms();
         set_usable(s, false, "no answer within timeout_ms");
         struct timeval tv = {s->handshake_ms / 1000, (s->handshake_ms % 1000) * 1000};
         evtimer_add(s->deadline, &tv); /* still stalled then: reconnect */
     }
-    answer(c, GW_RLSTORE_TIMEOUT, NULL); /* freed when hiredis answers */
+    answer(b, GW_RLSTORE_TIMEOUT, NULL); /* freed when hiredis answers */
 }
 
 /* ---- the EVALSHA in Redis's protocol, written here: hiredis's printf-style formatting cost
@@ -517,25 +537,61 @@ static char *put_key(char *at, const struct gw_rlstore *s, const char *tail,
     return put_raw(at, "\r\n", 2);
 }
 
-static int send_call(struct call *c)
+static int send_batch(struct batch *b)
 {
-    struct gw_rlstore *s = c->s;
-    const struct gw_rlstore_ask *q = &c->ask;
-    char cmd[1024]; /* 13 arguments: three keys of at most 130 bytes, 7 numbers, the sha */
-    char *at = put_raw(cmd, "*13\r\n$7\r\nEVALSHA\r\n", 18);
+    struct gw_rlstore *s = b->s;
+    if (s->ac == NULL)
+        return -1;
+    /* 2n + 11 arguments: the sha, n + 2 keys of at most 140 bytes with their header, n + 6
+     * numbers */
+    char *cmd = malloc(600 + b->n * 190);
+    if (cmd == NULL)
+        return -1;
+    char *at = put_raw(cmd, "*", 1);
+    at = put_num(at, (long long)(2 * b->n + 11));
+    at = put_raw(at, "\r\n$7\r\nEVALSHA\r\n", 15);
     at = put_bulk(at, s->sha, 40);
-    at = put_raw(at, "$1\r\n3\r\n", 7);
-    at = put_key(at, s, "s:", c->subject);
+    at = put_num_bulk(at, (long long)(b->n + 2));
+    at = put_key(at, s, "s:", b->calls[0].subject);
     at = put_key(at, s, "u", NULL);
     at = put_key(at, s, "d", NULL);
-    const long long n[6] = {q->subject_burst,        q->subject_per_seconds, q->upstream_burst,
-                            q->upstream_per_seconds, q->daily,               q->cost};
-    for (int i = 0; i < 6; i++)
-        at = put_num_bulk(at, n[i]);
+    for (size_t i = 1; i < b->n; i++)
+        at = put_key(at, s, "s:", b->calls[i].subject);
+    for (int i = 0; i < 5; i++)
+        at = put_num_bulk(at, b->limits[i]);
+    at = put_num_bulk(at, b->calls[0].cost);
     at = put_raw(at, "$1\r\n0\r\n", 7);
-    return redisAsyncFormattedCommand(s->ac, on_reply, c, cmd, (size_t)(at - cmd)) == REDIS_OK
-               ? 0
-               : -1;
+    for (size_t i = 1; i < b->n; i++)
+        at = put_num_bulk(at, b->calls[i].cost);
+    int rc = redisAsyncFormattedCommand(s->ac, on_reply, b, cmd, (size_t)(at - cmd));
+    free(cmd);
+    return rc == REDIS_OK ? 0 : -1;
+}
+
+/* Sends this loop pass's batch: made active by its first request, it runs behind the
+ * requests of the pass. */
+static void flush_open(struct gw_rlstore *s)
+{
+    struct batch *b = s->open;
+    if (b == NULL)
+        return;
+    s->open = NULL;
+    if (!gw_rlstore_usable(s) || send_batch(b) != 0) {
+        answer(b, GW_RLSTORE_ERROR, NULL);
+        free(b);
+        return;
+    }
+    b->sent = true;
+    evtimer_assign(&b->timer, s->base, on_batch_timeout, b);
+    struct timeval tv = {s->timeout_ms / 1000, (s->timeout_ms % 1000) * 1000};
+    evtimer_add(&b->timer, &tv);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    flush_open(arg);
 }
 
 bool gw_rlstore_check(struct gw_rlstore *s, const struct gw_rlstore_ask *ask, gw_rlstore_cb cb,
@@ -543,29 +599,36 @@ bool gw_rlstore_check(struct gw_rlstore *s, const struct gw_rlstore_ask *ask, gw
 {
     if (!gw_rlstore_usable(s))
         return false;
-    struct call *c = calloc(1, sizeof *c);
-    if (c == NULL)
-        return false;
-    c->s = s;
+    long want[5] = {ask->subject_burst, ask->subject_per_seconds, ask->upstream_burst,
+                    ask->upstream_per_seconds, ask->daily};
+    struct batch *b = s->open;
+    if (b && (b->n == BATCH_MAX || memcmp(b->limits, want, sizeof want) != 0)) {
+        flush_open(s); /* full, or another snapshot's limits: it leaves now */
+        b = NULL;
+        if (!gw_rlstore_usable(s))
+            return false;
+    }
+    if (b == NULL) {
+        b = calloc(1, sizeof *b);
+        if (b == NULL)
+            return false;
+        b->s = s;
+        b->t0 = gw_mono_ms();
+        memcpy(b->limits, want, sizeof want);
+        s->open = b;
+        event_active(s->flush, EV_TIMEOUT, 0);
+    }
+    struct call *c = &b->calls[b->n++];
     c->cb = cb;
     c->arg = arg;
-    c->t0 = gw_mono_ms();
-    c->ask = *ask;
+    c->cost = ask->cost;
     memcpy(c->subject, ask->subject, 32);
-    c->ask.subject = c->subject;
-    evtimer_assign(&c->timer, s->base, on_call_timeout, c);
-    if (send_call(c) != 0) {
-        free(c);
-        return false;
-    }
-    struct timeval tv = {s->timeout_ms / 1000, (s->timeout_ms % 1000) * 1000};
-    evtimer_add(&c->timer, &tv);
     return true;
 }
 
 bool gw_rlstore_usable(const struct gw_rlstore *s)
 {
-    return s && s->state == ST_UP && s->ac && s->stalled_since == 0;
+    return s && !s->freeing && s->state == ST_UP && s->ac && s->stalled_since == 0;
 }
 
 /* ---- life ---- */
@@ -608,13 +671,14 @@ struct gw_rlstore *gw_rlstore_new(struct event_base *base, struct evdns_base *dn
     s->retry = evtimer_new(base, on_retry, s);
     s->deadline = evtimer_new(base, on_deadline, s);
     s->drop = event_new(base, -1, 0, on_drop, s);
+    s->flush = event_new(base, -1, 0, on_flush, s);
     /* unusable until the first connection is set up (counted, not logged) */
     atomic_store(&m->store_fallback, true);
     atomic_fetch_add(&shared->unusable, 1);
     if (s->url == NULL || (cfg->host && s->host == NULL) ||
         (cfg->unix_path && s->unix_path == NULL) || (cfg->username && s->username == NULL) ||
         (password && s->password == NULL) || s->retry == NULL || s->deadline == NULL ||
-        s->drop == NULL || (s->host == NULL && s->unix_path == NULL)) {
+        s->drop == NULL || s->flush == NULL || (s->host == NULL && s->unix_path == NULL)) {
         gw_rlstore_free(s);
         return NULL;
     }
@@ -628,6 +692,12 @@ void gw_rlstore_free(struct gw_rlstore *s)
         return;
     s->freeing = true;
     cancel_lookup(s);
+    if (s->open) { /* requests of this pass not sent: answered as failed */
+        struct batch *b = s->open;
+        s->open = NULL;
+        answer(b, GW_RLSTORE_ERROR, NULL);
+        free(b);
+    }
     if (s->ac) {
         redisAsyncContext *ac = s->ac;
         s->ac = NULL;
@@ -641,6 +711,8 @@ void gw_rlstore_free(struct gw_rlstore *s)
         event_free(s->deadline);
     if (s->drop)
         event_free(s->drop);
+    if (s->flush)
+        event_free(s->flush);
     if (s->password)
         OPENSSL_clear_free(s->password, s->password_len + 1);
     free(s->url);

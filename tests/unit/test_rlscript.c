@@ -497,6 +497,48 @@ struct racer {
     char err[256]; /* the first failure, for the main thread to report */
 };
 
+/* A batch (rlscript.h: the requests of one loop pass in one call) decides each request as if
+ * it came alone, in order: subject A three times and B twice against a subject burst of 2 and
+ * an upstream burst of 3, per hour. A is allowed, allowed again at cost 2 (the upstream's last
+ * two cells), then refused by its subject; B finds the upstream empty, twice. Nothing of the
+ * refused requests is spent, and the same requests one by one get the same answers. */
+START_TEST(test_rlscript_batch_decides_each_request_in_order)
+{
+    char sha[41];
+    redisContext *c = fresh(sha);
+    const char *argv[] = {"EVALSHA", sha, "7", KEY_S, KEY_U, KEY_D, KEY_S, KEY_S, KEY_S2, KEY_S2,
+                          "2", "3600", "3", "3600", "100", "1", "0", "2", "1", "1", "1"};
+    redisReply *r = redisCommandArgv(c, 21, argv, NULL);
+    ck_assert_ptr_nonnull(r);
+    ck_assert_msg(r->type == REDIS_REPLY_ARRAY && r->elements == 30, "type %d, %zu elements",
+                  r->type, r->elements);
+    static const long long want[5][6] = {
+        {1, 0, 0, 2, 1, 3600000},    /* A: 1 of 2 left */
+        {1, 0, 0, 2, 0, 3600000},    /* A, cost 2: the upstream's last two cells */
+        {0, 0, 1800, 2, 0, 3600000}, /* A: its subject refuses (T = 1800 s) */
+        {0, 1, 1200, 3, 0, 3600000}, /* B: the upstream refuses (T = 1200 s) */
+        {0, 1, 1200, 3, 0, 3600000}, /* B again: the same */
+    };
+    for (size_t i = 0; i < 5; i++)
+        for (size_t j = 0; j < 6; j++)
+            ck_assert_msg(r->element[6 * i + j]->integer == want[i][j],
+                          "request %zu, element %zu: %lld, want %lld", i + 1, j,
+                          r->element[6 * i + j]->integer, want[i][j]);
+    freeReplyObject(r);
+    /* spent: 3 upstream cells and 3 daily units; B's bucket untouched */
+    ck_assert_int_eq(cmd_num(c, "HGET " KEY_D " n"), 3);
+    ck_assert_int_eq(cmd_int(c, "EXISTS " KEY_S2), 0);
+    /* the same five one by one give the same answers (after FLUSHALL) */
+    freeReplyObject(cmd(c, "FLUSHALL"));
+    const struct limits l = {.sb = 2, .sp = 3600, .ub = 3, .up = 3600, .daily = 100};
+    expect(call(c, sha, &l, 1, 0), 1, 0, 0, 2, 1, 3600000);
+    expect(call(c, sha, &l, 2, 0), 1, 0, 0, 2, 0, 3600000);
+    expect(call(c, sha, &l, 1, 0), 0, 0, 1800, 2, 0, 3600000);
+    expect(call_key(c, sha, KEY_S2, &l, 1, 0), 0, 1, 1200, 3, 0, 3600000);
+    redisFree(c);
+}
+END_TEST
+
 static void *race(void *arg)
 {
     struct racer *r = arg;
@@ -672,6 +714,7 @@ int main(void)
     tcase_add_test(t, test_rlscript_keys_expire_when_their_bucket_is_full_again);
     tcase_add_test(t, test_rlscript_writes_only_the_three_keys_of_its_header);
     tcase_add_test(t, test_rlscript_exact_under_eight_concurrent_clients);
+    tcase_add_test(t, test_rlscript_batch_decides_each_request_in_order);
     suite_add_tcase(s, t);
     TCase *store = tcase_create("store");
     tcase_set_timeout(store, 60);
