@@ -4,7 +4,8 @@
  * GCRA bucket, the upstream credential's GCRA burst bucket and the credential's daily budget.
  * All three pass and are spent together, or nothing is spent. One call may carry the requests
  * of one event-loop pass (a batch): they are decided one after the other in their order, each
- * as if it came alone, and the shared upstream and daily keys are read and written once. The clock is Redis's own (TIME),
+ * as if it came alone; the shared upstream and daily keys, and a subject's key however many of
+ * its requests the batch holds, are read once and written once. The clock is Redis's own (TIME),
  * so replicas with drifting clocks agree; a bucket's key expires when the bucket is full again,
  * the daily key at the end of its UTC day.
  *
