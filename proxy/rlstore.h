@@ -2,10 +2,11 @@
  * hiredis's asynchronous API on the worker's own libevent loop, so a request that asks the
  * store never blocks the loop.
  *
- * A call runs the script of rlscript.h (EVALSHA, one round trip; calls made in one loop pass
- * leave in one write, as a pipeline) and answers through its callback exactly once: the
- * store's verdict, or a failure (error, connection lost, no answer within timeout_ms). What a
- * failure means for the request (on_failure) is the caller's to decide.
+ * The calls made in one loop pass go to Redis together, as one batch of the script of
+ * rlscript.h (one EVALSHA, one round trip, sent behind the pass's requests), and each is
+ * answered through its callback exactly once: the store's verdict, or a failure (error,
+ * connection lost, no answer within timeout_ms), for the whole batch. What a failure means for
+ * the request (on_failure) is the caller's to decide.
  *
  * The connection: a host name is resolved through the worker's evdns base (never a blocking
  * lookup on the loop), then AUTH (username and password_file), SELECT, SCRIPT LOAD; the store
