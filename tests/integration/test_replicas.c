@@ -182,7 +182,7 @@ START_TEST(test_subject_burst_is_shared)
                          0);
         ck_assert_int_ge(sample(i, "ghl_gateway_ratelimit_store_duration_seconds_count"), 3);
     }
-    ck_assert_int_eq(ok, 9); /* one round trip per request */
+    ck_assert_int_eq(ok, 9); /* each request counted once */
     /* the 429 names the shared limit, not a replica's share */
     struct response r;
     ck_assert_int_eq(send_req(&R[1], "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
