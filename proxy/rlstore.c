@@ -544,7 +544,9 @@ static int send_batch(struct batch *b)
         return -1;
     /* 2n + 11 arguments: the sha, n + 2 keys of at most 140 bytes with their header, n + 6
      * numbers */
-    char *cmd = malloc(600 + b->n * 190);
+    char small[2048];
+    size_t need = 600 + b->n * 190;
+    char *cmd = need <= sizeof small ? small : malloc(need);
     if (cmd == NULL)
         return -1;
     char *at = put_raw(cmd, "*", 1);
@@ -564,7 +566,8 @@ static int send_batch(struct batch *b)
     for (size_t i = 1; i < b->n; i++)
         at = put_num_bulk(at, b->calls[i].cost);
     int rc = redisAsyncFormattedCommand(s->ac, on_reply, b, cmd, (size_t)(at - cmd));
-    free(cmd);
+    if (cmd != small)
+        free(cmd);
     return rc == REDIS_OK ? 0 : -1;
 }
 
@@ -609,10 +612,12 @@ bool gw_rlstore_check(struct gw_rlstore *s, const struct gw_rlstore_ask *ask, gw
             return false;
     }
     if (b == NULL) {
-        b = calloc(1, sizeof *b);
+        b = malloc(sizeof *b); /* not zeroed: 64 calls' room, filled as they come */
         if (b == NULL)
             return false;
         b->s = s;
+        b->sent = b->answered = b->retried = false;
+        b->n = 0;
         b->t0 = gw_mono_ms();
         memcpy(b->limits, want, sizeof want);
         s->open = b;
