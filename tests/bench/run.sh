@@ -15,7 +15,7 @@
 #                        EVALSHA calls and reads per request (pipelining)
 # and prints one table of ratios. Not part of tests/run.sh: timing is not a test.
 # Env: BENCH (../shared/bench), BENCH_DIR (/tmp/bench), ROUNDS (3), DURATION (15), IDLE_CONNS
-# (9900: see "idle" below).
+# (9900: see "idle" below), REDIS_CPUS (1: the redis target's redis-server beside wrk and nginx).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH:-$(cd "$top/../shared/bench" 2>/dev/null && pwd)} ||
@@ -197,7 +197,7 @@ for t in "${targets[@]}"; do
     rpid=$!
     pids+=("$rpid")
     wait_port "$REDIS_PORT" || { log "redis-server did not start: $(tail -3 "$GW/redis.log")"; exit 1; }
-    taskset -acp 1 "$rpid" >/dev/null # beside wrk and nginx: the gateway's core stays its own
+    taskset -acp "${REDIS_CPUS:-1}" "$rpid" >/dev/null # core 1 (beside wrk and nginx) by default
     tok=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope users.readonly --exp-in 7200)
     tck=$(getconf CLK_TCK)
     ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
