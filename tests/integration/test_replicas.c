@@ -17,6 +17,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <hiredis/hiredis.h>
+
 #include "harness.h"
 #include "redis_harness.h"
 
@@ -373,6 +375,54 @@ START_TEST(test_check_needs_the_right_password)
 }
 END_TEST
 
+/* Requests that arrive together are checked together: twenty sent at once to one replica (one
+ * worker) go to Redis in fewer calls than requests (one EVALSHA per loop pass), and exactly the
+ * subject's burst of 10 passes among them. */
+START_TEST(test_requests_of_one_pass_share_one_call)
+{
+    start_all(&(struct setup){.subject_burst = 10, .subject_seconds = 600,
+                              .upstream_burst = 1000, .upstream_seconds = 1});
+    ck_assert(wait_fallback(0, 10000));
+    enum { N = 20 };
+    struct tls_client c[N];
+    memset(c, 0, sizeof c);
+    char ca[600], raw[4600];
+    snprintf(ca, sizeof ca, "%s/ca.crt", R[1].certs);
+    int n = snprintf(raw, sizeof raw,
+                     "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\n"
+                     "Version: 2021-07-28\r\nAuthorization: Bearer %s\r\n\r\n",
+                     R[1].token);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(tls_connect(&c[i], R[1].gateway.port, 0, NULL, NULL, ca), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(tls_send(&c[i], raw, (size_t)n), 0);
+    int ok = 0, limited = 0;
+    for (int i = 0; i < N; i++) {
+        struct response r;
+        ck_assert_int_eq(tls_read_response(&c[i], &r, 30000, 0), 0);
+        ok += r.status == 200;
+        limited += r.status == 429;
+        response_free(&r);
+        tls_close(&c[i]);
+    }
+    ck_assert_int_eq(ok, 10);
+    ck_assert_int_eq(limited, 10);
+    ck_assert_int_eq(sample(1, "ghl_gateway_ratelimit_store_requests_total{result=\"ok\"}"), N);
+    char why[300];
+    struct redisContext *rc = redis_connect(&S, false, why, sizeof why);
+    ck_assert_msg(rc != NULL, "%s", why);
+    redisReply *info = redisCommand(rc, "INFO commandstats");
+    ck_assert_ptr_nonnull(info);
+    const char *at = strstr(info->str, "cmdstat_evalsha:calls=");
+    ck_assert_ptr_nonnull(at);
+    long calls = strtol(at + strlen("cmdstat_evalsha:calls="), NULL, 10);
+    freeReplyObject(info);
+    redisFree(rc);
+    ck_assert_msg(calls < N, "%ld EVALSHA calls for %d requests", calls, N);
+    ck_assert_int_ge(calls, 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("replicas");
@@ -385,6 +435,7 @@ int main(void)
     tcase_add_test(t, test_store_lost_deny);
     tcase_add_test(t, test_store_lost_allow);
     tcase_add_test(t, test_check_needs_the_right_password);
+    tcase_add_test(t, test_requests_of_one_pass_share_one_call);
     suite_add_tcase(s, t);
     return run_suite(s);
 }
