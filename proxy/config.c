@@ -661,6 +661,8 @@ static void cust_redis(struct gw_fields *x, const cJSON *v, void *base, const st
     if (r->url == NULL && r->host == NULL && r->unix_path == NULL &&
         cJSON_GetObjectItemCaseSensitive(v, "url") == NULL)
         gw_fields_problem(x, v, key, "url is required");
+    if (r->username && r->password_file == NULL)
+        gw_fields_problem(x, v, key, "username needs password_file (AUTH takes both)");
     if (r->ca_file)
         gw_fields_problem(x, v, key,
                           "ca_file is for rediss:// (TLS), which this build cannot do: hiredis "

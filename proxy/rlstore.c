@@ -58,6 +58,7 @@ struct gw_rlstore {
     double stalled_since; /* gw_mono_ms() of the first unanswered call since a reply; 0: none */
     bool usable;          /* as last counted in shared and shown in the metrics */
     bool freeing;
+    bool drop_pending; /* until on_drop: no call goes out, a late reply revives nothing */
     char last_why[256]; /* the last failure logged, so that a repeated one is not */
 };
 
@@ -142,6 +143,7 @@ static void schedule_retry(struct gw_rlstore *s)
  * answered as failed by hiredis's own teardown, then a new connection after the backoff. */
 static void drop(struct gw_rlstore *s, const char *why)
 {
+    s->drop_pending = true;
     set_usable(s, false, why);
     note_failure(s, why);
     event_active(s->drop, EV_TIMEOUT, 0);
@@ -152,9 +154,11 @@ static void on_drop(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gw_rlstore *s = arg;
+    s->drop_pending = false;
     redisAsyncContext *ac = s->ac;
     if (ac == NULL)
         return;
+    set_usable(s, false, "connection dropped");
     s->ac = NULL; /* onDisconnect (when it comes) sees an old context */
     redisAsyncFree(ac);
     schedule_retry(s);
@@ -429,7 +433,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         free(b);
         return;
     }
-    if (ac == s->ac && s->stalled_since > 0) { /* it answers again */
+    if (ac == s->ac && s->stalled_since > 0 && !s->drop_pending) { /* it answers again */
         s->stalled_since = 0;
         if (s->state == ST_UP)
             set_usable(s, true, NULL);
@@ -451,17 +455,28 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     }
     if (is_verdict(r, b->n)) {
         answer(b, GW_RLSTORE_VERDICT, r);
-    } else {
-        if (!b->answered) {
-            char why[200];
-            snprintf(why, sizeof why, "the script failed: %.*s",
-                     (int)(r->type == REDIS_REPLY_ERROR && r->len < 160 ? r->len : 0),
-                     r->type == REDIS_REPLY_ERROR ? r->str : "");
-            note_failure(s, r->type == REDIS_REPLY_ERROR ? why : "the script answered oddly");
-        }
-        answer(b, GW_RLSTORE_ERROR, NULL);
+        free(b);
+        return;
     }
+    char why[200];
+    if (r->type == REDIS_REPLY_ERROR)
+        snprintf(why, sizeof why, "the script failed: %.*s", (int)(r->len > 160 ? 160 : r->len),
+                 r->str);
+    else
+        snprintf(why, sizeof why, "the script answered oddly");
+    answer(b, GW_RLSTORE_ERROR, NULL);
     free(b);
+    /* A server that can no longer take writes or this client (a failover left the address on
+     * a replica, it is loading, the password changed): a new connection, resolved again. */
+    static const char *const gone[] = {"READONLY", "LOADING", "MASTERDOWN", "NOAUTH",
+                                       "WRONGPASS", "NOPERM"};
+    bool reconnect = false;
+    for (size_t i = 0; r->type == REDIS_REPLY_ERROR && i < sizeof gone / sizeof *gone; i++)
+        reconnect |= strncmp(r->str, gone[i], strlen(gone[i])) == 0;
+    if (reconnect && ac == s->ac && !s->drop_pending && !s->freeing)
+        drop(s, why);
+    else
+        note_failure(s, why);
 }
 
 static void on_batch_timeout(evutil_socket_t fd, short what, void *arg)
@@ -607,8 +622,9 @@ bool gw_rlstore_check(struct gw_rlstore *s, const struct gw_rlstore_ask *ask, gw
     struct batch *b = s->open;
     if (b && (b->n == BATCH_MAX || memcmp(b->limits, want, sizeof want) != 0)) {
         flush_open(s); /* full, or another snapshot's limits: it leaves now */
-        b = NULL;
-        if (!gw_rlstore_usable(s))
+        b = s->open;   /* (a failed send's answers could have started another) */
+        if (!gw_rlstore_usable(s) ||
+            (b && (b->n == BATCH_MAX || memcmp(b->limits, want, sizeof want) != 0)))
             return false;
     }
     if (b == NULL) {
@@ -633,7 +649,8 @@ bool gw_rlstore_check(struct gw_rlstore *s, const struct gw_rlstore_ask *ask, gw
 
 bool gw_rlstore_usable(const struct gw_rlstore *s)
 {
-    return s && !s->freeing && s->state == ST_UP && s->ac && s->stalled_since == 0;
+    return s && !s->freeing && !s->drop_pending && s->state == ST_UP && s->ac &&
+           s->stalled_since == 0;
 }
 
 /* ---- life ---- */

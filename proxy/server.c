@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <event2/thread.h>
 
 #include "admin.h"
@@ -137,6 +138,12 @@ static void reload(struct gw_daemon *d)
                      "in use and the fetch is retried in the background",
                      jwks_failed, jwks_failed == 1 ? "" : "s");
     warn_restart_needed(d->snap->cfg, next->cfg);
+    const struct gw_credential *po = &d->snap->redis, *pn = &next->redis;
+    if (next->cfg->rate_limit.redis.enabled &&
+        ((po->token == NULL) != (pn->token == NULL) || po->len != pn->len ||
+         (po->token && CRYPTO_memcmp(po->token, pn->token, po->len) != 0)))
+        gw_log_error("SIGHUP: the rate-limit store's password changed; the store's connections "
+                     "keep the old one until restart");
     /* a chain belongs to one replica: the records keep the id the log was opened with (said
      * at every reload until a restart, so a second reload does not hide it) */
     const char *rid = gw_audit_replica(d->audit), *want = next->cfg->audit.replica_id;

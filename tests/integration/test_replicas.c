@@ -423,6 +423,35 @@ START_TEST(test_requests_of_one_pass_share_one_call)
 }
 END_TEST
 
+/* A store that turns read-only under the gateway (a failover left its address on a replica)
+ * answers READONLY: the replica drops that connection and says why, the request goes as
+ * on_failure says (local: through, within the share), and once the server takes writes again
+ * the limits are shared again. */
+START_TEST(test_store_turned_read_only_is_dropped)
+{
+    start_all(&(struct setup){.subject_burst = 30, .subject_seconds = 600,
+                              .upstream_burst = 1000, .upstream_seconds = 1});
+    ck_assert(wait_fallback(0, 10000));
+    char why[300];
+    struct redisContext *rc = redis_connect(&S, false, why, sizeof why);
+    ck_assert_msg(rc != NULL, "%s", why);
+    freeReplyObject(redisCommand(rc, "REPLICAOF 127.0.0.1 1"));
+    ck_assert_int_eq(get(2, NULL), 200); /* the store failed: this replica's share */
+    ck_assert_int_ge(sample(2, "ghl_gateway_ratelimit_store_requests_total{result=\"error\"}"),
+                     1);
+    char *log = wait_for_text(R[2].gateway.log, "READONLY", 5000);
+    ck_assert_msg(strstr(log, "unusable (the script failed: READONLY") != NULL, "%s", log);
+    free(log);
+    freeReplyObject(redisCommand(rc, "REPLICAOF NO ONE"));
+    redisFree(rc);
+    ck_assert(wait_fallback(0, 15000));
+    long long ok = sample(2, "ghl_gateway_ratelimit_store_requests_total{result=\"ok\"}");
+    ck_assert_int_eq(get(2, NULL), 200);
+    ck_assert_int_eq(sample(2, "ghl_gateway_ratelimit_store_requests_total{result=\"ok\"}"),
+                     ok + 1);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("replicas");
@@ -436,6 +465,7 @@ int main(void)
     tcase_add_test(t, test_store_lost_allow);
     tcase_add_test(t, test_check_needs_the_right_password);
     tcase_add_test(t, test_requests_of_one_pass_share_one_call);
+    tcase_add_test(t, test_store_turned_read_only_is_dropped);
     suite_add_tcase(s, t);
     return run_suite(s);
 }

@@ -722,6 +722,7 @@ START_TEST(test_config_redis_refused)
         {"{\"url\": \"redis://h\", \"password_file\": \"nope.pw\"}", "password_file"},
         {"{\"url\": \"redis://h\", \"tls\": true}", "tls"},
         {"true", "must be an object or null"},
+        {"{\"url\": \"redis://h\", \"username\": \"gw\"}", "username needs password_file"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         char text[400], name[32];
