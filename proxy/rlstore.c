@@ -497,12 +497,11 @@ static void on_batch_timeout(evutil_socket_t fd, short what, void *arg)
 /* ---- the EVALSHA in Redis's protocol, written here: hiredis's printf-style formatting cost
  * more per request than the rest of the call (callgrind) ---- */
 
-/* v (>= 0) in decimal at at; returns the end. */
-static char *put_num(char *at, long long v)
+/* u in decimal at at; returns the end. */
+static char *put_num(char *at, unsigned long long u)
 {
     char tmp[24];
     int n = 0;
-    unsigned long long u = v < 0 ? 0 : (unsigned long long)v;
     do {
         tmp[n++] = (char)('0' + u % 10);
         u /= 10;
@@ -522,16 +521,18 @@ static char *put_raw(char *at, const char *s, size_t n)
 static char *put_bulk(char *at, const char *s, size_t n)
 {
     *at++ = '$';
-    at = put_num(at, (long long)n);
+    at = put_num(at, n);
     at = put_raw(at, "\r\n", 2);
     at = put_raw(at, s, n);
     return put_raw(at, "\r\n", 2);
 }
 
+/* v as a bulk string (the limits and costs are never negative: 0 if one were) */
 static char *put_num_bulk(char *at, long long v)
 {
     char digits[24];
-    return put_bulk(at, digits, (size_t)(put_num(digits, v) - digits));
+    char *end = put_num(digits, v < 0 ? 0 : (unsigned long long)v);
+    return put_bulk(at, digits, (size_t)(end - digits));
 }
 
 /* A key: the prefix, then what follows it (tail), then the subject id in hex (or none). */
@@ -541,7 +542,7 @@ static char *put_key(char *at, const struct gw_rlstore *s, const char *tail,
     static const char digits[] = "0123456789abcdef";
     size_t plen = strlen(s->prefix), tlen = strlen(tail);
     *at++ = '$';
-    at = put_num(at, (long long)(plen + tlen + (id ? 64 : 0)));
+    at = put_num(at, plen + tlen + (id ? 64 : 0));
     at = put_raw(at, "\r\n", 2);
     at = put_raw(at, s->prefix, plen);
     at = put_raw(at, tail, tlen);
@@ -565,10 +566,11 @@ static int send_batch(struct batch *b)
     if (cmd == NULL)
         return -1;
     char *at = put_raw(cmd, "*", 1);
-    at = put_num(at, (long long)(2 * b->n + 11));
+    at = put_num(at, 2 * b->n + 11);
     at = put_raw(at, "\r\n$7\r\nEVALSHA\r\n", 15);
     at = put_bulk(at, s->sha, 40);
-    at = put_num_bulk(at, (long long)(b->n + 2));
+    size_t nkeys = b->n + 2;
+    at = put_num_bulk(at, (long long)nkeys);
     at = put_key(at, s, "s:", b->calls[0].subject);
     at = put_key(at, s, "u", NULL);
     at = put_key(at, s, "d", NULL);
