@@ -44,6 +44,7 @@ struct gw_rlstore {
     size_t password_len;
     long port, db, timeout_ms, handshake_ms;
     char prefix[80];
+    size_t prefix_len;
     enum state state;
     redisAsyncContext *ac;
     struct lookup *lookup; /* a host name being resolved */
@@ -127,6 +128,22 @@ static void note_failure(struct gw_rlstore *s, const char *why)
 
 /* ---- the connection ---- */
 
+static struct timeval ms_tv(long ms)
+{
+    return (struct timeval){ms / 1000, (ms % 1000) * 1000};
+}
+
+static void schedule_retry(struct gw_rlstore *s);
+
+/* The connection (or its making) failed for why: unusable, said, tried again after the
+ * backoff. */
+static void lost(struct gw_rlstore *s, const char *why)
+{
+    set_usable(s, false, why);
+    note_failure(s, why);
+    schedule_retry(s);
+}
+
 static void schedule_retry(struct gw_rlstore *s)
 {
     if (s->freeing)
@@ -134,7 +151,7 @@ static void schedule_retry(struct gw_rlstore *s)
     s->state = ST_DOWN;
     s->stalled_since = 0;
     evtimer_del(s->deadline);
-    struct timeval tv = {s->backoff_ms / 1000, (s->backoff_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(s->backoff_ms);
     evtimer_add(s->retry, &tv);
     s->backoff_ms = s->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : s->backoff_ms * 2;
 }
@@ -171,9 +188,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     if (s == NULL || ac != s->ac)
         return; /* dropped by us: on_drop goes on */
     s->ac = NULL; /* hiredis frees it on return */
-    set_usable(s, false, ac->errstr[0] ? ac->errstr : "connection closed");
-    note_failure(s, ac->errstr[0] ? ac->errstr : "connection closed");
-    schedule_retry(s);
+    lost(s, ac->errstr[0] ? ac->errstr : "connection closed");
 }
 
 static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata);
@@ -188,9 +203,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
         char why[200];
         snprintf(why, sizeof why, "cannot connect: %s", ac->errstr);
         s->ac = NULL;
-        set_usable(s, false, why);
-        note_failure(s, why);
-        schedule_retry(s);
+        lost(s, why);
         return;
     }
     redisAsyncContext *c = s->ac;
@@ -280,9 +293,7 @@ static void connect_to(struct gw_rlstore *s, const char *ip)
         snprintf(why, sizeof why, "cannot connect: %s", ac ? ac->errstr : "out of memory");
         if (ac)
             redisAsyncFree(ac);
-        set_usable(s, false, why);
-        note_failure(s, why);
-        schedule_retry(s);
+        lost(s, why);
         return;
     }
     ac->data = s;
@@ -319,9 +330,7 @@ static void on_resolved(int err, struct evutil_addrinfo *ai, void *arg)
         char why[200];
         snprintf(why, sizeof why, "cannot resolve %s: %s", s->host,
                  err == EVUTIL_EAI_CANCEL ? "no answer in time" : evutil_gai_strerror(err));
-        set_usable(s, false, why);
-        note_failure(s, why);
-        schedule_retry(s);
+        lost(s, why);
         return;
     }
     connect_to(s, ip);
@@ -341,7 +350,7 @@ static void cancel_lookup(struct gw_rlstore *s)
 
 static void start_connect(struct gw_rlstore *s)
 {
-    struct timeval tv = {s->handshake_ms / 1000, (s->handshake_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(s->handshake_ms);
     evtimer_add(s->deadline, &tv);
     unsigned char buf[16];
     if (s->unix_path || inet_pton(AF_INET, s->host, buf) == 1 ||
@@ -488,7 +497,7 @@ static void on_batch_timeout(evutil_socket_t fd, short what, void *arg)
     if (s->stalled_since == 0) {
         s->stalled_since = gw_mono_ms();
         set_usable(s, false, "no answer within timeout_ms");
-        struct timeval tv = {s->handshake_ms / 1000, (s->handshake_ms % 1000) * 1000};
+        struct timeval tv = ms_tv(s->handshake_ms);
         evtimer_add(s->deadline, &tv); /* still stalled then: reconnect */
     }
     answer(b, GW_RLSTORE_TIMEOUT, NULL); /* freed when hiredis answers */
@@ -540,7 +549,7 @@ static char *put_key(char *at, const struct gw_rlstore *s, const char *tail,
                      const unsigned char *id)
 {
     static const char digits[] = "0123456789abcdef";
-    size_t plen = strlen(s->prefix), tlen = strlen(tail);
+    size_t plen = s->prefix_len, tlen = strlen(tail);
     *at++ = '$';
     at = put_num(at, plen + tlen + (id ? 64 : 0));
     at = put_raw(at, "\r\n", 2);
@@ -603,7 +612,7 @@ static void flush_open(struct gw_rlstore *s)
     }
     b->sent = true;
     evtimer_assign(&b->timer, s->base, on_batch_timeout, b);
-    struct timeval tv = {s->timeout_ms / 1000, (s->timeout_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(s->timeout_ms);
     evtimer_add(&b->timer, &tv);
 }
 
@@ -682,6 +691,7 @@ struct gw_rlstore *gw_rlstore_new(struct event_base *base, struct evdns_base *dn
     s->handshake_ms = handshake_ms(cfg->timeout_ms);
     s->backoff_ms = BACKOFF_FIRST_MS;
     snprintf(s->prefix, sizeof s->prefix, "%s", cfg->key_prefix ? cfg->key_prefix : "");
+    s->prefix_len = strlen(s->prefix);
     s->url = strdup(cfg->url ? cfg->url : "redis");
     s->host = cfg->host ? strdup(cfg->host) : NULL;
     s->unix_path = cfg->unix_path ? strdup(cfg->unix_path) : NULL;
@@ -752,7 +762,7 @@ int gw_rlstore_probe(const struct gw_cfg_redis *cfg, const char *password, char 
                      size_t whylen)
 {
     long ms = handshake_ms(cfg->timeout_ms);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = ms_tv(ms);
     redisContext *c = cfg->unix_path ? redisConnectUnixWithTimeout(cfg->unix_path, tv)
                                      : redisConnectWithTimeout(cfg->host, (int)cfg->port, tv);
     if (c == NULL || c->err) {

@@ -582,6 +582,15 @@ void env_start_gateway(struct env *e)
     start_gateway(e, NULL);
 }
 
+long long metrics_sample(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *at = strstr(text, series); at; at = strstr(at + 1, series))
+        if ((at == text || at[-1] == '\n') && at[n] == ' ')
+            return strtoll(at + n + 1, NULL, 10);
+    return -1;
+}
+
 int admin_get(const struct env *e, const char *path, char **body)
 {
     *body = NULL;

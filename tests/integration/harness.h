@@ -107,6 +107,10 @@ struct sockaddr_in loopback(int port);
 int loopback_connect(int port);
 int wait_port(int port, int timeout_ms);
 
+/* The value of the sample "name{labels}" (as written, at the start of a line) in Prometheus
+ * text, or -1 when absent. */
+long long metrics_sample(const char *text, const char *series);
+
 /* ---- client ---- */
 struct response {
     int status;

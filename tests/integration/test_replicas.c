@@ -104,13 +104,7 @@ static long long sample(int replica, const char *series)
 {
     char *m = NULL;
     ck_assert_int_eq(admin_get(&R[replica], "/metrics", &m), 200);
-    long long v = -1;
-    size_t n = strlen(series);
-    for (const char *at = strstr(m, series); at; at = strstr(at + 1, series))
-        if ((at == m || at[-1] == '\n') && at[n] == ' ') {
-            v = strtoll(at + n + 1, NULL, 10);
-            break;
-        }
+    long long v = metrics_sample(m, series);
     free(m);
     return v;
 }
@@ -196,6 +190,17 @@ START_TEST(test_subject_burst_is_shared)
 }
 END_TEST
 
+/* A GET of the seed user with token, ready to send; its length. */
+static int raw_get(char *raw, size_t cap, const char *token)
+{
+    int n = snprintf(raw, cap,
+                     "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\n"
+                     "Version: 2021-07-28\r\nAuthorization: Bearer %s\r\n\r\n",
+                     token);
+    ck_assert(n > 0 && (size_t)n < cap);
+    return n;
+}
+
 /* One GET on a kept-alive connection to a replica (connected on first use): no wait for a
  * close between requests, so the replicas can be driven faster than the limits refill. */
 static int keepalive_get(struct tls_client *c, int replica, const char *token)
@@ -206,10 +211,7 @@ static int keepalive_get(struct tls_client *c, int replica, const char *token)
         ck_assert_int_eq(tls_connect(c, R[replica].gateway.port, 0, NULL, NULL, ca), 0);
     }
     char raw[4600];
-    int n = snprintf(raw, sizeof raw,
-                     "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\n"
-                     "Version: 2021-07-28\r\nAuthorization: Bearer %s\r\n\r\n",
-                     token);
+    int n = raw_get(raw, sizeof raw, token);
     ck_assert_int_eq(tls_send(c, raw, (size_t)n), 0);
     struct response r;
     ck_assert_int_eq(tls_read_response(c, &r, 30000, 0), 0);
@@ -388,10 +390,7 @@ START_TEST(test_requests_of_one_pass_share_one_call)
     memset(c, 0, sizeof c);
     char ca[600], raw[4600];
     snprintf(ca, sizeof ca, "%s/ca.crt", R[1].certs);
-    int n = snprintf(raw, sizeof raw,
-                     "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\n"
-                     "Version: 2021-07-28\r\nAuthorization: Bearer %s\r\n\r\n",
-                     R[1].token);
+    int n = raw_get(raw, sizeof raw, R[1].token);
     for (int i = 0; i < N; i++)
         ck_assert_int_eq(tls_connect(&c[i], R[1].gateway.port, 0, NULL, NULL, ca), 0);
     for (int i = 0; i < N; i++)
