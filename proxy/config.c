@@ -187,7 +187,8 @@ static void cust_location_tokens(struct gw_fields *x, const cJSON *v, void *base
 }
 
 static const char *const known_algs[] = {"HS256", "HS384", "HS512", "RS256", "RS384",
-                                         "RS512", "ES256", "ES384", "ES512"};
+                                         "RS512", "ES256", "ES384", "ES512", "PS256",
+                                         "PS384", "PS512", "EdDSA"};
 
 static const struct gw_field key_fields[] = {
     {"kid", GW_F_STR_NULL, offsetof(struct gw_cfg_key, kid)},
@@ -230,7 +231,7 @@ static void cust_keys(struct gw_fields *x, const cJSON *v, void *base, const str
         if (!known) {
             gw_fields_problem(x, e, k,
                               "alg must be one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 "
-                              "ES512 (\"none\" is never accepted)");
+                              "ES512 PS256 PS384 PS512 EdDSA (\"none\" is never accepted)");
             continue;
         }
         bool is_hmac = kk->alg[0] == 'H';
@@ -270,6 +271,12 @@ static const struct gw_field issuer_fields[] = {
     {"scope_claims", GW_F_STRLIST, offsetof(struct gw_cfg_issuer, scope_claims), 1, 0, NULL,
      offsetof(struct gw_cfg_issuer, nscope_claims)},
     {"subject_claim", GW_F_STR, offsetof(struct gw_cfg_issuer, subject_claim), .def = "sub"},
+    {"discovery", GW_F_BOOL, offsetof(struct gw_cfg_issuer, discovery), .idef = 0},
+    {"jwks_refetch_wait_ms", GW_F_INT, offsetof(struct gw_cfg_issuer, jwks_refetch_wait_ms), 0,
+     30000, .idef = 2000},
+    {"require_typ", GW_F_STR_NULL, offsetof(struct gw_cfg_issuer, require_typ)},
+    {"require_cert_binding", GW_F_BOOL, offsetof(struct gw_cfg_issuer, require_cert_binding),
+     .idef = 0},
     {NULL},
 };
 
@@ -314,10 +321,17 @@ static void cust_issuers(struct gw_fields *x, const cJSON *v, void *base, const 
         gw_fields_walk(x, e, is, issuer_fields, k);
         if (is->issuer == NULL)
             gw_fields_problem(x, e, k, "issuer is required");
-        if (is->nkeys == 0 && is->jwks_file == NULL && is->jwks_url == NULL)
-            gw_fields_problem(x, e, k, "needs keys, jwks_file or jwks_url");
+        if (is->nkeys == 0 && is->jwks_file == NULL && is->jwks_url == NULL && !is->discovery)
+            gw_fields_problem(x, e, k, "needs keys, jwks_file, jwks_url or discovery");
         if (is->jwks_url && strncmp(is->jwks_url, "https://", 8) != 0)
             gw_fields_problem(x, e, k, "jwks_url must be an https URL");
+        if (is->discovery && is->jwks_url)
+            gw_fields_problem(x, e, k,
+                              "jwks_url and discovery are exclusive (discovery finds the JWKS URL)");
+        if (is->discovery && is->issuer && strncmp(is->issuer, "https://", 8) != 0)
+            gw_fields_problem(x, e, k, "discovery needs an issuer that is an https URL");
+        if (is->require_typ && strcmp(is->require_typ, "at+jwt") != 0)
+            gw_fields_problem(x, e, k, "require_typ must be \"at+jwt\" or null");
         if (is->issuer)
             for (size_t j = 0; j + 1 < c->auth.nissuers; j++)
                 if (c->auth.issuers[j].issuer && strcmp(c->auth.issuers[j].issuer, is->issuer) == 0)
@@ -798,6 +812,12 @@ struct gw_config *gw_config_parse(const char *path, const char *buf, size_t len,
          strcmp(c->listen.address, "0.0.0.0") == 0 || strcmp(c->admin.address, "0.0.0.0") == 0))
         gw_msgs_add(&errs->problems, "%s: admin.port: %ld is also listen.port", path,
                     c->admin.port);
+    for (size_t i = 0; i < c->auth.nissuers; i++)
+        if (c->auth.issuers[i].require_cert_binding && c->tls.client_ca == NULL)
+            gw_msgs_add(&errs->problems,
+                        "%s:%d: auth.issuers[%zu]: require_cert_binding needs tls.client_ca "
+                        "(mutual TLS): without a client certificate no token can be bound",
+                        path, c->auth.issuers[i].line, i);
     if (x.oom)
         gw_msgs_add(&errs->problems, "%s: out of memory", path);
     if (errs->problems.n > before) {

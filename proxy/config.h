@@ -43,6 +43,10 @@ struct gw_cfg_issuer {
     char **scope_claims;
     size_t nscope_claims;
     char *subject_claim;
+    bool discovery;            /* jwks_url from <issuer>/.well-known/openid-configuration (§4.2) */
+    long jwks_refetch_wait_ms; /* how long a request meeting an unknown kid waits (§4.1) */
+    char *require_typ;         /* NULL, or "at+jwt": only RFC 9068 access tokens */
+    bool require_cert_binding; /* only tokens bound to the client certificate (§4.3) */
     int line;
 };
 
