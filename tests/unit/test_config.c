@@ -883,6 +883,54 @@ static void issuers_refused(const char *name, const char *issuers, const char *w
     gw_errs_free(&errs);
 }
 
+/* SPEC rev 2 §4.2, §4.3, §4 item 3: discovery is exclusive with jwks_url and needs an https
+ * issuer; require_typ is at+jwt or null; a binding needs client certificates. */
+START_TEST(test_config_issuer_discovery_typ_and_binding_rules)
+{
+    issuers_refused("disc-url.json",
+                    "[{\"issuer\": \"https://i\", \"discovery\": true, "
+                    "\"jwks_url\": \"https://i/j\"}]",
+                    ": auth.issuers[0]: jwks_url and discovery are exclusive (discovery finds the "
+                    "JWKS URL)",
+                    1);
+    issuers_refused("disc-http.json", "[{\"issuer\": \"http://i\", \"discovery\": true}]",
+                    ": auth.issuers[0]: discovery needs an issuer that is an https URL", 1);
+    issuers_refused("disc-notbool.json", "[{\"issuer\": \"https://i\", \"discovery\": 1}]",
+                    ": auth.issuers[0].discovery: ", 2);
+    issuers_refused("typ.json",
+                    "[{\"issuer\": \"https://i\", \"jwks_url\": \"https://i/j\", "
+                    "\"require_typ\": \"JWT\"}]",
+                    ": auth.issuers[0]: require_typ must be \"at+jwt\" or null", 1);
+    issuers_refused("wait.json",
+                    "[{\"issuer\": \"https://i\", \"jwks_url\": \"https://i/j\", "
+                    "\"jwks_refetch_wait_ms\": 30001}]",
+                    ": auth.issuers[0].jwks_refetch_wait_ms: ", 1);
+    issuers_refused("bind.json",
+                    "[{\"issuer\": \"https://i\", \"jwks_url\": \"https://i/j\", "
+                    "\"require_cert_binding\": true}]",
+                    ": auth.issuers[0]: require_cert_binding needs tls.client_ca (mutual TLS): "
+                    "without a client certificate no token can be bound",
+                    1);
+    struct gw_config *c = load_ok("disc-ok.json",
+                                  "{\"auth\": {\"issuers\": [{\"issuer\": \"https://i\", "
+                                  "\"discovery\": true, \"require_typ\": \"at+jwt\", "
+                                  "\"jwks_refetch_wait_ms\": 0}]}}");
+    const struct gw_cfg_issuer *is = &c->auth.issuers[0];
+    ck_assert(is->discovery);
+    ck_assert_str_eq(is->require_typ, "at+jwt");
+    ck_assert_int_eq(is->jwks_refetch_wait_ms, 0);
+    ck_assert(!is->require_cert_binding);
+    gw_config_free(c);
+    c = load_ok("disc-default.json",
+                "{\"auth\": {\"issuers\": [{\"issuer\": \"https://i\", "
+                "\"jwks_url\": \"https://i/j\"}]}}");
+    ck_assert(!c->auth.issuers[0].discovery);
+    ck_assert_int_eq(c->auth.issuers[0].jwks_refetch_wait_ms, 2000);
+    ck_assert_ptr_null(c->auth.issuers[0].require_typ);
+    gw_config_free(c);
+}
+END_TEST
+
 START_TEST(test_config_issuer_mixing_hmac_and_rsa_refused)
 {
     issuers_refused(
@@ -905,7 +953,7 @@ END_TEST
 START_TEST(test_config_issuer_alg_none_refused)
 {
     const char *want = ": auth.issuers[0].keys[0]: alg must be one of HS256 HS384 HS512 RS256 "
-                       "RS384 RS512 ES256 ES384 ES512 (\"none\" is never accepted)";
+                       "RS384 RS512 ES256 ES384 ES512 PS256 PS384 PS512 EdDSA (\"none\" is never accepted)";
     issuers_refused("none.json",
                     "[{\"issuer\": \"https://i\", \"keys\": [{\"alg\": \"none\", \"secret_file\": "
                     "\"keys/hs.secret\"}]}]",
@@ -966,9 +1014,9 @@ END_TEST
 START_TEST(test_config_issuer_needs_keys)
 {
     issuers_refused("nokeys.json", "[{\"issuer\": \"https://i\"}]",
-                    ": auth.issuers[0]: needs keys, jwks_file or jwks_url", 1);
+                    ": auth.issuers[0]: needs keys, jwks_file, jwks_url or discovery", 1);
     issuers_refused("emptykeys.json", "[{\"issuer\": \"https://i\", \"keys\": []}]",
-                    ": auth.issuers[0]: needs keys, jwks_file or jwks_url", 1);
+                    ": auth.issuers[0]: needs keys, jwks_file, jwks_url or discovery", 1);
     issuers_refused("noiss.json", "[{\"jwks_url\": \"https://i/jwks\"}]",
                     ": auth.issuers[0]: issuer is required", 1);
     issuers_refused("notobj.json", "[\"https://i\"]", ": auth.issuers[0]: must be an object", 1);
@@ -1174,6 +1222,7 @@ static Suite *config_suite(void)
     tcase_add_test(tc, test_config_duplicate_issuer_refused);
     tcase_add_test(tc, test_config_jwks_url_must_be_https);
     tcase_add_test(tc, test_config_issuer_needs_keys);
+    tcase_add_test(tc, test_config_issuer_discovery_typ_and_binding_rules);
     tcase_add_test(tc, test_config_replica_id_takes_ids_up_to_64_characters);
     tcase_add_test(tc, test_config_replica_id_refuses_what_is_no_id);
     tcase_add_test(tc, test_config_host_name_that_is_no_replica_id_must_be_replaced);
