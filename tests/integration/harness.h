@@ -82,6 +82,15 @@ struct env_opts {
 /* A JWK (JSON object text, malloc'd) of the public key in pem_path. */
 char *jwk_from_pem(const char *pem_path, const char *kid);
 
+/* Writes dir/jwks.json, {"keys":[jwks...]}, replaced whole by a rename so that a fetch never
+ * reads half a document. */
+void write_jwks(const char *dir, const char *const *jwks, size_t n);
+/* openssl s_server -WWW serving the files of dir over https (the sandbox certificate, which
+ * names 127.0.0.1; CA GW_CERTS_DIR/ca.crt) on a free port (*port). Stop it with SIGTERM. */
+pid_t serve_dir(const char *dir, int *port);
+/* A new RSA 2048 key pair in dir: b.key and b.pub. */
+void make_key_b(const char *dir);
+
 /* Mints a token with ghl-gateway mint into out (NUL-terminated). alg: RS256 (k1), ES256 (e1)
  * or HS256; extra: more mint arguments (may be NULL). Returns 0 or -1. */
 int mint(const char *alg, const char *iss, const char *sub, const char *scope, const char *extra,

@@ -274,51 +274,6 @@ END_TEST
 
 /* ---- JWKS URL ---- */
 
-/* Replaced whole (a rename), so a fetch never reads half a document. */
-static void write_jwks(const char *dir, const char *const *jwks, size_t n)
-{
-    char path[400], tmp[420];
-    snprintf(path, sizeof path, "%s/jwks.json", dir);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    ck_assert_ptr_nonnull(f);
-    fputs("{\"keys\":[", f);
-    for (size_t i = 0; i < n; i++)
-        fprintf(f, "%s%s", i ? "," : "", jwks[i]);
-    fputs("]}", f);
-    fclose(f);
-    ck_assert_int_eq(rename(tmp, path), 0);
-}
-
-/* openssl s_server serving the files of dir over https on a free port (*port). */
-static pid_t serve_dir(const char *dir, int *port)
-{
-    *port = free_port();
-    char accept[16], cert[400], key[400], log[400];
-    snprintf(accept, sizeof accept, "%d", *port);
-    snprintf(cert, sizeof cert, "%s/sandbox.crt", GW_CERTS_DIR);
-    snprintf(key, sizeof key, "%s/sandbox.key", GW_CERTS_DIR);
-    snprintf(log, sizeof log, "%s/s_server.log", dir);
-    char *argv[] = {
-        "/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-WWW",
-        "-quiet",           NULL};
-    pid_t srv = spawn_in(argv, log, dir);
-    ck_assert_int_eq(wait_port(*port, 5000), 0);
-    return srv;
-}
-
-/* A new RSA key pair in dir: b.key and b.pub. */
-static void make_key_b(const char *dir)
-{
-    char cmd[1200], *out;
-    snprintf(cmd, sizeof cmd,
-             "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out %s/b.key && "
-             "openssl pkey -in %s/b.key -pubout -out %s/b.pub",
-             dir, dir, dir);
-    ck_assert_int_eq(run_cmd(cmd, &out), 0);
-    free(out);
-}
-
 static int status_with(const char *token)
 {
     char auth[4200];
