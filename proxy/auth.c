@@ -34,6 +34,7 @@ static const char *const reason_names[GW_AUTH_REASONS] = {
     [GW_AUTH_NOT_YET_VALID] = "not_yet_valid",
     [GW_AUTH_BAD_CLAIMS] = "bad_claims",
     [GW_AUTH_AUDIENCE] = "audience",
+    [GW_AUTH_BINDING] = "binding",
 };
 
 const char *gw_auth_reason_name(enum gw_auth_reason r)
@@ -476,6 +477,28 @@ static int collect_scopes(const struct gw_cfg_issuer *ci, const cJSON *claims, c
     return 0;
 }
 
+/* RFC 8705 §3.1: the cnf claim, when present, is an object; its x5t#S256, when present, the
+ * base64url (43 characters, no padding) of a SHA-256. Returns 0 with *x5t (or NULL), or -1
+ * when either has another form. */
+static int cert_thumbprint(const cJSON *claims, const char **x5t)
+{
+    *x5t = NULL;
+    const cJSON *cnf = cJSON_GetObjectItemCaseSensitive(claims, "cnf");
+    if (cnf == NULL)
+        return 0;
+    if (!cJSON_IsObject(cnf))
+        return -1;
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(cnf, "x5t#S256");
+    if (t == NULL)
+        return 0;
+    if (!cJSON_IsString(t) || strlen(t->valuestring) != 43 ||
+        strspn(t->valuestring, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") !=
+            43)
+        return -1;
+    *x5t = t->valuestring;
+    return 0;
+}
+
 static enum gw_auth_reason check_claims(const struct gw_issuer *is, const cJSON *c, int64_t now,
                                         int64_t *exp_out)
 {
@@ -518,6 +541,11 @@ static enum gw_auth_reason check_claims(const struct gw_issuer *is, const cJSON 
         if (v && !cJSON_IsString(v))
             return GW_AUTH_BAD_CLAIMS;
     }
+    const char *x5t = NULL;
+    if (cert_thumbprint(c, &x5t) != 0)
+        return GW_AUTH_BAD_CLAIMS;
+    if (x5t == NULL && ci->require_cert_binding)
+        return GW_AUTH_BINDING;
     *exp_out = exp;
     return GW_AUTH_OK;
 }
@@ -544,6 +572,8 @@ static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *cl
     p->client_id = v ? v->valuestring : NULL;
     v = cJSON_GetObjectItemCaseSensitive(claims, "jti");
     p->jti = v ? v->valuestring : NULL;
+    if (cert_thumbprint(claims, &p->cnf_x5t) != 0)
+        p->cnf_x5t = NULL; /* explain's claims: only a verified token is ever bound */
     bool no_id = gw_subject_id(p->iss, p->sub, p->subject_id) != 0; /* out of memory */
     if (no_id || collect_scopes(is->cfg, claims, &m->scope_copy, &p->scopes, &p->nscopes) != 0) {
         p->claims = NULL; /* the caller keeps ownership on failure */
@@ -554,10 +584,43 @@ static struct gw_principal *make_principal(const struct gw_issuer *is, cJSON *cl
     return p;
 }
 
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+bool gw_principal_bound_to(const struct gw_principal *p, const char *cert_sha256_hex)
+{
+    if (p->cnf_x5t == NULL)
+        return true;
+    unsigned char der_hash[32];
+    if (strlen(cert_sha256_hex) != 64)
+        return false; /* no client certificate: a bound token cannot be used */
+    for (size_t i = 0; i < 32; i++) {
+        int hi = hex_digit(cert_sha256_hex[2 * i]), lo = hex_digit(cert_sha256_hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return false;
+        der_hash[i] = (unsigned char)(hi << 4 | lo);
+    }
+    char b64[48];
+    gw_b64url_encode(der_hash, sizeof der_hash, b64);
+    return strcmp(b64, p->cnf_x5t) == 0;
+}
+
 enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t len, int64_t now,
                                   struct gw_principal **out)
 {
+    struct gw_key_miss miss;
+    return gw_jwt_verify_miss(a, token, len, now, out, &miss);
+}
+
+enum gw_auth_reason gw_jwt_verify_miss(struct gw_auth *a, const char *token, size_t len,
+                                       int64_t now, struct gw_principal **out,
+                                       struct gw_key_miss *miss)
+{
     *out = NULL;
+    if (miss)
+        *miss = (struct gw_key_miss){0};
     if (len == 0 || len > a->max_token_bytes)
         return GW_AUTH_MALFORMED;
     cJSON *header, *claims;
@@ -568,8 +631,9 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
     const cJSON *typ = cJSON_GetObjectItemCaseSensitive(header, "typ");
     const cJSON *kid = cJSON_GetObjectItemCaseSensitive(header, "kid");
     enum gw_alg want = cJSON_IsString(alg) ? gw_alg_from_name(alg->valuestring) : GW_ALG_NONE;
+    bool at_jwt = false;
     if (want == GW_ALG_NONE || cJSON_GetObjectItemCaseSensitive(header, "crit") ||
-        (typ && !(cJSON_IsString(typ) && strcasecmp(typ->valuestring, "JWT") == 0)) ||
+        (typ && !(cJSON_IsString(typ) && gw_jws_typ_ok(typ->valuestring, &at_jwt))) ||
         (kid && !(cJSON_IsString(kid) && strlen(kid->valuestring) <= MAX_KID))) {
         r = GW_AUTH_MALFORMED;
         goto done;
@@ -585,16 +649,25 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
     }
     struct gw_keyset *set = NULL;
     unsigned long epoch = 0;
+    /* before the keys are looked at: a fetch that ends after this counts for a wait */
+    unsigned long gen = atomic_load_explicit(&is->fetch_gen, memory_order_acquire);
     const struct gw_key *key = find_key(is, kid ? kid->valuestring : NULL, &set, &epoch);
     if (key == NULL || key->alg != want) {
-        if (key == NULL && kid && is->cfg->jwks_url)
-            gw_jwks_request_refetch(a, is, now);
+        if (key == NULL && kid && is->cfg->jwks_url && miss) {
+            int64_t at = gw_jwks_request_refetch(a, is, now);
+            if (at != INT64_MAX)
+                *miss = (struct gw_key_miss){.issuer = is, .refetch_at = at, .fetch_gen = gen};
+        }
         gw_keyset_unref(set);
         r = GW_AUTH_UNKNOWN_KEY;
         goto done;
     }
     enum gw_jws_result j = gw_jws_verify(token, len, key);
-    if (j == GW_JWS_OK && !libjwt_agrees(token, len, key))
+    /* libjwt 1.10.2 refuses every typ but JWT (research/libjwt-1.10.2.md): an RFC 9068 access
+     * token (or "application/jwt") is decided by the OpenSSL layer alone, which checked the
+     * same header */
+    bool libjwt_reads = typ == NULL || strcasecmp(typ->valuestring, "JWT") == 0;
+    if (j == GW_JWS_OK && libjwt_reads && !libjwt_agrees(token, len, key))
         j = GW_JWS_BAD_SIGNATURE;
     gw_keyset_unref(set);
     if (j != GW_JWS_OK) {
@@ -607,6 +680,10 @@ enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t l
     r = check_claims(is, claims, now, &exp);
     if (r != GW_AUTH_OK)
         goto done;
+    if (is->cfg->require_typ && !at_jwt) { /* RFC 9068 §4: only access tokens */
+        r = GW_AUTH_BAD_CLAIMS;
+        goto done;
+    }
     *out = make_principal(is, claims, exp, epoch, &r);
     if (*out)
         claims = NULL; /* owned by the principal */

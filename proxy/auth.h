@@ -49,6 +49,7 @@ enum gw_auth_reason {
     GW_AUTH_NOT_YET_VALID,
     GW_AUTH_BAD_CLAIMS,
     GW_AUTH_AUDIENCE,
+    GW_AUTH_BINDING, /* RFC 8705: not bound to the connection's client certificate (§4.3) */
     GW_AUTH_REASONS
 };
 const char *gw_auth_reason_name(enum gw_auth_reason r);
@@ -64,6 +65,7 @@ struct gw_principal {
     cJSON *claims;                /* the verified payload */
     unsigned char subject_id[32]; /* gw_subject_id(iss, sub): the rate limiter's key */
     unsigned long key_epoch;      /* the issuer's key_epoch when its key was chosen */
+    const char *cnf_x5t;          /* cnf's x5t#S256 (RFC 8705), or NULL; points into claims */
 };
 
 /* The fixed-size id of the subject iss + sub, of any length: SHA-256 over each string prefixed
@@ -84,6 +86,25 @@ struct gw_auth *gw_auth_build_rules(const struct gw_config *cfg);
  * reference), or the reason the token is refused. Never logs. */
 enum gw_auth_reason gw_jwt_verify(struct gw_auth *a, const char *token, size_t len, int64_t now,
                                   struct gw_principal **out);
+
+/* A token refused unknown_key because its kid is not (yet) in its issuer's fetched JWKS: the
+ * refetch it asked for may bring the key (SPEC §4.1). */
+struct gw_key_miss {
+    struct gw_issuer *issuer; /* NULL: nothing to wait for */
+    int64_t refetch_at;       /* when the refetch starts (seconds) */
+    unsigned long fetch_gen;  /* the issuer's fetch_gen before the refetch was asked for */
+};
+/* gw_jwt_verify, which also fills *miss (issuer NULL unless the token was refused for an
+ * unknown kid of an issuer whose JWKS is fetched). miss NULL: an unknown kid asks for no
+ * refetch (a request verified again after its wait asks only once). */
+enum gw_auth_reason gw_jwt_verify_miss(struct gw_auth *a, const char *token, size_t len,
+                                       int64_t now, struct gw_principal **out,
+                                       struct gw_key_miss *miss);
+
+/* SPEC §4.3: p may be used on a connection whose client certificate has this SHA-256 (hex,
+ * lower-case; "" without one): true when p carries no cnf x5t#S256, or one equal to the
+ * base64url of that hash. */
+bool gw_principal_bound_to(const struct gw_principal *p, const char *cert_sha256_hex);
 
 /* False once a key has left p's issuer's JWKS URL set since p was verified (SPEC §4.1): p may
  * have been verified with it, so a cache must not serve p again; verified anew, its token gets

@@ -31,6 +31,10 @@ struct gw_issuer {
      * a principal verified at another epoch is not served from a cache */
     atomic_ulong key_epoch;
     atomic_llong refetch_wanted; /* an unknown kid was seen: when (seconds), 0 if not */
+    /* moves after every fetch of the issuer's JWKS ends, good or not, once its keys are
+     * installed (and when its fetcher stops): a request waiting for a refetch (SPEC §4.1) is
+     * decided again once it has moved */
+    atomic_ulong fetch_gen;
 };
 
 struct gw_auth {

@@ -316,7 +316,8 @@ out:
 /* ---- the fetcher ---- */
 
 struct state {
-    int64_t last_attempt, next_due;
+    _Atomic int64_t last_attempt; /* read by workers (gw_jwks_request_refetch) */
+    int64_t next_due;
     atomic_ullong ok, fail;
 };
 
@@ -369,6 +370,29 @@ static bool not_configured(const struct gw_key *key, void *arg)
         gw_log_error("JWKS of issuer %s: kid %.64s is also a configured key; left out",
                      is->cfg->issuer, kid);
     return !clash;
+}
+
+/* The listener of ended fetches (gw_jwks_listen): one per process. */
+static pthread_mutex_t listen_mu = PTHREAD_MUTEX_INITIALIZER;
+static void (*listen_fn)(void *arg);
+static void *listen_arg;
+
+void gw_jwks_listen(void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&listen_mu);
+    listen_fn = fn;
+    listen_arg = arg;
+    pthread_mutex_unlock(&listen_mu);
+}
+
+/* A fetch of issuer is ended (or will never come): whoever waits for it is told. */
+static void fetch_ended(struct gw_issuer *is)
+{
+    atomic_fetch_add(&is->fetch_gen, 1);
+    pthread_mutex_lock(&listen_mu);
+    if (listen_fn)
+        listen_fn(listen_arg);
+    pthread_mutex_unlock(&listen_mu);
 }
 
 static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
@@ -443,6 +467,7 @@ static void *fetch_loop(void *arg)
                 st->next_due = now + ci->jwks_refresh_s;
                 pthread_mutex_unlock(&f->mu);
                 fetch_one(f, i);
+                fetch_ended(is);
                 pthread_mutex_lock(&f->mu);
                 /* a refetch asked for during the fetch found nobody waiting: start the scan
                  * again rather than sleep past it */
@@ -500,6 +525,10 @@ void gw_jwks_fetcher_stop(struct gw_jwks_fetcher *f)
     pthread_mutex_unlock(&f->mu);
     pthread_join(f->thread, NULL);
     f->started = false;
+    /* no fetch of these issuers comes any more: requests waiting for one are decided now */
+    for (size_t i = 0; i < f->a->nissuers; i++)
+        if (f->a->issuers[i].cfg->jwks_url != NULL)
+            fetch_ended(&f->a->issuers[i]);
 }
 
 void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f)
@@ -513,15 +542,21 @@ void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f)
     free(f);
 }
 
-void gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now)
+int64_t gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now)
 {
     struct gw_jwks_fetcher *f = a->fetcher;
+    if (f == NULL || !f->started)
+        return INT64_MAX;
+    int64_t at = atomic_load(&f->st[is - a->issuers].last_attempt) + is->cfg->jwks_refetch_min_s;
+    if (at < now)
+        at = now;
     long long expected = 0;
-    if (f == NULL || !atomic_compare_exchange_strong(&is->refetch_wanted, &expected, now))
-        return; /* already asked: no lock taken for every unknown kid an attacker sends */
+    if (!atomic_compare_exchange_strong(&is->refetch_wanted, &expected, now))
+        return at; /* already asked: no lock taken for every unknown kid an attacker sends */
     pthread_mutex_lock(&f->mu);
     pthread_cond_signal(&f->cv);
     pthread_mutex_unlock(&f->mu);
+    return at;
 }
 
 void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs)

@@ -49,8 +49,16 @@ size_t gw_jwks_install(struct gw_issuer *is, struct gw_keyset *set);
 struct gw_errs;
 void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs);
 
-/* A worker saw a kid it does not know for this issuer (now: seconds). */
-void gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now);
+/* A worker saw a kid it does not know for this issuer (now: seconds). Returns the time
+ * (seconds) at which the refetch will start: now, or later when the last fetch was less than
+ * jwks_refetch_min_s ago; INT64_MAX when the issuer has no fetcher. */
+int64_t gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now);
+
+/* The process's listener for ended fetches (SPEC §4.1: requests wait for a refetch): fn(arg)
+ * is called on the fetcher's thread after every fetch has ended and its keys are installed
+ * (the issuer's fetch_gen has moved), and when a fetcher stops. fn must only wake someone.
+ * NULL removes it; once this returns, fn is no longer running nor called. */
+void gw_jwks_listen(void (*fn)(void *arg), void *arg);
 
 /* Fetch counts, for the metrics: per issuer index. */
 void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok, uint64_t *fail);

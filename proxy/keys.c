@@ -486,6 +486,14 @@ void gw_keyset_unref(struct gw_keyset *s)
 
 /* ---- the signature layer ---- */
 
+bool gw_jws_typ_ok(const char *typ, bool *at_jwt)
+{
+    if (strncasecmp(typ, "application/", 12) == 0)
+        typ += 12;
+    *at_jwt = strcasecmp(typ, "at+jwt") == 0;
+    return *at_jwt || strcasecmp(typ, "JWT") == 0;
+}
+
 static enum gw_jws_result check_header(const unsigned char *h, size_t n, const struct gw_key *key)
 {
     struct gw_json_error je;
@@ -495,8 +503,9 @@ static enum gw_jws_result check_header(const unsigned char *h, size_t n, const s
     if (cJSON_IsObject(hdr)) {
         const cJSON *alg = cJSON_GetObjectItemCaseSensitive(hdr, "alg");
         const cJSON *typ = cJSON_GetObjectItemCaseSensitive(hdr, "typ");
+        bool at_jwt;
         if (!cJSON_IsString(alg) || cJSON_GetObjectItemCaseSensitive(hdr, "crit") != NULL ||
-            (typ && !(cJSON_IsString(typ) && strcasecmp(typ->valuestring, "JWT") == 0)))
+            (typ && !(cJSON_IsString(typ) && gw_jws_typ_ok(typ->valuestring, &at_jwt))))
             r = GW_JWS_MALFORMED;
         else if (strcmp(alg->valuestring, algs[key->alg].name) != 0)
             r = GW_JWS_WRONG_ALG;

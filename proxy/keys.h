@@ -91,6 +91,11 @@ enum gw_jws_result {
     GW_JWS_BAD_SIGNATURE, /* wrong length or does not verify */
 };
 
+/* True when typ (a JOSE header's "typ" string) is one the gateway accepts: JWT, or RFC 9068's
+ * at+jwt (*at_jwt set), compared case-insensitively, with an optional "application/" prefix
+ * (RFC 7515 §4.1.9). */
+bool gw_jws_typ_ok(const char *typ, bool *at_jwt);
+
 /* Verifies the compact JWS token[0..len) with key, using OpenSSL only; the payload is not
  * interpreted. */
 enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_key *key);

@@ -357,6 +357,17 @@ void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, s
     help(out, "ghl_gateway_ratelimit_fallback", "gauge",
          "1 while the shared rate-limit store is unusable and on_failure decides.");
     evbuffer_add_printf(out, "ghl_gateway_ratelimit_fallback %d\n", fallback ? 1 : 0);
+    static const char *const waits[GW_KW_RESULTS] = {"found", "not_found", "timeout"};
+    help(out, "ghl_gateway_jwks_refetch_waits_total", "counter",
+         "Requests that met an unknown kid and waited for their issuer's JWKS refetch, by what "
+         "came of it: found (the kid was in the new set), not_found, timeout.");
+    for (size_t k = 0; k < GW_KW_RESULTS; k++) {
+        uint64_t v = 0;
+        for (size_t s = 0; s < n; s++)
+            v += get(&shards[s]->key_waits[k]);
+        evbuffer_add_printf(out, "ghl_gateway_jwks_refetch_waits_total{result=\"%s\"} %llu\n",
+                            waits[k], (unsigned long long)v);
+    }
     uint64_t hits = 0, misses = 0;
     size_t conns = 0;
     for (size_t s = 0; s < n; s++) {

@@ -60,6 +60,9 @@ enum gw_rl_scope { GW_RL_SUBJECT, GW_RL_UPSTREAM, GW_RL_SCOPES };
 /* answers of the shared rate-limit store (SPEC §11.2) */
 enum gw_store_result { GW_STORE_OK, GW_STORE_ERROR, GW_STORE_TIMEOUT, GW_STORE_RESULTS };
 
+/* what became of a request that waited for a JWKS refetch (SPEC §4.1) */
+enum gw_key_wait_result { GW_KW_FOUND, GW_KW_NOT_FOUND, GW_KW_TIMEOUT, GW_KW_RESULTS };
+
 struct gw_metrics {
     struct gw_op_m ops[GW_M_OPS];
     struct gw_denial_m denials[GW_M_DENIALS];
@@ -70,6 +73,7 @@ struct gw_metrics {
     gw_counter rate_limited[GW_RL_SCOPES];
     gw_counter store_requests[GW_STORE_RESULTS];
     struct gw_hist store_dur;
+    gw_counter key_waits[GW_KW_RESULTS];
     atomic_bool store_fallback; /* this worker's store is unusable (on_failure decides) */
     atomic_size_t connections;  /* open client connections */
 };

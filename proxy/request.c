@@ -73,6 +73,7 @@ struct gw_req {
     struct event *intent_done;        /* the writer's answer, or audit.sync_timeout_ms passed */
     bool intent_written;              /* the change may go upstream: an outcome is owed */
     char cert_sha256[65];             /* the client certificate's SHA-256 (mTLS), or "" */
+    bool waited_keys;                 /* has waited for a JWKS refetch (once at most) */
 };
 
 /* Enters stage s (the unit suite follows the flow through env->trace). */
@@ -420,9 +421,13 @@ static void reply_unauthenticated(struct gw_req *r, enum gw_auth_reason why)
 
 _Static_assert(GW_AUTH_REASONS <= 16, "worker stats hold 16 reason counters");
 
-/* The principal of the request's bearer token: from the worker's cache, or verified now. */
-static enum gw_auth_reason authenticate(struct gw_req *r)
+/* The principal of the request's bearer token: from the worker's cache, or verified now;
+ * then bound to the connection's client certificate if the token says so (SPEC §4.3, checked
+ * on every request: a cached principal may come from another connection). *miss: what a
+ * refusal for an unknown kid may wait for. */
+static enum gw_auth_reason authenticate(struct gw_req *r, struct gw_key_miss *miss)
 {
+    *miss = (struct gw_key_miss){0};
     bool repeated;
     const char *value = gw_http_header(r->rq, "Authorization", &repeated);
     const char *token = NULL;
@@ -439,13 +444,16 @@ static enum gw_auth_reason authenticate(struct gw_req *r)
     r->principal = gw_token_cache_get(env->cache, key, now);
     if (r->principal) {
         gw_m_inc(&env->m->cache_hits);
-        return GW_AUTH_OK;
+    } else {
+        gw_m_inc(&env->m->cache_misses);
+        why = gw_jwt_verify_miss(r->snap->auth, token, len, now, &r->principal,
+                                 r->waited_keys ? NULL : miss);
+        if (why != GW_AUTH_OK)
+            return why;
+        if (r->principal->exp > now) /* a token in its leeway is not kept */
+            gw_token_cache_put(env->cache, key, r->principal, r->principal->exp);
     }
-    gw_m_inc(&env->m->cache_misses);
-    why = gw_jwt_verify(r->snap->auth, token, len, now, &r->principal);
-    if (why == GW_AUTH_OK && r->principal->exp > now) /* a token in its leeway is not kept */
-        gw_token_cache_put(env->cache, key, r->principal, r->principal->exp);
-    return why;
+    return gw_principal_bound_to(r->principal, r->cert_sha256) ? GW_AUTH_OK : GW_AUTH_BINDING;
 }
 
 static bool pass_back(const char *name)
@@ -1126,15 +1134,55 @@ static void on_store(void *arg, const struct gw_rlstore_answer *a)
     validate(r);
 }
 
-/* AUTHENTICATE: the bearer token (401 with the reason class), then the rate limits (429): in
- * the shared store when there is one (one round trip for the subject's bucket and the
- * upstream calls the request will make), else the subject's here and the upstream's when
- * the call is sent; then VALIDATE. */
+static void authenticated(struct gw_req *r, enum gw_auth_reason ar);
+
+/* The refetch a request waited for has ended (fetched), or its wait is over: the token is
+ * verified again, on the keys there are now. */
+static void on_keys(void *arg, bool fetched)
+{
+    struct gw_req *r = arg;
+    struct gw_key_miss miss;
+    enum gw_auth_reason ar = authenticate(r, &miss);
+    enum gw_key_wait_result res = ar != GW_AUTH_UNKNOWN_KEY ? GW_KW_FOUND
+                                  : fetched                 ? GW_KW_NOT_FOUND
+                                                            : GW_KW_TIMEOUT;
+    gw_m_inc(&r->env->m->key_waits[res]);
+    authenticated(r, ar);
+}
+
+/* SPEC §4.1: a token refused for a kid its issuer's JWKS does not hold waits for the refetch
+ * it asked for, once, at most jwks_refetch_wait_ms, when that refetch starts within the wait
+ * (jwks_refetch_min_s may put it later). Returns true when the request is parked. */
+static bool wait_for_keys(struct gw_req *r, const struct gw_key_miss *miss)
+{
+    const struct gw_req_env *env = r->env;
+    if (r->waited_keys || miss->issuer == NULL || env->key_wait == NULL)
+        return false;
+    long ms = miss->issuer->cfg->jwks_refetch_wait_ms;
+    int64_t now = (int64_t)time(NULL);
+    if (ms <= 0 || (miss->refetch_at - now) * 1000 >= ms)
+        return false;
+    r->waited_keys = true;
+    return env->key_wait(env->arg, miss->issuer, miss->fetch_gen, ms, on_keys, r);
+}
+
+/* AUTHENTICATE: the bearer token (401 with the reason class; an unknown kid may first wait
+ * for its issuer's refetch), then the rate limits (429): in the shared store when there is
+ * one (one round trip for the subject's bucket and the upstream calls the request will make),
+ * else the subject's here and the upstream's when the call is sent; then VALIDATE. */
 static void authenticate_and_limit(struct gw_req *r)
 {
     enter(r, GW_RS_AUTHENTICATE);
+    struct gw_key_miss miss;
+    enum gw_auth_reason ar = authenticate(r, &miss);
+    if (ar == GW_AUTH_UNKNOWN_KEY && wait_for_keys(r, &miss))
+        return; /* on_keys goes on */
+    authenticated(r, ar);
+}
+
+static void authenticated(struct gw_req *r, enum gw_auth_reason ar)
+{
     const struct gw_req_env *env = r->env;
-    enum gw_auth_reason ar = authenticate(r);
     if (ar != GW_AUTH_OK) {
         gw_m_inc(&env->m->auth_failures[ar]);
         r->auth_failure = gw_auth_reason_name(ar);

@@ -31,6 +31,7 @@
 
 #include "audit.h"
 #include "http1.h"
+#include "keywait.h"
 #include "rlstore.h"
 #include "upstream.h"
 
@@ -39,6 +40,7 @@ struct evbuffer;
 struct gw_access;
 struct gw_conn;
 struct gw_http_req;
+struct gw_issuer;
 struct gw_metrics;
 struct gw_rl;
 struct gw_snapshot;
@@ -92,6 +94,10 @@ struct gw_req_env {
     /* the shared rate-limit store (SPEC §11.2), as gw_rlstore_check; NULL without one */
     bool (*store_check)(void *arg, const struct gw_rlstore_ask *ask, gw_rlstore_cb cb,
                         void *cbarg);
+    /* a JWKS refetch (SPEC §4.1), as gw_keywait_park: cb exactly once, never from inside;
+     * false: the request cannot wait (refused at once). NULL: no waiting */
+    bool (*key_wait)(void *arg, struct gw_issuer *is, unsigned long gen, long ms,
+                     gw_keywait_cb cb, void *cbarg);
     /* the client: the reply (as gw_conn_reply: body drained) and the access log line */
     void (*reply)(void *arg, struct gw_conn *c, int status, const char *reason,
                   const struct gw_header *hdrs, size_t nhdrs, struct evbuffer *body, bool close);

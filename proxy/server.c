@@ -47,6 +47,15 @@ struct gw_daemon {
     struct event *worker_done; /* activated by the last worker as its loop ends */
 };
 
+/* The JWKS fetcher's thread: a fetch has ended (jwks.h); requests waiting for it are in
+ * every worker. */
+static void keys_fetched(void *arg)
+{
+    struct gw_daemon *d = arg;
+    for (size_t i = 0; i < d->nworkers; i++)
+        gw_worker_keys_fetched(d->workers[i]);
+}
+
 /* ---- what the workers read of the daemon (struct gw_worker_shared) ---- */
 
 static struct gw_snapshot *current_snapshot(void *arg)
@@ -338,6 +347,7 @@ int gw_server_run(const char *config_path)
     for (; set_up < d.nworkers; set_up++)
         if ((d.workers[set_up] = gw_worker_new(&d.shared, (int)set_up, snap)) == NULL)
             goto out;
+    gw_jwks_listen(keys_fetched, &d); /* every worker is set up */
     atomic_init(&d.running, d.nworkers);
     for (; started < d.nworkers; started++)
         if (gw_worker_start(d.workers[started]) != 0)
@@ -355,6 +365,7 @@ out:
     }
     for (size_t i = 0; i < started; i++)
         gw_worker_join(d.workers[i]);
+    gw_jwks_listen(NULL, NULL); /* before the workers go */
     for (size_t i = 0; i < set_up; i++) /* records a worker's last pass had not handed over */
         gw_worker_finish(d.workers[i]);
     /* the writer answers the intents still queued on the workers' (stopped) loops, so it

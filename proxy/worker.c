@@ -20,6 +20,7 @@
 #include "audit.h"
 #include "config.h"
 #include "conn.h"
+#include "keywait.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
@@ -40,6 +41,7 @@ struct gw_worker {
     struct evdns_base *dns;
     struct gw_upstream_pool *pool;
     struct gw_rlstore *store; /* the shared rate-limit store, when rate_limit.redis is set */
+    struct gw_keywait *keywait; /* requests waiting for a JWKS refetch */
     struct gw_conns *conns; /* every open client connection */
     struct gw_req_env env;  /* what its requests get (request.h) */
     struct gw_req_ids ids;
@@ -92,6 +94,13 @@ static bool env_store_check(void *arg, const struct gw_rlstore_ask *ask, gw_rlst
 {
     struct gw_worker *w = arg;
     return gw_rlstore_check(w->store, ask, cb, cbarg);
+}
+
+static bool env_key_wait(void *arg, struct gw_issuer *is, unsigned long gen, long ms,
+                         gw_keywait_cb cb, void *cbarg)
+{
+    struct gw_worker *w = arg;
+    return gw_keywait_park(w->keywait, is, gen, ms, cb, cbarg);
 }
 
 /* Hands the pass's records to the writer. Refused (the queue is full, the log is stopping):
@@ -374,12 +383,14 @@ struct gw_worker *gw_worker_new(const struct gw_worker_shared *shared, int id,
     w->access_buf = evbuffer_new();
     w->access_flush = event_new(w->base, -1, 0, on_access_flush, w);
     w->audit_flush = event_new(w->base, -1, 0, on_audit_flush, w);
+    w->keywait = gw_keywait_new(w->base);
     long entries = cfg->auth.token_cache_entries;
     size_t n = shared->nworkers ? shared->nworkers : 1;
     w->cache = gw_token_cache_new(entries ? (size_t)(entries + (long)n - 1) / n : 0);
     if (w->dns == NULL || w->pool == NULL || w->conns == NULL || w->wake == NULL ||
         w->drain_timer == NULL || w->accept_resume == NULL || w->cache == NULL ||
-        w->access_buf == NULL || w->access_flush == NULL || w->audit_flush == NULL)
+        w->access_buf == NULL || w->access_flush == NULL || w->audit_flush == NULL ||
+        w->keywait == NULL)
         goto fail;
     /* the store's connection settings are the first snapshot's: a reload that changes them
      * is told to restart (server.c) */
@@ -399,6 +410,7 @@ struct gw_worker *gw_worker_new(const struct gw_worker_shared *shared, int id,
         .snapshot = env_snapshot,
         .send = env_send,
         .store_check = w->store ? env_store_check : NULL,
+        .key_wait = env_key_wait,
         .audit_enabled = env_audit_enabled,
         .audit_post = env_audit_post,
         .audit_intent = env_audit_intent,
@@ -444,6 +456,11 @@ void gw_worker_wake(struct gw_worker *w)
     event_active(w->wake, EV_TIMEOUT, 0);
 }
 
+void gw_worker_keys_fetched(struct gw_worker *w)
+{
+    gw_keywait_fetched(w->keywait);
+}
+
 void gw_worker_finish(struct gw_worker *w)
 {
     if (w->audit_flush) /* the records of the last pass */
@@ -460,6 +477,9 @@ void gw_worker_free(struct gw_worker *w)
     if (w == NULL)
         return;
     w->stopped = true;
+    /* a request still waiting for a refetch (a drain that timed out) is decided now, on the
+     * keys it has */
+    gw_keywait_free(w->keywait);
     /* ends any call still in flight (after a drain timeout) before the connections go; a
      * request that waited on the store goes on as its on_failure says, into the pool */
     gw_rlstore_free(w->store);

@@ -9,7 +9,7 @@
  *
  * Memory: gw_worker_new / gw_worker_free. Threads: gw_worker_new, gw_worker_start,
  * gw_worker_join, gw_worker_finish and gw_worker_free from the main thread; gw_worker_wake
- * and gw_worker_metrics from any thread; everything else runs on the worker's own thread.
+ * gw_worker_keys_fetched and gw_worker_metrics from any thread; everything else runs on the worker's own thread.
  */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
@@ -53,6 +53,9 @@ int gw_worker_start(struct gw_worker *w);
 void gw_worker_join(struct gw_worker *w);
 /* From any thread: the worker looks at the daemon's snapshot and stopping flags. */
 void gw_worker_wake(struct gw_worker *w);
+/* From any thread (the JWKS fetcher's): a fetch has ended; requests waiting for one are
+ * looked at (keywait.h). */
+void gw_worker_keys_fetched(struct gw_worker *w);
 /* After its loop has ended: hands over the audit records of its last pass (before the audit
  * log stops, so that it answers the intents still queued). */
 void gw_worker_finish(struct gw_worker *w);

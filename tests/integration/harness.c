@@ -21,6 +21,8 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
+#include <openssl/x509.h>
 
 #include "b64url.h"
 
@@ -1008,4 +1010,54 @@ void make_key_b(const char *dir)
              dir, dir, dir);
     ck_assert_int_eq(run_cmd(cmd, &out), 0);
     free(out);
+}
+
+/* ---- tokens with a header of the test's choosing ---- */
+
+char *sign_jws_rs256(const char *key_path, const char *header, const char *payload)
+{
+    FILE *f = fopen(key_path, "r");
+    EVP_PKEY *k = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    if (k == NULL)
+        return NULL;
+    size_t hl = strlen(header), pl = strlen(payload);
+    char *out = malloc(GW_B64URL_ENCODED_SIZE(hl) + GW_B64URL_ENCODED_SIZE(pl) + 1024);
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    unsigned char sig[512];
+    size_t sl = sizeof sig;
+    size_t n = out ? gw_b64url_encode((const unsigned char *)header, hl, out) : 0;
+    if (out) {
+        out[n++] = '.';
+        n += gw_b64url_encode((const unsigned char *)payload, pl, out + n);
+    }
+    if (out == NULL || ctx == NULL || EVP_DigestSignInit(ctx, NULL, EVP_sha256(), NULL, k) != 1 ||
+        EVP_DigestSign(ctx, sig, &sl, (const unsigned char *)out, n) != 1) {
+        free(out);
+        out = NULL;
+    } else {
+        out[n++] = '.';
+        gw_b64url_encode(sig, sl, out + n);
+    }
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(k);
+    return out;
+}
+
+int cert_thumbprint(const char *cert_path, char out[48])
+{
+    FILE *f = fopen(cert_path, "r");
+    X509 *x = f ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    if (f)
+        fclose(f);
+    unsigned char *der = NULL, md[32];
+    int len = x ? i2d_X509(x, &der) : -1;
+    X509_free(x);
+    if (len <= 0)
+        return -1;
+    SHA256(der, (size_t)len, md);
+    OPENSSL_free(der);
+    gw_b64url_encode(md, sizeof md, out);
+    return 0;
 }

@@ -91,6 +91,13 @@ pid_t serve_dir(const char *dir, int *port);
 /* A new RSA 2048 key pair in dir: b.key and b.pub. */
 void make_key_b(const char *dir);
 
+/* A compact JWS of header and payload (JSON text, as given) signed RS256 with the private key
+ * in key_path (malloc'd), or NULL: for headers ghl-gateway mint (libjwt) does not write. */
+char *sign_jws_rs256(const char *key_path, const char *header, const char *payload);
+/* RFC 8705's x5t#S256 of the certificate in cert_path (PEM): base64url of the SHA-256 of its
+ * DER. Returns 0 or -1. */
+int cert_thumbprint(const char *cert_path, char out[48]);
+
 /* Mints a token with ghl-gateway mint into out (NUL-terminated). alg: RS256 (k1), ES256 (e1)
  * or HS256; extra: more mint arguments (may be NULL). Returns 0 or -1. */
 int mint(const char *alg, const char *iss, const char *sub, const char *scope, const char *extra,

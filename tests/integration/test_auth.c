@@ -274,6 +274,18 @@ END_TEST
 
 /* ---- JWKS URL ---- */
 
+/* ghl_gateway_jwks_refetch_waits_total{result="result"} */
+static long long waits(const char *result)
+{
+    char *m = NULL, series[120];
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    snprintf(series, sizeof series, "ghl_gateway_jwks_refetch_waits_total{result=\"%s\"}",
+             result);
+    long long v = metrics_sample(m, series);
+    free(m);
+    return v;
+}
+
 static int status_with(const char *token)
 {
     char auth[4200];
@@ -308,8 +320,8 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
     snprintf(auth, sizeof auth,
              "{ \"issuers\": [ { \"issuer\": \"https://rot.test\", \"jwks_url\": "
              "\"https://127.0.0.1:%d/jwks.json\", \"jwks_ca_file\": \"%s/ca.crt\", "
-             "\"jwks_refetch_min_s\": 1 } ] }",
-             port, GW_CERTS_DIR);
+             "\"jwks_refetch_min_s\": 1, \"jwks_refetch_wait_ms\": %d } ] }",
+             port, GW_CERTS_DIR, under_valgrind() ? 15000 : 2000);
     env_start(&E, &(struct env_opts){.auth_json = auth});
 
     char ta[4096], tb[4096], tc[4096];
@@ -328,21 +340,21 @@ START_TEST(test_jwks_url_rotation_and_failed_fetch)
 
     const char *two[] = {ja, jb};
     write_jwks(dir, two, 2);
-    /* an unknown kid asks for a refetch (at most one a second here): the rotated key works
-     * within moments, long before the 600 s refresh */
-    int st = 0;
-    for (int i = 0; i < 30 && st != 200; i++) {
-        usleep(200000);
-        st = status_with(tb);
-    }
-    ck_assert_int_eq(st, 200);
+    /* SPEC §4.1: the first request with the rotated key waits for the refetch its unknown kid
+     * asks for (at most one a second here), and gets 200: a rotation costs no 401 */
+    usleep(1100000); /* the refetch after tb's 401 above is allowed again */
+    ck_assert_int_eq(status_with(tb), 200);
+    ck_assert_int_eq(waits("found"), 1);
+    ck_assert_int_eq(waits("not_found"), 1); /* tb before its key was published */
 
     /* the JWKS goes away: a refetch fails and the last good keys stay */
     char path[400];
     snprintf(path, sizeof path, "%s/jwks.json", dir);
     unlink(path);
     usleep(1200000);
-    ck_assert_int_eq(status_with(tc), 401); /* unknown kid c1: refetch, which fails */
+    ck_assert_int_eq(status_with(tc), 401); /* unknown kid c1: waits for a refetch, which fails */
+    ck_assert_int_eq(waits("not_found"), 2);
+    ck_assert_int_eq(waits("timeout"), 0);
     char *glog = NULL;
     for (int i = 0; i < 30; i++) {
         usleep(200000);
@@ -444,6 +456,327 @@ START_TEST(test_jwks_url_withdrawn_key_refused_though_cached)
 }
 END_TEST
 
+/* A JWKS server on a fresh key pair (b1 in dir) and a gateway whose issuer https://rot.test
+ * fetches it; *srv, *port: the server. */
+static void start_rotating(char *dir, pid_t *srv, char **ja, char **jb, const char *more)
+{
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    make_key_b(dir);
+    char apub[400], bpub[400];
+    snprintf(apub, sizeof apub, "%s/jwt-rs256.pub.pem", GW_CERTS_DIR);
+    snprintf(bpub, sizeof bpub, "%s/b.pub", dir);
+    *ja = jwk_from_pem(apub, "a1");
+    *jb = jwk_from_pem(bpub, "b1");
+    ck_assert_ptr_nonnull(*ja);
+    ck_assert_ptr_nonnull(*jb);
+    const char *one[] = {*ja};
+    write_jwks(dir, one, 1);
+    int port;
+    *srv = serve_dir(dir, &port);
+    char auth[1024];
+    snprintf(auth, sizeof auth,
+             "{ \"issuers\": [ { \"issuer\": \"https://rot.test\", \"jwks_url\": "
+             "\"https://127.0.0.1:%d/jwks.json\", \"jwks_ca_file\": \"%s/ca.crt\"%s } ] }",
+             port, GW_CERTS_DIR, more);
+    env_start(&E, &(struct env_opts){.auth_json = auth});
+}
+
+static void stop_rotating(const char *dir, pid_t srv, char *ja, char *jb)
+{
+    kill(srv, SIGCONT);
+    kill(srv, SIGTERM);
+    waitpid(srv, NULL, 0);
+    free(ja);
+    free(jb);
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+
+static long long jwks_fetches(void)
+{
+    char *m = NULL;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    long long v = metrics_sample(
+        m, "ghl_gateway_jwks_fetches_total{issuer=\"https://rot.test\",result=\"ok\"}");
+    free(m);
+    return v;
+}
+
+/* SPEC §4.1: requests meeting the same unknown kid at once, on two connections (and so, in
+ * general, two workers), wait on the same refetch: both get 200 and the JWKS is fetched once
+ * more, not twice. */
+START_TEST(test_rotation_waits_are_shared_by_concurrent_requests)
+{
+    char dir[] = "/tmp/ghl-jwks-XXXXXX";
+    pid_t srv;
+    char *ja, *jb;
+    char more[80];
+    snprintf(more, sizeof more, ", \"jwks_refetch_min_s\": 1, \"jwks_refetch_wait_ms\": %d",
+             under_valgrind() ? 15000 : 3000);
+    start_rotating(dir, &srv, &ja, &jb, more);
+    char tb[4096], bextra[500];
+    snprintf(bextra, sizeof bextra, "--kid b1 --key %s/b.key", dir);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb, sizeof tb), 0);
+    const char *two[] = {ja, jb};
+    write_jwks(dir, two, 2); /* rotated at the identity provider; the gateway has not seen it */
+    long long before = jwks_fetches();
+    char ca[600], *raw = NULL;
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    ck_assert_int_ge(asprintf(&raw,
+                              "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\n"
+                              "Version: 2021-07-28\r\nAuthorization: Bearer %s\r\n\r\n",
+                              tb),
+                     0);
+    enum { N = 4 };
+    struct tls_client c[N];
+    /* connected first, then sent together: the refetch waits for jwks_refetch_min_s after the
+     * fetch at start, so all of them meet the unknown kid before it ends */
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(tls_connect(&c[i], E.gateway.port, 0, NULL, NULL, ca), 0);
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(tls_send(&c[i], raw, strlen(raw)), 0);
+    for (int i = 0; i < N; i++) {
+        struct response r;
+        ck_assert_int_eq(tls_read_response(&c[i], &r, under_valgrind() ? 30000 : 8000, 0), 0);
+        ck_assert_msg(r.status == 200, "request %d: %d %s", i, r.status, r.body);
+        response_free(&r);
+        tls_close(&c[i]);
+    }
+    free(raw);
+    ck_assert_int_eq(waits("found"), N);
+    ck_assert_int_eq(jwks_fetches() - before, 1);
+    stop_rotating(dir, srv, ja, jb);
+}
+END_TEST
+
+/* A refetch that does not end within jwks_refetch_wait_ms (the JWKS server hangs): the
+ * request is answered 401 unknown_key when its wait is over, counted as a timeout; and a kid
+ * met when the next refetch is further off than the wait (jwks_refetch_min_s) does not wait. */
+START_TEST(test_rotation_wait_times_out_and_only_waits_for_a_due_refetch)
+{
+    char dir[] = "/tmp/ghl-jwks-XXXXXX";
+    pid_t srv;
+    char *ja, *jb;
+    start_rotating(dir, &srv, &ja, &jb,
+                   ", \"jwks_refetch_min_s\": 1, \"jwks_refetch_wait_ms\": 1500");
+    char tb[4096], bextra[500];
+    snprintf(bextra, sizeof bextra, "--kid b1 --key %s/b.key", dir);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb, sizeof tb), 0);
+    const char *two[] = {ja, jb};
+    write_jwks(dir, two, 2);
+    ck_assert_int_eq(kill(srv, SIGSTOP), 0); /* connections queue, nothing answers */
+    usleep(1100000);
+    ck_assert_int_eq(status_with(tb), 401);
+    ck_assert_int_eq(waits("timeout"), 1);
+    ck_assert_int_eq(waits("found") + waits("not_found"), 0);
+    ck_assert_int_eq(kill(srv, SIGCONT), 0);
+    /* the hung fetch gives up after its 5 s; the next one brings b1 */
+    int st = 0;
+    for (int i = 0; i < 40 && st != 200; i++) {
+        usleep(250000);
+        st = status_with(tb);
+    }
+    ck_assert_int_eq(st, 200);
+    env_stop(&E);
+    stop_rotating(dir, srv, ja, jb);
+
+    /* jwks_refetch_min_s 30: right after the fetch at start, an unknown kid's refetch is 30 s
+     * off, past the 2 s wait: refused at once, no wait counted */
+    char dir2[] = "/tmp/ghl-jwks-XXXXXX";
+    start_rotating(dir2, &srv, &ja, &jb, ", \"jwks_refetch_min_s\": 30");
+    snprintf(bextra, sizeof bextra, "--kid b1 --key %s/b.key", dir2);
+    ck_assert_int_eq(
+        mint("RS256", "https://rot.test", "svc", "users.readonly", bextra, tb, sizeof tb), 0);
+    ck_assert_int_eq(status_with(tb), 401);
+    ck_assert_int_eq(waits("found") + waits("not_found") + waits("timeout"), 0);
+    stop_rotating(dir2, srv, ja, jb);
+}
+END_TEST
+
+/* ---- typ (SPEC §4 item 3, RFC 9068) ---- */
+
+/* A token of ISSUER_RS's key k1 (or of iss) with the header given. */
+static char *token_with_header(const char *iss, const char *header)
+{
+    char key[400], payload[600];
+    snprintf(key, sizeof key, "%s/jwt-rs256.key", GW_CERTS_DIR);
+    long now = (long)time(NULL);
+    snprintf(payload, sizeof payload,
+             "{\"iss\":\"%s\",\"sub\":\"svc-typ\",\"aud\":\"ghl-gateway\","
+             "\"scope\":\"users.readonly\",\"iat\":%ld,\"exp\":%ld}",
+             iss, now, now + 600);
+    char *t = sign_jws_rs256(key, header, payload);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+static void expect_status(const char *token, int status, const char *reason, const char *what)
+{
+    char auth[4200];
+    snprintf(auth, sizeof auth, "Authorization: Bearer %s\r\n", token);
+    struct response r;
+    ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, auth, NULL, &r), 0);
+    ck_assert_msg(r.status == status, "%s: %d %s", what, r.status, r.body);
+    if (reason) {
+        char want[200];
+        snprintf(want, sizeof want,
+                 "Bearer realm=\"ghl-gateway\", error=\"invalid_token\", "
+                 "error_description=\"%s\"",
+                 reason);
+        const char *got = response_header(&r, "WWW-Authenticate");
+        ck_assert_msg(got && strcmp(got, want) == 0, "%s: %s", what, got ? got : "(none)");
+    }
+    response_free(&r);
+}
+
+START_TEST(test_typ_at_jwt_accepted_and_required_where_configured)
+{
+    char auth[1400];
+    snprintf(auth, sizeof auth,
+             "{ \"issuers\": [\n"
+             "  { \"issuer\": \"" ISSUER_RS "\", \"keys\": [ { \"kid\": \"k1\", \"alg\": \"RS256\", "
+             "\"pem_file\": \"%s/jwt-rs256.pub.pem\" } ] },\n"
+             "  { \"issuer\": \"https://rot.test\", \"require_typ\": \"at+jwt\", \"keys\": [ { "
+             "\"kid\": \"k1\", \"alg\": \"RS256\", \"pem_file\": \"%s/jwt-rs256.pub.pem\" } ] } ] }",
+             GW_CERTS_DIR, GW_CERTS_DIR);
+    env_start(&E, &(struct env_opts){.auth_json = auth});
+    static const struct {
+        const char *typ; /* NULL: no typ */
+        int plain, required; /* the status without and with require_typ */
+        const char *reason_plain, *reason_required;
+    } cases[] = {
+        {"at+jwt", 200, 200, NULL, NULL},
+        {"application/at+jwt", 200, 200, NULL, NULL},
+        {"AT+JWT", 200, 200, NULL, NULL},
+        {"Application/At+Jwt", 200, 200, NULL, NULL},
+        {"JWT", 200, 401, NULL, "bad_claims"},
+        {"application/jwt", 200, 401, NULL, "bad_claims"},
+        {NULL, 200, 401, NULL, "bad_claims"},
+        {"jwt+at", 401, 401, "malformed", "malformed"},
+        {"at+jwt ", 401, 401, "malformed", "malformed"},
+        {"application/", 401, 401, "malformed", "malformed"},
+        {"JOSE", 401, 401, "malformed", "malformed"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char header[200], what[120];
+        if (cases[i].typ)
+            snprintf(header, sizeof header, "{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"%s\"}",
+                     cases[i].typ);
+        else
+            snprintf(header, sizeof header, "{\"alg\":\"RS256\",\"kid\":\"k1\"}");
+        char *t = token_with_header(ISSUER_RS, header);
+        snprintf(what, sizeof what, "typ %s", cases[i].typ ? cases[i].typ : "(none)");
+        expect_status(t, cases[i].plain, cases[i].reason_plain, what);
+        free(t);
+        t = token_with_header("https://rot.test", header);
+        snprintf(what, sizeof what, "typ %s with require_typ",
+                 cases[i].typ ? cases[i].typ : "(none)");
+        expect_status(t, cases[i].required, cases[i].reason_required, what);
+        free(t);
+    }
+}
+END_TEST
+
+/* ---- certificate-bound tokens (SPEC §4.3, RFC 8705) ---- */
+
+/* GET one user over a TLS connection with the client certificate crt/key. */
+static int status_over_mtls(const char *token, const char *crt, const char *key)
+{
+    char ca[600], *raw = NULL;
+    snprintf(ca, sizeof ca, "%s/ca.crt", E.certs);
+    ck_assert_int_ge(asprintf(&raw,
+                              "GET /users/" SEED_USER " HTTP/1.1\r\nHost: localhost\r\n"
+                              "Version: 2021-07-28\r\nAuthorization: Bearer %s\r\n\r\n",
+                              token),
+                     0);
+    struct tls_client c;
+    struct response r;
+    ck_assert_int_eq(tls_connect(&c, E.gateway.port, 0, crt, key, ca), 0);
+    ck_assert_int_eq(tls_send(&c, raw, strlen(raw)), 0);
+    ck_assert_int_eq(tls_read_response(&c, &r, under_valgrind() ? 30000 : 5000, 0), 0);
+    int st = r.status;
+    if (st == 401)
+        ck_assert_str_eq(response_header(&r, "WWW-Authenticate"),
+                         "Bearer realm=\"ghl-gateway\", error=\"invalid_token\", "
+                         "error_description=\"binding\"");
+    response_free(&r);
+    tls_close(&c);
+    free(raw);
+    return st;
+}
+
+START_TEST(test_cert_bound_tokens_only_on_their_certificate)
+{
+    char dir[] = "/tmp/ghl-bind-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char cmd[2400], *out = NULL;
+    /* a second client certificate from the same trusted CA */
+    snprintf(cmd, sizeof cmd,
+             "cd %s && openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+             "-subj /CN=other-client -keyout other.key -out other.csr 2>/dev/null && "
+             "printf 'extendedKeyUsage=clientAuth\\n' > other.ext && "
+             "openssl x509 -req -in other.csr -CA %s/ca.crt -CAkey %s/ca.key -CAcreateserial "
+             "-CAserial other.srl -days 2 -extfile other.ext -out other.crt 2>/dev/null",
+             dir, GW_CERTS_DIR, GW_CERTS_DIR);
+    ck_assert_int_eq(run_cmd(cmd, &out), 0);
+    free(out);
+    char tls[700], auth[1400];
+    snprintf(tls, sizeof tls, "\"client_ca\": \"%s/ca.crt\"", GW_CERTS_DIR);
+    snprintf(auth, sizeof auth,
+             "{ \"issuers\": [\n"
+             "  { \"issuer\": \"" ISSUER_RS "\", \"keys\": [ { \"kid\": \"k1\", \"alg\": \"RS256\", "
+             "\"pem_file\": \"%s/jwt-rs256.pub.pem\" } ] },\n"
+             "  { \"issuer\": \"https://rot.test\", \"require_cert_binding\": true, \"keys\": [ { "
+             "\"kid\": \"k1\", \"alg\": \"RS256\", \"pem_file\": \"%s/jwt-rs256.pub.pem\" } ] } ] }",
+             GW_CERTS_DIR, GW_CERTS_DIR);
+    env_start(&E, &(struct env_opts){.tls_json = tls, .auth_json = auth});
+    char crt[600], key[600], ocrt[600], okey[600], thumb[48], othumb[48];
+    snprintf(crt, sizeof crt, "%s/client.crt", E.certs);
+    snprintf(key, sizeof key, "%s/client.key", E.certs);
+    snprintf(ocrt, sizeof ocrt, "%s/other.crt", dir);
+    snprintf(okey, sizeof okey, "%s/other.key", dir);
+    ck_assert_int_eq(cert_thumbprint(crt, thumb), 0);
+    ck_assert_int_eq(cert_thumbprint(ocrt, othumb), 0);
+    ck_assert_str_ne(thumb, othumb);
+    char bound[4096], unbound[4096], required[4096], required_unbound[4096], extra[200];
+    snprintf(extra, sizeof extra, "--kid k1 --claim 'cnf={\"x5t#S256\":\"%s\"}'", thumb);
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-bound", "users.readonly", extra, bound,
+                          sizeof bound),
+                     0);
+    ck_assert_int_eq(mint("RS256", ISSUER_RS, "svc-free", "users.readonly", "--kid k1", unbound,
+                          sizeof unbound),
+                     0);
+    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc-req", "users.readonly", extra,
+                          required, sizeof required),
+                     0);
+    ck_assert_int_eq(mint("RS256", "https://rot.test", "svc-req", "users.readonly", "--kid k1",
+                          required_unbound, sizeof required_unbound),
+                     0);
+    /* twice each: the second is served from the token cache, and is checked all the same */
+    for (int i = 0; i < 2; i++) {
+        ck_assert_int_eq(status_over_mtls(bound, crt, key), 200);
+        ck_assert_int_eq(status_over_mtls(bound, ocrt, okey), 401);
+        ck_assert_int_eq(status_over_mtls(unbound, ocrt, okey), 200);
+        ck_assert_int_eq(status_over_mtls(required, crt, key), 200);
+        ck_assert_int_eq(status_over_mtls(required, ocrt, okey), 401);
+        ck_assert_int_eq(status_over_mtls(required_unbound, crt, key), 401);
+    }
+    /* the reason class in the metrics and the access log */
+    char *m = NULL;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    ck_assert_int_eq(metrics_sample(m, "ghl_gateway_auth_failures_total{reason=\"binding\"}"), 6);
+    free(m);
+    char *alog = wait_for_text(E.access_log, "\"auth_failure\":\"binding\"", 5000);
+    ck_assert_msg(strstr(alog, "\"auth_failure\":\"binding\"") != NULL, "%s", alog);
+    free(alog);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("auth");
@@ -461,6 +794,10 @@ static Suite *suite(void)
     tcase_add_test(j, test_jwks_url_rotation_and_failed_fetch);
     tcase_add_test(j, test_jwks_url_withdrawn_key_refused_though_cached);
     tcase_add_test(j, test_op_without_scope_in_the_document_fails_closed);
+    tcase_add_test(j, test_rotation_waits_are_shared_by_concurrent_requests);
+    tcase_add_test(j, test_rotation_wait_times_out_and_only_waits_for_a_due_refetch);
+    tcase_add_test(j, test_typ_at_jwt_accepted_and_required_where_configured);
+    tcase_add_test(j, test_cert_bound_tokens_only_on_their_certificate);
     suite_add_tcase(s, j);
     return s;
 }

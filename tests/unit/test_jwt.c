@@ -34,6 +34,7 @@
 #include <openssl/sha.h>
 
 #include "auth.h"
+#include "b64url.h"
 #include "config.h"
 #include "jwks.h"
 #include "keys.h"
@@ -478,8 +479,24 @@ static const struct jcase header_cases[] = {
      GW_AUTH_MALFORMED},
     {"header with a \\u0000 escape", SK1, L("{\"alg\":\"RS256\",\"kid\":\"k1\\u0000\"}"), L(P_OK),
      GW_AUTH_MALFORMED},
+    /* RFC 9068 access tokens (SPEC rev 2 §4 item 3), any case, with or without application/ */
     {"typ at+jwt", SK1, L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"at+jwt\"}"), L(P_OK),
+     GW_AUTH_OK},
+    {"typ application/AT+JWT", SK1,
+     L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"application/AT+JWT\"}"), L(P_OK),
+     GW_AUTH_OK},
+    {"typ application/jwt", SK1,
+     L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"application/jwt\"}"), L(P_OK), GW_AUTH_OK},
+    {"typ jwt+at", SK1, L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"jwt+at\"}"), L(P_OK),
      GW_AUTH_MALFORMED},
+    {"typ at+jwt with a suffix", SK1,
+     L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"at+jwt2\"}"), L(P_OK), GW_AUTH_MALFORMED},
+    {"typ application/ alone", SK1,
+     L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"application/\"}"), L(P_OK),
+     GW_AUTH_MALFORMED},
+    {"typ application/application/at+jwt", SK1,
+     L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"application/application/at+jwt\"}"),
+     L(P_OK), GW_AUTH_MALFORMED},
     {"typ dpop+jwt", SK1, L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"dpop+jwt\"}"), L(P_OK),
      GW_AUTH_MALFORMED},
     {"typ JWE", SK1, L("{\"alg\":\"RS256\",\"kid\":\"k1\",\"typ\":\"JWE\"}"), L(P_OK),
@@ -725,7 +742,21 @@ END_TEST
 #define P_AUD(aud) L("{\"iss\":\"https://idp.example.com\",\"sub\":\"user-1\"" aud "," EXP_OK "}")
 #define P_SUB(sub)                                                                                 \
     L("{\"iss\":\"https://idp.example.com\",\"aud\":\"ghl-gateway\"" sub "," EXP_OK "}")
+#define X5T "o8Rz6Qxr5W_rLxOQzZ9IoGd9U9bWbWl4JCTjmXbdx_Y" /* 43 characters */
+#define P_CNF(cnf) L("{" C_BASE ",\"cnf\":" cnf "," EXP_OK "}")
 static const struct jcase claim_cases[] = {
+    /* RFC 8705 §3.1: cnf an object; its x5t#S256 the base64url of a SHA-256 */
+    {"cnf x5t#S256", SK1, L(H_K1), P_CNF("{\"x5t#S256\":\"" X5T "\"}"), GW_AUTH_OK},
+    {"cnf without x5t#S256", SK1, L(H_K1), P_CNF("{\"jkt\":\"abc\"}"), GW_AUTH_OK},
+    {"cnf a string", SK1, L(H_K1), P_CNF("\"" X5T "\""), GW_AUTH_BAD_CLAIMS},
+    {"cnf null", SK1, L(H_K1), P_CNF("null"), GW_AUTH_BAD_CLAIMS},
+    {"cnf x5t#S256 a number", SK1, L(H_K1), P_CNF("{\"x5t#S256\":1}"), GW_AUTH_BAD_CLAIMS},
+    {"cnf x5t#S256 too short", SK1, L(H_K1), P_CNF("{\"x5t#S256\":\"o8Rz6Qxr5W\"}"),
+     GW_AUTH_BAD_CLAIMS},
+    {"cnf x5t#S256 padded", SK1, L(H_K1),
+     P_CNF("{\"x5t#S256\":\"o8Rz6Qxr5W_rLxOQzZ9IoGd9U9bWbWl4JCTjmXbdx_=\"}"), GW_AUTH_BAD_CLAIMS},
+    {"cnf x5t#S256 in base64", SK1, L(H_K1),
+     P_CNF("{\"x5t#S256\":\"o8Rz6Qxr5W/rLxOQzZ9IoGd9U9bWbWl4JCTjmXbdx+Y\"}"), GW_AUTH_BAD_CLAIMS},
     {"aud the string", SK1, L(H_K1), P_AUD(",\"aud\":\"ghl-gateway\""), GW_AUTH_OK},
     {"aud an array holding it", SK1, L(H_K1), P_AUD(",\"aud\":[\"other\",\"ghl-gateway\"]"),
      GW_AUTH_OK},
@@ -1264,11 +1295,46 @@ START_TEST(test_jwt_custom_scope_claim)
 }
 END_TEST
 
+/* SPEC §4.3: a principal with cnf x5t#S256 is bound to the certificate whose SHA-256 that is
+ * (given in hex, as the connection has it); one without is bound to none. */
+START_TEST(test_jwt_principal_bound_to_its_certificate)
+{
+    unsigned char md[32];
+    char hex[65], other[65], x5t[48];
+    for (size_t i = 0; i < sizeof md; i++)
+        md[i] = (unsigned char)(i * 37 + 5);
+    for (size_t i = 0; i < 32; i++) {
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        snprintf(other + 2 * i, 3, "%02x", (unsigned)(md[i] ^ (i == 31)));
+    }
+    gw_b64url_encode(md, sizeof md, x5t);
+    char payload[400];
+    snprintf(payload, sizeof payload, "{" C_BASE ",\"cnf\":{\"x5t#S256\":\"%s\"}," EXP_OK "}",
+             x5t);
+    char *t = tok(&g_sig[SK1], H_K1, payload);
+    struct gw_principal *p = NULL;
+    ck_assert_int_eq(verify_n(t, strlen(t), &p), GW_AUTH_OK);
+    ck_assert_str_eq(p->cnf_x5t, x5t);
+    ck_assert(gw_principal_bound_to(p, hex));
+    ck_assert(!gw_principal_bound_to(p, other));
+    ck_assert(!gw_principal_bound_to(p, ""));
+    hex[7] = 'G'; /* not hex */
+    ck_assert(!gw_principal_bound_to(p, hex));
+    gw_principal_unref(p);
+    t = tok(&g_sig[SK1], H_K1, P_OK);
+    ck_assert_int_eq(verify_n(t, strlen(t), &p), GW_AUTH_OK);
+    ck_assert_ptr_null(p->cnf_x5t);
+    ck_assert(gw_principal_bound_to(p, ""));
+    ck_assert(gw_principal_bound_to(p, other));
+    gw_principal_unref(p);
+}
+END_TEST
+
 START_TEST(test_jwt_reason_names)
 {
     static const char *const want[] = {
         NULL,      "missing",       "malformed",  "unknown_issuer", "unknown_key", "bad_signature",
-        "expired", "not_yet_valid", "bad_claims", "audience"};
+        "expired", "not_yet_valid", "bad_claims", "audience",    "binding"};
     for (int r = GW_AUTH_MISSING; r < GW_AUTH_REASONS; r++) {
         const char *n = gw_auth_reason_name((enum gw_auth_reason)r);
         ck_assert_msg(n && strcmp(n, want[r]) == 0, "reason %d: %s", r, n ? n : "(null)");
@@ -1576,6 +1642,7 @@ static Suite *jwt_suite(void)
     tcase_add_test(tc, test_jwt_scp_array_element_is_one_scope);
     tcase_add_test(tc, test_jwt_custom_scope_claim);
     tcase_add_test(tc, test_jwt_reason_names);
+    tcase_add_test(tc, test_jwt_principal_bound_to_its_certificate);
     tcase_add_test(tc, test_jwt_bearer_token_extraction);
     tcase_add_test(tc, test_jwt_bearer_missing_or_other_scheme);
     tcase_add_test(tc, test_jwt_bearer_malformed);

@@ -1102,7 +1102,8 @@ START_TEST(test_keys_jws_header_strictness)
     static const char *const bad[] = {
         "{\"alg\":\"RS256\",\"alg\":\"HS256\"}",
         "{\"alg\":\"RS256\",\"crit\":[\"exp\"]}",
-        "{\"alg\":\"RS256\",\"typ\":\"at+jwt\"}",
+        "{\"alg\":\"RS256\",\"typ\":\"at+jwt+\"}",
+        "{\"alg\":\"RS256\",\"typ\":\"JOSE\"}",
         "[\"RS256\"]",
         "{\"alg\":256}",
         "{\"typ\":\"JWT\"}",
@@ -1115,6 +1116,9 @@ START_TEST(test_keys_jws_header_strictness)
         free(tok);
     }
     char *tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\",\"typ\":\"jwt\"}", "foo");
+    ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_OK);
+    free(tok);
+    tok = JWS(GW_ALG_RS256, g_rsa, "{\"alg\":\"RS256\",\"typ\":\"application/at+JWT\"}", "foo");
     ck_assert_int_eq(jws_verify(tok, &k), GW_JWS_OK);
     free(tok);
     /* the payload is not interpreted at this layer */
