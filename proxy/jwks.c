@@ -325,7 +325,8 @@ struct gw_jwks_fetcher {
     struct gw_auth *a;
     struct state *st; /* per issuer */
     pthread_t thread;
-    bool started, stop;
+    atomic_bool started; /* read by workers (gw_jwks_request_refetch) */
+    bool stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
@@ -545,8 +546,8 @@ void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f)
 int64_t gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t now)
 {
     struct gw_jwks_fetcher *f = a->fetcher;
-    if (f == NULL || !f->started)
-        return INT64_MAX;
+    if (f == NULL || !atomic_load(&f->started))
+        return INT64_MAX; /* no fetch will come: a reload replaced this configuration */
     int64_t at = atomic_load(&f->st[is - a->issuers].last_attempt) + is->cfg->jwks_refetch_min_s;
     if (at < now)
         at = now;
