@@ -647,6 +647,14 @@ void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok
     *fail = f ? atomic_load(&f->st[issuer].fail) : 0;
 }
 
+size_t gw_jwks_key_count(struct gw_issuer *is)
+{
+    pthread_mutex_lock(&is->url_mu);
+    size_t n = is->url_keys ? is->url_keys->n : 0;
+    pthread_mutex_unlock(&is->url_mu);
+    return n + is->nkeys + (is->file_keys ? is->file_keys->n : 0);
+}
+
 /* Two configurations of one issuer whose keys come from the same place: the same jwks_url,
  * or both by discovery (the document is the issuer's own). */
 static bool same_source(const struct gw_cfg_issuer *a, const struct gw_cfg_issuer *b)

@@ -67,6 +67,9 @@ void gw_jwks_request_refetch(struct gw_auth *a, struct gw_issuer *is, int64_t no
 /* Fetch counts, for the metrics: per issuer index. A fetch is one round: the discovery
  * document and the JWKS, or the JWKS alone. */
 void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok, uint64_t *fail);
+/* The keys an issuer can verify with now, for the metrics: its configured keys, its JWKS
+ * file's and its last good fetched set's. Any thread. */
+size_t gw_jwks_key_count(struct gw_issuer *is);
 
 /* A bounded blocking HTTPS GET (used by the fetcher; public for tests). On success returns 0,
  * *body (malloc'd, NUL-terminated) and *len; else -1 with why. ca_file NULL: system store. */
