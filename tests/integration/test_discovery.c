@@ -2,7 +2,8 @@
  * through <issuer>/.well-known/openid-configuration served over TLS by openssl s_server,
  * refuses documents of another issuer or with an http jwks_uri (and check warns), follows a
  * moved jwks_uri at a refresh while a bad document keeps the last good keys (across a reload
- * too), and gets its keys without a reload once a provider that was down at start answers. */
+ * too), and gets its keys without a reload once a provider that was down at start answers
+ * (the same retry serves a jwks_url). */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -109,15 +110,19 @@ static void idp_free(struct idp *p)
     run_cmd(cmd, NULL);
 }
 
-/* The gateway with one discovery issuer (its CA the test CA) and a policy that lets its
- * subjects read; more: extra members of the issuer. */
-static void start_gateway(const struct idp *p, const char *more)
+/* The gateway with one issuer (its CA the test CA) and a policy that lets its subjects read:
+ * with discovery, or with the jwks_url of jwks.json (url); more: extra members of the issuer. */
+static void start_gateway_with(const struct idp *p, bool url, const char *more)
 {
-    char auth[1024], policy[1024];
+    char auth[1024], policy[1024], source[200];
+    if (url)
+        snprintf(source, sizeof source, "\"jwks_url\": \"%s/jwks.json\"", p->issuer);
+    else
+        snprintf(source, sizeof source, "\"discovery\": true");
     snprintf(auth, sizeof auth,
-             "{ \"issuers\": [ { \"issuer\": \"%s\", \"discovery\": true, "
+             "{ \"issuers\": [ { \"issuer\": \"%s\", %s, "
              "\"jwks_ca_file\": \"%s/ca.crt\"%s%s } ] }",
-             p->issuer, GW_CERTS_DIR, more ? ", " : "", more ? more : "");
+             p->issuer, source, GW_CERTS_DIR, more ? ", " : "", more ? more : "");
     snprintf(policy, sizeof policy,
              "{ \"name\": \"discovered\",\n"
              "  \"subjects\": [ { \"iss\": [\"%s\"] } ],\n"
@@ -125,6 +130,11 @@ static void start_gateway(const struct idp *p, const char *more)
              "  \"companies\": \"*\", \"locations\": \"*\" }\n",
              p->issuer);
     env_start(&E, &(struct env_opts){.auth_json = auth, .policies = {{"disc.json", policy}}});
+}
+
+static void start_gateway(const struct idp *p, const char *more)
+{
+    start_gateway_with(p, false, more);
 }
 
 static void teardown(void)
@@ -321,16 +331,16 @@ START_TEST(test_discovery_moved_jwks_uri_followed_and_bad_document_keeps_keys)
 END_TEST
 
 /* The provider is down when the gateway starts: its tokens get unknown_key, and once it
- * answers they pass within the retry backoff, without a reload. */
-START_TEST(test_discovery_provider_down_at_start_then_up)
+ * answers they pass within the retry backoff, without a reload. The same for a jwks_url. */
+static void provider_down_at_start_then_up(bool url)
 {
     struct idp p;
-    idp_make(&p);            /* not served yet */
-    start_gateway(&p, NULL); /* jwks_refresh_s 600: only the backoff can fetch again soon */
+    idp_make(&p);                      /* not served yet */
+    start_gateway_with(&p, url, NULL); /* jwks_refresh_s 600: only the backoff fetches soon */
     ck_assert_int_eq(status_with(p.ta), 401);
     char want[200];
-    snprintf(want, sizeof want, "JWKS of issuer %s: discovery: cannot connect to 127.0.0.1",
-             p.issuer);
+    snprintf(want, sizeof want, "JWKS of issuer %s: %scannot connect to 127.0.0.1", p.issuer,
+             url ? "" : "discovery: ");
     char *glog = slurp(E.gateway.log);
     ck_assert_msg(strstr(glog, want) != NULL, "%s", glog);
     ck_assert_msg(strstr(glog, "no keys from it yet (its tokens get 401 unknown_key), trying "
@@ -355,6 +365,17 @@ START_TEST(test_discovery_provider_down_at_start_then_up)
     free(glog);
     idp_free(&p);
 }
+
+START_TEST(test_discovery_provider_down_at_start_then_up)
+{
+    provider_down_at_start_then_up(false);
+}
+END_TEST
+
+START_TEST(test_jwks_url_provider_down_at_start_then_up)
+{
+    provider_down_at_start_then_up(true);
+}
 END_TEST
 
 static Suite *suite(void)
@@ -369,6 +390,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_discovery_http_jwks_uri_refused);
     tcase_add_test(t, test_discovery_moved_jwks_uri_followed_and_bad_document_keeps_keys);
     tcase_add_test(t, test_discovery_provider_down_at_start_then_up);
+    tcase_add_test(t, test_jwks_url_provider_down_at_start_then_up);
     suite_add_tcase(s, t);
     return s;
 }
