@@ -35,7 +35,7 @@ int gw_discovery_url(const char *issuer, char *out, size_t cap, char *why, size_
 static const char *excerpt(const char *s, char out[EXCERPT + 4])
 {
     size_t i = 0;
-    for (; s[i] && i < EXCERPT; i++) {
+    for (; i < EXCERPT && s[i]; i++) {
         unsigned char c = (unsigned char)s[i];
         out[i] = c < 0x20 || c > 0x7E || c == '"' || c == '\\' ? '?' : (char)c;
     }
