@@ -134,7 +134,7 @@ static int load_issuer(const struct gw_config *cfg, const struct gw_cfg_issuer *
     bool hmac = false;
     for (size_t k = 0; k < is->nkeys; k++)
         hmac |= gw_alg_is_hmac(is->keys[k].alg);
-    if (hmac && (ci->jwks_file || ci->jwks_url)) {
+    if (hmac && (ci->jwks_file || gw_jwks_fetched(ci))) {
         gw_msgs_add(&errs->problems,
                     "%s:%d: auth.issuers[%zu]: HMAC secrets cannot be combined with a JWKS",
                     cfg->file, ci->line, idx);
@@ -181,7 +181,7 @@ int gw_auth_build(const struct gw_config *cfg, struct gw_auth **out, struct gw_e
     for (size_t i = 0; i < cfg->auth.nissuers; i++) {
         rc |= load_issuer(cfg, &cfg->auth.issuers[i], &a->issuers[i], i, errs);
         a->nissuers++;
-        urls |= cfg->auth.issuers[i].jwks_url != NULL;
+        urls |= gw_jwks_fetched(&cfg->auth.issuers[i]);
     }
     if (rc == 0 && urls && (a->fetcher = gw_jwks_fetcher_new(a)) == NULL) {
         gw_msgs_add(&errs->problems, "%s: auth: cannot set up the JWKS fetcher", cfg->file);
@@ -653,7 +653,7 @@ enum gw_auth_reason gw_jwt_verify_miss(struct gw_auth *a, const char *token, siz
     unsigned long gen = atomic_load_explicit(&is->fetch_gen, memory_order_acquire);
     const struct gw_key *key = find_key(is, kid ? kid->valuestring : NULL, &set, &epoch);
     if (key == NULL || key->alg != want) {
-        if (key == NULL && kid && is->cfg->jwks_url && miss) {
+        if (key == NULL && kid && gw_jwks_fetched(is->cfg) && miss) {
             int64_t at = gw_jwks_request_refetch(a, is, now);
             if (at != INT64_MAX)
                 *miss = (struct gw_key_miss){.issuer = is, .refetch_at = at, .fetch_gen = gen};

@@ -19,6 +19,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "discovery.h"
 #include "issuers.h"
 #include "keys.h"
 #include "log.h"
@@ -27,6 +28,8 @@
 #define FETCH_TIMEOUT_MS 5000
 #define MAX_JWKS_BYTES (1u << 20)
 #define MAX_HEAD_BYTES (16u << 10)
+/* the longest wait between the fetches of an issuer that has no URL keys yet */
+#define MAX_RETRY_S 60
 
 /* ---- a bounded blocking HTTPS GET ---- */
 
@@ -318,6 +321,8 @@ out:
 struct state {
     _Atomic int64_t last_attempt; /* read by workers (gw_jwks_request_refetch) */
     int64_t next_due;
+    int64_t retry_s; /* the last wait after a failure while the issuer had no URL keys, or 0 */
+    char *jwks_uri;  /* discovery: the jwks_uri of the last valid document, or NULL */
     atomic_ullong ok, fail;
 };
 
@@ -396,34 +401,126 @@ static void fetch_ended(struct gw_issuer *is)
     pthread_mutex_unlock(&listen_mu);
 }
 
-static bool fetch_one(struct gw_jwks_fetcher *f, size_t i)
+/* ---- discovery and the fetch of an issuer's key set ---- */
+
+bool gw_jwks_fetched(const struct gw_cfg_issuer *ci)
+{
+    return ci->jwks_url != NULL || ci->discovery;
+}
+
+/* A discovery issuer's document, fetched like a JWKS (same CA, size and deadline) and checked
+ * (gw_discovery_parse). On success *uri is its jwks_uri (the one before is freed). Returns 0,
+ * or -1 with why ("discovery: ..."). */
+static int discover(const struct gw_cfg_issuer *ci, char **uri, char *why, size_t whylen)
+{
+    char url[1024], inner[300], *body = NULL, *found = NULL;
+    size_t len = 0;
+    if (gw_discovery_url(ci->issuer, url, sizeof url, inner, sizeof inner) == 0 &&
+        gw_https_get(url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body, &len, inner,
+                     sizeof inner) == 0)
+        found = gw_discovery_parse(body, len, ci->issuer, inner, sizeof inner);
+    free(body);
+    if (found == NULL) {
+        snprintf(why, whylen, "discovery: %s", inner);
+        return -1;
+    }
+    free(*uri);
+    *uri = found;
+    return 0;
+}
+
+/* The issuer's key set as its identity provider publishes it now: from its jwks_url, or with
+ * discovery from the jwks_uri of its document. *uri (discovery only) keeps the jwks_uri of the
+ * last valid document between calls; the document is read again when rediscover, or when
+ * none was valid yet. A document that fails fails the fetch (no JWKS is read then, not even
+ * from the jwks_uri before). Returns the set (one reference), or NULL with why. */
+static struct gw_keyset *fetch_keyset(const struct gw_cfg_issuer *ci, char **uri, bool rediscover,
+                                      char *why, size_t whylen)
+{
+    const char *url = ci->jwks_url;
+    if (ci->discovery) {
+        if ((rediscover || *uri == NULL) && discover(ci, uri, why, whylen) != 0)
+            return NULL;
+        url = *uri;
+    }
+    char *body = NULL, inner[300];
+    size_t len = 0;
+    struct gw_keyset *set = NULL;
+    if (gw_https_get(url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body, &len, inner,
+                     sizeof inner) == 0)
+        set = gw_jwks_parse(body, len, inner, sizeof inner);
+    free(body);
+    if (set == NULL) {
+        /* a discovered URL is named: the configuration does not say which one it was */
+        if (ci->discovery)
+            snprintf(why, whylen, "JWKS at %.200s: %s", url, inner);
+        else
+            snprintf(why, whylen, "%s", inner);
+    }
+    return set;
+}
+
+static bool has_url_keys(struct gw_issuer *is)
+{
+    pthread_mutex_lock(&is->url_mu);
+    bool has = is->url_keys != NULL;
+    pthread_mutex_unlock(&is->url_mu);
+    return has;
+}
+
+/* When issuer i is fetched next after a fetch that began at started: jwks_refresh_s later, or,
+ * after a failure while it has no URL keys (a start with its identity provider away), sooner:
+ * 1 s after this attempt ended, doubling up to min(jwks_refresh_s, MAX_RETRY_S), so its tokens
+ * work soon after the provider is back. Returns the wait of a retry, or 0. */
+static int64_t schedule(struct gw_jwks_fetcher *f, size_t i, int64_t started, bool ok)
+{
+    struct gw_issuer *is = &f->a->issuers[i];
+    struct state *st = &f->st[i];
+    int64_t cap = is->cfg->jwks_refresh_s < MAX_RETRY_S ? is->cfg->jwks_refresh_s : MAX_RETRY_S;
+    st->last_attempt = started;
+    st->next_due = started + is->cfg->jwks_refresh_s;
+    if (ok || has_url_keys(is)) {
+        st->retry_s = 0;
+        return 0;
+    }
+    st->retry_s = st->retry_s == 0 ? 1 : st->retry_s * 2 < cap ? st->retry_s * 2 : cap;
+    st->next_due = now_s() + st->retry_s;
+    return st->retry_s;
+}
+
+/* One fetch of issuer i's keys, begun at now (rediscover: a refresh or the start, which read a
+ * discovery document again; an unknown kid's refetch reads the JWKS at the last good
+ * jwks_uri). Installs a good set, counts and logs the outcome, and schedules the next fetch.
+ * Runs on the fetcher's thread (or on the main thread before it starts). */
+static bool fetch_one(struct gw_jwks_fetcher *f, size_t i, int64_t now, bool rediscover)
 {
     struct gw_issuer *is = &f->a->issuers[i];
     const struct gw_cfg_issuer *ci = is->cfg;
-    char *body = NULL, why[300];
-    size_t len = 0;
-    struct gw_keyset *set = NULL;
-    if (gw_https_get(ci->jwks_url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body, &len,
-                     why, sizeof why) == 0)
-        set = gw_jwks_parse(body, len, why, sizeof why);
-    free(body);
-    if (set == NULL) {
-        atomic_fetch_add(&f->st[i].fail, 1);
-        gw_log_error("JWKS of issuer %s: %s; keeping the last good keys", ci->issuer, why);
-        return false;
-    }
+    struct state *st = &f->st[i];
+    char why[600];
+    struct gw_keyset *set = fetch_keyset(ci, &st->jwks_uri, rediscover, why, sizeof why);
     /* a kid names one key: URL keys may not shadow (or be shadowed by) configured ones */
-    if (gw_keyset_keep(set, not_configured, is) == 0) {
+    if (set && gw_keyset_keep(set, not_configured, is) == 0) {
         gw_keyset_unref(set);
-        atomic_fetch_add(&f->st[i].fail, 1);
-        gw_log_error("JWKS of issuer %s: no usable key left; keeping the last good keys",
-                     ci->issuer);
+        set = NULL;
+        snprintf(why, sizeof why, "no usable key left");
+    }
+    if (set == NULL) {
+        atomic_fetch_add(&st->fail, 1);
+        int64_t retry = schedule(f, i, now, false);
+        if (retry)
+            gw_log_error("JWKS of issuer %s: %s; no keys from it yet (its tokens get 401 "
+                         "unknown_key), trying again in %lld s",
+                         ci->issuer, why, (long long)retry);
+        else
+            gw_log_error("JWKS of issuer %s: %s; keeping the last good keys", ci->issuer, why);
         return false;
     }
-    atomic_fetch_add(&f->st[i].ok, 1);
+    atomic_fetch_add(&st->ok, 1);
+    schedule(f, i, now, true);
     size_t n = set->n, gone = gw_jwks_install(is, set);
     gw_log_info("JWKS of issuer %s: %zu key%s loaded from %s", ci->issuer, n, n == 1 ? "" : "s",
-                ci->jwks_url);
+                ci->discovery ? st->jwks_uri : ci->jwks_url);
     if (gone)
         gw_log_info("JWKS of issuer %s: %zu key%s withdrawn: the tokens verified with %s are "
                     "refused from now on, cached or not",
@@ -457,17 +554,16 @@ static void *fetch_loop(void *arg)
         for (size_t i = 0; i < f->a->nissuers; i++) {
             struct gw_issuer *is = &f->a->issuers[i];
             const struct gw_cfg_issuer *ci = is->cfg;
-            if (ci->jwks_url == NULL)
+            if (!gw_jwks_fetched(ci))
                 continue;
             struct state *st = &f->st[i];
             int64_t wanted = atomic_load(&is->refetch_wanted);
             int64_t refetch_at = wanted ? st->last_attempt + ci->jwks_refetch_min_s : INT64_MAX;
             if (now >= st->next_due || now >= refetch_at) {
+                bool refresh = now >= st->next_due;
                 atomic_store(&is->refetch_wanted, 0);
-                st->last_attempt = now;
-                st->next_due = now + ci->jwks_refresh_s;
                 pthread_mutex_unlock(&f->mu);
-                fetch_one(f, i);
+                fetch_one(f, i, now, refresh);
                 fetch_ended(is);
                 pthread_mutex_lock(&f->mu);
                 /* a refetch asked for during the fetch found nobody waiting: start the scan
@@ -502,12 +598,9 @@ int gw_jwks_fetcher_start(struct gw_jwks_fetcher *f)
     int failed = 0;
     int64_t now = now_s();
     for (size_t i = 0; i < f->a->nissuers; i++) {
-        const struct gw_cfg_issuer *ci = f->a->issuers[i].cfg;
-        if (ci->jwks_url == NULL)
+        if (!gw_jwks_fetched(f->a->issuers[i].cfg))
             continue;
-        f->st[i].last_attempt = now;
-        f->st[i].next_due = now + ci->jwks_refresh_s;
-        failed += !fetch_one(f, i);
+        failed += !fetch_one(f, i, now, true);
     }
     if (pthread_create(&f->thread, NULL, fetch_loop, f) == 0)
         f->started = true;
@@ -528,7 +621,7 @@ void gw_jwks_fetcher_stop(struct gw_jwks_fetcher *f)
     f->started = false;
     /* no fetch of these issuers comes any more: requests waiting for one are decided now */
     for (size_t i = 0; i < f->a->nissuers; i++)
-        if (f->a->issuers[i].cfg->jwks_url != NULL)
+        if (gw_jwks_fetched(f->a->issuers[i].cfg))
             fetch_ended(&f->a->issuers[i]);
 }
 
@@ -539,6 +632,8 @@ void gw_jwks_fetcher_free(struct gw_jwks_fetcher *f)
     gw_jwks_fetcher_stop(f);
     pthread_cond_destroy(&f->cv);
     pthread_mutex_destroy(&f->mu);
+    for (size_t i = 0; i < f->a->nissuers; i++)
+        free(f->st[i].jwks_uri);
     free(f->st);
     free(f);
 }
@@ -564,16 +659,17 @@ void gw_jwks_check(struct gw_auth *a, struct gw_errs *errs)
 {
     for (size_t i = 0; i < a->nissuers; i++) {
         const struct gw_cfg_issuer *ci = a->issuers[i].cfg;
-        if (ci->jwks_url == NULL)
+        if (!gw_jwks_fetched(ci))
             continue;
-        char *body = NULL, why[300];
-        size_t len = 0;
-        struct gw_keyset *set = NULL;
-        if (gw_https_get(ci->jwks_url, ci->jwks_ca_file, FETCH_TIMEOUT_MS, MAX_JWKS_BYTES, &body,
-                         &len, why, sizeof why) == 0)
-            set = gw_jwks_parse(body, len, why, sizeof why);
-        free(body);
-        if (set == NULL)
+        char why[600], *uri = NULL;
+        struct gw_keyset *set = fetch_keyset(ci, &uri, true, why, sizeof why);
+        free(uri);
+        /* a discovery issuer has no URL in the file to name: the issuer names it */
+        if (set == NULL && ci->discovery)
+            gw_msgs_add(&errs->warnings,
+                        "warning: auth.issuers[%zu] %s: %s (the gateway keeps trying)", i,
+                        ci->issuer, why);
+        else if (set == NULL)
             gw_msgs_add(&errs->warnings,
                         "warning: auth.issuers[%zu].jwks_url: %s (the gateway keeps trying)", i,
                         why);
@@ -587,16 +683,32 @@ void gw_jwks_counts(const struct gw_jwks_fetcher *f, size_t issuer, uint64_t *ok
     *fail = f ? atomic_load(&f->st[issuer].fail) : 0;
 }
 
+size_t gw_jwks_key_count(struct gw_issuer *is)
+{
+    pthread_mutex_lock(&is->url_mu);
+    size_t n = is->url_keys ? is->url_keys->n : 0;
+    pthread_mutex_unlock(&is->url_mu);
+    return n + is->nkeys + (is->file_keys ? is->file_keys->n : 0);
+}
+
+/* Two configurations of one issuer whose keys come from the same place: the same jwks_url,
+ * or both by discovery (the document is the issuer's own). */
+static bool same_source(const struct gw_cfg_issuer *a, const struct gw_cfg_issuer *b)
+{
+    if (strcmp(a->issuer, b->issuer) != 0 || a->discovery != b->discovery)
+        return false;
+    return a->discovery || (a->jwks_url && b->jwks_url && strcmp(a->jwks_url, b->jwks_url) == 0);
+}
+
 void gw_jwks_adopt_keys(struct gw_auth *to, struct gw_auth *from)
 {
     for (size_t i = 0; i < to->nissuers; i++) {
         struct gw_issuer *t = &to->issuers[i];
-        if (t->cfg->jwks_url == NULL)
+        if (!gw_jwks_fetched(t->cfg))
             continue;
         for (size_t k = 0; k < from->nissuers; k++) {
             struct gw_issuer *f = &from->issuers[k];
-            if (f->cfg->jwks_url == NULL || strcmp(f->cfg->issuer, t->cfg->issuer) != 0 ||
-                strcmp(f->cfg->jwks_url, t->cfg->jwks_url) != 0)
+            if (!same_source(f->cfg, t->cfg))
                 continue;
             pthread_mutex_lock(&f->url_mu);
             struct gw_keyset *set = f->url_keys ? gw_keyset_ref(f->url_keys) : NULL;

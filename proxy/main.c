@@ -101,7 +101,8 @@ static void summary(const struct gw_snapshot *s)
         const struct gw_issuer *is = &s->auth->issuers[i];
         printf("    %s: %zu key%s%s%s%s%s, audiences", is->cfg->issuer, is->nkeys,
                is->nkeys == 1 ? "" : "s", is->file_keys ? " + JWKS file" : "",
-               is->cfg->jwks_url ? " + JWKS " : "", is->cfg->jwks_url ? is->cfg->jwks_url : "", "");
+               is->cfg->jwks_url ? " + JWKS " : "", is->cfg->jwks_url ? is->cfg->jwks_url : "",
+               is->cfg->discovery ? " + JWKS by discovery" : "");
         for (size_t k = 0; k < is->cfg->naudiences; k++)
             printf(" %s", is->cfg->audiences[k]);
         printf("%s\n", is->cfg->naudiences ? "" : " (not checked)");

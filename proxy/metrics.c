@@ -389,14 +389,23 @@ void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, s
 void gw_metrics_render_daemon(struct evbuffer *out, const struct gw_m_daemon *d)
 {
     help(out, "ghl_gateway_jwks_fetches_total", "counter",
-         "JWKS URL fetches, by issuer and result (since the configuration was loaded).");
+         "JWKS fetches (with discovery, the document and then the JWKS), by issuer and "
+         "result (since the configuration was loaded).");
     for (size_t i = 0; i < d->njwks; i++)
-        for (int k = 0; k < 2; k++) {
+        for (int k = 0; k < 2 && d->jwks[i].fetched; k++) {
             evbuffer_add_printf(out, "ghl_gateway_jwks_fetches_total{issuer=\"");
             label(out, d->jwks[i].issuer);
             evbuffer_add_printf(out, "\",result=\"%s\"} %llu\n", k ? "error" : "ok",
                                 (unsigned long long)(k ? d->jwks[i].failed : d->jwks[i].ok));
         }
+    help(out, "ghl_gateway_jwks_keys", "gauge",
+         "Keys an issuer can verify tokens with now: configured, from its JWKS file and from "
+         "its last good JWKS fetch.");
+    for (size_t i = 0; i < d->njwks; i++) {
+        evbuffer_add_printf(out, "ghl_gateway_jwks_keys{issuer=\"");
+        label(out, d->jwks[i].issuer);
+        evbuffer_add_printf(out, "\"} %zu\n", d->jwks[i].keys);
+    }
     const struct gw_audit_stats *st = d->audit;
     help(out, "ghl_gateway_audit_records_total", "counter", "Audit records written.");
     for (int e = 0; e < GW_AUDIT_EVENTS; e++)

@@ -95,10 +95,12 @@ void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, s
 struct gw_audit_stats;
 struct gw_m_jwks {
     const char *issuer;
+    bool fetched; /* it has a jwks_url or discovery: ok and failed count its fetches */
     uint64_t ok, failed;
+    size_t keys; /* the keys it can verify with now (gw_jwks_key_count) */
 };
 struct gw_m_daemon {
-    const struct gw_m_jwks *jwks; /* one per issuer with a JWKS URL */
+    const struct gw_m_jwks *jwks; /* one per issuer */
     size_t njwks;
     const struct gw_audit_stats *audit;
     uint64_t reloads_ok, reloads_failed;

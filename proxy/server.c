@@ -229,14 +229,15 @@ static void admin_metrics(void *arg, struct evbuffer *out)
     for (int i = 0; i < GW_AUTH_REASONS; i++)
         reasons[i] = gw_auth_reason_name((enum gw_auth_reason)i);
     gw_metrics_render(out, shards, n, reasons, GW_AUTH_REASONS);
-    /* JWKS fetches of the current configuration's issuers (counted from its start) */
-    const struct gw_auth *au = d->snap->auth;
+    /* the current configuration's issuers: their keys, and the fetches of those that fetch
+     * them (counted from its start) */
+    struct gw_auth *au = d->snap->auth;
     struct gw_m_jwks jwks[64];
     size_t nj = 0;
     for (size_t i = 0; i < au->nissuers && nj < sizeof jwks / sizeof *jwks; i++) {
-        if (au->issuers[i].cfg->jwks_url == NULL)
-            continue;
         jwks[nj].issuer = au->issuers[i].cfg->issuer;
+        jwks[nj].fetched = gw_jwks_fetched(au->issuers[i].cfg);
+        jwks[nj].keys = gw_jwks_key_count(&au->issuers[i]);
         gw_jwks_counts(au->fetcher, i, &jwks[nj].ok, &jwks[nj].failed);
         nj++;
     }

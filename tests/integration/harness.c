@@ -987,8 +987,13 @@ void write_jwks(const char *dir, const char *const *jwks, size_t n)
 pid_t serve_dir(const char *dir, int *port)
 {
     *port = free_port();
+    return serve_dir_at(dir, *port);
+}
+
+pid_t serve_dir_at(const char *dir, int port)
+{
     char accept[16], cert[400], key[400], log[400];
-    snprintf(accept, sizeof accept, "%d", *port);
+    snprintf(accept, sizeof accept, "%d", port);
     snprintf(cert, sizeof cert, "%s/sandbox.crt", GW_CERTS_DIR);
     snprintf(key, sizeof key, "%s/sandbox.key", GW_CERTS_DIR);
     snprintf(log, sizeof log, "%s/s_server.log", dir);
@@ -996,7 +1001,7 @@ pid_t serve_dir(const char *dir, int *port)
         "/usr/bin/openssl", "s_server", "-accept", accept, "-cert", cert, "-key", key, "-WWW",
         "-quiet",           NULL};
     pid_t srv = spawn_in(argv, log, dir);
-    ck_assert_int_eq(wait_port(*port, 5000), 0);
+    ck_assert_int_eq(wait_port(port, 5000), 0);
     return srv;
 }
 

@@ -88,6 +88,8 @@ void write_jwks(const char *dir, const char *const *jwks, size_t n);
 /* openssl s_server -WWW serving the files of dir over https (the sandbox certificate, which
  * names 127.0.0.1; CA GW_CERTS_DIR/ca.crt) on a free port (*port). Stop it with SIGTERM. */
 pid_t serve_dir(const char *dir, int *port);
+/* The same on a given port (one a test chose before the server was up). */
+pid_t serve_dir_at(const char *dir, int port);
 /* A new RSA 2048 key pair in dir: b.key and b.pub. */
 void make_key_b(const char *dir);
 

@@ -63,7 +63,7 @@ START_TEST(test_metrics_present_and_moving)
         "ghl_gateway_token_cache_hits_total",  "ghl_gateway_token_cache_misses_total",
         "ghl_gateway_jwks_fetches_total",      "ghl_gateway_reloads_total",
         "ghl_gateway_audit_last_seq",          "ghl_gateway_connections_active",
-        "ghl_gateway_config_generation",
+        "ghl_gateway_config_generation",       "ghl_gateway_jwks_keys",
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char want[200];
@@ -71,6 +71,13 @@ START_TEST(test_metrics_present_and_moving)
         ck_assert_msg(strstr(m, want) != NULL, "%s missing:\n%s", names[i], m);
     }
     ck_assert_int_eq(sample(m, "ghl_gateway_config_generation"), 1);
+    /* every issuer's keys, whatever their source: ISSUER_RS has two "keys", ISSUER_JWKS one
+     * from its file */
+    ck_assert_int_eq(sample(m, "ghl_gateway_jwks_keys{issuer=\"" ISSUER_RS "\"}"), 2);
+    ck_assert_int_eq(sample(m, "ghl_gateway_jwks_keys{issuer=\"" ISSUER_HS "\"}"), 1);
+    ck_assert_int_eq(sample(m, "ghl_gateway_jwks_keys{issuer=\"" ISSUER_JWKS "\"}"), 1);
+    /* none of them fetches its keys: no fetch counters */
+    ck_assert_ptr_null(strstr(m, "ghl_gateway_jwks_fetches_total{"));
     free(m);
 
     struct response r;

@@ -1,4 +1,5 @@
-/* jwks: the bounded HTTPS GET against servers that misbehave at the socket level. */
+/* jwks: the bounded HTTPS GET against servers that misbehave at the socket level; the retry
+ * schedule of an issuer without keys; which issuers keep their keys across a reload. */
 #include "../../proxy/jwks.c"
 
 #include <check.h>
@@ -111,6 +112,69 @@ START_TEST(test_dechunk)
 }
 END_TEST
 
+/* An issuer without URL keys (its provider away at start) is retried after 1 s, doubling up to
+ * min(jwks_refresh_s, 60 s); one with keys, or after a success, waits for its refresh. */
+START_TEST(test_retry_backoff_while_an_issuer_has_no_keys)
+{
+    static const struct {
+        long refresh_s;
+        int64_t waits[9];
+    } cases[] = {
+        {600, {1, 2, 4, 8, 16, 32, 60, 60, 60}},
+        {5, {1, 2, 4, 5, 5, 5, 5, 5, 5}},
+        {1, {1, 1, 1, 1, 1, 1, 1, 1, 1}},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        struct gw_cfg_issuer ci = {
+            .issuer = "https://i", .discovery = true, .jwks_refresh_s = cases[c].refresh_s};
+        struct gw_issuer is = {.cfg = &ci};
+        pthread_mutex_init(&is.url_mu, NULL);
+        struct gw_auth a = {.issuers = &is, .nissuers = 1};
+        struct gw_jwks_fetcher *f = gw_jwks_fetcher_new(&a);
+        ck_assert_ptr_nonnull(f);
+        for (int k = 0; k < 9; k++) {
+            int64_t before = now_s();
+            ck_assert_int_eq(schedule(f, 0, before, false), cases[c].waits[k]);
+            ck_assert_int_ge(f->st[0].next_due, before + cases[c].waits[k]);
+            ck_assert_int_le(f->st[0].next_due, now_s() + cases[c].waits[k]);
+        }
+        /* a success: the refresh interval again, and the next failure starts at 1 s */
+        ck_assert_int_eq(schedule(f, 0, 1000, true), 0);
+        ck_assert_int_eq(f->st[0].next_due, 1000 + cases[c].refresh_s);
+        ck_assert_int_eq(schedule(f, 0, now_s(), false), 1);
+        /* with last good keys a failure keeps them until the refresh: no hurry */
+        struct gw_keyset held = {.n = 0};
+        is.url_keys = &held;
+        ck_assert_int_eq(schedule(f, 0, 2000, false), 0);
+        ck_assert_int_eq(f->st[0].next_due, 2000 + cases[c].refresh_s);
+        is.url_keys = NULL;
+        gw_jwks_fetcher_free(f);
+        pthread_mutex_destroy(&is.url_mu);
+    }
+}
+END_TEST
+
+START_TEST(test_reload_keeps_keys_from_the_same_source)
+{
+    struct gw_cfg_issuer url_a = {.issuer = "https://i", .jwks_url = "https://i/a"};
+    struct gw_cfg_issuer url_a2 = {.issuer = "https://i", .jwks_url = "https://i/a"};
+    struct gw_cfg_issuer url_b = {.issuer = "https://i", .jwks_url = "https://i/b"};
+    struct gw_cfg_issuer disc = {.issuer = "https://i", .discovery = true};
+    struct gw_cfg_issuer disc2 = {.issuer = "https://i", .discovery = true};
+    struct gw_cfg_issuer disc_j = {.issuer = "https://j", .discovery = true};
+    ck_assert(same_source(&url_a, &url_a2));
+    ck_assert(!same_source(&url_a, &url_b));
+    ck_assert(same_source(&disc, &disc2));
+    ck_assert(!same_source(&disc, &disc_j));
+    /* switching between a jwks_url and discovery starts from nothing */
+    ck_assert(!same_source(&disc, &url_a));
+    ck_assert(!same_source(&url_a, &disc));
+    ck_assert(gw_jwks_fetched(&disc) && gw_jwks_fetched(&url_a));
+    struct gw_cfg_issuer keys_only = {.issuer = "https://i"};
+    ck_assert(!gw_jwks_fetched(&keys_only));
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("jwks");
@@ -121,6 +185,10 @@ static Suite *suite(void)
     tcase_add_test(t, test_https_get_connection_refused);
     tcase_add_test(t, test_dechunk);
     suite_add_tcase(s, t);
+    TCase *r = tcase_create("fetcher");
+    tcase_add_test(r, test_retry_backoff_while_an_issuer_has_no_keys);
+    tcase_add_test(r, test_reload_keeps_keys_from_the_same_source);
+    suite_add_tcase(s, r);
     return s;
 }
 
