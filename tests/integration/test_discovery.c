@@ -204,6 +204,32 @@ START_TEST(test_discovery_finds_the_jwks)
 }
 END_TEST
 
+/* SPEC §4.1 with discovery: the identity provider rotates (key B published beside A); the
+ * first token signed with B waits for the refetch its unknown kid asks for, at the jwks_uri
+ * the document gave, and gets 200. */
+START_TEST(test_discovery_rotation_first_request_passes)
+{
+    struct idp p;
+    idp_make(&p);
+    idp_serve(&p);
+    char more[120];
+    snprintf(more, sizeof more, "\"jwks_refetch_min_s\": 1, \"jwks_refetch_wait_ms\": %d",
+             under_valgrind() ? 15000 : 3000);
+    start_gateway(&p, more);
+    ck_assert_int_eq(status_with(p.ta), 200);
+    const char *both[] = {p.ja, p.jb};
+    write_jwks(p.dir, both, 2);
+    ck_assert_int_eq(status_with(p.tb), 200); /* the first request with the new key */
+    char *m = NULL;
+    ck_assert_int_eq(admin_get(&E, "/metrics", &m), 200);
+    ck_assert_int_eq(metrics_sample(m, "ghl_gateway_jwks_refetch_waits_total{result=\"found\"}"),
+                     1);
+    free(m);
+    ck_assert_int_eq(metric(&p, "ghl_gateway_jwks_keys", NULL), 2);
+    idp_free(&p);
+}
+END_TEST
+
 /* An issuer written with a trailing '/' (as some providers publish it): the document is
  * still at <issuer without it>/.well-known/..., and its issuer must keep the '/'. */
 START_TEST(test_discovery_issuer_with_a_trailing_slash)
@@ -385,6 +411,7 @@ static Suite *suite(void)
     tcase_add_checked_fixture(t, NULL, teardown);
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_discovery_finds_the_jwks);
+    tcase_add_test(t, test_discovery_rotation_first_request_passes);
     tcase_add_test(t, test_discovery_issuer_with_a_trailing_slash);
     tcase_add_test(t, test_discovery_document_of_another_issuer_refused);
     tcase_add_test(t, test_discovery_http_jwks_uri_refused);
