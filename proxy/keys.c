@@ -642,14 +642,15 @@ static bool verify_pkey(const struct gw_key *key, const unsigned char *msg, size
 bool gw_sig_verify(const struct gw_key *key, const unsigned char *msg, size_t msglen,
                    const unsigned char *sig, size_t siglen)
 {
-    if (key == NULL || (size_t)key->alg >= NALGS || algs[key->alg].family == F_NONE)
+    if (key == NULL || (size_t)key->alg >= NALGS || algs[key->alg].family == F_NONE ||
+        (algs[key->alg].family != F_HMAC && key->pkey == NULL))
         return false;
     size_t want = signature_size(key);
     if (want == 0 || siglen != want)
         return false;
     if (algs[key->alg].family == F_HMAC)
         return verify_hmac(key, msg, msglen, sig, siglen);
-    return key->pkey != NULL && verify_pkey(key, msg, msglen, sig, siglen);
+    return verify_pkey(key, msg, msglen, sig, siglen);
 }
 
 enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_key *key)
