@@ -409,12 +409,13 @@ static const struct gw_key *find_key(struct gw_issuer *is, const char *kid, stru
     return kid == NULL && total == 1 ? only : NULL;
 }
 
-/* libjwt, as SPEC §4 asks: called only with a non-empty key, and its verdict counts only if
- * the algorithm it used is the one pinned (its header parse differs from ours: case, last
- * duplicate wins; our strict checks ran first, so the two must agree). */
+/* libjwt, as SPEC §4 asks: called only with a non-empty key of an algorithm it has
+ * (gw_alg_in_libjwt: key->alg is then its jwt_alg_t), and its verdict counts only if the
+ * algorithm it used is the one pinned (its header parse differs from ours: case, last duplicate
+ * wins; our strict checks ran first, so the two must agree). */
 static bool libjwt_agrees(const char *token, size_t len, const struct gw_key *key)
 {
-    if (key->material == NULL || key->material_len == 0)
+    if (key->material == NULL || key->material_len == 0 || !gw_alg_in_libjwt(key->alg))
         return false;
     char *copy = malloc(len + 1);
     if (copy == NULL)
@@ -663,10 +664,11 @@ enum gw_auth_reason gw_jwt_verify_miss(struct gw_auth *a, const char *token, siz
         goto done;
     }
     enum gw_jws_result j = gw_jws_verify(token, len, key);
-    /* libjwt 1.10.2 refuses every typ but JWT (research/libjwt-1.10.2.md): an RFC 9068 access
-     * token (or "application/jwt") is decided by the OpenSSL layer alone, which checked the
-     * same header */
-    bool libjwt_reads = typ == NULL || strcasecmp(typ->valuestring, "JWT") == 0;
+    /* libjwt 1.10.2 has no PS* or EdDSA, and refuses every typ but JWT
+     * (research/libjwt-1.10.2.md): for those algorithms, and for an RFC 9068 access token (or
+     * "application/jwt"), the OpenSSL layer alone decides, which checked the same header */
+    bool libjwt_reads = gw_alg_in_libjwt(key->alg) &&
+                        (typ == NULL || strcasecmp(typ->valuestring, "JWT") == 0);
     if (j == GW_JWS_OK && libjwt_reads && !libjwt_agrees(token, len, key))
         j = GW_JWS_BAD_SIGNATURE;
     gw_keyset_unref(set);

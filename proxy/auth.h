@@ -8,11 +8,12 @@
  * crit; jwk/jku/x5u/x5c never used); the payload parsed strictly (object, no duplicates) and
  * its "iss" choosing the issuer; the key chosen by kid (or the issuer's only key) with its
  * pinned algorithm equal to the header's, exactly; the signature checked by the gateway's
- * OpenSSL layer (keys.h) and then by libjwt, called only with a non-empty key, whose resulting
- * alg must be the pinned one; then the claims, with explicit types: exp (required) / nbf / iat
- * integer literals against leeway and the maximum lifetime, aud against the audiences, the
- * subject claim a non-empty string, the scope claims a space-separated string or an array of
- * strings.
+ * OpenSSL layer (keys.h) and then, for the algorithms libjwt 1.10.2 has (HS*, RS*, ES*), by
+ * libjwt, called only with a non-empty key, whose resulting alg must be the pinned one (PS* and
+ * EdDSA: the OpenSSL layer alone decides); then the claims, with explicit types: exp
+ * (required) / nbf / iat integer literals against leeway and the maximum lifetime, aud against
+ * the audiences, the subject claim a non-empty string, the scope claims a space-separated
+ * string or an array of strings.
  *
  * Memory: gw_auth_build returns an auth the caller frees (gw_auth_free) after stopping its
  * fetcher; a principal is refcounted (the token cache shares it between requests).

@@ -14,6 +14,7 @@
 #include <openssl/hmac.h>
 #include <openssl/param_build.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 
 #include "b64url.h"
 #include "json.h"
@@ -21,14 +22,17 @@
 #define MAX_KID 256
 #define MIN_RSA_BITS 2048
 #define MAX_JWKS_KEYS 64
+#define ED25519_KEY_LEN 32
+#define ED25519_SIG_LEN 64
 
-enum family { F_NONE, F_HMAC, F_RSA, F_EC };
+/* F_RSA is PKCS#1 v1.5 (RS*), F_PSS RSASSA-PSS (PS*): both take the same RSA keys. */
+enum family { F_NONE, F_HMAC, F_RSA, F_PSS, F_EC, F_EDDSA };
 
 static const struct {
     const char *name;
     enum family family;
-    const char *md;    /* digest name */
-    size_t mac_len;    /* HMAC output, the minimum secret length */
+    const char *md;    /* digest name; NULL for EdDSA (no prehash) */
+    size_t hash_len;   /* HS: the minimum secret length; PS: the salt length */
     const char *curve; /* EC: OpenSSL group name */
     const char *crv;   /* EC: JWK crv */
     size_t field;      /* EC: bytes of one coordinate */
@@ -43,6 +47,10 @@ static const struct {
     [GW_ALG_ES256] = {"ES256", F_EC, "SHA256", 0, "prime256v1", "P-256", 32},
     [GW_ALG_ES384] = {"ES384", F_EC, "SHA384", 0, "secp384r1", "P-384", 48},
     [GW_ALG_ES512] = {"ES512", F_EC, "SHA512", 0, "secp521r1", "P-521", 66},
+    [GW_ALG_PS256] = {"PS256", F_PSS, "SHA256", 32},
+    [GW_ALG_PS384] = {"PS384", F_PSS, "SHA384", 48},
+    [GW_ALG_PS512] = {"PS512", F_PSS, "SHA512", 64},
+    [GW_ALG_EDDSA] = {"EdDSA", F_EDDSA},
 };
 #define NALGS (sizeof algs / sizeof *algs)
 
@@ -64,6 +72,11 @@ bool gw_alg_is_hmac(enum gw_alg a)
     return (size_t)a < NALGS && algs[a].family == F_HMAC;
 }
 
+bool gw_alg_in_libjwt(enum gw_alg a)
+{
+    return a >= GW_ALG_HS256 && a <= GW_ALG_ES512;
+}
+
 static int fail(char *why, size_t whylen, const char *msg)
 {
     snprintf(why, whylen, "%s", msg);
@@ -81,10 +94,24 @@ void gw_key_clear(struct gw_key *k)
     memset(k, 0, sizeof *k);
 }
 
-/* RSA: at least 2048 bits, e odd and at least 3. EC: on the curve the algorithm names. */
+/* RSA (RS*, PS*): at least 2048 bits, e odd and at least 3. EC: on the curve the algorithm
+ * names. EdDSA: Ed25519. */
 static int check_public_key(EVP_PKEY *pkey, enum gw_alg alg, char *why, size_t whylen)
 {
-    if (algs[alg].family == F_RSA) {
+    if (algs[alg].family == F_EDDSA) {
+        if (EVP_PKEY_is_a(pkey, "ED25519"))
+            return 0;
+        return fail(why, whylen,
+                    EVP_PKEY_is_a(pkey, "ED448")
+                        ? "an EdDSA key must be Ed25519 (Ed448 is not supported)"
+                        : "an EdDSA key must be Ed25519");
+    }
+    if (algs[alg].family == F_RSA || algs[alg].family == F_PSS) {
+        /* an id-RSASSA-PSS key carries its own hash and salt rules: one place decides them */
+        if (EVP_PKEY_is_a(pkey, "RSA-PSS"))
+            return fail(why, whylen,
+                        "an RSA-PSS (id-RSASSA-PSS) key: configure it as a plain RSA public "
+                        "key (rsaEncryption)");
         if (!EVP_PKEY_is_a(pkey, "RSA"))
             return fail(why, whylen, "not an RSA key");
         if (EVP_PKEY_get_bits(pkey) < MIN_RSA_BITS)
@@ -153,8 +180,8 @@ int gw_key_from_pem(const char *pem, size_t len, enum gw_alg alg, const char *ki
                     struct gw_key *out, char *why, size_t whylen)
 {
     memset(out, 0, sizeof *out);
-    if ((size_t)alg >= NALGS || (algs[alg].family != F_RSA && algs[alg].family != F_EC))
-        return fail(why, whylen, "a PEM key needs an RS* or ES* algorithm");
+    if ((size_t)alg >= NALGS || algs[alg].family == F_NONE || algs[alg].family == F_HMAC)
+        return fail(why, whylen, "a PEM key needs an RS*, PS*, ES* or EdDSA algorithm");
     if (memmem(pem, len, "PRIVATE KEY", 11) != NULL)
         return fail(why, whylen, "a private key: configure the public key");
     if (memmem(pem, len, "CERTIFICATE", 11) != NULL)
@@ -174,9 +201,9 @@ int gw_key_from_secret(const unsigned char *secret, size_t len, enum gw_alg alg,
     memset(out, 0, sizeof *out);
     if ((size_t)alg >= NALGS || algs[alg].family != F_HMAC)
         return fail(why, whylen, "a secret needs an HS* algorithm");
-    if (len < algs[alg].mac_len) {
+    if (len < algs[alg].hash_len) {
         snprintf(why, whylen, "an %s secret must be at least %zu bytes (this one has %zu)",
-                 algs[alg].name, algs[alg].mac_len, len);
+                 algs[alg].name, algs[alg].hash_len, len);
         return -1;
     }
     /* a public key's PEM as an HMAC secret is the algorithm-confusion attack's key */
@@ -283,6 +310,66 @@ static EVP_PKEY *ec_from_jwk(const cJSON *jwk, enum gw_alg alg, char *why, size_
     return pkey;
 }
 
+static EVP_PKEY *ed25519_from_jwk(const cJSON *jwk, char *why, size_t whylen)
+{
+    size_t xl = 0;
+    unsigned char *x = jb64(jwk, "x", &xl);
+    EVP_PKEY *pkey = NULL;
+    if (x == NULL || xl != ED25519_KEY_LEN)
+        snprintf(why, whylen, "Ed25519 key without a valid \"x\" of 32 bytes");
+    else if ((pkey = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, x, xl)) == NULL)
+        snprintf(why, whylen, "Ed25519 key that OpenSSL does not accept");
+    ERR_clear_error();
+    free(x);
+    return pkey;
+}
+
+/* The algorithm of an RSA, EC or OKP JWK: by type and curve, and its "alg" (name, may be NULL)
+ * when present. Returns the algorithm, or GW_ALG_NONE with *rc 0 (the key is ignored) or -1 (it
+ * is invalid) and why filled. */
+static enum gw_alg jwk_alg(const cJSON *jwk, const char *kty, const char *name, const char *kid,
+                           int *rc, char *why, size_t whylen)
+{
+    enum gw_alg by_type = GW_ALG_NONE;
+    const char *crv = jstr(jwk, "crv");
+    *rc = -1;
+    if (strcmp(kty, "RSA") == 0) {
+        by_type = GW_ALG_RS256;
+    } else if (crv == NULL) {
+        snprintf(why, whylen, "%s key %s without \"crv\"", kty, kid);
+        return GW_ALG_NONE;
+    } else if (strcmp(kty, "EC") == 0) {
+        for (size_t i = 1; i < NALGS; i++)
+            if (algs[i].crv && strcmp(algs[i].crv, crv) == 0)
+                by_type = (enum gw_alg)i;
+    } else if (strcmp(crv, "Ed25519") == 0) { /* OKP */
+        by_type = GW_ALG_EDDSA;
+    }
+    if (by_type == GW_ALG_NONE) {
+        /* Ed448 (RFC 8037's other EdDSA curve) is refused; X25519/X448 are for key agreement */
+        snprintf(why, whylen, "key %s ignored: %s curve %s is not %s", kid, kty, crv,
+                 kty[0] == 'E' ? "P-256, P-384 or P-521" : "Ed25519");
+        *rc = 0;
+        return GW_ALG_NONE;
+    }
+    if (name == NULL)
+        return by_type;
+    enum gw_alg named = gw_alg_from_name(name);
+    if (named == GW_ALG_NONE) {
+        snprintf(why, whylen, "key %s ignored: alg %s is not supported", kid, name);
+        *rc = 0;
+        return GW_ALG_NONE;
+    }
+    /* RS* and PS* take the same RSA keys: "alg" chooses (RS256 without one, SPEC §4) */
+    bool rsa_alg = algs[named].family == F_RSA || algs[named].family == F_PSS;
+    if (by_type == GW_ALG_RS256 ? rsa_alg : named == by_type)
+        return named;
+    snprintf(why, whylen, "key %s: alg %s does not fit kty %s%s%s", kid, name, kty,
+             crv && by_type != GW_ALG_RS256 ? " crv " : "",
+             crv && by_type != GW_ALG_RS256 ? crv : "");
+    return GW_ALG_NONE;
+}
+
 int gw_key_from_jwk(const cJSON *jwk, struct gw_key *out, char *why, size_t whylen)
 {
     memset(out, 0, sizeof *out);
@@ -311,62 +398,29 @@ int gw_key_from_jwk(const cJSON *jwk, struct gw_key *out, char *why, size_t whyl
             return 0;
         }
     }
-    bool rsa = strcmp(kty, "RSA") == 0, ec = strcmp(kty, "EC") == 0;
-    if (!rsa && !ec) {
+    bool rsa = strcmp(kty, "RSA") == 0, ec = strcmp(kty, "EC") == 0, okp = strcmp(kty, "OKP") == 0;
+    const char *name = kid ? kid : "(no kid)";
+    if (!rsa && !ec && !okp) {
         /* SPEC §4: oct keys in a JWKS are ignored (HMAC keys never mix with public keys) */
-        snprintf(why, whylen, "key %s ignored: kty %s is not RSA or EC", kid ? kid : "(no kid)",
-                 kty);
+        snprintf(why, whylen, "key %s ignored: kty %s is not RSA, EC or OKP", name, kty);
         return 0;
     }
     const cJSON *algv = cJSON_GetObjectItemCaseSensitive(jwk, "alg");
     if (algv && !cJSON_IsString(algv))
         return fail(why, whylen, "\"alg\" must be a string");
-    enum gw_alg alg = GW_ALG_NONE;
-    if (rsa) {
-        alg = algv ? gw_alg_from_name(algv->valuestring) : GW_ALG_RS256;
-        if (algv && (alg == GW_ALG_NONE || algs[alg].family != F_RSA)) {
-            snprintf(why, whylen, "key %s ignored: alg %s is not RS256/384/512",
-                     kid ? kid : "(no kid)", algv->valuestring);
-            return algs[alg].family == F_NONE ? 0 : -1;
-        }
-    } else {
-        const char *crv = jstr(jwk, "crv");
-        enum gw_alg by_curve = GW_ALG_NONE;
-        for (size_t i = 1; crv && i < NALGS; i++)
-            if (algs[i].crv && strcmp(algs[i].crv, crv) == 0)
-                by_curve = (enum gw_alg)i;
-        if (crv == NULL) {
-            snprintf(why, whylen, "EC key %s without \"crv\"", kid ? kid : "(no kid)");
-            return -1;
-        }
-        if (by_curve == GW_ALG_NONE) {
-            snprintf(why, whylen, "key %s ignored: curve %s is not P-256, P-384 or P-521",
-                     kid ? kid : "(no kid)", crv);
-            return 0;
-        }
-        alg = by_curve;
-        if (algv) {
-            enum gw_alg named = gw_alg_from_name(algv->valuestring);
-            if (named == GW_ALG_NONE) {
-                snprintf(why, whylen, "key %s ignored: alg %s is not supported",
-                         kid ? kid : "(no kid)", algv->valuestring);
-                return 0;
-            }
-            if (named != by_curve) {
-                snprintf(why, whylen, "key %s: alg %s does not fit curve %s",
-                         kid ? kid : "(no kid)", algv->valuestring, crv);
-                return -1;
-            }
-        }
-    }
-    EVP_PKEY *pkey = rsa ? rsa_from_jwk(jwk, why, whylen) : ec_from_jwk(jwk, alg, why, whylen);
+    int rc = 0;
+    enum gw_alg alg = jwk_alg(jwk, kty, algv ? algv->valuestring : NULL, name, &rc, why, whylen);
+    if (alg == GW_ALG_NONE)
+        return rc;
+    EVP_PKEY *pkey = rsa  ? rsa_from_jwk(jwk, why, whylen)
+                     : ec ? ec_from_jwk(jwk, alg, why, whylen)
+                          : ed25519_from_jwk(jwk, why, whylen);
     if (pkey == NULL)
         return -1;
     char inner[160];
     if (adopt_public_key(pkey, alg, kid, out, inner, sizeof inner) != 0) {
         /* weak RSA keys are left out, not fatal: the rest of an IdP's set stays usable */
-        snprintf(why, whylen, "key %s %s: %s", kid ? kid : "(no kid)", rsa ? "ignored" : "invalid",
-                 inner);
+        snprintf(why, whylen, "key %s %s: %s", name, rsa ? "ignored" : "invalid", inner);
         return rsa ? 0 : -1;
     }
     return 1;
@@ -421,7 +475,7 @@ struct gw_keyset *gw_jwks_parse(const char *buf, size_t len, char *why, size_t w
             s->n++;
     }
     if (s->n == 0) {
-        snprintf(why, whylen, "JWKS holds no usable RSA or EC signing key");
+        snprintf(why, whylen, "JWKS holds no usable RSA, EC or Ed25519 signing key");
         goto bad;
     }
     cJSON_Delete(doc);
@@ -520,40 +574,53 @@ static size_t signature_size(const struct gw_key *key)
 {
     switch (algs[key->alg].family) {
     case F_HMAC:
-        return algs[key->alg].mac_len;
+        return algs[key->alg].hash_len;
     case F_RSA:
-        return (size_t)EVP_PKEY_get_size(key->pkey);
+    case F_PSS:
+        return (size_t)EVP_PKEY_get_size(key->pkey); /* the modulus' bytes */
     case F_EC:
         return 2 * algs[key->alg].field;
+    case F_EDDSA:
+        return ED25519_SIG_LEN;
     default:
         return 0;
     }
 }
 
-static bool verify_hmac(const struct gw_key *key, const char *data, size_t len,
+static bool verify_hmac(const struct gw_key *key, const unsigned char *msg, size_t len,
                         const unsigned char *sig, size_t siglen)
 {
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned int maclen = 0;
     const EVP_MD *md = EVP_get_digestbyname(algs[key->alg].md);
-    if (md == NULL || HMAC(md, key->material, (int)key->material_len, (const unsigned char *)data,
-                           len, mac, &maclen) == NULL)
+    if (md == NULL ||
+        HMAC(md, key->material, (int)key->material_len, msg, len, mac, &maclen) == NULL)
         return false;
     bool ok = maclen == siglen && CRYPTO_memcmp(mac, sig, siglen) == 0;
     OPENSSL_cleanse(mac, sizeof mac);
     return ok;
 }
 
-static bool verify_pkey(const struct gw_key *key, const char *data, size_t len,
+/* RSASSA-PSS as RFC 7518 §3.5 pins it: MGF1 with the signature's hash, a salt exactly as long
+ * as that hash (a verifier that accepts any salt length accepts what the signer never meant). */
+static bool pss_params(EVP_PKEY_CTX *pctx, enum gw_alg alg)
+{
+    return EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0 &&
+           EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, algs[alg].md, NULL) > 0 &&
+           EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, (int)algs[alg].hash_len) > 0;
+}
+
+static bool verify_pkey(const struct gw_key *key, const unsigned char *msg, size_t len,
                         const unsigned char *sig, size_t siglen)
 {
+    enum family f = algs[key->alg].family;
     unsigned char *der = NULL;
     int derlen = 0;
-    if (algs[key->alg].family == F_EC) {
+    if (f == F_EC) {
         /* JWS carries R||S; OpenSSL verifies DER */
-        size_t f = algs[key->alg].field;
+        size_t fl = algs[key->alg].field;
         ECDSA_SIG *es = ECDSA_SIG_new();
-        BIGNUM *r = BN_bin2bn(sig, (int)f, NULL), *s = BN_bin2bn(sig + f, (int)f, NULL);
+        BIGNUM *r = BN_bin2bn(sig, (int)fl, NULL), *s = BN_bin2bn(sig + fl, (int)fl, NULL);
         if (es == NULL || r == NULL || s == NULL || ECDSA_SIG_set0(es, r, s) != 1) {
             ECDSA_SIG_free(es);
             BN_free(r);
@@ -568,14 +635,31 @@ static bool verify_pkey(const struct gw_key *key, const char *data, size_t len,
         siglen = (size_t)derlen;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    /* EdDSA hashes inside the signature scheme: no digest, and one call over the whole input */
     bool ok =
         ctx &&
-        EVP_DigestVerifyInit_ex(ctx, NULL, algs[key->alg].md, NULL, NULL, key->pkey, NULL) == 1 &&
-        EVP_DigestVerify(ctx, sig, siglen, (const unsigned char *)data, len) == 1;
+        EVP_DigestVerifyInit_ex(ctx, &pctx, algs[key->alg].md, NULL, NULL, key->pkey, NULL) == 1 &&
+        (f != F_PSS || pss_params(pctx, key->alg)) &&
+        EVP_DigestVerify(ctx, sig, siglen, msg, len) == 1;
     EVP_MD_CTX_free(ctx);
     OPENSSL_free(der);
     ERR_clear_error();
     return ok;
+}
+
+bool gw_sig_verify(const struct gw_key *key, const unsigned char *msg, size_t msglen,
+                   const unsigned char *sig, size_t siglen)
+{
+    if (key == NULL || (size_t)key->alg >= NALGS || algs[key->alg].family == F_NONE ||
+        (algs[key->alg].family != F_HMAC && key->pkey == NULL))
+        return false;
+    size_t want = signature_size(key);
+    if (want == 0 || siglen != want)
+        return false;
+    if (algs[key->alg].family == F_HMAC)
+        return verify_hmac(key, msg, msglen, sig, siglen);
+    return verify_pkey(key, msg, msglen, sig, siglen);
 }
 
 enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_key *key)
@@ -599,18 +683,9 @@ enum gw_jws_result gw_jws_verify(const char *token, size_t len, const struct gw_
     enum gw_jws_result r = GW_JWS_MALFORMED;
     if (hn > 0 && pn >= 0 && sn > 0)
         r = check_header(h, (size_t)hn, key);
-    if (r == GW_JWS_OK) {
-        size_t want = signature_size(key);
-        size_t signed_len = (size_t)(d2 - token);
-        if (want == 0 || (size_t)sn != want)
-            r = GW_JWS_BAD_SIGNATURE;
-        else if (gw_alg_is_hmac(key->alg))
-            r = verify_hmac(key, token, signed_len, s, (size_t)sn) ? GW_JWS_OK
-                                                                   : GW_JWS_BAD_SIGNATURE;
-        else
-            r = verify_pkey(key, token, signed_len, s, (size_t)sn) ? GW_JWS_OK
-                                                                   : GW_JWS_BAD_SIGNATURE;
-    }
+    if (r == GW_JWS_OK &&
+        !gw_sig_verify(key, (const unsigned char *)token, (size_t)(d2 - token), s, (size_t)sn))
+        r = GW_JWS_BAD_SIGNATURE;
     OPENSSL_clear_free(buf, cap * 3); /* decoded claims */
     return r;
 }

@@ -8,13 +8,19 @@
 
 #include <jwt.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/ssl.h>
 
 #include "audit.h"
+#include "b64url.h"
 #include "config.h"
 #include "explain.h"
 #include "jwks.h"
 #include "json.h"
+#include "keys.h"
 #include "openapi.h"
 #include "policy.h"
 #include "rlstore.h"
@@ -447,6 +453,102 @@ static unsigned char *read_signing_key(const char *path, size_t *len)
     return (unsigned char *)buf;
 }
 
+/* The algorithms mint signs through OpenSSL because libjwt 1.10.2 has none of them. */
+static const struct {
+    enum gw_alg alg;
+    const char *md;   /* NULL: EdDSA hashes inside the signature */
+    const char *type; /* the private key's OpenSSL type */
+} openssl_algs[] = {
+    {GW_ALG_PS256, "SHA256", "RSA"},
+    {GW_ALG_PS384, "SHA384", "RSA"},
+    {GW_ALG_PS512, "SHA512", "RSA"},
+    {GW_ALG_EDDSA, NULL, "ED25519"},
+};
+
+/* Signs in[0..len) with the PEM private key for alg (PS*: PSS, MGF1 and salt of the hash, as
+ * keys.c verifies). Returns the base64url signature (malloc'd), or NULL with the problem
+ * printed. */
+static char *openssl_sign(enum gw_alg alg, const unsigned char *pem, size_t pemlen,
+                          const char *keyfile, const char *in, size_t len)
+{
+    size_t a = 0;
+    while (a < sizeof openssl_algs / sizeof *openssl_algs && openssl_algs[a].alg != alg)
+        a++;
+    if (a == sizeof openssl_algs / sizeof *openssl_algs)
+        return NULL;
+    BIO *b = BIO_new_mem_buf(pem, (int)pemlen);
+    EVP_PKEY *pk = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    if (pk == NULL || !EVP_PKEY_is_a(pk, openssl_algs[a].type)) {
+        fprintf(stderr, "ghl-gateway mint: %s is not a PEM %s private key%s\n", keyfile,
+                openssl_algs[a].type,
+                pk && EVP_PKEY_is_a(pk, "ED448")
+                    ? " (EdDSA is Ed25519 only: Ed448 is not supported)"
+                    : "");
+        EVP_PKEY_free(pk);
+        ERR_clear_error();
+        return NULL;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
+    unsigned char *sig = NULL;
+    size_t siglen = 0;
+    char *out = NULL;
+    bool ok =
+        ctx && EVP_DigestSignInit_ex(ctx, &pctx, openssl_algs[a].md, NULL, NULL, pk, NULL) == 1;
+    if (ok && openssl_algs[a].md)
+        ok = EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0 &&
+             EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, openssl_algs[a].md, NULL) > 0 &&
+             EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) > 0;
+    ok = ok && EVP_DigestSign(ctx, NULL, &siglen, (const unsigned char *)in, len) == 1 &&
+         (sig = malloc(siglen)) != NULL &&
+         EVP_DigestSign(ctx, sig, &siglen, (const unsigned char *)in, len) == 1 &&
+         (out = malloc(GW_B64URL_ENCODED_SIZE(siglen))) != NULL;
+    if (ok)
+        gw_b64url_encode(sig, siglen, out);
+    else
+        fprintf(stderr, "ghl-gateway mint: signing with %s failed\n", keyfile);
+    free(sig);
+    EVP_MD_CTX_free(ctx);
+    EVP_PKEY_free(pk);
+    ERR_clear_error();
+    return ok ? out : NULL;
+}
+
+/* A compact JWS of jwt's claims for an algorithm libjwt lacks: the header {"alg","typ":"JWT"
+ * and "kid" when given} written here, the signature by openssl_sign. NULL on failure. */
+static char *encode_openssl(jwt_t *jwt, enum gw_alg alg, const char *kid, const unsigned char *k,
+                            size_t klen, const char *keyfile)
+{
+    cJSON *h = cJSON_CreateObject();
+    if (h == NULL || !cJSON_AddStringToObject(h, "alg", gw_alg_name(alg)) ||
+        !cJSON_AddStringToObject(h, "typ", "JWT") ||
+        (kid && !cJSON_AddStringToObject(h, "kid", kid))) {
+        cJSON_Delete(h);
+        return NULL;
+    }
+    char *hjson = cJSON_PrintUnformatted(h);
+    cJSON_Delete(h);
+    char *claims = jwt_get_grants_json(jwt, NULL); /* malloc'd by libjwt 1.10 */
+    char *in = NULL, *sig = NULL, *token = NULL;
+    size_t hl = hjson ? strlen(hjson) : 0, cl = claims ? strlen(claims) : 0;
+    size_t cap = GW_B64URL_ENCODED_SIZE(hl) + GW_B64URL_ENCODED_SIZE(cl);
+    if (hjson && claims && (in = malloc(cap)) != NULL) {
+        size_t n = gw_b64url_encode((const unsigned char *)hjson, hl, in);
+        in[n++] = '.';
+        n += gw_b64url_encode((const unsigned char *)claims, cl, in + n);
+        sig = openssl_sign(alg, k, klen, keyfile, in, n);
+        size_t tl = sig ? n + 1 + strlen(sig) + 1 : 0;
+        if (sig && (token = malloc(tl)) != NULL)
+            snprintf(token, tl, "%s.%s", in, sig);
+    }
+    cJSON_free(hjson);
+    free(claims);
+    free(in);
+    free(sig);
+    return token;
+}
+
 static int cmd_mint(int argc, char **argv)
 {
     const struct command *c = find("mint");
@@ -491,10 +593,12 @@ static int cmd_mint(int argc, char **argv)
     }
     if (key == NULL || alg == NULL || iss == NULL || sub == NULL)
         return usage_error(c, "--key, --alg, --iss and --sub are required");
-    jwt_alg_t ja = (jwt_alg_t)gw_alg_from_name(alg);
-    if (ja == JWT_ALG_NONE)
+    enum gw_alg ga = gw_alg_from_name(alg);
+    if (ga == GW_ALG_NONE)
         return usage_error(c, "--alg is one of HS256 HS384 HS512 RS256 RS384 RS512 ES256 ES384 "
-                              "ES512");
+                              "ES512 PS256 PS384 PS512 EdDSA");
+    /* only HS/RS/ES values are libjwt's jwt_alg_t (keys.h); the others are signed here */
+    bool by_libjwt = gw_alg_in_libjwt(ga);
     size_t klen;
     unsigned char *k = read_signing_key(key, &klen);
     if (k == NULL)
@@ -502,7 +606,7 @@ static int cmd_mint(int argc, char **argv)
     jwt_t *jwt = NULL;
     int rc = 1;
     char *token = NULL;
-    if (jwt_new(&jwt) != 0 || jwt_set_alg(jwt, ja, k, (int)klen) != 0) {
+    if (jwt_new(&jwt) != 0 || (by_libjwt && jwt_set_alg(jwt, (jwt_alg_t)ga, k, (int)klen) != 0)) {
         fprintf(stderr, "ghl-gateway mint: %s cannot sign %s\n", key, alg);
         goto out;
     }
@@ -549,7 +653,7 @@ static int cmd_mint(int argc, char **argv)
             goto out;
         free(have);
     }
-    token = jwt_encode_str(jwt);
+    token = by_libjwt ? jwt_encode_str(jwt) : encode_openssl(jwt, ga, kid, k, klen, key);
     if (token == NULL) {
         fprintf(stderr, "ghl-gateway mint: signing failed (is %s a %s key?)\n", key, alg);
         goto out;
@@ -613,9 +717,10 @@ static const struct command commands[] = {
     {"mint",
      "mint --key FILE --alg ALG [--kid KID] --iss ISS --sub SUB [--aud AUD] [--scope 'a b'] "
      "[--ttl SECONDS] [--claim NAME=JSON]...",
-     "Sign a JWT with libjwt (for development, demos and tests) and print it. --key is an HMAC\n"
-     "secret file (HS*) or a PEM private key (RS*, ES*). iat is now and exp now + --ttl (3600)\n"
-     "unless --claim sets them.",
+     "Sign a JWT (for development, demos and tests) and print it: with libjwt, or for PS* and\n"
+     "EdDSA (which libjwt 1.10.2 lacks) with OpenSSL. --key is an HMAC secret file (HS*) or a\n"
+     "PEM private key (RS*, PS*: RSA; ES*: EC; EdDSA: Ed25519). iat is now and exp now + --ttl\n"
+     "(3600) unless --claim sets them.",
      cmd_mint},
     {"version", "version", "Print the version.", cmd_version},
 };

@@ -10,11 +10,16 @@
 #   REDIS_PORT=P tests/bench/callgrind.sh ...
 #       the same with rate_limit.redis on a redis-server on 127.0.0.1:P (started by the caller):
 #       the gateway's own instructions for the shared store's round trip (Redis's are not in it).
+#   ALG=PS256|PS384|PS512|EdDSA tests/bench/callgrind.sh ...
+#       the token signed with that algorithm instead of RS256 (an RSA 2048 key, as RS256's, or an
+#       Ed25519 key, made once in $BENCH_DIR/gateway; the token by ghl-gateway mint).
+#   NO_CACHE=1 tests/bench/callgrind.sh ...
+#       auth.token_cache_entries 0: every request verifies its token (the signature's cost).
 #
 # Runs the gateway twice under callgrind (N/10 and N + N/10 requests, one connection, the
-# verified-token cache warm after the first) and prints (Ir of the second - Ir of the first) / N:
-# start-up and shutdown cancel out. Uses the peer benchmark's certificates and nginx upstream
-# (../shared/bench, see run.sh); needs valgrind.
+# verified-token cache warm after the first unless NO_CACHE) and prints (Ir of the second - Ir
+# of the first) / N: start-up and shutdown cancel out. Uses the peer benchmark's certificates
+# and nginx upstream (../shared/bench, see run.sh); needs valgrind.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 BENCH=${BENCH:-$(cd "$top/../shared/bench" 2>/dev/null && pwd)} ||
@@ -22,6 +27,13 @@ BENCH=${BENCH:-$(cd "$top/../shared/bench" 2>/dev/null && pwd)} ||
 export BENCH_DIR=${BENCH_DIR:-/tmp/bench}
 N=${1:-2000}
 MODE=${2:-get}
+ALG=${ALG:-RS256}
+case $ALG in
+  RS256|PS256|PS384|PS512|EdDSA) ;;
+  *) echo "ALG: RS256, PS256, PS384, PS512 or EdDSA" >&2; exit 2 ;;
+esac
+CACHE_ENTRIES=65536
+[ "${NO_CACHE:-0}" = 1 ] && CACHE_ENTRIES=0
 case $MODE in
   get) AUDIT='{ "file": "audit/callgrind.jsonl" }'; SCOPE=users.readonly ;;
   create) AUDIT='{ "file": "audit/callgrind.jsonl", "fsync": true }'; SCOPE=users.write ;;
@@ -38,6 +50,22 @@ CERTS=$BENCH_DIR/certs
 mkdir -p "$GW/policies" "$GW/audit"
 cp "$top/tests/bench/bench-policy.json" "$GW/policies/bench.json"
 echo "bench-agency-token" >"$GW/agency.token"
+# the verification key: the peer benchmark's RS256 key, or one made here for PS*/EdDSA
+KEY_PUB=$CERTS/jwt-rs256.pub.pem
+case $ALG in
+  PS*) KEY=$GW/jwt-ps.key ;;
+  EdDSA) KEY=$GW/jwt-ed25519.key ;;
+esac
+if [ "$ALG" != RS256 ]; then
+  KEY_PUB=$KEY.pub.pem
+  if [ ! -s "$KEY" ]; then
+    case $ALG in
+      PS*) openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$KEY" 2>/dev/null ;;
+      EdDSA) openssl genpkey -algorithm ED25519 -out "$KEY" ;;
+    esac
+  fi
+  openssl pkey -in "$KEY" -pubout -out "$KEY_PUB"
+fi
 REDIS_JSON=""
 [ -z "${REDIS_PORT:-}" ] ||
   REDIS_JSON=', "redis": { "url": "redis://127.0.0.1:'$REDIS_PORT'/0", "timeout_ms": 5000 }'
@@ -49,7 +77,8 @@ cat >"$GW/callgrind.json" <<EOF
   "upstream": { "url": "https://127.0.0.1:19443", "ca_file": "$CERTS/ca.crt" },
   "credentials": { "agency_token_file": "agency.token" },
   "auth": { "issuers": [ { "issuer": "proxy-bench", "audiences": [],
-    "keys": [ { "alg": "RS256", "pem_file": "$CERTS/jwt-rs256.pub.pem" } ] } ] },
+    "keys": [ { "alg": "$ALG", "pem_file": "$KEY_PUB" } ] } ],
+    "token_cache_entries": $CACHE_ENTRIES },
   "policies": { "dir": "policies" },
   "audit": $AUDIT,
   "access_log": { "file": "access-callgrind.log" },
@@ -60,7 +89,12 @@ EOF
 started_upstream=0
 if ! ss -Hltn "sport = :19443" | grep -q .; then "$BENCH/upstream.sh" start >/dev/null; started_upstream=1; fi
 trap '[ $started_upstream = 1 ] && "$BENCH/upstream.sh" stop >/dev/null 2>&1 || true' EXIT
-TOKEN=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope $SCOPE --exp-in 7200)
+if [ "$ALG" = RS256 ]; then
+  TOKEN=$("$PY" "$BENCH/mint-jwt.py" --alg RS256 --scope $SCOPE --exp-in 7200)
+else
+  TOKEN=$("$top/build-bench/ghl-gateway" mint --key "$KEY" --alg "$ALG" --iss proxy-bench \
+    --sub bench-user-1 --scope $SCOPE --ttl 7200)
+fi
 
 count() { # count REQUESTS -> total Ir of a gateway run serving them
   local out=$GW/callgrind.$1 pid
@@ -95,9 +129,11 @@ EOF
 }
 small=$(count $((N / 10)))
 big=$(count $((N + N / 10)))
+CACHE_WHAT="cache warm"
+[ "$CACHE_ENTRIES" = 0 ] && CACHE_WHAT="token cache off"
 case $MODE in
-  get) what="keep-alive GET /users/{id}, RS256, cache warm" ;;
-  create) what="keep-alive create-user, audit file on (fsync), RS256, cache warm" ;;
-  create-noaudit) what="keep-alive create-user, audit file off, RS256, cache warm" ;;
+  get) what="keep-alive GET /users/{id}, $ALG, $CACHE_WHAT" ;;
+  create) what="keep-alive create-user, audit file on (fsync), $ALG, $CACHE_WHAT" ;;
+  create-noaudit) what="keep-alive create-user, audit file off, $ALG, $CACHE_WHAT" ;;
 esac
 echo "instructions per request ($what): $(( (big - small) / N ))"

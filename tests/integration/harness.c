@@ -489,6 +489,11 @@ static char *b64bn(const BIGNUM *bn, int width)
 
 char *jwk_from_pem(const char *pem_path, const char *kid)
 {
+    return jwk_from_pem_alg(pem_path, kid, NULL);
+}
+
+char *jwk_from_pem_alg(const char *pem_path, const char *kid, const char *alg)
+{
     FILE *f = fopen(pem_path, "r");
     EVP_PKEY *k = f ? PEM_read_PUBKEY(f, NULL, NULL, NULL) : NULL;
     if (f)
@@ -496,7 +501,19 @@ char *jwk_from_pem(const char *pem_path, const char *kid)
     if (k == NULL)
         return NULL;
     char *out = NULL;
-    if (EVP_PKEY_is_a(k, "RSA")) {
+    const char *okp = EVP_PKEY_is_a(k, "ED25519") ? "Ed25519"
+                      : EVP_PKEY_is_a(k, "ED448") ? "Ed448"
+                                                  : NULL;
+    if (okp) {
+        unsigned char raw[64];
+        size_t rl = sizeof raw;
+        char x[128];
+        EVP_PKEY_get_raw_public_key(k, raw, &rl);
+        gw_b64url_encode(raw, rl, x);
+        if (asprintf(&out, "{\"kty\":\"OKP\",\"kid\":\"%s\",\"crv\":\"%s\",\"x\":\"%s\"}", kid, okp,
+                     x) < 0)
+            out = NULL;
+    } else if (EVP_PKEY_is_a(k, "RSA")) {
         BIGNUM *n = NULL, *e = NULL;
         EVP_PKEY_get_bn_param(k, "n", &n);
         EVP_PKEY_get_bn_param(k, "e", &e);
@@ -524,6 +541,13 @@ char *jwk_from_pem(const char *pem_path, const char *kid)
             out = NULL;
     }
     EVP_PKEY_free(k);
+    if (out && alg) { /* the object's closing brace becomes ,"alg":"..."} */
+        char *with = NULL;
+        if (asprintf(&with, "%.*s,\"alg\":\"%s\"}", (int)strlen(out) - 1, out, alg) < 0)
+            with = NULL;
+        free(out);
+        out = with;
+    }
     return out;
 }
 

@@ -79,8 +79,11 @@ struct env_opts {
 #define ISSUER_HS "https://hs.test"     /* HS256, no audience check */
 #define ISSUER_JWKS "https://jwks.test" /* jwks_file: the RS256 key as a JWK with kid j1 */
 
-/* A JWK (JSON object text, malloc'd) of the public key in pem_path. */
+/* A JWK (JSON object text, malloc'd) of the public key in pem_path: RSA, EC, or OKP for
+ * Ed25519 and Ed448. */
 char *jwk_from_pem(const char *pem_path, const char *kid);
+/* The same with an "alg" member (alg NULL: none). */
+char *jwk_from_pem_alg(const char *pem_path, const char *kid, const char *alg);
 
 /* Writes dir/jwks.json, {"keys":[jwks...]}, replaced whole by a rename so that a fetch never
  * reads half a document. */

@@ -3,6 +3,9 @@
 #   wrongname.crt/.key   a server certificate from the same CA for a name the gateway does not
 #                        expect (wrong.example), to prove the upstream hostname check
 #   rogue-ca.crt, rogue-client.crt/.key   a client certificate from a CA the gateway does not trust
+#   jwt-ps.key/.pub.pem        an RSA 3072 key pair for PS256/384/512 tokens (test_algorithms)
+#   jwt-ed25519.key/.pub.pem   an Ed25519 key pair for EdDSA tokens
+#   jwt-ed448.key/.pub.pem     an Ed448 key pair, which the gateway must refuse
 set -euo pipefail
 out=$1
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,4 +30,14 @@ if [ ! -f rogue-client.crt ]; then
     -days 30 -extfile rogue.ext -out rogue-client.crt 2>/dev/null
   rm -f rogue-client.csr rogue.ext
 fi
+if [ ! -f jwt-ps.key ]; then
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072 -out jwt-ps.key 2>/dev/null
+  openssl pkey -in jwt-ps.key -pubout -out jwt-ps.pub.pem
+fi
+for k in ed25519 ed448; do
+  if [ ! -f jwt-$k.key ]; then
+    openssl genpkey -algorithm "$k" -out jwt-$k.key 2>/dev/null
+    openssl pkey -in jwt-$k.key -pubout -out jwt-$k.pub.pem
+  fi
+done
 chmod 644 ./*.crt

@@ -14,6 +14,9 @@
  *                               max_lifetime 3600, subject_claim uid, scope_claims [perms]
  *   https://url.example.com     jwks_url (never fetched here: the tests install its keys as a
  *                               fetch would)
+ *   https://alg.example.com     k1's RSA key pinned RS256 (r1), PS256 (p1), PS384 (p3), PS512
+ *                               (p5); Ed25519 d1 (EdDSA); jwks_file: Ed25519 jd (no alg),
+ *                               k2's key jp (PS256), an Ed448 key (left out)
  * and `now` fixed at NOW. */
 #include <check.h>
 #include <ftw.h>
@@ -31,6 +34,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/rsa.h>
 #include <openssl/sha.h>
 
 #include "auth.h"
@@ -109,27 +113,37 @@ struct signer {
     EVP_PKEY *pkey;
     const unsigned char *secret;
     size_t slen;
-    bool der; /* ECDSA: leave the signature DER-encoded */
+    bool der;     /* ECDSA: leave the signature DER-encoded */
+    int pss_salt; /* PS: 0 for the hash's length (the right one), else this many bytes */
 };
 
 static size_t sign_bytes(const struct signer *s, const void *data, size_t dlen, unsigned char *sig)
 {
-    const EVP_MD *md =
-        s->alg == GW_ALG_HS256 || s->alg == GW_ALG_RS256 || s->alg == GW_ALG_ES256   ? EVP_sha256()
-        : s->alg == GW_ALG_HS384 || s->alg == GW_ALG_RS384 || s->alg == GW_ALG_ES384 ? EVP_sha384()
-                                                                                     : EVP_sha512();
+    const char *name = gw_alg_name(s->alg);
+    const EVP_MD *md = s->alg == GW_ALG_EDDSA        ? NULL
+                       : strstr(name, "256") != NULL ? EVP_sha256()
+                       : strstr(name, "384") != NULL ? EVP_sha384()
+                                                     : EVP_sha512();
     if (gw_alg_is_hmac(s->alg)) {
         unsigned n = 0;
         ck_assert_ptr_nonnull(HMAC(md, s->secret, (int)s->slen, data, dlen, sig, &n));
         return n;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pctx = NULL;
     unsigned char buf[1024];
     size_t n = sizeof buf;
-    ck_assert_int_eq(EVP_DigestSignInit(ctx, NULL, md, NULL, s->pkey), 1);
+    ck_assert_int_eq(EVP_DigestSignInit(ctx, &pctx, md, NULL, s->pkey), 1);
+    if (name[0] == 'P') { /* RSASSA-PSS: MGF1 with the same hash */
+        ck_assert_int_gt(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 0);
+        ck_assert_int_gt(EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md), 0);
+        ck_assert_int_gt(EVP_PKEY_CTX_set_rsa_pss_saltlen(
+                             pctx, s->pss_salt ? s->pss_salt : RSA_PSS_SALTLEN_DIGEST),
+                         0);
+    }
     ck_assert_int_eq(EVP_DigestSign(ctx, buf, &n, data, dlen), 1);
     EVP_MD_CTX_free(ctx);
-    if (s->alg <= GW_ALG_RS512 || s->der) {
+    if (name[0] != 'E' || s->alg == GW_ALG_EDDSA || s->der) {
         memcpy(sig, buf, n);
         return n;
     }
@@ -167,7 +181,7 @@ static char *with_sig(const char *t, const void *sig, size_t n)
 /* ---- fixture ---- */
 
 static char g_dir[64];
-static EVP_PKEY *g_k1, *g_k2, *g_ec, *g_att;
+static EVP_PKEY *g_k1, *g_k2, *g_ec, *g_att, *g_ed, *g_ed_b, *g_ed448;
 static unsigned char g_hs[40], g_oct[32];
 static char *g_k1_pem;
 static struct gw_config *g_cfg;
@@ -186,6 +200,13 @@ enum {
     SPEM,
     SPEM_NONL,
     SOCT,
+    SPS256,
+    SPS384,
+    SPS512,
+    SPS256_SALT20,
+    SPS256_K2,
+    SED,
+    SED_B,
     NSIGNERS
 };
 static struct signer g_sig[NSIGNERS];
@@ -233,7 +254,14 @@ static void bn_member(cJSON *o, const char *member, EVP_PKEY *pk, const char *pa
 static cJSON *jwk_of(EVP_PKEY *pk, const char *kid)
 {
     cJSON *j = cJSON_CreateObject();
-    if (EVP_PKEY_is_a(pk, "RSA")) {
+    if (EVP_PKEY_is_a(pk, "ED25519") || EVP_PKEY_is_a(pk, "ED448")) {
+        unsigned char raw[64];
+        size_t rl = sizeof raw;
+        ck_assert_int_eq(EVP_PKEY_get_raw_public_key(pk, raw, &rl), 1);
+        cJSON_AddStringToObject(j, "kty", "OKP");
+        cJSON_AddStringToObject(j, "crv", EVP_PKEY_is_a(pk, "ED448") ? "Ed448" : "Ed25519");
+        cJSON_AddStringToObject(j, "x", b64u(raw, rl));
+    } else if (EVP_PKEY_is_a(pk, "RSA")) {
         cJSON_AddStringToObject(j, "kty", "RSA");
         bn_member(j, "n", pk, OSSL_PKEY_PARAM_RSA_N, 0);
         bn_member(j, "e", pk, OSSL_PKEY_PARAM_RSA_E, 0);
@@ -267,7 +295,13 @@ static const char CONFIG[] =
     "      \"leeway_s\": 0, \"max_lifetime_s\": 3600,\n"
     "      \"subject_claim\": \"uid\", \"scope_claims\": [\"perms\"] },\n"
     "    { \"issuer\": \"https://url.example.com\",\n"
-    "      \"jwks_url\": \"https://127.0.0.1:9/jwks.json\" }\n"
+    "      \"jwks_url\": \"https://127.0.0.1:9/jwks.json\" },\n"
+    "    { \"issuer\": \"https://alg.example.com\", \"jwks_file\": \"alg-jwks.json\",\n"
+    "      \"keys\": [ { \"kid\": \"r1\", \"alg\": \"RS256\", \"pem_file\": \"k1.pem\" },\n"
+    "                { \"kid\": \"p1\", \"alg\": \"PS256\", \"pem_file\": \"k1.pem\" },\n"
+    "                { \"kid\": \"p3\", \"alg\": \"PS384\", \"pem_file\": \"k1.pem\" },\n"
+    "                { \"kid\": \"p5\", \"alg\": \"PS512\", \"pem_file\": \"k1.pem\" },\n"
+    "                { \"kid\": \"d1\", \"alg\": \"EdDSA\", \"pem_file\": \"ed.pem\" } ] }\n"
     "  ] } }\n";
 
 static void setup_auth(void)
@@ -278,7 +312,10 @@ static void setup_auth(void)
     g_k2 = EVP_RSA_gen(2048);
     g_att = EVP_RSA_gen(2048);
     g_ec = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
-    ck_assert(g_k1 && g_k2 && g_att && g_ec);
+    g_ed = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    g_ed_b = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+    g_ed448 = EVP_PKEY_Q_keygen(NULL, NULL, "ED448");
+    ck_assert(g_k1 && g_k2 && g_att && g_ec && g_ed && g_ed_b && g_ed448);
     for (size_t i = 0; i < sizeof g_hs; i++)
         g_hs[i] = (unsigned char)('a' + i % 26);
     for (size_t i = 0; i < sizeof g_oct; i++)
@@ -316,6 +353,23 @@ static void setup_auth(void)
     free(text);
     cJSON_Delete(doc);
 
+    char *ed = pub_pem(g_ed);
+    put_file("ed.pem", ed, strlen(ed));
+    free(ed);
+    doc = cJSON_CreateObject();
+    keys = cJSON_AddArrayToObject(doc, "keys");
+    cJSON_AddItemToArray(keys, jwk_of(g_ed_b, "jd"));
+    cJSON *jp = jwk_of(g_k2, "jp");
+    cJSON_AddStringToObject(jp, "alg", "PS256");
+    cJSON_AddItemToArray(keys, jp);
+    cJSON *j448 = jwk_of(g_ed448, "j448");
+    cJSON_AddStringToObject(j448, "alg", "EdDSA");
+    cJSON_AddItemToArray(keys, j448);
+    text = cJSON_PrintUnformatted(doc);
+    put_file("alg-jwks.json", text, strlen(text));
+    free(text);
+    cJSON_Delete(doc);
+
     char path[256];
     snprintf(path, sizeof path, "%s/gateway.json", g_dir);
     struct gw_errs errs = {0};
@@ -338,6 +392,13 @@ static void setup_auth(void)
     g_sig[SPEM] = (struct signer){GW_ALG_HS256, NULL, (unsigned char *)g_k1_pem, pl};
     g_sig[SPEM_NONL] = (struct signer){GW_ALG_HS256, NULL, (unsigned char *)g_k1_pem, pl - 1};
     g_sig[SOCT] = (struct signer){GW_ALG_HS256, NULL, g_oct, sizeof g_oct};
+    g_sig[SPS256] = (struct signer){GW_ALG_PS256, g_k1};
+    g_sig[SPS384] = (struct signer){GW_ALG_PS384, g_k1};
+    g_sig[SPS512] = (struct signer){GW_ALG_PS512, g_k1};
+    g_sig[SPS256_SALT20] = (struct signer){GW_ALG_PS256, g_k1, .pss_salt = 20};
+    g_sig[SPS256_K2] = (struct signer){GW_ALG_PS256, g_k2};
+    g_sig[SED] = (struct signer){GW_ALG_EDDSA, g_ed};
+    g_sig[SED_B] = (struct signer){GW_ALG_EDDSA, g_ed_b};
     free_garbage();
 }
 
@@ -359,6 +420,9 @@ static void teardown_auth(void)
     EVP_PKEY_free(g_k2);
     EVP_PKEY_free(g_att);
     EVP_PKEY_free(g_ec);
+    EVP_PKEY_free(g_ed);
+    EVP_PKEY_free(g_ed_b);
+    EVP_PKEY_free(g_ed448);
     free(g_k1_pem);
     if (g_dir[0])
         nftw(g_dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
@@ -446,7 +510,13 @@ static const struct jcase header_cases[] = {
     {"alg Rs256", SK1, L("{\"alg\":\"Rs256\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
     {"alg ES256K", SK1, L("{\"alg\":\"ES256K\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
     {"alg RS1", SK1, L("{\"alg\":\"RS1\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
-    {"alg PS256", SK1, L("{\"alg\":\"PS256\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
+    {"alg PS256 on k1, pinned RS256", SK1, L("{\"alg\":\"PS256\",\"kid\":\"k1\"}"), L(P_OK),
+     GW_AUTH_UNKNOWN_KEY},
+    {"alg EdDSA on k1, pinned RS256", SK1, L("{\"alg\":\"EdDSA\",\"kid\":\"k1\"}"), L(P_OK),
+     GW_AUTH_UNKNOWN_KEY},
+    {"alg EDDSA", SK1, L("{\"alg\":\"EDDSA\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
+    {"alg Ed25519", SK1, L("{\"alg\":\"Ed25519\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
+    {"alg ps256", SK1, L("{\"alg\":\"ps256\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
     {"alg InvalidAlg", SK1, L("{\"alg\":\"InvalidAlg\",\"kid\":\"k1\"}"), L(P_OK),
      GW_AUTH_MALFORMED},
     {"alg empty", SK1, L("{\"alg\":\"\",\"kid\":\"k1\"}"), L(P_OK), GW_AUTH_MALFORMED},
@@ -661,6 +731,92 @@ static const struct jcase key_cases[] = {
 START_TEST(test_jwt_key_cases)
 {
     run_case(&key_cases[_i]);
+}
+END_TEST
+
+/* PS* and EdDSA (SPEC §4 items 3-5): verified by the OpenSSL layer alone (libjwt 1.10.2 has
+ * neither); each key pinned to one algorithm, so one RSA key pinned RS256 (r1) and PS256 (p1)
+ * never verifies the other's tokens, whichever padding the signature has. */
+#define P_ALG                                                                                      \
+    "{\"iss\":\"https://alg.example.com\",\"sub\":\"u\",\"aud\":\"ghl-gateway\"," EXP_OK "}"
+#define H_ALG(alg, kid) L("{\"alg\":\"" alg "\",\"kid\":\"" kid "\"}")
+static const struct jcase alg_cases[] = {
+    {"PS256 valid", SPS256, H_ALG("PS256", "p1"), L(P_ALG), GW_AUTH_OK},
+    {"PS384 valid", SPS384, H_ALG("PS384", "p3"), L(P_ALG), GW_AUTH_OK},
+    {"PS512 valid", SPS512, H_ALG("PS512", "p5"), L(P_ALG), GW_AUTH_OK},
+    {"EdDSA valid", SED, H_ALG("EdDSA", "d1"), L(P_ALG), GW_AUTH_OK},
+    {"RS256 valid on the same RSA key", SK1, H_ALG("RS256", "r1"), L(P_ALG), GW_AUTH_OK},
+    {"JWKS Ed25519 without alg", SED_B, H_ALG("EdDSA", "jd"), L(P_ALG), GW_AUTH_OK},
+    {"JWKS RSA with alg PS256", SPS256_K2, H_ALG("PS256", "jp"), L(P_ALG), GW_AUTH_OK},
+    {"JWKS Ed448 key left out", SED, H_ALG("EdDSA", "j448"), L(P_ALG), GW_AUTH_UNKNOWN_KEY},
+    {"PS256 header on the key pinned RS256", SPS256, H_ALG("PS256", "r1"), L(P_ALG),
+     GW_AUTH_UNKNOWN_KEY},
+    {"RS256 header on the key pinned PS256", SK1, H_ALG("RS256", "p1"), L(P_ALG),
+     GW_AUTH_UNKNOWN_KEY},
+    {"PS256 header, PKCS#1 v1.5 signature", SK1, H_ALG("PS256", "p1"), L(P_ALG),
+     GW_AUTH_BAD_SIGNATURE},
+    {"RS256 header, PSS signature", SPS256, H_ALG("RS256", "r1"), L(P_ALG), GW_AUTH_BAD_SIGNATURE},
+    {"PS384 header on the key pinned PS256", SPS384, H_ALG("PS384", "p1"), L(P_ALG),
+     GW_AUTH_UNKNOWN_KEY},
+    {"PS256 header, PS384 signature", SPS384, H_ALG("PS256", "p1"), L(P_ALG),
+     GW_AUTH_BAD_SIGNATURE},
+    {"PS256 with a 20-byte salt", SPS256_SALT20, H_ALG("PS256", "p1"), L(P_ALG),
+     GW_AUTH_BAD_SIGNATURE},
+    {"PS256 signed by another RSA key", SPS256_K2, H_ALG("PS256", "p1"), L(P_ALG),
+     GW_AUTH_BAD_SIGNATURE},
+    {"EdDSA header on the RSA key", SED, H_ALG("EdDSA", "r1"), L(P_ALG), GW_AUTH_UNKNOWN_KEY},
+    {"PS256 header on the Ed25519 key", SPS256, H_ALG("PS256", "d1"), L(P_ALG),
+     GW_AUTH_UNKNOWN_KEY},
+    {"EdDSA signed by another Ed25519 key", SED_B, H_ALG("EdDSA", "d1"), L(P_ALG),
+     GW_AUTH_BAD_SIGNATURE},
+    {"EdDSA alg spelled EDDSA", SED, H_ALG("EDDSA", "d1"), L(P_ALG), GW_AUTH_MALFORMED},
+    {"HS256 header on the Ed25519 key", SPEM, H_ALG("HS256", "d1"), L(P_ALG), GW_AUTH_UNKNOWN_KEY},
+    /* the claims are checked as for any token */
+    {"EdDSA expired", SED, H_ALG("EdDSA", "d1"),
+     L("{\"iss\":\"https://alg.example.com\",\"sub\":\"u\",\"aud\":\"ghl-gateway\","
+       "\"exp\":1699990000}"),
+     GW_AUTH_EXPIRED},
+    {"PS256 for another audience", SPS256, H_ALG("PS256", "p1"),
+     L("{\"iss\":\"https://alg.example.com\",\"sub\":\"u\",\"aud\":\"other\"," EXP_OK "}"),
+     GW_AUTH_AUDIENCE},
+    {"PS512 without sub", SPS512, H_ALG("PS512", "p5"),
+     L("{\"iss\":\"https://alg.example.com\",\"aud\":\"ghl-gateway\"," EXP_OK "}"),
+     GW_AUTH_BAD_CLAIMS},
+};
+
+START_TEST(test_jwt_alg_cases)
+{
+    run_case(&alg_cases[_i]);
+}
+END_TEST
+
+/* Exact lengths through the whole pipeline: 256 bytes for PS256 on a 2048-bit key, 64 for
+ * EdDSA. */
+START_TEST(test_jwt_ps_eddsa_signature_lengths)
+{
+    static const struct {
+        int signer;
+        const char *hdr;
+        size_t len;
+    } v[] = {{SPS256, "{\"alg\":\"PS256\",\"kid\":\"p1\"}", 256},
+             {SED, "{\"alg\":\"EdDSA\",\"kid\":\"d1\"}", 64}};
+    for (size_t i = 0; i < 2; i++) {
+        char *t = tok(&g_sig[v[i].signer], v[i].hdr, P_ALG);
+        EXPECT(t, GW_AUTH_OK);
+        const char *d2 = strrchr(t, '.');
+        unsigned char sig[1024];
+        size_t n = sign_bytes(&g_sig[v[i].signer], t, (size_t)(d2 - t), sig);
+        ck_assert_uint_eq(n, v[i].len);
+        EXPECT(with_sig(t, sig, n), GW_AUTH_OK);
+        EXPECT(with_sig(t, sig, n - 1), GW_AUTH_BAD_SIGNATURE);
+        sig[n] = 0;
+        EXPECT(with_sig(t, sig, n + 1), GW_AUTH_BAD_SIGNATURE);
+        unsigned char pre[1025] = {0};
+        memcpy(pre + 1, sig, n);
+        EXPECT(with_sig(t, pre, n + 1), GW_AUTH_BAD_SIGNATURE);
+        sig[n - 1] ^= 0x01;
+        EXPECT(with_sig(t, sig, n), GW_AUTH_BAD_SIGNATURE);
+    }
 }
 END_TEST
 
@@ -1621,6 +1777,8 @@ static Suite *jwt_suite(void)
     LOOP(test_jwt_key_cases, key_cases);
     LOOP(test_jwt_time_cases, time_cases);
     LOOP(test_jwt_claim_cases, claim_cases);
+    LOOP(test_jwt_alg_cases, alg_cases);
+    tcase_add_test(tc, test_jwt_ps_eddsa_signature_lengths);
     tcase_add_test(tc, test_jwt_valid_token_verifies);
     tcase_add_test(tc, test_jwt_junk_in_each_segment_is_malformed);
     tcase_add_test(tc, test_jwt_padding_on_each_segment_is_malformed);
