@@ -1,6 +1,6 @@
 /* The token path on any bytes: the bearer header, the whole verification pipeline against
  * issuers of every algorithm family (HS256; RS256; PS256/384/512 on one RSA key; EdDSA), and
- * the JWKS loader. First byte: which one.
+ * the JWKS loader, and claims with cnf and the certificate binding. First byte: which one.
  *
  * The PS and EdDSA public keys are fixed (below) so that the corpus can hold tokens they verify
  * (corpus/jwt/ps256, ps512, eddsa): those seeds take the fuzzer past the signature into the
@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "json.h"
 
 #define NISSUERS 4
 
@@ -96,7 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     const char *s = (const char *)data + 1;
     size_t n = size - 1;
-    switch (data[0] % 3) {
+    switch (data[0] % 4) {
     case 0: {
         struct gw_principal *p = NULL;
         enum gw_auth_reason r = gw_jwt_verify(auth, s, n, 1700000000, &p);
@@ -119,6 +120,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (len == 0 || tok < z || tok + len > z + n))
             abort();
         free(z);
+        break;
+    }
+    case 3: {
+        /* claims as explain reads them, with a cnf (RFC 8705) and the certificate binding
+         * against a thumbprint in hex taken from the input's first 64 bytes */
+        struct gw_json_error je;
+        cJSON *claims = gw_json_parse(s, n, NULL, &je);
+        struct gw_principal *p = NULL;
+        if (claims && gw_principal_from_claims(auth, claims, &p) == GW_AUTH_OK) {
+            char hex[65] = {0};
+            memcpy(hex, s, n < 64 ? n : 64);
+            (void)gw_principal_bound_to(p, hex);
+            gw_principal_unref(p);
+        }
+        cJSON_Delete(claims);
         break;
     }
     default: {
