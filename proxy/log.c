@@ -182,6 +182,7 @@ void gw_log_access_format(struct evbuffer *b, const struct gw_access *a)
     add_lit(b, ts);
     add_lit(b, "\"");
     add_str(b, ",\"request_id\":", a->request_id);
+    add_str(b, ",\"trace_id\":", a->trace_id);
     add_str(b, ",\"ip\":", a->ip);
     add_str(b, ",\"method\":", a->method);
     add_str(b, ",\"path\":", a->path);

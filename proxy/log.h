@@ -25,7 +25,7 @@ struct gw_log {
 /* One request as the access log records it. Strings may be NULL (written as null). */
 struct gw_access {
     int64_t ts_ms; /* start of the request, ms since the epoch */
-    const char *request_id, *ip, *method, *path, *op, *sub, *policy, *auth_failure;
+    const char *request_id, *trace_id, *ip, *method, *path, *op, *sub, *policy, *auth_failure;
     int status;
     double duration_ms;
     int upstream_status; /* 0: no upstream answer */

@@ -27,10 +27,14 @@
 #include "route.h"
 #include "snapshot.h"
 #include "token_cache.h"
+#include "trace.h"
 #include "validate.h"
 
 #define REQUEST_ID_MAX 64
+#define REQUEST_ID_RANDOM 16 /* the random bytes of a request id the gateway makes */
 #define MAX_REPLY_HEADERS (GW_UPSTREAM_MAX_HEADERS + 4)
+/* the headers finish adds to every reply (X-Request-Id, traceparent): a caller leaves room */
+#define FINISH_HEADERS 2
 
 const char *gw_req_stage_name(enum gw_req_stage s)
 {
@@ -48,6 +52,7 @@ struct gw_req {
     struct gw_conn *conn;
     struct gw_http_req *rq;
     char request_id[REQUEST_ID_MAX + 1];
+    struct gw_trace trace; /* the gateway's traceparent (SPEC §7) */
     char ip[INET6_ADDRSTRLEN];
     const char *method;
     int64_t ts_ms; /* wall clock, first byte */
@@ -145,6 +150,9 @@ static char *audit_members(struct gw_req *r, enum gw_audit_event ev, const struc
         gw_jbuf_string(&b, r->env->replica);
         GW_JBUF_LIT(&b, ",");
     }
+    KEY(&b, "trace_id");
+    gw_jbuf_string(&b, r->trace.trace_id);
+    GW_JBUF_LIT(&b, ",");
     KEY(&b, "event");
     gw_jbuf_string(&b, gw_audit_event_name(ev));
     GW_JBUF_LIT(&b, ",");
@@ -282,43 +290,49 @@ static void audit_answer(struct gw_req *r)
     }
 }
 
-/* A new request id: 32 hex digits of 16 random bytes. The worker draws them from
- * RAND_bytes a pool at a time (one call per 256 ids instead of one per request). */
-static void new_request_id(struct gw_req_ids *ids, char out[33])
+/* n random bytes from the worker's pool, which RAND_bytes refills whole when fewer than n
+ * are left (one call per ~100 requests, not one per request: the request path is counted in
+ * instructions). NULL when there is no randomness now; the next draw tries again. */
+static const unsigned char *draw(struct gw_req_ids *ids, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    if (ids->used == 0 || ids->used + 16 > sizeof ids->pool) {
-        if (RAND_bytes(ids->pool, sizeof ids->pool) != 1) {
-            /* no randomness now: this id alone is zeros, the next one tries again */
-            memset(out, '0', 32);
-            out[32] = '\0';
-            ids->used = 0;
-            return;
-        }
+    if (ids->used == 0 || n > sizeof ids->pool - ids->used) {
         ids->used = 0;
+        if (RAND_bytes(ids->pool, sizeof ids->pool) != 1)
+            return NULL;
     }
     const unsigned char *rnd = ids->pool + ids->used;
-    ids->used += 16;
+    ids->used += n;
     if (ids->used == sizeof ids->pool)
-        ids->used = 0; /* the next call refills */
-    for (size_t i = 0; i < 16; i++) {
-        out[2 * i] = hex[rnd[i] >> 4];
-        out[2 * i + 1] = hex[rnd[i] & 15];
-    }
-    out[32] = '\0';
+        ids->used = 0; /* the next draw refills */
+    return rnd;
 }
 
-/* Sends status + headers + body (drained from `body`), logs the request, frees r. */
+/* A new request id: 32 hex digits of REQUEST_ID_RANDOM random bytes (rnd), or 32 zeros
+ * without randomness (rnd NULL). */
+static void new_request_id(const unsigned char *rnd, char out[33])
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < REQUEST_ID_RANDOM; i++) {
+        out[2 * i] = rnd ? hex[rnd[i] >> 4] : '0';
+        out[2 * i + 1] = rnd ? hex[rnd[i] & 15] : '0';
+    }
+    out[2 * REQUEST_ID_RANDOM] = '\0';
+}
+
+/* Sends status + headers + body (drained from `body`), logs the request, frees r. hdrs has
+ * room for FINISH_HEADERS more. */
 static void finish(struct gw_req *r, int status, struct gw_header *hdrs, size_t nhdrs,
                    struct evbuffer *body, bool close)
 {
     enter(r, GW_RS_REPLY);
     hdrs[nhdrs++] = (struct gw_header){"X-Request-Id", r->request_id};
+    hdrs[nhdrs++] = (struct gw_header){"traceparent", r->trace.traceparent};
     audit_answer(r); /* the outcome a written intent owes, before the line that ends it */
     /* the request's strings live in the connection until the reply is sent: log first */
     const struct gw_access a = {
         .ts_ms = r->ts_ms,
         .request_id = r->request_id,
+        .trace_id = r->trace.trace_id,
         .ip = r->ip,
         .method = r->method,
         .path = r->routed ? r->route.path : NULL,
@@ -347,7 +361,7 @@ static void reply_extra(struct gw_req *r, enum gw_reply_kind kind, const char *m
     struct evbuffer *b = evbuffer_new();
     struct gw_header h[8] = {{"Content-Type", "application/json; charset=utf-8"}};
     size_t nh = 1;
-    for (size_t i = 0; i < nextra && nh + 1 < sizeof h / sizeof *h; i++)
+    for (size_t i = 0; i < nextra && nh + FINISH_HEADERS < sizeof h / sizeof *h; i++)
         h[nh++] = extra[i];
     if (b == NULL || gw_reply_body(b, kind, msg, msgs, nmsgs) != 0) {
         if (b)
@@ -513,6 +527,12 @@ static const char *up_request_id(struct up_req *u, size_t *len)
     return u->r->request_id;
 }
 
+static const char *up_traceparent(struct up_req *u, size_t *len)
+{
+    *len = GW_TRACEPARENT_LEN;
+    return u->r->trace.traceparent;
+}
+
 static const char *up_content_type(struct up_req *u, size_t *len)
 {
     *len = 16;
@@ -551,6 +571,7 @@ static const struct {
     UP_HEADER("Accept: ", up_accept),
     UP_HEADER("Authorization: Bearer ", up_credential),
     UP_HEADER("X-Request-Id: ", up_request_id),
+    UP_HEADER("traceparent: ", up_traceparent),
     UP_HEADER("Content-Type: ", up_content_type),
     UP_HEADER("Content-Length: ", up_content_length),
 };
@@ -676,7 +697,7 @@ static void pass_answer(struct gw_req *r, struct gw_upstream_result *res, struct
     r->upstream_status = res->status;
     struct gw_header h[MAX_REPLY_HEADERS];
     size_t n = 0;
-    for (size_t i = 0; i < res->nheaders && n + 1 < MAX_REPLY_HEADERS; i++)
+    for (size_t i = 0; i < res->nheaders && n + FINISH_HEADERS < MAX_REPLY_HEADERS; i++)
         if (pass_back(res->hname[i]))
             h[n++] = (struct gw_header){res->hname[i], res->hvalue[i]};
     finish(r, res->status, h, n, body ? body : res->body, false);
@@ -776,7 +797,7 @@ static bool refuse_non_json(struct gw_req *r, struct gw_upstream_result *res, co
     struct gw_header h[MAX_REPLY_HEADERS];
     size_t n = 0;
     h[n++] = (struct gw_header){"Content-Type", "application/json; charset=utf-8"};
-    for (size_t i = 0; i < res->nheaders && n + 2 < MAX_REPLY_HEADERS; i++)
+    for (size_t i = 0; i < res->nheaders && n + FINISH_HEADERS < MAX_REPLY_HEADERS; i++)
         if (strncasecmp(res->hname[i], "X-RateLimit-", 12) == 0 ||
             strcasecmp(res->hname[i], "Retry-After") == 0)
             h[n++] = (struct gw_header){res->hname[i], res->hvalue[i]};
@@ -1232,10 +1253,19 @@ void gw_req_start(const struct gw_req_env *env, const struct gw_req_client *clie
              client->cert_sha256 ? client->cert_sha256 : "");
     bool repeated;
     const char *rid = gw_http_header(rq, "X-Request-Id", &repeated);
-    if (valid_request_id(rid))
-        snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    bool own_id = !valid_request_id(rid);
+    const char *tp = gw_http_header(rq, "traceparent", &repeated); /* NULL: absent or twice */
+    bool continued = gw_trace_valid(tp);
+    /* the request's random bytes in one draw: its id's (unless the caller's is kept), then
+     * its trace's */
+    const unsigned char *rnd =
+        draw(env->ids, (own_id ? REQUEST_ID_RANDOM : 0) +
+                           (continued ? GW_TRACE_SPAN_RANDOM : GW_TRACE_NEW_RANDOM));
+    if (own_id)
+        new_request_id(rnd, r->request_id);
     else
-        new_request_id(env->ids, r->request_id);
+        snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    gw_trace_make(&r->trace, continued ? tp : NULL, rnd && own_id ? rnd + REQUEST_ID_RANDOM : rnd);
     enter(r, GW_RS_READ);
     if (rq->rejected) {
         reply_error(r, rq->kind, rq->why, NULL, 0);

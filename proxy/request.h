@@ -3,7 +3,9 @@
  * The stages (enum gw_req_stage), each entered by one function, in SPEC order:
  *   READ -> AUTHENTICATE -> VALIDATE -> DECIDE [-> FETCH_TARGET -> DECIDE] -> INTENT -> FORWARD
  *        -> OUTCOME -> REPLY
- * READ: the connection handed over a whole request (or a refused one: straight to REPLY).
+ * READ: the connection handed over a whole request (or a refused one: straight to REPLY); its
+ * request id and its trace context (trace.c: the caller's traceparent continued, else a new
+ * trace), which go upstream, back to the caller, into the access log and every audit record.
  * AUTHENTICATE: the route, the bearer token (the worker's cache, else verified), the subject's
  * rate limit. VALIDATE: scope, Version, query and body (admit.c). DECIDE: the policies on the
  * request alone; update-user and delete-user then FETCH_TARGET (GET the user upstream) and
@@ -60,8 +62,9 @@ enum gw_req_stage {
 };
 const char *gw_req_stage_name(enum gw_req_stage s);
 
-/* Random bytes for new request ids, drawn a pool at a time (one RAND_bytes per 256 ids). The
- * worker holds one; only request.c reads and writes it. */
+/* Random bytes for new request ids and trace context (trace.h), drawn a pool at a time (one
+ * RAND_bytes per 4096 bytes: a request takes at most 40). The worker holds one; only
+ * request.c reads and writes it. */
 struct gw_req_ids {
     unsigned char pool[4096];
     size_t used;

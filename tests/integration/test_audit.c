@@ -1150,13 +1150,21 @@ START_TEST(test_two_replicas_verify_together)
     ck_assert_int_eq(journal_count(&E), 4); /* each: the GET of the target, then the PUT */
     wait_records(file_a, 2);
     wait_records(file_b, 2);
-    /* each record names its replica, right after request_id */
+    /* each record names its replica, right after request_id (and its trace_id after that) */
     const char *files[] = {file_a, file_b}, *ids[] = {"gw-a", "gw-b"}, *rids[] = {rid_a, rid_b};
     for (int k = 0; k < 2; k++) {
         char want[200], *text = slurp(files[k]);
-        snprintf(want, sizeof want, "\"request_id\":\"%s\",\"replica\":\"%s\",\"event\":", rids[k],
-                 ids[k]);
-        ck_assert_msg(strstr(text, want) && strstr(strstr(text, want) + 1, want), "%s", text);
+        snprintf(want, sizeof want, "\"request_id\":\"%s\",\"replica\":\"%s\",\"trace_id\":\"",
+                 rids[k], ids[k]);
+        const char *at = text;
+        for (int n = 0; n < 2; n++) { /* intent and outcome */
+            at = strstr(at, want);
+            ck_assert_msg(at != NULL, "record %d of %s: %s", n + 1, ids[k], text);
+            at += strlen(want);
+            ck_assert_msg(strspn(at, "0123456789abcdef") == 32 &&
+                              strncmp(at + 32, "\",\"event\":", 10) == 0,
+                          "%s", text);
+        }
         free(text);
     }
     char args[1500], *out;

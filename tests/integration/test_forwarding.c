@@ -20,10 +20,11 @@ static void teardown(void)
 }
 
 /* The only headers the upstream may ever see (SPEC §7). */
-static const char *const allow_get[] = {"Host", "Version", "Accept", "Authorization",
-                                        "X-Request-Id"};
-static const char *const allow_body[] = {
-    "Host", "Version", "Accept", "Authorization", "X-Request-Id", "Content-Type", "Content-Length"};
+static const char *const allow_get[] = {"Host",          "Version",      "Accept",
+                                        "Authorization", "X-Request-Id", "traceparent"};
+static const char *const allow_body[] = {"Host",          "Version",       "Accept",
+                                         "Authorization", "X-Request-Id",  "traceparent",
+                                         "Content-Type",  "Content-Length"};
 
 /* Everything a caller might send that must not reach the upstream. */
 /* (the caller's own Authorization, its valid JWT, is added by send_req) */
@@ -40,6 +41,7 @@ static const char *const allow_body[] = {
     "Upgrade: h2c\r\n"                                                                             \
     "Proxy-Authorization: Basic Zm9vOmJhcg==\r\n"                                                  \
     "Accept-Encoding: gzip\r\n"                                                                    \
+    "tracestate: congo=t61rcWkgMzE\r\n"                                                            \
     "X-Request-Id: caller-req.42_A\r\n"
 
 static cJSON *last_entry(void)
@@ -73,6 +75,8 @@ static void assert_forwarded(const cJSON *j, const char *method, const char *pat
     snprintf(host, sizeof host, "localhost:%d", E.sandbox.port);
     ck_assert_str_eq(journal_header(j, "Host", NULL), host);
     ck_assert_str_eq(journal_header(j, "X-Request-Id", NULL), "caller-req.42_A");
+    const char *tp = journal_header(j, "traceparent", NULL); /* the gateway's (test_trace.c) */
+    ck_assert_msg(tp && strlen(tp) == 55 && strncmp(tp, "00-", 3) == 0, "traceparent %s", tp);
     /* the caller's token appears nowhere in what went upstream */
     char *line = cJSON_PrintUnformatted(j);
     ck_assert_ptr_null(strstr(line, E.token));
@@ -80,10 +84,10 @@ static void assert_forwarded(const cJSON *j, const char *method, const char *pat
     ck_assert_ptr_null(strstr(line, "hop-secret"));
     cJSON_free(line);
     if (body) {
-        ck_assert_msg(journal_headers_are(j, allow_body, 7), "unexpected headers upstream");
+        ck_assert_msg(journal_headers_are(j, allow_body, 8), "unexpected headers upstream");
         ck_assert_str_eq(journal_header(j, "Content-Type", NULL), "application/json");
     } else {
-        ck_assert_msg(journal_headers_are(j, allow_get, 5), "unexpected headers upstream");
+        ck_assert_msg(journal_headers_are(j, allow_get, 6), "unexpected headers upstream");
     }
 }
 
@@ -337,12 +341,17 @@ START_TEST(test_access_log_line_per_request)
     *nl = '\0';
     cJSON *j = cJSON_Parse(line);
     ck_assert_ptr_nonnull(j);
+    /* SPEC §10's members, in its order, and no other */
     static const char *const keys[] = {
-        "ts",           "request_id",      "ip",          "method",   "path",
-        "op",           "status",          "duration_ms", "sub",      "policy",
-        "auth_failure", "upstream_status", "upstream_ms", "bytes_in", "bytes_out"};
-    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
-        ck_assert_msg(cJSON_GetObjectItemCaseSensitive(j, keys[i]) != NULL, "missing %s", keys[i]);
+        "ts",       "request_id",   "trace_id",        "ip",          "method",
+        "path",     "op",           "status",          "duration_ms", "sub",
+        "policy",   "auth_failure", "upstream_status", "upstream_ms", "bytes_in",
+        "bytes_out"};
+    const cJSON *m = j->child;
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++, m = m->next)
+        ck_assert_msg(m && strcmp(m->string, keys[i]) == 0, "member %zu is %s, not %s", i,
+                      m ? m->string : "(none)", keys[i]);
+    ck_assert_ptr_null(m);
     ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(j, "op")->valuestring, "get-user");
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "status")->valueint, 200);
     ck_assert_int_eq(cJSON_GetObjectItemCaseSensitive(j, "upstream_status")->valueint, 200);

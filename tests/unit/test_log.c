@@ -16,6 +16,7 @@ START_TEST(test_line_has_every_member_in_order)
 {
     struct gw_access a = {.ts_ms = 1795740050123,
                           .request_id = "r1",
+                          .trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
                           .ip = "127.0.0.1",
                           .method = "GET",
                           .path = "/users/x\"y",
@@ -34,7 +35,8 @@ START_TEST(test_line_has_every_member_in_order)
     size_t n = evbuffer_get_length(b);
     char *line = calloc(1, n + 1);
     evbuffer_remove(b, line, n);
-    ck_assert_str_eq(line, "{\"ts\":\"2026-11-27T00:40:50.123Z\",\"request_id\":\"r1\",\"ip\":"
+    ck_assert_str_eq(line, "{\"ts\":\"2026-11-27T00:40:50.123Z\",\"request_id\":\"r1\","
+                           "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\",\"ip\":"
                            "\"127.0.0.1\",\"method\":\"GET\",\"path\":\"/users/x\\\"y\",\"op\":"
                            "\"get-user\",\"status\":200,\"duration_ms\":2.500,\"sub\":\"svc\","
                            "\"policy\":null,\"auth_failure\":null,\"upstream_status\":null,"

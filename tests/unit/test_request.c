@@ -64,6 +64,7 @@
 #include "rlscript.h"
 #include "snapshot.h"
 #include "token_cache.h"
+#include "trace.h"
 
 #define ISS "https://idp.test"
 #define VERSION "2021-07-28"
@@ -674,6 +675,7 @@ static void fake_log(void *arg, const struct gw_access *a)
     struct gw_access *c = &W.logs[W.nlogs++];
     *c = *a;
     c->request_id = dup_or_null(a->request_id);
+    c->trace_id = dup_or_null(a->trace_id);
     c->ip = dup_or_null(a->ip);
     c->method = dup_or_null(a->method);
     c->path = dup_or_null(a->path);
@@ -830,6 +832,7 @@ static void clear_capture(void)
     for (size_t i = 0; i < W.nlogs; i++) {
         struct gw_access *a = &W.logs[i];
         free((char *)a->request_id);
+        free((char *)a->trace_id);
         free((char *)a->ip);
         free((char *)a->method);
         free((char *)a->path);
@@ -995,6 +998,17 @@ static bool is_hex32(const char *s)
     return s && strlen(s) == 32 && strspn(s, "0123456789abcdef") == 32;
 }
 
+/* The traceparent the request's reply carried: valid, and naming the access log's trace id. */
+static const char *the_traceparent(void)
+{
+    const char *tp = hdr("traceparent");
+    ck_assert_msg(tp && gw_trace_valid(tp), "traceparent %s", tp ? tp : "(none)");
+    ck_assert_msg(strncmp(tp + 3, the_log()->trace_id, 32) == 0 && the_log()->trace_id[32] == 0,
+                  "the reply's traceparent %s, the access log's trace_id %s", tp,
+                  the_log()->trace_id);
+    return tp;
+}
+
 /* The one reply: its status, phrase and exact body (single quotes for double), its
  * X-Request-Id, and the request ended once. */
 #define ASSERT_REPLY(st, body_sq)                                                                  \
@@ -1007,6 +1021,7 @@ static bool is_hex32(const char *s)
         free(b_);                                                                                  \
         ck_assert_int_eq(W.done, 1);                                                               \
         ck_assert_str_eq(hdr("X-Request-Id"), the_log()->request_id);                              \
+        (void)the_traceparent();                                                                   \
     } while (0)
 
 #define ASSERT_STAGES(...)                                                                         \
@@ -1046,7 +1061,8 @@ static void assert_log(int status, const char *op, const char *policy, const cha
 
 /* The i-th audit record: its event, then its members in record order, compared as text
  * with request_id (checked: the request's), replica (checked: the env's, right after
- * request_id, as SPEC §9 shows) and duration_ms (checked: a number) taken out. */
+ * request_id, as SPEC §9 shows), trace_id (checked: the access log's, right after replica)
+ * and duration_ms (checked: a number) taken out. */
 static void assert_record_json(const struct record *rec, const char *event, const char *want_sq)
 {
     ck_assert_str_eq(gw_audit_event_name(rec->ev), event);
@@ -1059,6 +1075,13 @@ static void assert_record_json(const struct record *rec, const char *event, cons
                       cJSON_IsString(rid->next) &&
                       strcmp(rid->next->valuestring, TEST_REPLICA) == 0,
                   "the member after request_id is not \"replica\":\"" TEST_REPLICA "\"");
+    const cJSON *tid = rid->next->next;
+    ck_assert_msg(tid && tid->string && strcmp(tid->string, "trace_id") == 0 &&
+                      cJSON_IsString(tid) && is_hex32(tid->valuestring),
+                  "the member after replica is not \"trace_id\" with 32 hex digits");
+    if (W.nlogs)
+        ck_assert_str_eq(tid->valuestring, W.logs[0].trace_id);
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "trace_id");
     cJSON_DeleteItemFromObjectCaseSensitive(j, "replica");
     cJSON_DeleteItemFromObjectCaseSensitive(j, "request_id");
     const cJSON *d = cJSON_GetObjectItemCaseSensitive(j, "duration_ms");
@@ -1096,15 +1119,16 @@ static void assert_sent(size_t i, const char *want, bool retryable)
     free(w);
 }
 
-/* The upstream request's head for method path (with the request's id, the agency credential
- * and no body). */
+/* The upstream request's head for method path (with the request's id and traceparent, the
+ * credential and no body). */
 static char *up_head(const char *method, const char *path, const char *credential)
 {
     char *s = malloc(1024);
     snprintf(s, 1024,
              "%s %s HTTP/1.1\nHost: " DEFAULT_HOST "\nVersion: " VERSION
-             "\nAccept: application/json\nAuthorization: Bearer %s\nX-Request-Id: %s\n\n",
-             method, path, credential, W.logs[0].request_id);
+             "\nAccept: application/json\nAuthorization: Bearer %s\nX-Request-Id: %s"
+             "\ntraceparent: %s\n\n",
+             method, path, credential, W.logs[0].request_id, the_traceparent());
     return s;
 }
 
@@ -1123,8 +1147,9 @@ static void assert_sent_body(size_t i, const char *method, const char *path, con
     snprintf(want, sizeof want,
              "%s %s HTTP/1.1\nHost: " DEFAULT_HOST "\nVersion: " VERSION
              "\nAccept: application/json\nAuthorization: Bearer " AGENCY
-             "\nX-Request-Id: %s\nContent-Type: application/json\nContent-Length: %zu\n\n%s",
-             method, path, W.logs[0].request_id, strlen(body), body);
+             "\nX-Request-Id: %s\ntraceparent: %s\nContent-Type: application/json"
+             "\nContent-Length: %zu\n\n%s",
+             method, path, W.logs[0].request_id, the_traceparent(), strlen(body), body);
     assert_sent(i, want, false);
     free(body);
 }
@@ -1295,28 +1320,147 @@ START_TEST(test_request_id_is_the_callers_when_valid_else_new)
 }
 END_TEST
 
-/* New ids are drawn 16 bytes at a time from the worker's pool, which is refilled once its
- * last id is taken. */
+#define CALLER_TRACE "4bf92f3577b34da6a3ce929d0e0e4736"
+#define CALLER_PARENT "00f067aa0ba902b7"
+
+/* A valid traceparent (SPEC §7): its trace id and sampled flag go upstream and back with a new
+ * parent id of the gateway's own; the access log has its trace id. tracestate goes nowhere. */
+START_TEST(test_valid_traceparent_is_continued_with_a_new_parent_id)
+{
+    static const char *const flags[] = {"01", "00"};
+    for (size_t i = 0; i < 2; i++) {
+        next_request();
+        up_json(200, USER_IN);
+        char h[200];
+        snprintf(h, sizeof h,
+                 "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-%s\r\n"
+                 "tracestate: congo=t61rcWkgMzE\r\n",
+                 flags[i]);
+        CALL(.method = "GET", .target = "/users/u1", .token = T.admin, .headers = h);
+        ASSERT_REPLY(200, USER_IN);
+        const char *tp = the_traceparent();
+        ck_assert_int_eq(strncmp(tp, "00-" CALLER_TRACE "-", 36), 0);
+        ck_assert_str_eq(tp + 53, flags[i]);
+        ck_assert_int_ne(strncmp(tp + 36, CALLER_PARENT, 16), 0);
+        ck_assert_str_eq(the_log()->trace_id, CALLER_TRACE);
+        assert_sent_get(0, "/users/u1", AGENCY); /* the reply's traceparent, and no tracestate */
+    }
+}
+END_TEST
+
+/* An invalid traceparent, or one sent twice, is replaced by a new trace (flags 00), a
+ * different one each time. */
+START_TEST(test_invalid_traceparent_starts_a_new_trace)
+{
+    static const char *const bad[] = {
+        "traceparent: 00-4BF92F3577B34DA6A3CE929D0E0E4736-" CALLER_PARENT "-01\r\n",
+        "traceparent: 00-00000000000000000000000000000000-" CALLER_PARENT "-01\r\n",
+        "traceparent: 00-" CALLER_TRACE "-0000000000000000-01\r\n",
+        "traceparent: ff-" CALLER_TRACE "-" CALLER_PARENT "-01\r\n",
+        "traceparent: 01-" CALLER_TRACE "-" CALLER_PARENT "-01\r\n",
+        "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-1\r\n",
+        "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-01-00\r\n",
+        "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "\r\n",
+        "traceparent:\r\n",
+        "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-01\r\n"
+        "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-01\r\n",
+    };
+    char prev[33] = "";
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        next_request();
+        up_json(200, USER_IN);
+        CALL(.method = "GET", .target = "/users/u1", .token = T.admin, .headers = bad[i]);
+        ASSERT_REPLY(200, USER_IN);
+        const char *tp = the_traceparent();
+        ck_assert_msg(strncmp(tp + 3, CALLER_TRACE, 32) != 0, "%s kept: %s", bad[i], tp);
+        ck_assert_msg(strcmp(tp + 53, "00") == 0, "%s: flags of %s", bad[i], tp);
+        ck_assert_str_ne(the_log()->trace_id, prev);
+        snprintf(prev, sizeof prev, "%s", the_log()->trace_id);
+        assert_sent_get(0, "/users/u1", AGENCY);
+    }
+}
+END_TEST
+
+/* One trace through a change: the target GET and the PUT carry the same traceparent (the
+ * caller's trace id), and the intent and outcome records name that trace id. */
+START_TEST(test_change_carries_the_callers_trace_to_every_call_and_record)
+{
+    up_json(200, USER_IN);
+    up_json(200, "{'id':'u1','firstName':'Bo','roles':{'type':'account','role':'user',"
+                 "'locationIds':['LOC1']}}");
+    CALL(.method = "PUT", .target = "/users/u1", .token = T.bot, .body = "{'firstName':'Bo'}",
+         .headers = "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-01\r\n");
+    ck_assert_int_eq(the_reply()->status, 200);
+    ck_assert_str_eq(the_log()->trace_id, CALLER_TRACE);
+    assert_sent_get(0, "/users/u1", AGENCY);
+    assert_sent_body(1, "PUT", "/users/u1", "{'firstName':'Bo'}");
+    ck_assert_uint_eq(W.nrecs, 2);
+    for (size_t i = 0; i < W.nrecs; i++)
+        ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(W.recs[i].j, "trace_id")->valuestring,
+                         CALLER_TRACE);
+}
+END_TEST
+
+/* A denied request's record, and a request refused before routing (framing), have the trace
+ * too: in the reply, the access log line and the record. */
+START_TEST(test_refused_requests_have_a_trace)
+{
+    CALL(.method = "GET", .target = "/users/u9", .token = T.nobody,
+         .headers = "traceparent: 00-" CALLER_TRACE "-" CALLER_PARENT "-01\r\n");
+    ck_assert_int_eq(the_reply()->status, 403);
+    ck_assert_str_eq(the_log()->trace_id, CALLER_TRACE);
+    (void)the_traceparent();
+    ck_assert_str_eq(cJSON_GetObjectItemCaseSensitive(W.recs[0].j, "trace_id")->valuestring,
+                     CALLER_TRACE);
+    next_request();
+    static const char head[] = "POST /users HTTP/1.1\r\nHost: gw.test\r\n"
+                               "Transfer-Encoding: chunked\r\n\r\n";
+    run_head(head, strlen(head), NULL, NULL);
+    ck_assert_int_eq(the_reply()->status, 400);
+    ck_assert(is_hex32(the_log()->trace_id));
+    (void)the_traceparent();
+}
+END_TEST
+
+/* A request's random bytes are drawn at once from the worker's pool: 16 for a new request id,
+ * then 24 for a new trace (trace id and span id) or 8 for a caller's trace continued (span id);
+ * the pool is refilled once its last bytes are taken, or when fewer are left than a request
+ * takes. */
 START_TEST(test_request_id_pool_is_refilled_after_its_last_id)
 {
     CALL(.method = "GET", .target = "/nowhere");
-    ck_assert_uint_eq(W.ids.used, 16);
-    W.ids.used = sizeof W.ids.pool - 16;
+    ck_assert_uint_eq(W.ids.used, 40);
+    W.ids.used = sizeof W.ids.pool - 40;
     memset(W.ids.pool + W.ids.used, 0xab, 16);
+    memset(W.ids.pool + W.ids.used + 16, 0xcd, 16);
+    memset(W.ids.pool + W.ids.used + 32, 0xef, 8);
     next_request();
     CALL(.method = "GET", .target = "/nowhere");
     ck_assert_str_eq(hdr("X-Request-Id"), "abababababababababababababababab");
+    ck_assert_str_eq(hdr("traceparent"), "00-cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd-efefefefefefefef-00");
+    ck_assert_str_eq(the_log()->trace_id, "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd");
     ck_assert_uint_eq(W.ids.used, 0);
     next_request();
     CALL(.method = "GET", .target = "/nowhere");
     ck_assert(is_hex32(hdr("X-Request-Id")));
-    ck_assert_uint_eq(W.ids.used, 16);
-    /* fewer than 16 bytes left: refilled, not read past its end */
-    W.ids.used = sizeof W.ids.pool - 8;
+    ck_assert_str_ne(hdr("X-Request-Id"), "abababababababababababababababab");
+    ck_assert_uint_eq(W.ids.used, 40);
+    /* fewer than 40 bytes left: refilled, not read past its end */
+    W.ids.used = sizeof W.ids.pool - 39;
     next_request();
     CALL(.method = "GET", .target = "/nowhere");
     ck_assert(is_hex32(hdr("X-Request-Id")));
-    ck_assert_uint_eq(W.ids.used, 16);
+    ck_assert_uint_eq(W.ids.used, 40);
+    /* the caller's request id and traceparent kept: only a span id is drawn */
+    next_request();
+    CALL(.method = "GET", .target = "/nowhere",
+         .headers = "X-Request-Id: mine\r\n"
+                    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n");
+    ck_assert_uint_eq(W.ids.used, 48);
+    /* a new trace for a caller's own request id: 24 */
+    next_request();
+    CALL(.method = "GET", .target = "/nowhere", .headers = "X-Request-Id: mine\r\n");
+    ck_assert_uint_eq(W.ids.used, 72);
 }
 END_TEST
 
@@ -1334,7 +1478,7 @@ START_TEST(test_no_bearer_token_is_401_with_the_plain_challenge)
         CALL(.method = "GET", .target = "/users/u1", .headers = headers[i]);
         ASSERT_REPLY(401, UNAUTHORIZED);
         ck_assert_str_eq(hdr("WWW-Authenticate"), "Bearer realm=\"ghl-gateway\"");
-        ck_assert_str_eq(hdr_names(), "Content-Type,WWW-Authenticate,X-Request-Id");
+        ck_assert_str_eq(hdr_names(), "Content-Type,WWW-Authenticate,X-Request-Id,traceparent");
         ASSERT_STAGES(GW_RS_READ, GW_RS_AUTHENTICATE, GW_RS_REPLY);
         ASSERT_NOTHING_SENT();
         ck_assert_uint_eq(W.nrecs, 0); /* failed authentication is not audited */
@@ -1444,7 +1588,7 @@ START_TEST(test_subject_over_its_rate_limit_gets_429)
     ASSERT_REPLY(429, "{'statusCode':429,'message':'Too many requests',"
                       "'error':'Too Many Requests'}");
     ck_assert_str_eq(hdr_names(), "Content-Type,Retry-After,X-RateLimit-Max,X-RateLimit-Remaining,"
-                                  "X-RateLimit-Interval-Milliseconds,X-Request-Id");
+                                  "X-RateLimit-Interval-Milliseconds,X-Request-Id,traceparent");
     long ra = strtol(hdr("Retry-After"), NULL, 10);
     ck_assert_msg(ra >= 3590 && ra <= 3600, "Retry-After %ld", ra);
     ck_assert_str_eq(hdr("X-RateLimit-Max"), "1");
@@ -1666,10 +1810,11 @@ START_TEST(test_get_user_is_forwarded_from_the_allow_list_and_passed_back)
               USER_IN);
     CALL(.method = "GET", .target = "/users/u1", .token = T.admin,
          .headers = "Cookie: s=1\r\nX-Forwarded-For: 1.2.3.4\r\nAccept-Encoding: gzip\r\n"
-                    "Accept: text/html\r\ntraceparent: junk\r\n");
+                    "Accept: text/html\r\ntraceparent: junk\r\n"
+                    "tracestate: congo=t61rcWkgMzE\r\n");
     ASSERT_REPLY(200, USER_IN);
     ck_assert_str_eq(hdr_names(),
-                     "Content-Type,X-RateLimit-Remaining,X-RateLimit-Max,X-Request-Id");
+                     "Content-Type,X-RateLimit-Remaining,X-RateLimit-Max,X-Request-Id,traceparent");
     ck_assert_str_eq(hdr("Content-Type"), "application/json");
     ASSERT_STAGES(GW_RS_READ, GW_RS_AUTHENTICATE, GW_RS_VALIDATE, GW_RS_DECIDE, GW_RS_FORWARD,
                   GW_RS_OUTCOME, GW_RS_REPLY);
@@ -1723,7 +1868,7 @@ START_TEST(test_empty_read_answer_is_passed_back_under_read_rules)
     up_answer(200, NULL, NULL);
     CALL(.method = "GET", .target = "/users/u1", .token = T.bot);
     ASSERT_REPLY(200, "");
-    ck_assert_str_eq(hdr_names(), "X-Request-Id");
+    ck_assert_str_eq(hdr_names(), "X-Request-Id,traceparent");
     assert_log(200, "get-user", "b-bot", "svc-bot", NULL, 200);
 }
 END_TEST
@@ -1955,7 +2100,8 @@ START_TEST(test_error_answer_not_json_keeps_its_status)
     CALL(.method = "GET", .target = "/users/u1", .token = T.bot);
     ASSERT_REPLY(429, "{'statusCode':429,'message':'the upstream`s answer (status 429) has "
                       "Content-Type text/html, not JSON'}");
-    ck_assert_str_eq(hdr_names(), "Content-Type,Retry-After,X-RateLimit-Remaining,X-Request-Id");
+    ck_assert_str_eq(hdr_names(),
+                     "Content-Type,Retry-After,X-RateLimit-Remaining,X-Request-Id,traceparent");
     ck_assert_str_eq(hdr("Content-Type"), JSON_CT);
     ck_assert_str_eq(hdr("Retry-After"), "5");
     ck_assert_uint_eq(N(W.m->up_errors[GW_UPE_PROTOCOL]), 1);
@@ -2542,19 +2688,27 @@ START_TEST(test_request_runs_without_a_trace_or_a_peer_address)
 }
 END_TEST
 
-/* Without randomness a new request id is 32 zeros, and the next one tries again. */
+/* Without randomness a new request id is 32 zeros and a new trace the valid ...01 ids (a
+ * caller's trace keeps its trace id), and the next request tries again. */
 START_TEST(test_request_id_without_randomness_is_zeros_once)
 {
     rand_fail_n = 1;
     CALL(.method = "GET", .target = "/nowhere");
     ck_assert_int_eq(rand_fail_n, 0);
     ck_assert_str_eq(hdr("X-Request-Id"), "00000000000000000000000000000000");
+    ck_assert_str_eq(hdr("traceparent"), "00-00000000000000000000000000000001-0000000000000001-00");
     ck_assert_int_eq(the_reply()->status, 404);
+    next_request();
+    rand_fail_n = 1;
+    CALL(.method = "GET", .target = "/nowhere",
+         .headers = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n");
+    ck_assert_str_eq(hdr("traceparent"), "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000001-01");
     next_request();
     CALL(.method = "GET", .target = "/nowhere");
     ck_assert(is_hex32(hdr("X-Request-Id")));
     ck_assert_str_ne(hdr("X-Request-Id"), "00000000000000000000000000000000");
-    ck_assert_uint_eq(W.ids.used, 16);
+    ck_assert_str_ne(the_log()->trace_id, "00000000000000000000000000000001");
+    ck_assert_uint_eq(W.ids.used, 40);
 }
 END_TEST
 
@@ -2726,6 +2880,9 @@ static Suite *suite(void)
     tcase_add_test(t, test_bad_target_is_answered_400_before_authentication);
     tcase_add_test(t, test_no_route_is_answered_404_in_the_upstreams_words);
     tcase_add_test(t, test_request_id_is_the_callers_when_valid_else_new);
+    tcase_add_test(t, test_valid_traceparent_is_continued_with_a_new_parent_id);
+    tcase_add_test(t, test_invalid_traceparent_starts_a_new_trace);
+    tcase_add_test(t, test_refused_requests_have_a_trace);
     tcase_add_test(t, test_request_id_pool_is_refilled_after_its_last_id);
     tcase_add_test(t, test_request_id_without_randomness_is_zeros_once);
     tcase_add_test(t, test_request_runs_without_a_trace_or_a_peer_address);
@@ -2814,6 +2971,7 @@ static Suite *suite(void)
     tcase_add_test(t, test_create_user_with_the_audit_sink_off_goes_straight_upstream);
     tcase_add_test(t, test_secret_members_and_the_password_are_redacted_whatever_the_document_says);
     tcase_add_test(t, test_update_user_within_the_policy_fetches_decides_and_forwards);
+    tcase_add_test(t, test_change_carries_the_callers_trace_to_every_call_and_record);
     tcase_add_test(t, test_update_user_with_the_intent_never_confirmed_gives_not_sent);
     tcase_add_test(t, test_update_user_of_a_target_outside_is_403_naming_it_only_as_outside);
     tcase_add_test(t, test_update_user_denied_on_the_request_alone_fetches_nothing);
