@@ -11,7 +11,7 @@ cd "$top"
 command -v clang >/dev/null || { echo "clang is needed for the fuzz targets"; exit 1; }
 CC=clang cmake -S . -B build-fuzz -DGW_FUZZ=ON -DGW_TESTS=OFF -DGW_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   >build-fuzz.cmake.log 2>&1 || { cat build-fuzz.cmake.log; exit 1; }
-targets=(json http1 route config upstream jwt schema policy audit escalation ratelimit discovery)
+targets=(json http1 route config upstream jwt schema policy audit escalation ratelimit discovery trace)
 cmake --build build-fuzz -j"$(nproc)" --target "${targets[@]/#/fuzz_}" >build-fuzz.build.log 2>&1 ||
   { tail -40 build-fuzz.build.log; exit 1; }
 mkdir -p build-fuzz/crashes
