@@ -129,76 +129,113 @@ static void add_lit(struct evbuffer *b, const char *lit)
     evbuffer_add(b, lit, strlen(lit));
 }
 
-/* ,"name": and the value as a JSON string, or null */
-static void add_str(struct evbuffer *b, const char *name, const char *v)
+/* ,"name": and the value as a JSON string, or null. Most values are plain printable ASCII
+ * (ids, addresses, methods, paths): those go out with their name in one evbuffer_add, past
+ * the escaper (which would write them unchanged); any other value takes the escaper. */
+static void add_str(struct evbuffer *b, const char *name, size_t namelen, const char *v)
 {
-    add_lit(b, name);
+    char tmp[160];
+    if (v && namelen + 2 <= sizeof tmp) {
+        memcpy(tmp, name, namelen);
+        tmp[namelen] = '"';
+        char *o = tmp + namelen + 1;
+        size_t room = sizeof tmp - namelen - 2, i = 0;
+        for (unsigned char c; (c = (unsigned char)v[i]) != '\0' && i < room; i++) {
+            if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
+                break;
+            o[i] = (char)c;
+        }
+        if (v[i] == '\0') {
+            o[i] = '"';
+            evbuffer_add(b, tmp, namelen + 2 + i);
+            return;
+        }
+    }
+    evbuffer_add(b, name, namelen);
     if (v)
         gw_json_append_string(b, v);
     else
         evbuffer_add(b, "null", 4);
 }
+#define ADD_STR(b, name, v) add_str((b), "" name, sizeof(name) - 1, (v))
+
+/* Numbers are written from their last digit back, then their member's name before them,
+ * and the whole added at once: names are at most NAME_MAX_LEN bytes. */
+#define NAME_MAX_LEN 24
 
 /* ,"name": and an integer */
-static void add_int(struct evbuffer *b, const char *name, unsigned long long v)
+static void add_int(struct evbuffer *b, const char *name, size_t namelen, unsigned long long v)
 {
-    char num[24];
+    char num[NAME_MAX_LEN + 24];
     size_t i = sizeof num;
     do {
         num[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    add_lit(b, name);
+    i -= namelen;
+    memcpy(num + i, name, namelen);
     evbuffer_add(b, num + i, sizeof num - i);
 }
+#define ADD_INT(b, name, v)                                                                        \
+    do {                                                                                           \
+        _Static_assert(sizeof(name) - 1 <= NAME_MAX_LEN, "a member name too long");                \
+        add_int((b), "" name, sizeof(name) - 1, (v));                                              \
+    } while (0)
 
 /* ,"name": and milliseconds with three decimals (microseconds), or null when negative */
-static void add_ms(struct evbuffer *b, const char *name, double ms)
+static void add_ms(struct evbuffer *b, const char *name, size_t namelen, double ms)
 {
-    add_lit(b, name);
-    if (!(ms >= 0) || ms > 1e12) {
-        evbuffer_add(b, ms >= 0 ? "1e12" : "null", 4);
-        return;
-    }
-    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
-    char num[32];
+    char num[NAME_MAX_LEN + 32];
     size_t i = sizeof num;
-    for (int k = 0; k < 3; k++, us /= 10)
-        num[--i] = (char)('0' + us % 10);
-    num[--i] = '.';
-    do {
-        num[--i] = (char)('0' + us % 10);
-        us /= 10;
-    } while (us);
+    if (!(ms >= 0) || ms > 1e12) {
+        i -= 4;
+        memcpy(num + i, ms >= 0 ? "1e12" : "null", 4);
+    } else {
+        unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
+        for (int k = 0; k < 3; k++, us /= 10)
+            num[--i] = (char)('0' + us % 10);
+        num[--i] = '.';
+        do {
+            num[--i] = (char)('0' + us % 10);
+            us /= 10;
+        } while (us);
+    }
+    i -= namelen;
+    memcpy(num + i, name, namelen);
     evbuffer_add(b, num + i, sizeof num - i);
 }
+#define ADD_MS(b, name, v)                                                                         \
+    do {                                                                                           \
+        _Static_assert(sizeof(name) - 1 <= NAME_MAX_LEN, "a member name too long");                \
+        add_ms((b), "" name, sizeof(name) - 1, (v));                                               \
+    } while (0)
 
 void gw_log_access_format(struct evbuffer *b, const struct gw_access *a)
 {
     size_t start = evbuffer_get_length(b);
-    char ts[40];
-    gw_log_iso8601(a->ts_ms, ts, sizeof ts);
-    add_lit(b, "{\"ts\":\"");
-    add_lit(b, ts);
-    add_lit(b, "\"");
-    add_str(b, ",\"request_id\":", a->request_id);
-    add_str(b, ",\"trace_id\":", a->trace_id);
-    add_str(b, ",\"ip\":", a->ip);
-    add_str(b, ",\"method\":", a->method);
-    add_str(b, ",\"path\":", a->path);
-    add_str(b, ",\"op\":", a->op);
-    add_int(b, ",\"status\":", (unsigned long long)(a->status > 0 ? a->status : 0));
-    add_ms(b, ",\"duration_ms\":", a->duration_ms);
-    add_str(b, ",\"sub\":", a->sub);
-    add_str(b, ",\"policy\":", a->policy);
-    add_str(b, ",\"auth_failure\":", a->auth_failure);
+    char ts[40] = "{\"ts\":\"";
+    gw_log_iso8601(a->ts_ms, ts + 7, sizeof ts - 8);
+    size_t tn = 7 + strlen(ts + 7);
+    ts[tn++] = '"';
+    evbuffer_add(b, ts, tn);
+    ADD_STR(b, ",\"request_id\":", a->request_id);
+    ADD_STR(b, ",\"trace_id\":", a->trace_id);
+    ADD_STR(b, ",\"ip\":", a->ip);
+    ADD_STR(b, ",\"method\":", a->method);
+    ADD_STR(b, ",\"path\":", a->path);
+    ADD_STR(b, ",\"op\":", a->op);
+    ADD_INT(b, ",\"status\":", (unsigned long long)(a->status > 0 ? a->status : 0));
+    ADD_MS(b, ",\"duration_ms\":", a->duration_ms);
+    ADD_STR(b, ",\"sub\":", a->sub);
+    ADD_STR(b, ",\"policy\":", a->policy);
+    ADD_STR(b, ",\"auth_failure\":", a->auth_failure);
     if (a->upstream_status > 0)
-        add_int(b, ",\"upstream_status\":", (unsigned long long)a->upstream_status);
+        ADD_INT(b, ",\"upstream_status\":", (unsigned long long)a->upstream_status);
     else
         add_lit(b, ",\"upstream_status\":null");
-    add_ms(b, ",\"upstream_ms\":", a->upstream_ms);
-    add_int(b, ",\"bytes_in\":", (unsigned long long)a->bytes_in);
-    add_int(b, ",\"bytes_out\":", (unsigned long long)a->bytes_out);
+    ADD_MS(b, ",\"upstream_ms\":", a->upstream_ms);
+    ADD_INT(b, ",\"bytes_in\":", (unsigned long long)a->bytes_in);
+    ADD_INT(b, ",\"bytes_out\":", (unsigned long long)a->bytes_out);
     add_lit(b, "}\n");
     size_t n = evbuffer_get_length(b) - start;
     if (n > MAX_LINE) { /* too long to be one line of the log: dropped whole */

@@ -10,6 +10,7 @@
 
 #include <event2/buffer.h>
 
+#include "json.h"
 #include "log.h"
 
 START_TEST(test_line_has_every_member_in_order)
@@ -57,6 +58,60 @@ START_TEST(test_iso8601_matches_the_calendar)
     ck_assert_str_eq(t, "2000-02-29T00:00:00.000Z");
     gw_log_iso8601(951782400001, t, sizeof t); /* the same second again (cached) */
     ck_assert_str_eq(t, "2000-02-29T00:00:00.001Z");
+}
+END_TEST
+
+/* The member's text for value v in a's line: name, then v as the JSON escaper writes it. */
+static void assert_member_escaped(const char *name, const char *v, const char *line)
+{
+    struct evbuffer *want = evbuffer_new();
+    gw_json_append_string(want, v);
+    size_t wn = evbuffer_get_length(want);
+    char *w = calloc(1, wn + 1), member[700];
+    evbuffer_remove(want, w, wn);
+    snprintf(member, sizeof member, "\"%s\":%s,", name, w);
+    ck_assert_msg(strstr(line, member) != NULL, "%s: %s in %s", name, w, line);
+    free(w);
+    evbuffer_free(want);
+}
+
+/* Every string member is written as the JSON escaper writes it, whether it takes the plain
+ * path (printable ASCII that fits beside its name) or the escaper: quotes, backslashes,
+ * control characters, DEL, UTF-8, invalid bytes, and plain values of every length around
+ * the plain path's room. */
+START_TEST(test_string_members_are_written_as_the_escaper_writes_them)
+{
+    static const char *const odd[] = {"",
+                                      "/users/abc",
+                                      "a\"b",
+                                      "back\\slash",
+                                      "tab\there",
+                                      "del\x7f",
+                                      "caf\xc3\xa9",
+                                      "bad\xff utf8",
+                                      "~ !#$%&'()*+,-./:;<=>?@[]^_`{|}"};
+    size_t nodd = sizeof odd / sizeof *odd;
+    char plain[200];
+    for (size_t i = 0; i < nodd + 70; i++) {
+        const char *v = odd[i < nodd ? i : 0];
+        if (i >= nodd) { /* plain values of 130 to 199 characters */
+            memset(plain, 'p', i - nodd + 130);
+            plain[i - nodd + 130] = '\0';
+            v = plain;
+        }
+        struct gw_access a = {.request_id = v, .path = v, .sub = v, .upstream_ms = -1};
+        struct evbuffer *b = evbuffer_new();
+        gw_log_access_format(b, &a);
+        size_t n = evbuffer_get_length(b);
+        char *line = calloc(1, n + 1);
+        evbuffer_remove(b, line, n);
+        assert_member_escaped("request_id", v, line);
+        assert_member_escaped("path", v, line);
+        assert_member_escaped("sub", v, line);
+        ck_assert_ptr_nonnull(strstr(line, "\"trace_id\":null,"));
+        free(line);
+        evbuffer_free(b);
+    }
 }
 END_TEST
 
@@ -135,6 +190,7 @@ int main(void)
     tcase_set_timeout(t, 60);
     tcase_add_test(t, test_line_has_every_member_in_order);
     tcase_add_test(t, test_iso8601_matches_the_calendar);
+    tcase_add_test(t, test_string_members_are_written_as_the_escaper_writes_them);
     tcase_add_test(t, test_batches_to_a_pipe_keep_lines_whole);
     suite_add_tcase(s, t);
     SRunner *r = srunner_create(s);
