@@ -140,7 +140,8 @@ static void add_str(struct evbuffer *b, const char *name, size_t namelen, const 
         tmp[namelen] = '"';
         char *o = tmp + namelen + 1;
         size_t room = sizeof tmp - namelen - 2, i = 0;
-        for (unsigned char c; (c = (unsigned char)v[i]) != '\0' && i < room; i++) {
+        for (; i < room && v[i] != '\0'; i++) {
+            unsigned char c = (unsigned char)v[i];
             if (c < 0x20 || c >= 0x7f || c == '"' || c == '\\')
                 break;
             o[i] = (char)c;
@@ -185,21 +186,21 @@ static void add_int(struct evbuffer *b, const char *name, size_t namelen, unsign
 /* ,"name": and milliseconds with three decimals (microseconds), or null when negative */
 static void add_ms(struct evbuffer *b, const char *name, size_t namelen, double ms)
 {
+    if (!(ms >= 0) || ms > 1e12) {
+        evbuffer_add(b, name, namelen);
+        evbuffer_add(b, ms >= 0 ? "1e12" : "null", 4);
+        return;
+    }
     char num[NAME_MAX_LEN + 32];
     size_t i = sizeof num;
-    if (!(ms >= 0) || ms > 1e12) {
-        i -= 4;
-        memcpy(num + i, ms >= 0 ? "1e12" : "null", 4);
-    } else {
-        unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
-        for (int k = 0; k < 3; k++, us /= 10)
-            num[--i] = (char)('0' + us % 10);
-        num[--i] = '.';
-        do {
-            num[--i] = (char)('0' + us % 10);
-            us /= 10;
-        } while (us);
-    }
+    unsigned long long us = (unsigned long long)(ms * 1000.0 + 0.5);
+    for (int k = 0; k < 3; k++, us /= 10)
+        num[--i] = (char)('0' + us % 10);
+    num[--i] = '.';
+    do {
+        num[--i] = (char)('0' + us % 10);
+        us /= 10;
+    } while (us);
     i -= namelen;
     memcpy(num + i, name, namelen);
     evbuffer_add(b, num + i, sizeof num - i);

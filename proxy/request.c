@@ -312,11 +312,12 @@ static const unsigned char *draw(struct gw_req_ids *ids, size_t n)
 static void new_request_id(const unsigned char *rnd, char out[33])
 {
     static const char hex[] = "0123456789abcdef";
-    for (size_t i = 0; i < REQUEST_ID_RANDOM; i++) {
+    size_t i = 0;
+    for (; i < REQUEST_ID_RANDOM; i++) {
         out[2 * i] = rnd ? hex[rnd[i] >> 4] : '0';
         out[2 * i + 1] = rnd ? hex[rnd[i] & 15] : '0';
     }
-    out[2 * REQUEST_ID_RANDOM] = '\0';
+    out[2 * i] = '\0';
 }
 
 /* Sends status + headers + body (drained from `body`), logs the request, frees r. hdrs has
