@@ -453,4 +453,23 @@ void gw_metrics_render_daemon(struct evbuffer *out, const struct gw_m_daemon *d)
                         (unsigned long long)d->reloads_ok, (unsigned long long)d->reloads_failed);
     help(out, "ghl_gateway_config_generation", "gauge", "The configuration in use.");
     evbuffer_add_printf(out, "ghl_gateway_config_generation %lu\n", d->generation);
+    help(out, "ghl_gateway_tls_cert_expiry_seconds", "gauge",
+         "Seconds until the earliest notAfter of a set of certificates of the configuration in "
+         "use, negative once expired: serving (the certificate and its chain), client_ca, "
+         "upstream_ca (tls.client_ca and upstream.ca_file, when set).");
+    for (size_t i = 0; i < d->ncerts; i++)
+        evbuffer_add_printf(out, "ghl_gateway_tls_cert_expiry_seconds{cert=\"%s\"} %lld\n",
+                            d->certs[i].cert, d->certs[i].seconds);
+    /* with the shared store the day's count is in Redis: no figure rather than a wrong one */
+    help(out, "ghl_gateway_ratelimit_daily_budget", "gauge",
+         "Upstream calls this process may make per UTC day (rate_limit.upstream.daily, or its "
+         "1/replicas share); absent with the shared store.");
+    if (d->daily_here)
+        evbuffer_add_printf(out, "ghl_gateway_ratelimit_daily_budget %ld\n", d->daily_budget);
+    help(out, "ghl_gateway_ratelimit_daily_remaining", "gauge",
+         "Upstream calls left in this process's budget for the current UTC day; absent with the "
+         "shared store.");
+    if (d->daily_here)
+        evbuffer_add_printf(out, "ghl_gateway_ratelimit_daily_remaining %ld\n",
+                            d->daily_used < d->daily_budget ? d->daily_budget - d->daily_used : 0);
 }

@@ -91,7 +91,8 @@ void gw_metrics_render(struct evbuffer *out, struct gw_metrics *const *shards, s
                        const char *const *auth_names, size_t nreasons);
 
 /* The daemon's own figures (SPEC §10), rendered after the workers' shards: the JWKS fetches
- * of the configuration's issuers, the audit log's statistics, reloads and the generation. */
+ * of the configuration's issuers, the audit log's statistics, reloads and the generation, the
+ * certificates' expiry and the day's upstream budget. */
 struct gw_audit_stats;
 struct gw_m_jwks {
     const char *issuer;
@@ -99,12 +100,23 @@ struct gw_m_jwks {
     uint64_t ok, failed;
     size_t keys; /* the keys it can verify with now (gw_jwks_key_count) */
 };
+/* One set of certificates of the configuration in use (label cert: "serving", "client_ca",
+ * "upstream_ca") and the seconds from now to its earliest notAfter (negative: expired). */
+struct gw_m_cert {
+    const char *cert;
+    long long seconds;
+};
 struct gw_m_daemon {
     const struct gw_m_jwks *jwks; /* one per issuer */
     size_t njwks;
     const struct gw_audit_stats *audit;
     uint64_t reloads_ok, reloads_failed;
     unsigned long generation;
+    const struct gw_m_cert *certs;
+    size_t ncerts;
+    /* the upstream's daily budget, when this process keeps it (no shared store) */
+    bool daily_here;
+    long daily_budget, daily_used;
 };
 void gw_metrics_render_daemon(struct evbuffer *out, const struct gw_m_daemon *d);
 

@@ -167,3 +167,9 @@ void gw_rl_upstream(struct gw_rl *rl, long burst, long per_seconds, long daily, 
         }
     } while (!atomic_compare_exchange_weak(&rl->up_tat, &tat, next));
 }
+
+long gw_rl_daily_used(struct gw_rl *rl, int64_t wall_s)
+{
+    uint64_t cur = atomic_load(&rl->up_day);
+    return cur >> 32 == (uint64_t)(wall_s / 86400) ? (long)(cur & 0xffffffffull) : 0;
+}

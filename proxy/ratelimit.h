@@ -40,5 +40,8 @@ void gw_rl_subject(struct gw_rl *rl, const unsigned char subject[32], long burst
 /* One upstream call. wall_s: seconds since the epoch (the daily budget is per UTC day). */
 void gw_rl_upstream(struct gw_rl *rl, long burst, long per_seconds, long daily, uint64_t now_ns,
                     int64_t wall_s, struct gw_rl_verdict *v);
+/* Units of the in-process daily budget spent on the UTC day of wall_s (0 once it has turned):
+ * for the metrics; with the shared store the day's count is kept in Redis instead. */
+long gw_rl_daily_used(struct gw_rl *rl, int64_t wall_s);
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -23,6 +24,7 @@
 #include "ratelimit.h"
 #include "rlstore.h"
 #include "snapshot.h"
+#include "tls.h"
 #include "worker.h"
 
 struct gw_daemon {
@@ -243,12 +245,32 @@ static void admin_metrics(void *arg, struct evbuffer *out)
     }
     struct gw_audit_stats st;
     gw_audit_get_stats(d->audit, &st);
+    /* the certificates of the snapshot in use, as its contexts hold them (a reload that
+     * brings new files brings new contexts) */
+    const struct gw_config *c = d->snap->cfg;
+    struct gw_m_cert certs[3];
+    size_t nc = 0;
+    if (gw_tls_expiry(d->snap->server_ctx, GW_TLS_SERVING, &certs[nc].seconds) == 0)
+        certs[nc++].cert = "serving";
+    if (c->tls.client_ca &&
+        gw_tls_expiry(d->snap->server_ctx, GW_TLS_TRUSTED, &certs[nc].seconds) == 0)
+        certs[nc++].cert = "client_ca";
+    if (c->upstream.ca_file && /* not the system store: its roots are not ours to renew */
+        gw_tls_expiry(d->snap->upstream_ctx, GW_TLS_TRUSTED, &certs[nc].seconds) == 0)
+        certs[nc++].cert = "upstream_ca";
+    long replicas = c->rate_limit.replicas, daily = c->rate_limit.upstream.daily;
+    long budget = replicas > 1 ? daily / replicas : daily; /* request.c's share */
     struct gw_m_daemon dm = {.jwks = jwks,
                              .njwks = nj,
                              .audit = &st,
                              .reloads_ok = d->reloads_ok,
                              .reloads_failed = d->reloads_failed,
-                             .generation = d->snap->generation};
+                             .generation = d->snap->generation,
+                             .certs = certs,
+                             .ncerts = nc,
+                             .daily_here = !c->rate_limit.redis.enabled,
+                             .daily_budget = budget < 1 ? 1 : budget,
+                             .daily_used = gw_rl_daily_used(d->rl, (int64_t)time(NULL))};
     gw_metrics_render_daemon(out, &dm);
 }
 

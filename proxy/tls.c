@@ -1,6 +1,7 @@
 #include "tls.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -133,4 +134,50 @@ int gw_tls_client_prepare(SSL *ssl, const char *host)
     if (SSL_set_tlsext_host_name(ssl, host) != 1)
         return -1;
     return SSL_set1_host(ssl, host) == 1 ? 0 : -1;
+}
+
+/* Seconds from now to a certificate's notAfter (ASN1_TIME_diff: NULL is the current time). */
+static int until_not_after(const X509 *x, long long *seconds)
+{
+    int days, secs;
+    if (x == NULL || ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) != 1)
+        return -1;
+    *seconds = (long long)days * 86400 + secs;
+    return 0;
+}
+
+static void keep_earliest(const X509 *x, long long *min, bool *any)
+{
+    long long s;
+    if (until_not_after(x, &s) == 0 && (!*any || s < *min)) {
+        *min = s;
+        *any = true;
+    }
+}
+
+int gw_tls_expiry(SSL_CTX *ctx, enum gw_tls_certs which, long long *seconds)
+{
+    long long min = 0;
+    bool any = false;
+    if (which == GW_TLS_SERVING) {
+        /* an intermediate that expires first breaks the chain as surely as the leaf */
+        keep_earliest(SSL_CTX_get0_certificate(ctx), &min, &any);
+        STACK_OF(X509) *chain = NULL;
+        if (SSL_CTX_get0_chain_certs(ctx, &chain) == 1 && chain)
+            for (int i = 0; i < sk_X509_num(chain); i++)
+                keep_earliest(sk_X509_value(chain, i), &min, &any);
+    } else {
+        /* the store is shared with the workers' verifications: read it under its lock */
+        X509_STORE *st = SSL_CTX_get_cert_store(ctx);
+        if (st == NULL || X509_STORE_lock(st) != 1)
+            return -1;
+        STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(st);
+        for (int i = 0; i < sk_X509_OBJECT_num(objs); i++) /* CRLs give NULL: skipped */
+            keep_earliest(X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, i)), &min, &any);
+        X509_STORE_unlock(st);
+    }
+    if (!any)
+        return -1;
+    *seconds = min;
+    return 0;
 }

@@ -1,8 +1,9 @@
 /* Integration: operations (SPEC §1.2, §10, §11): the metrics on /metrics and their counters
  * moving, rate limits per subject and for the upstream (429 with Retry-After and the
  * X-RateLimit-* headers, nothing sent upstream), and SIGHUP: a policy and the certificate
- * swapped while a request is in flight, a broken configuration kept out; and the verified-token
- * cache: never past a token's exp, emptied by a reload that withdraws a key. */
+ * swapped while a request is in flight, a broken configuration kept out; the certificates'
+ * expiry gauge following the files a reload brings; and the verified-token cache: never past
+ * a token's exp, emptied by a reload that withdraws a key. */
 #include <check.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
@@ -55,15 +57,27 @@ START_TEST(test_metrics_present_and_moving)
     env_start(&E, &(struct env_opts){.policies = {{"tester.json", admin_only_get}}});
     char *m = scrape();
     static const char *const names[] = {
-        "ghl_gateway_requests_total",          "ghl_gateway_request_duration_seconds",
-        "ghl_gateway_auth_failures_total",     "ghl_gateway_policy_denials_total",
-        "ghl_gateway_upstream_requests_total", "ghl_gateway_upstream_duration_seconds",
-        "ghl_gateway_upstream_errors_total",   "ghl_gateway_audit_records_total",
-        "ghl_gateway_audit_write_seconds",     "ghl_gateway_rate_limited_total",
-        "ghl_gateway_token_cache_hits_total",  "ghl_gateway_token_cache_misses_total",
-        "ghl_gateway_jwks_fetches_total",      "ghl_gateway_reloads_total",
-        "ghl_gateway_audit_last_seq",          "ghl_gateway_connections_active",
-        "ghl_gateway_config_generation",       "ghl_gateway_jwks_keys",
+        "ghl_gateway_requests_total",
+        "ghl_gateway_request_duration_seconds",
+        "ghl_gateway_auth_failures_total",
+        "ghl_gateway_policy_denials_total",
+        "ghl_gateway_upstream_requests_total",
+        "ghl_gateway_upstream_duration_seconds",
+        "ghl_gateway_upstream_errors_total",
+        "ghl_gateway_audit_records_total",
+        "ghl_gateway_audit_write_seconds",
+        "ghl_gateway_rate_limited_total",
+        "ghl_gateway_token_cache_hits_total",
+        "ghl_gateway_token_cache_misses_total",
+        "ghl_gateway_jwks_fetches_total",
+        "ghl_gateway_reloads_total",
+        "ghl_gateway_audit_last_seq",
+        "ghl_gateway_connections_active",
+        "ghl_gateway_config_generation",
+        "ghl_gateway_jwks_keys",
+        "ghl_gateway_tls_cert_expiry_seconds",
+        "ghl_gateway_ratelimit_daily_budget",
+        "ghl_gateway_ratelimit_daily_remaining",
     };
     for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
         char want[200];
@@ -242,12 +256,20 @@ START_TEST(test_upstream_daily_budget)
               });
     struct response r;
     for (int i = 0; i < 2; i++) {
+        char *m = scrape(); /* what is left of the day before each call */
+        ck_assert_int_eq(sample(m, "ghl_gateway_ratelimit_daily_budget"), 2);
+        ck_assert_int_eq(sample(m, "ghl_gateway_ratelimit_daily_remaining"), 2 - i);
+        free(m);
         ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
         ck_assert_int_eq(r.status, 200);
         response_free(&r);
     }
     ck_assert_int_eq(send_req(&E, "GET", "/users/" SEED_USER, NULL, NULL, &r), 0);
     ck_assert_int_eq(r.status, 429);
+    char *m = scrape();
+    ck_assert_int_eq(sample(m, "ghl_gateway_ratelimit_daily_remaining"), 0);
+    ck_assert_int_eq(sample(m, "ghl_gateway_rate_limited_total{scope=\"upstream\"}"), 1);
+    free(m);
     ck_assert_str_eq(response_header(&r, "X-RateLimit-Max"), "2");
     ck_assert_str_eq(response_header(&r, "X-RateLimit-Interval-Milliseconds"), "86400000");
     long ra = strtol(response_header(&r, "Retry-After"), NULL, 10);
@@ -362,6 +384,90 @@ static void wait_generation(long long g)
     }
     ck_assert_int_eq(now, g);
 }
+
+/* Seconds from now to the earliest notAfter among the PEM certificates in path. */
+static long long seconds_left(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    ck_assert_ptr_nonnull(f);
+    long long min = 0;
+    bool any = false;
+    X509 *x;
+    while ((x = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+        int days, secs;
+        ck_assert_int_eq(ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)), 1);
+        long long s = (long long)days * 86400 + secs;
+        if (!any || s < min)
+            min = s;
+        any = true;
+        X509_free(x);
+    }
+    ERR_clear_error(); /* the end of the file */
+    fclose(f);
+    ck_assert(any);
+    return min;
+}
+
+/* The gauge of one certificate set, checked against the files it came from (a few seconds
+ * pass between the two readings). */
+static void assert_expiry(const char *m, const char *cert, const char *path)
+{
+    char series[100];
+    snprintf(series, sizeof series, "ghl_gateway_tls_cert_expiry_seconds{cert=\"%s\"}", cert);
+    long long got = sample(m, series), want = seconds_left(path);
+    ck_assert_msg(got > 0 && got <= want && got >= want - 10, "%s: %lld, the file says %lld", cert,
+                  got, want);
+}
+
+START_TEST(test_cert_expiry_follows_the_certificates_in_use)
+{
+    /* a serving pair and a client CA file the test swaps: the development set first (825
+     * days), then the 30-day certificates of make-test-certs.sh */
+    char dir[] = "/tmp/ghl-exp-XXXXXX", src[700], crt[700], key[700], cas[700], tls[800];
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(crt, sizeof crt, "%s/gateway.crt", dir);
+    snprintf(key, sizeof key, "%s/gateway.key", dir);
+    snprintf(cas, sizeof cas, "%s/clients.crt", dir);
+    snprintf(src, sizeof src, "%s/gateway.crt", GW_CERTS_DIR);
+    copy_file(src, crt);
+    snprintf(src, sizeof src, "%s/gateway.key", GW_CERTS_DIR);
+    copy_file(src, key);
+    snprintf(src, sizeof src, "%s/ca.crt", GW_CERTS_DIR);
+    copy_file(src, cas);
+    snprintf(tls, sizeof tls, "\"client_ca\": \"%s\"", cas);
+    env_start(&E, &(struct env_opts){.tls_dir = dir, .tls_json = tls});
+    char *m = scrape();
+    assert_expiry(m, "serving", crt);
+    assert_expiry(m, "client_ca", cas);
+    snprintf(src, sizeof src, "%s/ca.crt", GW_CERTS_DIR); /* upstream.ca_file */
+    assert_expiry(m, "upstream_ca", src);
+    ck_assert_int_gt(sample(m, "ghl_gateway_tls_cert_expiry_seconds{cert=\"serving\"}"),
+                     800LL * 86400);
+    free(m);
+
+    /* new files, SIGHUP: the gauge is the new snapshot's; of two CAs the one that ends first */
+    snprintf(src, sizeof src, "%s/wrongname.crt", GW_CERTS_DIR);
+    copy_file(src, crt);
+    snprintf(src, sizeof src, "%s/wrongname.key", GW_CERTS_DIR);
+    copy_file(src, key);
+    char cmd[2200];
+    snprintf(cmd, sizeof cmd, "cat '%s/ca.crt' '%s/rogue-ca.crt' > '%s'", GW_CERTS_DIR,
+             GW_CERTS_DIR, cas);
+    ck_assert_int_eq(run_cmd(cmd, NULL), 0);
+    ck_assert_int_eq(kill(E.gateway.pid, SIGHUP), 0);
+    wait_generation(2);
+    m = scrape();
+    assert_expiry(m, "serving", crt);
+    assert_expiry(m, "client_ca", cas);
+    ck_assert_int_lt(sample(m, "ghl_gateway_tls_cert_expiry_seconds{cert=\"serving\"}"),
+                     31LL * 86400);
+    ck_assert_int_lt(sample(m, "ghl_gateway_tls_cert_expiry_seconds{cert=\"client_ca\"}"),
+                     31LL * 86400);
+    free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    run_cmd(cmd, NULL);
+}
+END_TEST
 
 START_TEST(test_sighup_with_a_broken_config_keeps_the_old_one)
 {
@@ -495,6 +601,7 @@ int main(void)
     tcase_add_test(t, test_upstream_daily_budget);
     tcase_add_test(t, test_sighup_swaps_policy_and_certificate_in_flight);
     tcase_add_test(t, test_sighup_with_a_broken_config_keeps_the_old_one);
+    tcase_add_test(t, test_cert_expiry_follows_the_certificates_in_use);
     suite_add_tcase(s, t);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);

@@ -1,5 +1,5 @@
 /* Unit: the GCRA buckets of ratelimit.c, keyed by subject ids (auth.c), and the metrics shards
- * of metrics.c. */
+ * of metrics.c and the daemon's rows (certificate expiry, the day's budget). */
 #include <check.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -8,6 +8,7 @@
 
 #include <event2/buffer.h>
 
+#include "audit.h"
 #include "auth.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -188,6 +189,7 @@ START_TEST(test_ratelimit_upstream_and_daily)
     struct gw_rl *rl = gw_rl_new();
     struct gw_rl_verdict v;
     int64_t wall = 86400 * 20000 + 3600; /* 01:00 UTC */
+    ck_assert_int_eq(gw_rl_daily_used(rl, wall), 0);
     for (int i = 0; i < 4; i++) {
         gw_rl_upstream(rl, 4, 10, 6, S, wall, &v);
         ck_assert(v.allowed);
@@ -196,6 +198,8 @@ START_TEST(test_ratelimit_upstream_and_daily)
     ck_assert(!v.allowed);
     ck_assert(!v.daily);
     ck_assert_int_eq(v.retry_after_s, 3); /* 2.5 s per token, rounded up */
+    /* the refused call gave its unit back */
+    ck_assert_int_eq(gw_rl_daily_used(rl, wall), 4);
     /* the refused call did not spend the daily budget: 2 more pass later, then the day's out */
     gw_rl_upstream(rl, 4, 10, 6, 100 * S, wall, &v);
     ck_assert(v.allowed);
@@ -206,9 +210,12 @@ START_TEST(test_ratelimit_upstream_and_daily)
     ck_assert(v.daily);
     ck_assert_int_eq(v.max, 6);
     ck_assert_int_eq(v.retry_after_s, 86400 - 3600);
-    /* a new UTC day */
+    ck_assert_int_eq(gw_rl_daily_used(rl, wall), 6);
+    /* a new UTC day: nothing spent of it until a call */
+    ck_assert_int_eq(gw_rl_daily_used(rl, wall + 86400), 0);
     gw_rl_upstream(rl, 4, 10, 6, 200 * S, wall + 86400, &v);
     ck_assert(v.allowed);
+    ck_assert_int_eq(gw_rl_daily_used(rl, wall + 86400), 1);
     gw_rl_free(rl);
 }
 END_TEST
@@ -332,6 +339,53 @@ START_TEST(test_metrics_tables_overflow_into_other)
 }
 END_TEST
 
+static char *render_daemon(const struct gw_m_daemon *d)
+{
+    struct evbuffer *b = evbuffer_new();
+    gw_metrics_render_daemon(b, d);
+    size_t len = evbuffer_get_length(b);
+    char *t = malloc(len + 1);
+    evbuffer_remove(b, t, len);
+    t[len] = '\0';
+    evbuffer_free(b);
+    return t;
+}
+
+START_TEST(test_metrics_cert_expiry_and_daily_budget_rows)
+{
+    struct gw_audit_stats st = {0};
+    const struct gw_m_cert certs[] = {{"serving", 5184000}, {"upstream_ca", -30}};
+    struct gw_m_daemon d = {.audit = &st,
+                            .certs = certs,
+                            .ncerts = 2,
+                            .daily_here = true,
+                            .daily_budget = 20000,
+                            .daily_used = 1234};
+    char *t = render_daemon(&d);
+    ck_assert_ptr_nonnull(strstr(t, "# TYPE ghl_gateway_tls_cert_expiry_seconds gauge\n"));
+    ck_assert_ptr_nonnull(strstr(t, "\nghl_gateway_tls_cert_expiry_seconds{cert=\"serving\"} "
+                                    "5184000\n"));
+    ck_assert_ptr_nonnull(strstr(t, "{cert=\"upstream_ca\"} -30\n")); /* expired: negative */
+    ck_assert_ptr_nonnull(strstr(t, "\nghl_gateway_ratelimit_daily_budget 20000\n"));
+    ck_assert_ptr_nonnull(strstr(t, "\nghl_gateway_ratelimit_daily_remaining 18766\n"));
+    free(t);
+    /* a reload that lowered the budget below what is spent: none left, not a negative count */
+    d.daily_budget = 1000;
+    t = render_daemon(&d);
+    ck_assert_ptr_nonnull(strstr(t, "\nghl_gateway_ratelimit_daily_remaining 0\n"));
+    free(t);
+    /* the shared store keeps the day: the families are declared, with no sample */
+    d.daily_here = false;
+    d.ncerts = 0;
+    t = render_daemon(&d);
+    ck_assert_ptr_nonnull(strstr(t, "# TYPE ghl_gateway_ratelimit_daily_remaining gauge\n"));
+    ck_assert_ptr_null(strstr(t, "\nghl_gateway_ratelimit_daily_remaining "));
+    ck_assert_ptr_null(strstr(t, "\nghl_gateway_ratelimit_daily_budget "));
+    ck_assert_ptr_null(strstr(t, "\nghl_gateway_tls_cert_expiry_seconds{"));
+    free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ratelimit");
@@ -347,6 +401,7 @@ int main(void)
     tcase_add_test(t, test_ratelimit_is_exact_under_contention);
     tcase_add_test(t, test_metrics_shards_sum_and_escape);
     tcase_add_test(t, test_metrics_tables_overflow_into_other);
+    tcase_add_test(t, test_metrics_cert_expiry_and_daily_budget_rows);
     suite_add_tcase(s, t);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
