@@ -3,7 +3,7 @@
 gw_packages=(build-essential cmake pkg-config libevent-dev libssl-dev libjwt-dev libcjson-dev
              check openssl curl ca-certificates clang libclang-rt-dev
              python3-yaml systemd cppcheck clang-tidy valgrind
-             libhiredis-dev redis-server redis-tools)
+             libhiredis-dev redis-server redis-tools prometheus)
 
 gw_install_missing() {
   local missing=() p

@@ -16,7 +16,9 @@ engine or a Kubernetes cluster:
                redis.yaml (the store of shared rate limits, applied on its own): one
                non-persistent, password-protected, non-root Redis 7 pod, its Service and
                NetworkPolicy wired to the gateway's, the ConfigMap's rate_limit.redis pointing
-               at it, and, when redis-server is installed, its arguments run for real.
+               at it, and, when redis-server is installed, its arguments run for real;
+               prometheusrule.yaml (the alert rules for the Prometheus Operator, applied on
+               its own): the groups of deploy/prometheus/ghl-gateway-rules.yml, unchanged.
 
 usage: check-deploy.py REPO_ROOT GHL_GATEWAY_BINARY
 Exit 0 when every check passes; 1 with every failure listed otherwise.
@@ -363,7 +365,8 @@ def check_kubernetes():
     for n, ds in docs.items():
         for d in ds:
             check(isinstance(d, dict) and "apiVersion" in d and "kind" in d, "%s: a document without apiVersion/kind" % n)
-            if n != "redis.yaml":   # the store, applied on its own: check_redis
+            # applied on their own: the store (check_redis), the alert rules (check_rules)
+            if n not in ("redis.yaml", "prometheusrule.yaml"):
                 by_kind.setdefault(d.get("kind"), []).append((n, d))
 
     kus = docs.get("kustomization.yaml", [{}])[0]
@@ -371,8 +374,13 @@ def check_kubernetes():
     check(all(os.path.exists(os.path.join(kdir, r)) for r in res), "kustomization: missing resources %s" % res)
     check("secret.example.yaml" not in res, "kustomization: must not apply the example Secret")
     for n in docs:
-        if n not in ("kustomization.yaml", "secret.example.yaml", "redis.yaml"):
+        if n not in ("kustomization.yaml", "secret.example.yaml", "redis.yaml",
+                     "prometheusrule.yaml"):
             check(n in res, "kustomization: %s is not listed" % n)
+    check("prometheusrule.yaml" not in res,
+          "kustomization: prometheusrule.yaml needs the Prometheus Operator's CRDs: apply it "
+          "on its own, not with the gateway")
+    check_rules(docs.get("prometheusrule.yaml", []))
 
     dep = [d for _, d in by_kind.get("Deployment", [])]
     if not check(len(dep) == 1, "kubernetes: expected one Deployment, found %d" % len(dep)):
@@ -529,6 +537,43 @@ def check_kubernetes():
     check(grace > pre_s + cfg["limits"]["drain_timeout_ms"] / 1000,
           "Deployment: terminationGracePeriodSeconds %s <= preStop %s + drain" % (grace, pre_s))
     run_check(cfg_text, policies, "deploy/kubernetes/configmap.yaml gateway.json")
+
+
+# ------------------------------------------------------------------------------- alert rules
+def check_rules(docs):
+    """prometheusrule.yaml: a PrometheusRule holding exactly the groups of
+    deploy/prometheus/ghl-gateway-rules.yml (it is generated from them: no drift), which
+    promtool accepts when it is installed."""
+    if not check(len(docs) == 1, "prometheusrule.yaml: expected one document, got %d" % len(docs)):
+        return
+    d = docs[0]
+    check(d.get("apiVersion") == "monitoring.coreos.com/v1" and d.get("kind") == "PrometheusRule",
+          "prometheusrule.yaml: must be a monitoring.coreos.com/v1 PrometheusRule")
+    check(d.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/name") == "ghl-gateway",
+          "prometheusrule.yaml: label app.kubernetes.io/name: ghl-gateway")
+    with open(os.path.join(DEPLOY, "prometheus", "ghl-gateway-rules.yml"), encoding="utf-8") as f:
+        groups = yaml.safe_load(f)["groups"]
+    kgroups = d.get("spec", {}).get("groups")
+    if not check(kgroups == groups,
+                 "prometheusrule.yaml: its groups differ from deploy/prometheus/ghl-gateway-rules.yml"
+                 " (%s): run deploy/prometheus/make-prometheusrule.py"
+                 % ", ".join(sorted({g.get("name", "?") for g in (kgroups or []) if g not in groups}
+                                    | {g["name"] for g in groups if g not in (kgroups or [])}))):
+        return
+    tool = shutil.which("promtool")
+    if tool is None:
+        print("SKIP: promtool not installed; prometheusrule.yaml was compared with the rules file only")
+        return
+    tmp = tempfile.mkdtemp(prefix="gw-rules-")
+    try:
+        path = os.path.join(tmp, "rules.yml")
+        with open(path, "w", encoding="utf-8") as f:
+            yaml.safe_dump({"groups": kgroups}, f, sort_keys=False)
+        r = subprocess.run([tool, "check", "rules", path], capture_output=True, text=True)
+        check(r.returncode == 0, "prometheusrule.yaml: promtool check rules on its groups:\n%s%s"
+              % (r.stdout, r.stderr))
+    finally:
+        shutil.rmtree(tmp)
 
 
 # ------------------------------------------------------------------------------------- redis
