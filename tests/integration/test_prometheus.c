@@ -2,8 +2,9 @@
  * started here on a free loopback port with deploy/prometheus/ghl-gateway-rules.yml, unchanged,
  * scraping the admin listener every second and evaluating every second). Prometheus's HTTP API
  * is asked: the target is up; the request counter moved by exactly the requests sent (raw
- * samples, not an extrapolated increase); a histogram quantile is a number; every rule
- * evaluates without error on real series; and once the
+ * samples, not an extrapolated increase); a histogram quantile is a number; every rule, and
+ * every expression of the Grafana dashboard (deploy/grafana), evaluates without error on real
+ * series (vector matching is only checked there); and once the
  * audit log cannot be written (audit.file a symbolic link turned to /dev/full) a change is
  * refused and GhlGatewayAuditWriteFailing is pending or firing.
  *
@@ -29,6 +30,7 @@
 #define PROMETHEUS "/usr/bin/prometheus"
 #define PROMTOOL "/usr/bin/promtool"
 #define RULES GW_SRC_DIR "/deploy/prometheus/ghl-gateway-rules.yml"
+#define DASHBOARD GW_SRC_DIR "/deploy/grafana/ghl-gateway.json"
 #define REQUESTS 25
 
 static struct env E;
@@ -276,6 +278,58 @@ static void assert_rules_healthy(void)
     }
 }
 
+/* Grafana's variables as the dashboard check substitutes them (tests/prometheus/promlib.py):
+ * every job and instance, a 1 m rate window. */
+static void grafana_expand(const char *in, char *out, size_t cap)
+{
+    static const struct {
+        const char *from, *to;
+    } vars[] = {{"$__rate_interval", "1m"},
+                {"$__interval", "1m"},
+                {"$__range", "5m"},
+                {"$job", ".+"},
+                {"$instance", ".+"}};
+    size_t n = 0;
+    while (*in && n + 1 < cap) {
+        size_t k = 0;
+        while (k < sizeof vars / sizeof *vars && strncmp(in, vars[k].from, strlen(vars[k].from)))
+            k++;
+        if (k < sizeof vars / sizeof *vars) {
+            n += (size_t)snprintf(out + n, cap - n, "%s", vars[k].to);
+            in += strlen(vars[k].from);
+        } else {
+            out[n++] = *in++;
+        }
+    }
+    ck_assert_msg(*in == '\0' && n < cap, "expression too long");
+    out[n] = '\0';
+}
+
+/* Every panel target's expression of the dashboard, run as an instant query: Prometheus's own
+ * evaluation (vector matching, functions on real series) must accept it. Returns how many. */
+static int query_dashboard(const cJSON *panels)
+{
+    int n = 0;
+    const cJSON *p, *t;
+    cJSON_ArrayForEach(p, panels)
+    {
+        n += query_dashboard(cJSON_GetObjectItemCaseSensitive(p, "panels")); /* rows */
+        cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(p, "targets"))
+        {
+            const cJSON *expr = cJSON_GetObjectItemCaseSensitive(t, "expr");
+            if (!cJSON_IsString(expr))
+                continue;
+            char q[6000], err[600];
+            grafana_expand(expr->valuestring, q, sizeof q);
+            cJSON *res = prom_query(q, err, sizeof err);
+            ck_assert_msg(res != NULL, "dashboard expression %s: %s", q, err);
+            cJSON_Delete(res);
+            n++;
+        }
+    }
+    return n;
+}
+
 START_TEST(test_prometheus_scrapes_counts_and_fires_the_audit_alert)
 {
     /* audit.file a symbolic link (to a real file first), so that it can be turned to
@@ -319,6 +373,12 @@ START_TEST(test_prometheus_scrapes_counts_and_fires_the_audit_alert)
     ck_assert_msg(isfinite(p90) && p90 > 0 && p90 <= 30, "p90 %g", p90);
 
     assert_rules_healthy();
+    char *dash = slurp(DASHBOARD);
+    cJSON *d = cJSON_Parse(dash);
+    free(dash);
+    ck_assert_msg(d != NULL, "%s is not JSON", DASHBOARD);
+    ck_assert_int_ge(query_dashboard(cJSON_GetObjectItemCaseSensitive(d, "panels")), 20);
+    cJSON_Delete(d);
     ck_assert_msg(query_value("ALERTS{alertname=\"GhlGatewayAuditWriteFailing\"}") != 1,
                   "the audit alert fires before any failure");
 
