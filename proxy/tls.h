@@ -10,7 +10,8 @@
  * what a scrape reports is what the snapshot serves and verifies with.
  *
  * Memory: the caller owns the returned SSL_CTX (SSL_CTX_free). An SSL_CTX is not changed
- * after it is built, so workers share it. Threads: build on any thread.
+ * after it is built, so workers share it. Threads: build on any thread; gw_tls_expiry from
+ * any thread while the workers use the context.
  */
 #ifndef GW_TLS_H
 #define GW_TLS_H
