@@ -22,11 +22,13 @@ int gw_discovery_url(const char *issuer, char *out, size_t cap, char *why, size_
     size_t n = strlen(issuer);
     if (n > 0 && issuer[n - 1] == '/')
         n--;
-    int w = snprintf(out, cap, "%.*s" WELL_KNOWN, (int)n, issuer);
-    if (w < 0 || (size_t)w >= cap) {
+    size_t wl = sizeof WELL_KNOWN; /* with its NUL */
+    if (n + wl > cap) {
         snprintf(why, whylen, "the issuer is too long for a discovery URL");
         return -1;
     }
+    memcpy(out, issuer, n);
+    memcpy(out + n, WELL_KNOWN, wl);
     return 0;
 }
 

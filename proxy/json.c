@@ -382,7 +382,16 @@ static int check_duplicates(struct parser *ps, struct member *m, size_t count)
     }
     if (dup == NULL)
         return 0;
-    fail(ps, dup->at, "duplicate member \"%.64s\"", dup->name);
+    /* the name as printable ASCII: the message may reach a log line (a fetched JWKS or
+     * discovery document), where a control byte or an escape must not be written */
+    char name[65];
+    size_t i = 0;
+    for (; i < 64 && dup->name[i]; i++) {
+        unsigned char c = (unsigned char)dup->name[i];
+        name[i] = c < 0x20 || c > 0x7E || c == '"' || c == '\\' ? '?' : (char)c;
+    }
+    name[i] = '\0';
+    fail(ps, dup->at, "duplicate member \"%s\"", name);
     return -1;
 }
 

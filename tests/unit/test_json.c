@@ -178,6 +178,10 @@ START_TEST(test_json_refuses_duplicate_member_at_depth_3)
             "duplicate member \"role\"");
     /* inside an array, too */
     REFUSED("[{\"a\":[{\"k\":1,\"k\":1}]}]", "duplicate member \"k\"");
+    /* a name's control bytes, DEL, quotes and backslashes are not written into the message
+     * (it may reach a log line): each is a '?' */
+    REFUSED("{\"a\\u0001\\u007f\\\"\\\\b\":1,\"a\\u0001\\u007f\\\"\\\\b\":2}",
+            "duplicate member \"a????b\"");
 }
 END_TEST
 

@@ -1731,14 +1731,14 @@ START_TEST(test_keys_rfc8037_ed25519_example)
     char *p = strchr(t, '.') + 1;
     ck_assert_int_eq(strncmp(p, "RXhh", 4), 0);
     p[1] = 'H';
-    size_t pl;
+    size_t pl = 0;
     unsigned char *dec = unb64u(p, (size_t)(strchr(p, '.') - p), &pl);
     ck_assert(pl == 26 && memcmp(dec, "Dxample of Ed25519 signing", 26) == 0);
     free(dec);
     ck_assert_int_eq(jws_verify(t, &k), GW_JWS_BAD_SIGNATURE);
     free(t);
     /* A.1's private key gives A.4's signature */
-    size_t dl;
+    size_t dl = 0;
     unsigned char *d = unb64u(RFC8037_D, strlen(RFC8037_D), &dl);
     EVP_PKEY *priv = EVP_PKEY_new_raw_private_key(EVP_PKEY_ED25519, NULL, d, dl);
     ck_assert_ptr_nonnull(priv);
