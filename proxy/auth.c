@@ -479,8 +479,9 @@ static int collect_scopes(const struct gw_cfg_issuer *ci, const cJSON *claims, c
 }
 
 /* RFC 8705 §3.1: the cnf claim, when present, is an object; its x5t#S256, when present, the
- * base64url (43 characters, no padding) of a SHA-256. Returns 0 with *x5t (or NULL), or -1
- * when either has another form. */
+ * base64url (43 characters, no padding) of a SHA-256. Returns 0 with *x5t (or NULL), -1 when
+ * either has another form, -2 when cnf names another confirmation method (a DPoP "jkt", a
+ * "jwk", ...): a token bound to a key the gateway cannot check is not used as a bearer token. */
 static int cert_thumbprint(const cJSON *claims, const char **x5t)
 {
     *x5t = NULL;
@@ -489,6 +490,9 @@ static int cert_thumbprint(const cJSON *claims, const char **x5t)
         return 0;
     if (!cJSON_IsObject(cnf))
         return -1;
+    for (const cJSON *m = cnf->child; m; m = m->next)
+        if (strcmp(m->string, "x5t#S256") != 0)
+            return -2;
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(cnf, "x5t#S256");
     if (t == NULL)
         return 0;
@@ -543,8 +547,11 @@ static enum gw_auth_reason check_claims(const struct gw_issuer *is, const cJSON 
             return GW_AUTH_BAD_CLAIMS;
     }
     const char *x5t = NULL;
-    if (cert_thumbprint(c, &x5t) != 0)
+    int bound = cert_thumbprint(c, &x5t);
+    if (bound == -1)
         return GW_AUTH_BAD_CLAIMS;
+    if (bound == -2)
+        return GW_AUTH_BINDING;
     if (x5t == NULL && ci->require_cert_binding)
         return GW_AUTH_BINDING;
     *exp_out = exp;

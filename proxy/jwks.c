@@ -468,17 +468,23 @@ static bool has_url_keys(struct gw_issuer *is)
     return has;
 }
 
-/* When issuer i is fetched next after a fetch that began at started: jwks_refresh_s later, or,
+/* When issuer i is fetched next after a fetch that began at started: jwks_refresh_s after a
+ * refresh (a refetch leaves the next refresh where it was), or,
  * after a failure while it has no URL keys (a start with its identity provider away), sooner:
  * 1 s after this attempt ended, doubling up to min(jwks_refresh_s, MAX_RETRY_S), so its tokens
  * work soon after the provider is back. Returns the wait of a retry, or 0. */
-static int64_t schedule(struct gw_jwks_fetcher *f, size_t i, int64_t started, bool ok)
+static int64_t schedule(struct gw_jwks_fetcher *f, size_t i, int64_t started, bool refresh,
+                        bool ok)
 {
     struct gw_issuer *is = &f->a->issuers[i];
     struct state *st = &f->st[i];
     int64_t cap = is->cfg->jwks_refresh_s < MAX_RETRY_S ? is->cfg->jwks_refresh_s : MAX_RETRY_S;
     st->last_attempt = started;
-    st->next_due = started + is->cfg->jwks_refresh_s;
+    /* only a refresh moves the next one: an unknown kid's refetch reads no discovery document,
+     * and refetches asked for at least every jwks_refetch_min_s must not put the document's
+     * next reading off for ever (SPEC §4.2: a new jwks_uri takes effect at a refresh) */
+    if (refresh)
+        st->next_due = started + is->cfg->jwks_refresh_s;
     if (ok || has_url_keys(is)) {
         st->retry_s = 0;
         return 0;
@@ -507,7 +513,7 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i, int64_t now, bool red
     }
     if (set == NULL) {
         atomic_fetch_add(&st->fail, 1);
-        int64_t retry = schedule(f, i, now, false);
+        int64_t retry = schedule(f, i, now, rediscover, false);
         if (retry)
             gw_log_error("JWKS of issuer %s: %s; no keys from it yet (its tokens get 401 "
                          "unknown_key), trying again in %lld s",
@@ -517,7 +523,7 @@ static bool fetch_one(struct gw_jwks_fetcher *f, size_t i, int64_t now, bool red
         return false;
     }
     atomic_fetch_add(&st->ok, 1);
-    schedule(f, i, now, true);
+    schedule(f, i, now, rediscover, true);
     size_t n = set->n, gone = gw_jwks_install(is, set);
     gw_log_info("JWKS of issuer %s: %zu key%s loaded from %s", ci->issuer, n, n == 1 ? "" : "s",
                 ci->discovery ? st->jwks_uri : ci->jwks_url);

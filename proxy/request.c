@@ -465,7 +465,9 @@ static enum gw_auth_reason authenticate(struct gw_req *r, struct gw_key_miss *mi
                                  r->waited_keys ? NULL : miss);
         if (why != GW_AUTH_OK)
             return why;
-        if (r->principal->exp > now) /* a token in its leeway is not kept */
+        /* a token in its leeway is not kept, nor one verified after a wait: the worker may
+         * have adopted a newer snapshot (and emptied its cache) meanwhile */
+        if (r->principal->exp > now && !r->waited_keys)
             gw_token_cache_put(env->cache, key, r->principal, r->principal->exp);
     }
     return gw_principal_bound_to(r->principal, r->cert_sha256) ? GW_AUTH_OK : GW_AUTH_BINDING;

@@ -134,19 +134,25 @@ START_TEST(test_retry_backoff_while_an_issuer_has_no_keys)
         ck_assert_ptr_nonnull(f);
         for (int k = 0; k < 9; k++) {
             int64_t before = now_s();
-            ck_assert_int_eq(schedule(f, 0, before, false), cases[c].waits[k]);
+            ck_assert_int_eq(schedule(f, 0, before, true, false), cases[c].waits[k]);
             ck_assert_int_ge(f->st[0].next_due, before + cases[c].waits[k]);
             ck_assert_int_le(f->st[0].next_due, now_s() + cases[c].waits[k]);
         }
         /* a success: the refresh interval again, and the next failure starts at 1 s */
-        ck_assert_int_eq(schedule(f, 0, 1000, true), 0);
+        ck_assert_int_eq(schedule(f, 0, 1000, true, true), 0);
         ck_assert_int_eq(f->st[0].next_due, 1000 + cases[c].refresh_s);
-        ck_assert_int_eq(schedule(f, 0, now_s(), false), 1);
+        ck_assert_int_eq(schedule(f, 0, now_s(), true, false), 1);
         /* with last good keys a failure keeps them until the refresh: no hurry */
         struct gw_keyset held = {.n = 0};
         is.url_keys = &held;
-        ck_assert_int_eq(schedule(f, 0, 2000, false), 0);
+        ck_assert_int_eq(schedule(f, 0, 2000, true, false), 0);
         ck_assert_int_eq(f->st[0].next_due, 2000 + cases[c].refresh_s);
+        /* an unknown kid's refetch, good or not, leaves the next refresh (which reads the
+         * discovery document again) where it was */
+        ck_assert_int_eq(schedule(f, 0, 2100, false, true), 0);
+        ck_assert_int_eq(schedule(f, 0, 2200, false, false), 0);
+        ck_assert_int_eq(f->st[0].next_due, 2000 + cases[c].refresh_s);
+        ck_assert_int_eq(f->st[0].last_attempt, 2200);
         is.url_keys = NULL;
         gw_jwks_fetcher_free(f);
         pthread_mutex_destroy(&is.url_mu);

@@ -903,7 +903,12 @@ END_TEST
 static const struct jcase claim_cases[] = {
     /* RFC 8705 §3.1: cnf an object; its x5t#S256 the base64url of a SHA-256 */
     {"cnf x5t#S256", SK1, L(H_K1), P_CNF("{\"x5t#S256\":\"" X5T "\"}"), GW_AUTH_OK},
-    {"cnf without x5t#S256", SK1, L(H_K1), P_CNF("{\"jkt\":\"abc\"}"), GW_AUTH_OK},
+    {"cnf empty", SK1, L(H_K1), P_CNF("{}"), GW_AUTH_OK},
+    /* another confirmation method (DPoP's jkt, a jwk): bound to something the gateway cannot
+     * check, so not usable as a bearer token */
+    {"cnf jkt", SK1, L(H_K1), P_CNF("{\"jkt\":\"abc\"}"), GW_AUTH_BINDING},
+    {"cnf x5t#S256 and jkt", SK1, L(H_K1),
+     P_CNF("{\"x5t#S256\":\"" X5T "\",\"jkt\":\"abc\"}"), GW_AUTH_BINDING},
     {"cnf a string", SK1, L(H_K1), P_CNF("\"" X5T "\""), GW_AUTH_BAD_CLAIMS},
     {"cnf null", SK1, L(H_K1), P_CNF("null"), GW_AUTH_BAD_CLAIMS},
     {"cnf x5t#S256 a number", SK1, L(H_K1), P_CNF("{\"x5t#S256\":1}"), GW_AUTH_BAD_CLAIMS},
