@@ -27,7 +27,8 @@ int gw_discovery_url(const char *issuer, char *out, size_t cap, char *why, size_
         snprintf(why, whylen, "the issuer is too long for a discovery URL");
         return -1;
     }
-    memcpy(out, issuer, n);
+    for (size_t i = 0; i < n; i++) /* the issuer without its '/', then the path and NUL */
+        out[i] = issuer[i];
     memcpy(out + n, WELL_KNOWN, wl);
     return 0;
 }
